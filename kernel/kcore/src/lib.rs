@@ -1,0 +1,15 @@
+//! The kernel's hardware-free logic.
+//!
+//! Everything in the kernel that can be decided without touching hardware lives here, so it
+//! builds for the host and is unit-tested with plain `cargo test`: the serial line editor,
+//! the node identity parser for the fw_cfg string, and (as the scheduler grows) run-queue
+//! policy, load averaging and the event ring. The kernel binary (`kernel/src`) only drives
+//! these pieces with real bytes, ticks and interrupts.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod byte_ring;
+pub mod line_editor;
+pub mod node_config;

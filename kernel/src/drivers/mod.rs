@@ -1,0 +1,3 @@
+//! Device drivers. Each owns its device's registers; `unsafe` stays inside them.
+
+pub mod fw_cfg;

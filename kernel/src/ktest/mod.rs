@@ -1,0 +1,147 @@
+//! The in-kernel test runner (built with `--features ktest`).
+//!
+//! The harness picks tests through fw_cfg (`opt/xylem/ktest`: comma-separated names, or
+//! `all` for every non-fatal test). Results print on COM1 as `ktest NAME ... ok|FAILED: why`
+//! and a summary line; QEMU then exits with status 33 (all passed) or 35 (some failed).
+//! Fatal tests (names starting with `fatal-`) deliberately crash the kernel and are run one
+//! per boot; the harness expects the panic status 99 and the fault report.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::arch::qemu::{self, ExitCode};
+use crate::drivers::fw_cfg;
+use crate::mm::{frames, heap};
+use crate::time;
+
+type TestResult = Result<(), String>;
+
+struct Test {
+    name: &'static str,
+    run: fn() -> TestResult,
+}
+
+const TESTS: &[Test] = &[
+    Test { name: "heap-alloc-free", run: heap_alloc_free },
+    Test { name: "frames-alloc-free", run: frames_alloc_free },
+    Test { name: "clock-monotonic", run: clock_monotonic },
+    Test { name: "tick-rate", run: tick_rate },
+    Test { name: "fatal-pagefault", run: fatal_pagefault },
+    Test { name: "fatal-panic", run: fatal_panic },
+];
+
+/// Runs the selected tests and exits QEMU.
+pub fn run() -> ! {
+    let selection = fw_cfg::read_text("opt/xylem/ktest").unwrap_or_else(|_| String::from("all"));
+    let wanted: Vec<&str> = selection.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let chosen: Vec<&Test> = TESTS
+        .iter()
+        .filter(|t| wanted.contains(&t.name) || (wanted.contains(&"all") && !t.name.starts_with("fatal-")))
+        .collect();
+    let unknown: Vec<&&str> = wanted.iter().filter(|w| **w != "all" && !TESTS.iter().any(|t| t.name == **w)).collect();
+    let (mut passed, mut failed) = (0, unknown.len());
+    for name in unknown {
+        crate::println!("ktest {name} ... FAILED: no such test");
+    }
+    for test in chosen {
+        match (test.run)() {
+            Ok(()) => {
+                passed += 1;
+                crate::println!("ktest {} ... ok", test.name);
+            }
+            Err(why) => {
+                failed += 1;
+                crate::println!("ktest {} ... FAILED: {why}", test.name);
+            }
+        }
+    }
+    crate::println!("ktest: {passed} passed, {failed} failed");
+    qemu::exit(if failed == 0 { ExitCode::TestsPassed } else { ExitCode::TestsFailed })
+}
+
+fn check(condition: bool, why: impl FnOnce() -> String) -> TestResult {
+    if condition {
+        Ok(())
+    } else {
+        Err(why())
+    }
+}
+
+fn heap_alloc_free() -> TestResult {
+    let (before, _) = heap::usage();
+    {
+        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        for i in 0..256usize {
+            blocks.push(alloc::vec![i as u8; 64 + i * 16]);
+        }
+        for (i, block) in blocks.iter().enumerate() {
+            check(block.iter().all(|&b| b == i as u8), || alloc::format!("block {i} corrupted"))?;
+        }
+    }
+    let (after, _) = heap::usage();
+    check(after == before, || alloc::format!("heap use {before} -> {after} bytes"))
+}
+
+fn frames_alloc_free() -> TestResult {
+    let before = frames::free_frames();
+    let mut taken = Vec::new();
+    for _ in 0..512 {
+        taken.push(frames::alloc_zeroed().ok_or_else(|| String::from("out of frames"))?);
+    }
+    check(frames::free_frames() == before - 512, || String::from("free count did not drop by 512"))?;
+    let mut sorted = taken.clone();
+    sorted.sort();
+    sorted.dedup();
+    check(sorted.len() == taken.len(), || String::from("a frame was handed out twice"))?;
+    for frame in taken {
+        // SAFETY-free: frames::free is unsafe only in mm's API; this test owns the frames.
+        free_frame(frame);
+    }
+    check(frames::free_frames() == before, || alloc::format!("free {before} -> {}", frames::free_frames()))
+}
+
+#[allow(unsafe_code)]
+fn free_frame(frame: frames::Frame) {
+    // SAFETY: the test allocated this frame, holds no reference into it and frees it once.
+    unsafe { frames::free(frame) };
+}
+
+fn clock_monotonic() -> TestResult {
+    let mut last = time::now_us();
+    for _ in 0..10_000 {
+        let now = time::now_us();
+        check(now >= last, || alloc::format!("clock went back {last} -> {now}"))?;
+        last = now;
+    }
+    Ok(())
+}
+
+fn tick_rate() -> TestResult {
+    let (t0, k0) = (time::now_us(), time::ticks());
+    time::wait_until_us(t0 + 200_000);
+    let (t1, k1) = (time::now_us(), time::ticks());
+    let expected = (t1 - t0) * time::TICK_HZ / 1_000_000;
+    let got = k1 - k0;
+    // TCG can delay interrupts; allow 20 % slack but not a dead or double-speed timer.
+    check(got * 10 >= expected * 8 && got * 10 <= expected * 12, || {
+        alloc::format!("{got} ticks in {} us, expected ~{expected}", t1 - t0)
+    })
+}
+
+fn fatal_pagefault() -> TestResult {
+    crate::println!("ktest fatal-pagefault: writing to unmapped address 0xdeadbeef");
+    write_unmapped();
+    Err(String::from("the write to an unmapped address did not fault"))
+}
+
+#[allow(unsafe_code)]
+#[inline(never)]
+fn write_unmapped() {
+    // SAFETY: not sound, on purpose: this test exists to fault. 0xdeadbeef is in the lower
+    // half, which the kernel never maps, so the write raises #PF before touching memory.
+    unsafe { core::ptr::write_volatile(0xdead_beef as *mut u8, 1) };
+}
+
+fn fatal_panic() -> TestResult {
+    panic!("ktest fatal-panic: deliberate panic");
+}

@@ -1,0 +1,100 @@
+//! The Xylem kernel.
+//!
+//! Boot path (see docs/architecture.md): the bootloader enters [`kmain`] in long mode with
+//! all physical memory mapped; we bring up serial and logging, the GDT/TSS and IDT, memory
+//! (frames + heap), the platform (ACPI, APIC, calibrated clock and tick), read the node's
+//! identity from fw_cfg, enable interrupts, log a `boot` event on COM2, and hand COM1 to the
+//! shell (or, in a `ktest` build, to the in-kernel test runner).
+//!
+//! Architecture invariant: `unsafe` is allowed only in `arch`, `mm` and `drivers`.
+#![no_std]
+#![no_main]
+#![feature(abi_x86_interrupt)]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+#[allow(unsafe_code)]
+mod arch;
+#[allow(unsafe_code)]
+mod drivers;
+#[allow(unsafe_code)]
+mod mm;
+
+mod console;
+mod events;
+mod klog;
+#[cfg(feature = "ktest")]
+mod ktest;
+mod node;
+mod panic;
+mod platform;
+mod shell;
+mod time;
+
+use bootloader_api::config::{BootloaderConfig, Mapping};
+use bootloader_api::BootInfo;
+
+/// Where the kernel is loaded: the top 2 GiB, the conventional kernel code model area.
+const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
+/// Everything the bootloader maps dynamically (physical window, boot info, stack) goes in
+/// the upper half, so the lower half is free for cells' private address spaces.
+const DYNAMIC_RANGE_START: u64 = 0xffff_8000_0000_0000;
+
+const BOOT_CONFIG: BootloaderConfig = {
+    let mut config = BootloaderConfig::new_default();
+    config.mappings.physical_memory = Some(Mapping::Dynamic);
+    config.mappings.kernel_base = Mapping::FixedAddress(KERNEL_BASE);
+    config.mappings.dynamic_range_start = Some(DYNAMIC_RANGE_START);
+    config.kernel_stack_size = 256 * 1024;
+    config
+};
+
+bootloader_api::entry_point!(kmain, config = &BOOT_CONFIG);
+
+fn kmain(boot_info: &'static mut BootInfo) -> ! {
+    arch::serial::init();
+    klog::init(log::LevelFilter::Info);
+    arch::gdt::init();
+    arch::idt::init();
+    let heap_bytes = match mm::init(boot_info.physical_memory_offset.into_option(), &boot_info.memory_regions) {
+        Ok(bytes) => bytes,
+        Err(err) => panic!("memory init failed: {err:?}"),
+    };
+    let calibration = platform::init(boot_info.rsdp_addr.into_option());
+    let node = node::init();
+    arch::cpu::enable_interrupts();
+    // Bytes typed before the COM1 route existed raised no interrupt; collect them now.
+    console::on_receive_interrupt();
+    let total_kib = mm::frames::total_frames() * mm::PAGE_BYTES / 1024;
+    log::info!(
+        "Xylem {} on node {} (id {}, {}): {} KiB in frames, {} KiB heap",
+        env!("CARGO_PKG_VERSION"),
+        node.name,
+        node.id,
+        node.role.as_str(),
+        total_kib,
+        heap_bytes / 1024
+    );
+    events::emit(
+        "boot",
+        format_args!(
+            "id={} role={} version={} frames_kib={} heap_kib={} tsc_mhz={}",
+            node.id,
+            node.role.as_str(),
+            env!("CARGO_PKG_VERSION"),
+            total_kib,
+            heap_bytes / 1024,
+            calibration.tsc_hz / 1_000_000
+        ),
+    );
+    #[cfg(feature = "ktest")]
+    ktest::run();
+    #[cfg(not(feature = "ktest"))]
+    shell::run()
+}
+
+/// The timer interrupt: advance the clock's tick count.
+fn on_timer_tick() {
+    time::on_tick();
+}

@@ -1,0 +1,94 @@
+//! The physical-frame allocator: an intrusive free list threaded through the free frames
+//! themselves (each free frame's first word holds the next one's address), so it needs no
+//! memory of its own and both allocation and free are O(1).
+//!
+//! The free-frame count is an atomic that any context — including interrupt handlers and
+//! the shell — can read without taking the lock (a "ground truth" signal for the control
+//! plane). Interrupts are masked while the lock is held, so an interrupt handler that frees
+//! a frame cannot deadlock against the code it interrupted.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+
+use super::{phys_to_virt, PAGE_BYTES};
+use crate::arch::cpu::without_interrupts;
+
+struct FreeList {
+    head: u64,
+}
+
+static FREE_LIST: Mutex<FreeList> = Mutex::new(FreeList { head: 0 });
+static FREE_FRAMES: AtomicU64 = AtomicU64::new(0);
+static TOTAL_FRAMES: AtomicU64 = AtomicU64::new(0);
+static BOOT_DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A 4 KiB physical frame, by its start address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Frame(u64);
+
+impl Frame {
+    /// The frame's physical start address.
+    pub fn addr(self) -> u64 {
+        self.0
+    }
+}
+
+/// Adds a usable frame at boot.
+pub(super) fn add_free(addr: u64) {
+    assert!(!BOOT_DONE.load(Ordering::Relaxed), "frames are added only while booting");
+    push(addr);
+    TOTAL_FRAMES.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(super) fn mark_boot_complete() {
+    BOOT_DONE.store(true, Ordering::Relaxed);
+}
+
+fn push(addr: u64) {
+    assert!(addr != 0 && addr % PAGE_BYTES == 0, "bad frame address {addr:#x}");
+    without_interrupts(|| {
+        let mut list = FREE_LIST.lock();
+        // SAFETY: `addr` is a free frame owned by the allocator, mapped through the
+        // physical window; its first word is ours to use as the link.
+        unsafe { core::ptr::write(phys_to_virt(addr) as *mut u64, list.head) };
+        list.head = addr;
+        FREE_FRAMES.fetch_add(1, Ordering::Relaxed);
+    });
+}
+
+/// Allocates one zeroed frame, or `None` when memory is exhausted.
+pub fn alloc_zeroed() -> Option<Frame> {
+    let addr = without_interrupts(|| {
+        let mut list = FREE_LIST.lock();
+        let addr = list.head;
+        if addr == 0 {
+            return None;
+        }
+        // SAFETY: the head is a free frame whose first word is the next link.
+        list.head = unsafe { core::ptr::read(phys_to_virt(addr) as *const u64) };
+        FREE_FRAMES.fetch_sub(1, Ordering::Relaxed);
+        Some(addr)
+    })?;
+    // SAFETY: the frame was just taken off the free list, so nothing else references it.
+    unsafe { core::ptr::write_bytes(phys_to_virt(addr) as *mut u8, 0, PAGE_BYTES as usize) };
+    Some(Frame(addr))
+}
+
+/// Returns a frame to the allocator.
+///
+/// # Safety
+/// The frame must have come from [`alloc_zeroed`], must not be freed twice, and nothing may
+/// use it afterwards.
+pub unsafe fn free(frame: Frame) {
+    push(frame.0);
+}
+
+/// Frames currently free. Lock-free; safe from any context.
+pub fn free_frames() -> u64 {
+    FREE_FRAMES.load(Ordering::Relaxed)
+}
+
+/// Frames the allocator manages (everything usable except the heap).
+pub fn total_frames() -> u64 {
+    TOTAL_FRAMES.load(Ordering::Relaxed)
+}

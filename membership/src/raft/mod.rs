@@ -1,0 +1,1 @@
+//! Raft consensus core (lands with issue F6).

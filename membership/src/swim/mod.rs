@@ -1,0 +1,1 @@
+//! SWIM failure detector (lands with issue F5).

@@ -1,0 +1,254 @@
+//! One QEMU node under test: process, console socket, event log.
+//!
+//! QEMU is started with its console as a unix-socket server that waits for us
+//! (`server=on,wait=on`), so not one byte of boot output is lost. A reader thread copies the
+//! console into a shared buffer (and a log file); `expect` scans it from a cursor, so each
+//! expectation consumes what it matched. Dropping a `Node` SIGKILLs its QEMU (by PID).
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::events::{self, Event};
+use crate::qemu::NodeSpec;
+use crate::HarnessError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+const TAIL_CHARS: usize = 600;
+
+/// A running QEMU node.
+pub struct Node {
+    pub spec: NodeSpec,
+    child: Child,
+    pid: u32,
+    console: UnixStream,
+    output: Arc<Mutex<Vec<u8>>>,
+    cursor: usize,
+    events_path: PathBuf,
+    /// When QEMU was spawned (for boot-time measurement).
+    pub started: Instant,
+    /// Set once the process has been reaped.
+    exit: Option<ExitStatus>,
+}
+
+impl Node {
+    /// Starts QEMU for `spec`, with its files under `dir/<name>`.
+    pub fn start(spec: NodeSpec, dir: &Path) -> Result<Node, HarnessError> {
+        let node_dir = dir.join(&spec.name);
+        fs::create_dir_all(&node_dir).map_err(|e| HarnessError::Io(format!("creating {}", node_dir.display()), e))?;
+        let socket = node_dir.join("console.sock");
+        let events_path = node_dir.join("events.log");
+        let _ = fs::remove_file(&socket);
+        let _ = fs::remove_file(&events_path);
+        let chardev = format!("socket,id=com1,path={},server=on,wait=on", socket.display());
+        let qemu_log = File::create(node_dir.join("qemu.stderr"))
+            .map_err(|e| HarnessError::Io("creating qemu.stderr".into(), e))?;
+        let mut cmd = spec.command(&chardev, &events_path);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(qemu_log);
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| HarnessError::Io(format!("starting {}", crate::qemu::QEMU), e))?;
+        let pid = child.id();
+        let console = match connect(&socket, &mut child) {
+            Ok(stream) => stream,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = fs::read_to_string(node_dir.join("qemu.stderr")).unwrap_or_default();
+                return Err(HarnessError::Check(format!("{e}; qemu stderr: {}", stderr.trim())));
+            }
+        };
+        let output = Arc::new(Mutex::new(Vec::new()));
+        spawn_reader(console.try_clone().map_err(|e| HarnessError::Io("cloning socket".into(), e))?, output.clone(), node_dir.join("console.log"));
+        Ok(Node { spec, child, pid, console, output, cursor: 0, events_path, started, exit: None })
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits until `needle` appears after the cursor; returns the text up to and including
+    /// it and moves the cursor past it.
+    pub fn expect(&mut self, needle: &str, timeout: Duration) -> Result<String, HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let out = self.output.lock().expect("console buffer poisoned");
+                let hay = &out[self.cursor.min(out.len())..];
+                if let Some(pos) = find(hay, needle.as_bytes()) {
+                    let text = String::from_utf8_lossy(&hay[..pos + needle.len()]).into_owned();
+                    self.cursor += pos + needle.len();
+                    return Ok(text);
+                }
+            }
+            if let Some(status) = self.try_exit() {
+                return Err(HarnessError::Exited { status: status.code(), tail: self.tail() });
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout {
+                    waiting_for: needle.to_string(),
+                    seconds: timeout.as_secs_f64(),
+                    tail: self.tail(),
+                });
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The node's prompt.
+    pub fn prompt(&self) -> String {
+        format!("xylem@{}> ", self.spec.name)
+    }
+
+    /// Waits for the first prompt after boot.
+    pub fn wait_for_prompt(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+        let prompt = self.prompt();
+        self.expect(&prompt, timeout).map(|_| ())
+    }
+
+    /// Types a line into the console.
+    pub fn send_line(&mut self, line: &str) -> Result<(), HarnessError> {
+        self.send_bytes(format!("{line}\r").as_bytes())
+    }
+
+    /// Sends raw bytes to the console.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), HarnessError> {
+        self.console.write_all(bytes).map_err(|e| HarnessError::Io("writing to console".into(), e))
+    }
+
+    /// Runs a shell command and returns its output (between the echoed line and the next
+    /// prompt), with line endings normalised.
+    pub fn command(&mut self, line: &str, timeout: Duration) -> Result<String, HarnessError> {
+        self.send_line(line)?;
+        let prompt = self.prompt();
+        let text = self.expect(&prompt, timeout)?;
+        let body = text.strip_suffix(&prompt).unwrap_or(&text);
+        let body = body.replace("\r\n", "\n");
+        // Drop the echoed command line itself.
+        let body = match body.split_once('\n') {
+            Some((_echo, rest)) => rest.to_string(),
+            None => String::new(),
+        };
+        Ok(body)
+    }
+
+    /// Everything on COM2 so far.
+    pub fn events(&self) -> Vec<Event> {
+        events::parse_log(&fs::read_to_string(&self.events_path).unwrap_or_default())
+    }
+
+    /// Waits for an event matching `pred`.
+    pub fn wait_event(&self, what: &str, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Result<Event, HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return Ok(e);
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout { waiting_for: what.into(), seconds: timeout.as_secs_f64(), tail: self.tail() });
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal to QEMU (SIGKILL, SIGSTOP, SIGCONT).
+    pub fn signal(&self, signal: i32) -> Result<(), HarnessError> {
+        let pid = libc::pid_t::try_from(self.pid).map_err(|_| HarnessError::Check("pid out of range".into()))?;
+        // SAFETY: kill(2) on the PID of a child this Node spawned and has not yet reaped, so
+        // the PID cannot have been recycled for another process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(HarnessError::Io(format!("kill({pid}, {signal})"), std::io::Error::last_os_error()))
+        }
+    }
+
+    /// Waits for QEMU to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout { waiting_for: "QEMU to exit".into(), seconds: timeout.as_secs_f64(), tail: self.tail() });
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// All console output so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().expect("console buffer poisoned")).into_owned()
+    }
+
+    fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().ok().flatten();
+        }
+        self.exit
+    }
+
+    fn tail(&self) -> String {
+        let out = self.output();
+        let start = out.char_indices().rev().nth(TAIL_CHARS).map_or(0, |(i, _)| i);
+        out[start..].to_string()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.try_exit().is_none() {
+            // The child is ours and not yet reaped; SIGCONT first so a stopped QEMU dies.
+            let _ = self.signal(libc::SIGCONT);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn connect(socket: &Path, child: &mut Child) -> Result<UnixStream, String> {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        if let Ok(stream) = UnixStream::connect(socket) {
+            return Ok(stream);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("QEMU exited before its console opened ({status})"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("console socket {} did not appear", socket.display()));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn spawn_reader(mut stream: UnixStream, output: Arc<Mutex<Vec<u8>>>, log_path: PathBuf) {
+    thread::spawn(move || {
+        let mut log = File::create(log_path).ok();
+        let mut buf = [0u8; 4096];
+        // Ends when QEMU closes the socket (exit or kill).
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            output.lock().expect("console buffer poisoned").extend_from_slice(&buf[..n]);
+            if let Some(log) = log.as_mut() {
+                let _ = log.write_all(&buf[..n]);
+            }
+        }
+    });
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}

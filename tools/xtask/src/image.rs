@@ -1,0 +1,177 @@
+//! Building the kernel and its disk images.
+//!
+//! The kernel is a workspace member built for `x86_64-unknown-none` by a nested cargo. That
+//! nested cargo must not inherit the outer one's `CARGO_*`/`RUST*` variables (hermit's
+//! trap: e.g. `CARGO_ENCODED_RUSTFLAGS` or `RUSTC_WORKSPACE_WRAPPER` would leak host settings
+//! into the kernel build), so they are removed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use boot::Firmware;
+
+use crate::Flags;
+
+/// Kernel build profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
+impl Profile {
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        }
+    }
+}
+
+/// Which kernel: the normal one (shell) or the in-kernel test runner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Shell,
+    Ktest,
+}
+
+/// `cargo xtask build`.
+pub fn cmd_build(args: &[String]) -> Result<(), String> {
+    let flags = Flags::parse(args, &["--release", "--uefi"], &[])?;
+    let profile = if flags.has("--release") { Profile::Release } else { Profile::Debug };
+    let firmware = if flags.has("--uefi") { Firmware::Uefi } else { Firmware::Bios };
+    let image = build_image(profile, Flavor::Shell, firmware)?;
+    println!("{}", image.display());
+    Ok(())
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `<root>/target`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::root().join("target"))
+}
+
+/// Where xtask keeps its outputs.
+pub fn xylem_dir() -> PathBuf {
+    target_dir().join("xylem")
+}
+
+/// Builds the kernel and a disk image; returns the image path.
+pub fn build_image(profile: Profile, flavor: Flavor, firmware: Firmware) -> Result<PathBuf, String> {
+    let elf = build_kernel(profile, flavor)?;
+    let suffix = match (flavor, firmware) {
+        (Flavor::Shell, Firmware::Bios) => "bios.img",
+        (Flavor::Shell, Firmware::Uefi) => "uefi.img",
+        (Flavor::Ktest, Firmware::Bios) => "ktest-bios.img",
+        (Flavor::Ktest, Firmware::Uefi) => "ktest-uefi.img",
+    };
+    let dir = xylem_dir().join("images").join(profile.dir());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let image = dir.join(format!("xylem-{suffix}"));
+    boot::create_image(&elf, &image, firmware).map_err(|e| e.to_string())?;
+    Ok(image)
+}
+
+/// Builds the kernel ELF and copies it to `target/xylem/kernel-<flavor>-<profile>.elf`.
+fn build_kernel(profile: Profile, flavor: Flavor) -> Result<PathBuf, String> {
+    let root = crate::root();
+    let started = Instant::now();
+    eprintln!("==> building kernel ({}, {:?})", profile.dir(), flavor);
+    let mut cmd = cargo();
+    cmd.current_dir(&root).args(["build", "--package", "kernel", "--target", "x86_64-unknown-none"]);
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    if flavor == Flavor::Ktest {
+        cmd.args(["--features", "ktest"]);
+    }
+    let status = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("kernel build failed ({status})"));
+    }
+    let built = target_dir().join("x86_64-unknown-none").join(profile.dir()).join("kernel");
+    let name = match flavor {
+        Flavor::Shell => "kernel",
+        Flavor::Ktest => "kernel-ktest",
+    };
+    let copy = xylem_dir().join(format!("{name}-{}.elf", profile.dir()));
+    std::fs::create_dir_all(xylem_dir()).map_err(|e| format!("creating target/xylem: {e}"))?;
+    std::fs::copy(&built, &copy).map_err(|e| format!("copying {}: {e}", built.display()))?;
+    // The image gets a copy without debug info: the BIOS stage reads the kernel through
+    // real-mode disk calls, which are slow under TCG, and debug info is most of the file.
+    // The full ELF stays beside it for llvm-addr2line.
+    let stripped = xylem_dir().join(format!("{name}-{}.stripped.elf", profile.dir()));
+    strip_debug(&copy, &stripped)?;
+    eprintln!("    kernel built in {:.1} s: {}", started.elapsed().as_secs_f64(), copy.display());
+    Ok(stripped)
+}
+
+/// Writes `input` without debug sections to `output`, using the toolchain's llvm-objcopy
+/// (component llvm-tools-preview, pinned in rust-toolchain.toml).
+fn strip_debug(input: &Path, output: &Path) -> Result<(), String> {
+    let sysroot = Command::new("rustc")
+        .current_dir(crate::root())
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("running rustc --print sysroot: {e}"))?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    let objcopy = Path::new(&sysroot).join("lib/rustlib/x86_64-unknown-linux-gnu/bin/llvm-objcopy");
+    let status = Command::new(&objcopy)
+        .arg("--strip-debug")
+        .arg(input)
+        .arg(output)
+        .status()
+        .map_err(|e| format!("running {} (is llvm-tools-preview installed?): {e}", objcopy.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("llvm-objcopy --strip-debug failed ({status})"))
+    }
+}
+
+/// A `cargo` command with the outer cargo's and rustc's variables removed.
+pub fn cargo() -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    for (key, _) in std::env::vars() {
+        let keep = matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_TERM_COLOR");
+        if (key.starts_with("CARGO_") && !keep) || key.starts_with("RUSTC") || key == "RUSTFLAGS" || key == "RUSTDOCFLAGS" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// The images every QEMU run needs (release, BIOS): the shell kernel and the test kernel.
+pub fn test_env(kvm: bool, run_name: &str) -> Result<qemu_tests::Env, String> {
+    let image = build_image(Profile::Release, Flavor::Shell, Firmware::Bios)?;
+    let ktest_image = build_image(Profile::Release, Flavor::Ktest, Firmware::Bios)?;
+    let run_dir = fresh_dir(&xylem_dir().join(run_name))?;
+    Ok(qemu_tests::Env { image, ktest_image, run_dir, kvm })
+}
+
+/// Empties and recreates a directory.
+pub fn fresh_dir(dir: &Path) -> Result<PathBuf, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Ok(dir.to_path_buf())
+}
+
+/// Builds the ring-3 payload programs (`cell/payloads`, release) and returns the directory
+/// holding their ELF files. They are a separate cargo workspace, built into
+/// `target/payloads` so one `target/` holds everything.
+pub fn build_payloads() -> Result<PathBuf, String> {
+    let root = crate::root();
+    let payload_target = target_dir().join("payloads");
+    eprintln!("==> building cell payloads");
+    let status = cargo()
+        .current_dir(root.join("cell/payloads"))
+        .args(["build", "--release", "--target", "x86_64-unknown-none"])
+        .env("CARGO_TARGET_DIR", &payload_target)
+        .status()
+        .map_err(|e| format!("running cargo for payloads: {e}"))?;
+    if !status.success() {
+        return Err(format!("payload build failed ({status})"));
+    }
+    Ok(payload_target.join("x86_64-unknown-none/release"))
+}
