@@ -1,3 +1,107 @@
-//! The control plane: services, desired state, placement, reconcile (lands with issue F7).
+//! Xylem's control plane: services, desired state, placement, reconcile and status.
+//!
+//! Everything here is a pure, sans-IO state machine or function (DESIGN.md, "The one rule of the
+//! architecture"): time is an argument (`now_ms`), nothing reads a clock, a device or a global,
+//! and every map is a `BTreeMap` so iteration order (and therefore every output) is deterministic.
+//!
+//! Module map, in the order data flows (see `docs/control-plane.md`):
+//!
+//! 1. [`service`]: the operator's object, [`service::ServiceSpec`], and its validation.
+//! 2. [`command`]: the Raft log entries ([`command::Command`]) and their postcard encoding.
+//! 3. [`desired`]: the replicated state machine ([`desired::DesiredState`]) every node applies
+//!    committed commands to, in log order; snapshots for log compaction; epoch fencing.
+//! 4. [`report`]: the per-node status report that flows to the leader outside the log.
+//! 5. [`placement`]: the leader's scheduler (feasibility, then scoring) that turns desired state
+//!    plus a cached view of the nodes into `Assign`/`Unassign` commands to propose.
+//! 6. [`crashloop`]: the leader's bounded policy for moving crash-looping slots.
+//! 7. [`reconcile`]: each node's level-triggered local reconcile (spawn/stop its own cells).
+//! 8. [`status`]: the model and 80-column rendering of `xylem status`.
+//!
+//! [`config::Config`] holds the leader-local tunables (placement weights, crash-loop policy);
+//! limits that apply-time validation depends on are constants, identical on every node.
+//!
+//! Single writer: only the Raft leader's scheduler proposes `Assign`/`Unassign`; operators
+//! propose `ApplyService`/`Scale`/`Delete`/`SetDraining`. Every node applies the same log.
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod command;
+pub mod config;
+pub mod crashloop;
+pub mod desired;
+pub mod placement;
+pub mod reconcile;
+pub mod report;
+pub mod service;
+pub mod status;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's identity in the cluster (the same id SWIM and Raft use).
+pub type NodeId = u64;
+
+/// A replica index inside a service: slots are `0..replicas`, so scaling down drops the
+/// highest slots first.
+pub type Slot = u16;
+
+/// A fencing token. Every `Assign` carries an epoch strictly greater than every epoch committed
+/// before it (cluster-wide), so a cell whose epoch is not its slot's current epoch is stale.
+pub type Epoch = u64;
+
+/// What a node is for. Both kinds are Raft voters; only workers host cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NodeRole {
+    /// Hosts cells.
+    Worker,
+    /// A Raft voter that hosts no cells (the tie-breaker of a two-worker cluster).
+    Witness,
+}
+
+impl NodeRole {
+    /// The spelling used by `xylem status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Worker => "worker",
+            Self::Witness => "witness",
+        }
+    }
+}
+
+/// The lifecycle state of one cell as its node sees it (reported to the leader, shown by
+/// `xylem status`, and read by the local reconcile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CellState {
+    /// Spawn requested, payload not yet running.
+    Starting,
+    /// Payload running.
+    Running,
+    /// Exited and waiting for the supervisor's restart delay.
+    Backoff,
+    /// The supervisor's crash-loop gate tripped: it will not restart the cell by itself.
+    CrashLoop,
+    /// Exited for good (its restart policy says not to restart it).
+    Exited,
+    /// A stop was requested and teardown is in progress.
+    Stopping,
+}
+
+impl CellState {
+    /// The spelling used by `xylem status` and the COM2 event log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Backoff => "backoff",
+            Self::CrashLoop => "crashloop",
+            Self::Exited => "exited",
+            Self::Stopping => "stopping",
+        }
+    }
+
+    /// Whether the cell counts towards a service's running replicas.
+    pub fn is_serving(self) -> bool {
+        matches!(self, Self::Running)
+    }
+}

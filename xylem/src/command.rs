@@ -1,0 +1,256 @@
+//! The Raft log entries of the control plane and their wire encoding.
+//!
+//! The kernel proposes a [`Command`] as bytes ([`Command::encode`]) and, once the entry is
+//! committed, decodes it ([`Command::decode`]) and hands it to
+//! [`crate::desired::DesiredState::apply`] on every node, in log order.
+//!
+//! Encoding: one format-version byte ([`COMMAND_FORMAT_V1`]) followed by the postcard encoding
+//! of the enum. The version byte lets a later image refuse, rather than misread, entries written
+//! by a newer format. Decoding garbage (from a corrupt disk or a buggy peer) is a typed
+//! [`DecodeError`], never a panic; the size is bounded by [`COMMAND_BYTES_MAX`].
+//!
+//! Who proposes what (single writer per kind): operators (shell, via the leader) propose
+//! `ApplyService`, `Scale`, `Delete` and `SetDraining`; only the leader's scheduler
+//! ([`crate::placement`]) proposes `Assign` and `Unassign`.
+
+use crate::service::ServiceSpec;
+use crate::{Epoch, NodeId, Slot};
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// The first byte of every encoded command.
+pub const COMMAND_FORMAT_V1: u8 = 1;
+/// Largest encoded command, in bytes. A maximal valid `ApplyService` (32-byte names, 8 args of
+/// 64 bytes) is about 600 bytes, so this leaves room without letting a peer make us allocate
+/// without bound.
+pub const COMMAND_BYTES_MAX: usize = 2048;
+
+/// One control-plane change, as committed in the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create a service, or update an existing one (only replica bounds, restart policy and
+    /// placement may change; payload and args are immutable).
+    ApplyService(ServiceSpec),
+    /// Set a service's desired replica count (within its bounds).
+    Scale { name: String, replicas: u16 },
+    /// Delete a service and all its assignments.
+    Delete { name: String },
+    /// Bind slot `slot` of `service` to `node`, fenced by `epoch` (which must exceed every epoch
+    /// committed so far). Assigning an already-bound slot is a move.
+    Assign {
+        service: String,
+        slot: Slot,
+        node: NodeId,
+        epoch: Epoch,
+    },
+    /// Unbind a slot; `epoch` must be the slot's current epoch (so a stale plan cannot unbind a
+    /// newer assignment).
+    Unassign {
+        service: String,
+        slot: Slot,
+        epoch: Epoch,
+    },
+    /// Mark a node as draining (placement moves its slots away and places nothing new there),
+    /// or clear the mark.
+    SetDraining { node: NodeId, draining: bool },
+}
+
+/// Why bytes are not a [`Command`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// No bytes at all.
+    Empty,
+    /// More than [`COMMAND_BYTES_MAX`] bytes.
+    TooLarge { len: usize },
+    /// The format-version byte is not one this image understands.
+    UnknownFormat { version: u8 },
+    /// The body is not a valid postcard encoding of a command.
+    Malformed,
+    /// Bytes are left over after a complete command.
+    TrailingBytes { count: usize },
+}
+
+/// Why a command could not be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The encoding would exceed [`COMMAND_BYTES_MAX`] (only an invalid spec can get here).
+    TooLarge { len: usize },
+    /// The serializer failed (allocation failure).
+    Serialize,
+}
+
+impl Command {
+    /// Encodes the command for a Raft proposal.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut bytes = Vec::with_capacity(64);
+        bytes.push(COMMAND_FORMAT_V1);
+        let bytes = postcard::to_extend(self, bytes).map_err(|_| EncodeError::Serialize)?;
+        if bytes.len() > COMMAND_BYTES_MAX {
+            return Err(EncodeError::TooLarge { len: bytes.len() });
+        }
+        debug_assert_eq!(bytes[0], COMMAND_FORMAT_V1);
+        Ok(bytes)
+    }
+
+    /// Decodes a committed entry.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if bytes.len() > COMMAND_BYTES_MAX {
+            return Err(DecodeError::TooLarge { len: bytes.len() });
+        }
+        if version != COMMAND_FORMAT_V1 {
+            return Err(DecodeError::UnknownFormat { version });
+        }
+        let (command, rest) =
+            postcard::take_from_bytes::<Command>(body).map_err(|_| DecodeError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes { count: rest.len() });
+        }
+        Ok(command)
+    }
+
+    /// A short name for the event log (`kind=`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ApplyService(_) => "apply-service",
+            Self::Scale { .. } => "scale",
+            Self::Delete { .. } => "delete",
+            Self::Assign { .. } => "assign",
+            Self::Unassign { .. } => "unassign",
+            Self::SetDraining { .. } => "set-draining",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{ServiceSpec, ARGS_COUNT_MAX, ARG_LEN_MAX, NAME_LEN_MAX};
+    use alloc::vec;
+    use rand_core::{RngCore, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    fn samples() -> Vec<Command> {
+        let mut spec = ServiceSpec::new("web", "echo", 2);
+        spec.args = vec![String::from("--port"), String::from("80")];
+        vec![
+            Command::ApplyService(spec),
+            Command::Scale {
+                name: String::from("web"),
+                replicas: 3,
+            },
+            Command::Delete {
+                name: String::from("web"),
+            },
+            Command::Assign {
+                service: String::from("web"),
+                slot: 1,
+                node: 2,
+                epoch: u64::MAX,
+            },
+            Command::Unassign {
+                service: String::from("web"),
+                slot: 63,
+                epoch: 7,
+            },
+            Command::SetDraining {
+                node: 3,
+                draining: true,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for command in samples() {
+            let bytes = command.encode().unwrap();
+            assert_eq!(bytes[0], COMMAND_FORMAT_V1);
+            assert_eq!(
+                Command::decode(&bytes),
+                Ok(command.clone()),
+                "{}",
+                command.kind()
+            );
+        }
+    }
+
+    #[test]
+    fn maximal_valid_spec_fits() {
+        let mut spec = ServiceSpec::new(&"a".repeat(NAME_LEN_MAX), &"p".repeat(32), 64);
+        spec.args = vec!["x".repeat(ARG_LEN_MAX); ARGS_COUNT_MAX];
+        let bytes = Command::ApplyService(spec).encode().unwrap();
+        assert!(bytes.len() < 700, "{}", bytes.len());
+    }
+
+    #[test]
+    fn oversized_spec_is_refused_both_ways() {
+        let mut spec = ServiceSpec::new("web", "echo", 1);
+        spec.args = vec!["x".repeat(1000); 3];
+        let command = Command::ApplyService(spec);
+        assert!(matches!(
+            command.encode(),
+            Err(EncodeError::TooLarge { .. })
+        ));
+        let mut bytes = vec![COMMAND_FORMAT_V1];
+        bytes.extend(postcard::to_allocvec(&command).unwrap());
+        assert!(matches!(
+            Command::decode(&bytes),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn framing_errors_are_typed() {
+        assert_eq!(Command::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(
+            Command::decode(&[9, 0]),
+            Err(DecodeError::UnknownFormat { version: 9 })
+        );
+        assert_eq!(
+            Command::decode(&[COMMAND_FORMAT_V1]),
+            Err(DecodeError::Malformed)
+        );
+        assert_eq!(
+            Command::decode(&[COMMAND_FORMAT_V1, 200]),
+            Err(DecodeError::Malformed)
+        );
+        let mut bytes = samples()[2].encode().unwrap();
+        bytes.push(0);
+        assert_eq!(
+            Command::decode(&bytes),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
+        let bytes = samples()[0].encode().unwrap();
+        assert_eq!(
+            Command::decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Malformed)
+        );
+    }
+
+    /// Random bytes and random single-byte corruptions of valid encodings never panic.
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let valid: Vec<Vec<u8>> = samples().iter().map(|c| c.encode().unwrap()).collect();
+        for round in 0..20_000u32 {
+            let mut bytes = if round % 2 == 0 {
+                let len = (rng.next_u32() % 96) as usize;
+                let mut b = vec![0u8; len];
+                rng.fill_bytes(&mut b);
+                b
+            } else {
+                valid[(rng.next_u32() as usize) % valid.len()].clone()
+            };
+            if !bytes.is_empty() {
+                let at = (rng.next_u32() as usize) % bytes.len();
+                bytes[at] ^= 1 << (rng.next_u32() % 8);
+            }
+            if let Ok(command) = Command::decode(&bytes) {
+                // Whatever decodes must re-encode to a decodable command (no half states).
+                let again = command.encode().unwrap();
+                assert_eq!(Command::decode(&again), Ok(command));
+            }
+        }
+    }
+}

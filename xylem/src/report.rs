@@ -1,0 +1,255 @@
+//! The per-node status report: actual state flowing to the leader, outside the Raft log.
+//!
+//! Each node periodically (or piggybacked on gossip) sends a [`NodeReport`]: its load, free
+//! memory and, per cell, `(cell id, service, slot, epoch, state, restarts, uptime)`. The leader keeps the
+//! latest report per node (newer `seq` wins) and turns it into a
+//! [`crate::placement::NodeView`] for the scheduler and into rows for `xylem status`.
+//! Reports are soft state: losing one only delays a decision; they never enter the log.
+//!
+//! Size is bounded: at most [`REPORT_CELLS_MAX`] cells, and a worst-case report (32-byte names,
+//! maximal integers) encodes in under [`REPORT_BYTES_MAX`] bytes so it fits one datagram next to
+//! a gossip message. A node with more cells reports the first [`REPORT_CELLS_MAX`] in
+//! `(service, slot)` order and sets `truncated`.
+
+use crate::{CellState, Epoch, NodeId, Slot};
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Most cells carried by one report.
+pub const REPORT_CELLS_MAX: usize = 16;
+/// Upper bound on an encoded report, in bytes (tested against the worst case).
+pub const REPORT_BYTES_MAX: usize = 1000;
+/// The first byte of every encoded report.
+pub const REPORT_FORMAT_V1: u8 = 1;
+
+/// One cell in a report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellReport {
+    /// The node-local cell id, for display only (low 32 bits of the kernel's id, which keeps
+    /// the worst-case report under [`REPORT_BYTES_MAX`]).
+    pub cell_id: u32,
+    /// The service the cell belongs to.
+    pub service: String,
+    /// Its slot.
+    pub slot: Slot,
+    /// The epoch it was spawned under.
+    pub epoch: Epoch,
+    /// Its lifecycle state.
+    pub state: CellState,
+    /// Restarts by the local supervisor within this epoch (saturating).
+    pub restarts: u16,
+    /// Seconds since the current run started (saturating).
+    pub uptime_s: u32,
+}
+
+/// One node's report to the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The reporting node.
+    pub node: NodeId,
+    /// Monotonic per node; the leader ignores a report older than the one it holds.
+    pub seq: u64,
+    /// Run-queue load, in thousandths of a CPU (1000 = one busy CPU).
+    pub load_milli: u32,
+    /// Free physical memory, in MiB.
+    pub free_mib: u32,
+    /// Number of cells on the node (may exceed `cells.len()` when truncated).
+    pub cell_count: u32,
+    /// The cells, in `(service, slot, epoch)` order, at most [`REPORT_CELLS_MAX`].
+    pub cells: Vec<CellReport>,
+}
+
+/// Why a report could not be encoded or decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportError {
+    /// More than [`REPORT_CELLS_MAX`] cells.
+    TooManyCells { count: usize },
+    /// The encoding is over [`REPORT_BYTES_MAX`].
+    TooLarge { len: usize },
+    /// Empty input.
+    Empty,
+    /// Unknown format-version byte.
+    UnknownFormat { version: u8 },
+    /// Not a valid postcard encoding of a report.
+    Malformed,
+}
+
+impl NodeReport {
+    /// Builds a report from a node's full cell list, sorting it and keeping the first
+    /// [`REPORT_CELLS_MAX`] cells (`cell_count` keeps the true total).
+    pub fn new(
+        node: NodeId,
+        seq: u64,
+        load_milli: u32,
+        free_mib: u32,
+        mut cells: Vec<CellReport>,
+    ) -> Self {
+        cells.sort_by(|a, b| (&a.service, a.slot, a.epoch).cmp(&(&b.service, b.slot, b.epoch)));
+        let cell_count = u32::try_from(cells.len()).unwrap_or(u32::MAX);
+        cells.truncate(REPORT_CELLS_MAX);
+        debug_assert!(cells.len() <= REPORT_CELLS_MAX);
+        Self {
+            node,
+            seq,
+            load_milli,
+            free_mib,
+            cell_count,
+            cells,
+        }
+    }
+
+    /// Whether some cells were left out.
+    pub fn truncated(&self) -> bool {
+        self.cells.len() < self.cell_count as usize
+    }
+
+    /// Encodes the report (version byte + postcard).
+    pub fn encode(&self) -> Result<Vec<u8>, ReportError> {
+        if self.cells.len() > REPORT_CELLS_MAX {
+            return Err(ReportError::TooManyCells {
+                count: self.cells.len(),
+            });
+        }
+        let bytes = alloc::vec![REPORT_FORMAT_V1];
+        let bytes = postcard::to_extend(self, bytes).map_err(|_| ReportError::Malformed)?;
+        if bytes.len() > REPORT_BYTES_MAX {
+            return Err(ReportError::TooLarge { len: bytes.len() });
+        }
+        Ok(bytes)
+    }
+
+    /// Decodes a report received from a peer; garbage is a typed error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ReportError> {
+        let (&version, body) = bytes.split_first().ok_or(ReportError::Empty)?;
+        if bytes.len() > REPORT_BYTES_MAX {
+            return Err(ReportError::TooLarge { len: bytes.len() });
+        }
+        if version != REPORT_FORMAT_V1 {
+            return Err(ReportError::UnknownFormat { version });
+        }
+        let (report, rest) =
+            postcard::take_from_bytes::<NodeReport>(body).map_err(|_| ReportError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(ReportError::Malformed);
+        }
+        if report.cells.len() > REPORT_CELLS_MAX {
+            return Err(ReportError::TooManyCells {
+                count: report.cells.len(),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Cells the supervisor has given up on (crash-loop gate tripped), for the scheduler.
+    pub fn crashloops(&self) -> impl Iterator<Item = (&str, Slot, Epoch)> {
+        self.cells
+            .iter()
+            .filter(|c| c.state == CellState::CrashLoop)
+            .map(|c| (c.service.as_str(), c.slot, c.epoch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::NAME_LEN_MAX;
+    use alloc::format;
+    use alloc::vec;
+
+    fn worst_cell(i: usize) -> CellReport {
+        CellReport {
+            cell_id: u32::MAX,
+            service: format!("{i:0>width$}", width = NAME_LEN_MAX),
+            slot: Slot::MAX,
+            epoch: Epoch::MAX,
+            state: CellState::CrashLoop,
+            restarts: u16::MAX,
+            uptime_s: u32::MAX,
+        }
+    }
+
+    #[test]
+    fn worst_case_report_fits_the_bound() {
+        let cells = (0..REPORT_CELLS_MAX).map(worst_cell).collect();
+        let report = NodeReport::new(u64::MAX, u64::MAX, u32::MAX, u32::MAX, cells);
+        let bytes = report.encode().unwrap();
+        assert!(bytes.len() <= REPORT_BYTES_MAX, "{} bytes", bytes.len());
+        // 33 header bytes + 16 x 60 per cell: the bound is tight, keep it that way on purpose.
+        assert_eq!(bytes.len(), 993);
+        assert_eq!(NodeReport::decode(&bytes), Ok(report));
+    }
+
+    #[test]
+    fn typical_report_is_small() {
+        let cells = vec![CellReport {
+            cell_id: 1,
+            service: "web".into(),
+            slot: 1,
+            epoch: 12,
+            state: CellState::Running,
+            restarts: 0,
+            uptime_s: 3600,
+        }];
+        let bytes = NodeReport::new(2, 40, 250, 900, cells).encode().unwrap();
+        assert!(bytes.len() < 32, "{}", bytes.len());
+    }
+
+    #[test]
+    fn big_cell_lists_are_truncated_in_order() {
+        let cells: Vec<_> = (0..40).rev().map(worst_cell).collect();
+        let report = NodeReport::new(1, 1, 0, 0, cells);
+        assert_eq!(report.cells.len(), REPORT_CELLS_MAX);
+        assert_eq!(report.cell_count, 40);
+        assert!(report.truncated());
+        assert!(report.cells.windows(2).all(|w| w[0].service < w[1].service));
+        assert!(report.encode().is_ok());
+        let mut forged = report.clone();
+        forged.cells.push(worst_cell(99));
+        assert_eq!(
+            forged.encode(),
+            Err(ReportError::TooManyCells { count: 17 })
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_typed_error() {
+        assert_eq!(NodeReport::decode(&[]), Err(ReportError::Empty));
+        assert_eq!(
+            NodeReport::decode(&[2]),
+            Err(ReportError::UnknownFormat { version: 2 })
+        );
+        assert_eq!(NodeReport::decode(&[1, 0xff]), Err(ReportError::Malformed));
+        assert!(matches!(
+            NodeReport::decode(&[1; 1001]),
+            Err(ReportError::TooLarge { .. })
+        ));
+        // A forged report claiming 17 cells but small enough to pass the byte bound.
+        let mut forged = NodeReport::new(1, 1, 0, 0, vec![]);
+        forged.cells = (0..17)
+            .map(|_| CellReport {
+                cell_id: 1,
+                service: "a".into(),
+                slot: 0,
+                epoch: 1,
+                state: CellState::Running,
+                restarts: 0,
+                uptime_s: 0,
+            })
+            .collect();
+        let mut bytes = vec![REPORT_FORMAT_V1];
+        bytes.extend(postcard::to_allocvec(&forged).unwrap());
+        assert_eq!(
+            NodeReport::decode(&bytes),
+            Err(ReportError::TooManyCells { count: 17 })
+        );
+    }
+
+    #[test]
+    fn crashloops_are_listed() {
+        let mut cells: Vec<_> = (0..3).map(worst_cell).collect();
+        cells[1].state = CellState::Running;
+        let report = NodeReport::new(1, 1, 0, 0, cells);
+        assert_eq!(report.crashloops().count(), 2);
+    }
+}
