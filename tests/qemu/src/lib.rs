@@ -7,6 +7,7 @@
 //! qemu-cluster` run; each returns `Ok` or a one-line reason.
 
 pub mod events;
+pub mod fabric;
 pub mod node;
 pub mod qemu;
 pub mod scenarios;
