@@ -1,0 +1,236 @@
+//! Time-driven work: [`Swim::tick`] runs, in order, the protocol period (probe, ping-req,
+//! suspect; SWIM §4.1), suspicion timeouts (Lifeguard §3.2), gossip rounds, reconnect
+//! pings to Down members, join retries and anti-entropy syncs, and ping-req relay nacks.
+//!
+//! Local stall detection lives here too: if the driver calls us much later than our own
+//! deadline (the node was paused, or its VM starved), the silence we observe is ours, so
+//! the probe in flight is dropped instead of blamed and running suspicions get a grace
+//! period to receive refutations we could not hear (Lifeguard's spirit, not its letter).
+
+use super::member::MemberState;
+use super::message::{Message, Update};
+use super::{Probe, Swim, SyncSession, SYNC_MAX_RETRIES};
+use crate::NodeId;
+
+impl Swim {
+    /// Advances timers to `now_ms` (monotonic milliseconds).
+    pub fn tick(&mut self, now_ms: u64) {
+        self.on_call(now_ms);
+        let now_ms = self.last_call_ms;
+        if !self.leaving {
+            self.tick_probe(now_ms);
+            self.tick_suspicions(now_ms);
+            self.tick_reconnect(now_ms);
+            self.tick_join_and_sync(now_ms);
+            self.tick_relays(now_ms);
+        }
+        self.tick_gossip(now_ms);
+        // Every periodic timer is strictly in the future once tick returns.
+        assert!(self.leaving || (self.next_probe_ms > now_ms && self.next_reconnect_ms > now_ms));
+        assert!(self.next_gossip_ms > now_ms || (self.leaving && self.broadcasts.is_empty()));
+        assert!(self.outputs.len() <= self.config.max_outputs);
+    }
+
+    /// Bookkeeping common to `tick` and `step`: first-call timer setup, stall detection.
+    pub(super) fn on_call(&mut self, now_ms: u64) {
+        // A clock that steps back is treated as standing still.
+        let now_ms = now_ms.max(self.last_call_ms);
+        if !self.started {
+            self.started = true;
+            // Random phase so nodes started together do not probe in lockstep.
+            let phase_ms = self.rand_below(self.config.probe_interval_ms as usize) as u64;
+            self.next_probe_ms = now_ms + phase_ms;
+            self.next_gossip_ms = now_ms;
+            self.next_reconnect_ms = now_ms + self.config.reconnect_interval_ms;
+            self.next_sync_ms = now_ms + self.config.sync_interval_ms;
+            self.next_join_ms = self.next_join_ms.max(now_ms);
+        } else {
+            let threshold_ms = self.probe_period_ms() + self.config.probe_interval_ms;
+            let overdue = now_ms > self.next_deadline_ms().saturating_add(threshold_ms);
+            if !self.leaving && now_ms > self.last_call_ms + threshold_ms && overdue {
+                self.on_stall(now_ms);
+            }
+        }
+        debug_assert!(now_ms >= self.last_call_ms, "time is monotonic here");
+        self.last_call_ms = now_ms;
+    }
+
+    fn on_stall(&mut self, now_ms: u64) {
+        self.stats.stalls += 1;
+        self.probe = None;
+        self.next_probe_ms = now_ms;
+        self.adjust_health(1);
+        let n = self.active_count() as u64;
+        let grace_ms = super::suspicion_min_ms(self.config.suspicion_base_ms, n);
+        for s in self.suspicions.values_mut() {
+            s.extend_to(now_ms + grace_ms);
+        }
+        for r in self.relays.iter_mut() {
+            r.expires_ms = r.expires_ms.max(now_ms);
+        }
+    }
+
+    fn tick_probe(&mut self, now_ms: u64) {
+        if let Some(mut probe) = self.probe {
+            if probe.indirect_sent == 0 && now_ms >= probe.timeout_at_ms {
+                // With no peer to ask, count one phantom request that never nacks: the
+                // failure then costs one health point, as Lifeguard prescribes.
+                probe.indirect_sent = self.send_ping_reqs(&probe).max(1);
+                self.probe = Some(probe);
+            }
+            if now_ms >= probe.period_end_ms {
+                self.probe = None;
+                self.probe_failed(&probe, now_ms);
+            }
+        }
+        if now_ms >= self.next_probe_ms {
+            self.next_probe_ms = now_ms + self.probe_period_ms();
+            self.start_probe(now_ms);
+        }
+    }
+
+    fn start_probe(&mut self, now_ms: u64) {
+        // tick_probe closed the previous period (it ends exactly when this one starts).
+        assert!(self.probe.is_none(), "two probes in flight");
+        let Some(target) = self.next_probe_target() else { return };
+        let seq = self.next_seq();
+        let lhm = u64::from(self.lhm + 1);
+        self.probe = Some(Probe {
+            target,
+            seq,
+            started_ms: now_ms,
+            timeout_at_ms: now_ms + self.config.probe_timeout_ms * lhm,
+            period_end_ms: now_ms + self.probe_period_ms(),
+            indirect_sent: 0,
+            nacks: 0,
+        });
+        let updates = self.piggyback(target);
+        self.stats.probes_sent += 1;
+        self.send(target, Message::Ping { seq, target, updates });
+    }
+
+    /// Asks k random peers to probe the target; returns how many were asked.
+    fn send_ping_reqs(&mut self, probe: &Probe) -> u32 {
+        let mut peers = self.sample_active(self.config.indirect_probes + 1, probe.target);
+        peers.truncate(self.config.indirect_probes);
+        for &peer in &peers {
+            let updates = self.piggyback(peer);
+            self.stats.ping_reqs_sent += 1;
+            self.send(peer, Message::PingReq { seq: probe.seq, target: probe.target, updates });
+        }
+        assert!(peers.len() <= self.config.indirect_probes);
+        peers.len() as u32
+    }
+
+    fn probe_failed(&mut self, probe: &Probe, now_ms: u64) {
+        self.stats.probe_failures += 1;
+        // Lifeguard: missing nacks mean our own links are the likelier culprit.
+        let missing_nacks = probe.indirect_sent.saturating_sub(probe.nacks);
+        self.adjust_health(i64::from(missing_nacks.max(u32::from(probe.indirect_sent == 0))));
+        let Some(member) = self.members.get(&probe.target) else { return };
+        if member.last_heard_ms > probe.started_ms {
+            // No ack, but the target did talk to us during this period (e.g. it refuted a
+            // suspicion after a pause while our ping was lost): it is alive, do not accuse.
+            return;
+        }
+        if member.state == MemberState::Suspect {
+            // Already suspected by someone else: our failed probe is a confirmation.
+            self.confirm_suspicion(probe.target, self.self_id);
+            return;
+        }
+        if member.state != MemberState::Alive {
+            return;
+        }
+        let incarnation = member.incarnation;
+        self.transition(probe.target, MemberState::Suspect, incarnation, self.self_id, None, now_ms);
+        // Tell the suspect directly too: the sooner it hears, the sooner it refutes.
+        let suspect = Update::Suspect { id: probe.target, incarnation, from: self.self_id };
+        self.send(probe.target, Message::Gossip { updates: alloc::vec![suspect] });
+    }
+
+    fn tick_suspicions(&mut self, now_ms: u64) {
+        let expired: alloc::vec::Vec<NodeId> =
+            self.suspicions.iter().filter(|(_, s)| s.deadline_ms() <= now_ms).map(|(&id, _)| id).collect();
+        for id in expired {
+            let incarnation = self.suspicions[&id].incarnation;
+            let member = &self.members[&id];
+            assert!(member.state == MemberState::Suspect && member.incarnation == incarnation);
+            self.transition(id, MemberState::Down, incarnation, self.self_id, None, now_ms);
+        }
+    }
+
+    fn tick_gossip(&mut self, now_ms: u64) {
+        if now_ms < self.next_gossip_ms {
+            return;
+        }
+        self.next_gossip_ms = now_ms + self.config.gossip_interval_ms;
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        let targets = self.sample_active(self.config.gossip_fanout, self.self_id);
+        for to in targets {
+            let updates = self.piggyback(to);
+            if !updates.is_empty() {
+                self.send(to, Message::Gossip { updates });
+            }
+        }
+    }
+
+    /// Pings one random Down member so that, once reachable again, it learns it was
+    /// declared down and refutes; also forgets members Down for too long.
+    fn tick_reconnect(&mut self, now_ms: u64) {
+        if now_ms < self.next_reconnect_ms {
+            return;
+        }
+        self.next_reconnect_ms = now_ms + self.config.reconnect_interval_ms;
+        let retain_ms = self.config.down_retain_ms;
+        self.members.retain(|_, m| m.state.is_active() || m.state_changed_ms + retain_ms > now_ms);
+        let down = self.members.values().filter(|m| m.state == MemberState::Down).count();
+        if down == 0 {
+            return;
+        }
+        let pick = self.rand_below(down);
+        let target = self.members.values().filter(|m| m.state == MemberState::Down).nth(pick).map(|m| m.id);
+        let Some(target) = target else { return };
+        let seq = self.next_seq();
+        let updates = self.piggyback(target);
+        debug_assert!(matches!(updates.first(), Some(Update::Dead { .. })));
+        self.send(target, Message::Ping { seq, target, updates });
+    }
+
+    fn tick_join_and_sync(&mut self, now_ms: u64) {
+        if !self.joined && !self.seeds.is_empty() && now_ms >= self.next_join_ms {
+            self.next_join_ms = now_ms + self.config.join_retry_ms;
+            let pick = self.rand_below(self.seeds.len());
+            let seed = self.seeds[pick];
+            self.send_join(seed);
+        }
+        if let Some(mut session) = self.sync {
+            if now_ms >= session.sent_ms + self.config.join_retry_ms {
+                session.retries += 1;
+                session.sent_ms = now_ms;
+                self.sync = (session.retries <= SYNC_MAX_RETRIES).then_some(session);
+                if self.sync.is_some() {
+                    self.send(session.peer, Message::SyncReq { after: session.after });
+                }
+            }
+        }
+        if self.config.sync_interval_ms > 0 && now_ms >= self.next_sync_ms {
+            self.next_sync_ms = now_ms + self.config.sync_interval_ms;
+            if self.sync.is_none() {
+                if let Some(&peer) = self.sample_active(1, self.self_id).first() {
+                    self.sync = Some(SyncSession { peer, after: None, sent_ms: now_ms, retries: 0 });
+                    self.send(peer, Message::SyncReq { after: None });
+                }
+            }
+        }
+    }
+
+    fn tick_relays(&mut self, now_ms: u64) {
+        while let Some(pos) = self.relays.iter().position(|r| r.expires_ms <= now_ms) {
+            let relay = self.relays.swap_remove(pos);
+            self.send(relay.requester, Message::Nack { seq: relay.requester_seq, target: relay.target });
+        }
+        debug_assert!(self.relays.iter().all(|r| r.expires_ms > now_ms));
+    }
+}
