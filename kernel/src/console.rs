@@ -4,10 +4,12 @@ use kcore::byte_ring::ByteRing;
 use spin::Mutex;
 
 use crate::arch::{cpu, serial};
+use crate::sched::wait::WaitQueue;
 
 const INPUT_BYTES: usize = 1024;
 
 static INPUT: Mutex<ByteRing<INPUT_BYTES>> = Mutex::new(ByteRing::new());
+static READERS: WaitQueue = WaitQueue::new();
 
 /// Prints to the console.
 #[macro_export]
@@ -22,35 +24,28 @@ macro_rules! println {
     ($($arg:tt)*) => { $crate::print!("{}\n", format_args!($($arg)*)) };
 }
 
-/// COM1 receive interrupt: move every buffered byte into the input queue.
+/// COM1 receive interrupt: move every buffered byte into the input queue and wake the
+/// reader.
 pub fn on_receive_interrupt() {
-    let mut input = INPUT.lock();
-    serial::drain_console_input(|byte| {
-        input.push(byte);
+    cpu::without_interrupts(|| {
+        let mut input = INPUT.lock();
+        serial::drain_console_input(|byte| {
+            input.push(byte);
+        });
     });
+    READERS.wake_one();
 }
 
-/// Takes the next input byte, halting until one arrives.
+/// Takes the next input byte, blocking the calling task until one arrives.
 pub fn read_byte_blocking() -> u8 {
-    loop {
-        x86_64::instructions::interrupts::disable();
-        let next = INPUT.lock().pop();
-        match next {
-            Some(byte) => {
-                cpu::enable_interrupts();
-                return byte;
-            }
-            // `sti; hlt` is atomic: an interrupt that lands between the check and the
-            // halt still wakes us.
-            None => cpu::enable_interrupts_and_halt(),
-        }
-    }
+    let mut byte = None;
+    READERS.wait_until(|| {
+        byte = INPUT.lock().pop();
+        byte.is_some()
+    });
+    byte.expect("wait_until returned without input")
 }
 
-/// Input bytes dropped because the queue was full.
-pub fn input_dropped() -> u64 {
-    cpu::without_interrupts(|| INPUT.lock().dropped())
-}
 
 /// Writes raw bytes to the console (echo, erase sequences).
 pub fn write_raw(bytes: &[u8]) {

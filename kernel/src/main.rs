@@ -28,7 +28,10 @@ mod klog;
 mod ktest;
 mod node;
 mod panic;
+#[cfg(not(feature = "ktest"))]
+mod reactor;
 mod platform;
+mod sched;
 mod shell;
 mod time;
 
@@ -61,6 +64,8 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
         Ok(bytes) => bytes,
         Err(err) => panic!("memory init failed: {err:?}"),
     };
+    // The scheduler exists before the first timer tick, which it accounts.
+    sched::init();
     let calibration = platform::init(boot_info.rsdp_addr.into_option());
     let node = node::init();
     arch::cpu::enable_interrupts();
@@ -76,25 +81,44 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
         total_kib,
         heap_bytes / 1024
     );
-    events::emit(
-        "boot",
-        format_args!(
-            "id={} role={} version={} frames_kib={} heap_kib={} tsc_mhz={}",
-            node.id,
-            node.role.as_str(),
-            env!("CARGO_PKG_VERSION"),
-            total_kib,
-            heap_bytes / 1024,
-            calibration.tsc_hz / 1_000_000
-        ),
-    );
-    #[cfg(feature = "ktest")]
-    ktest::run();
-    #[cfg(not(feature = "ktest"))]
-    shell::run()
+    events::push(events::EventKind::Boot {
+        id: node.id,
+        role: node.role.as_str(),
+        frames_kib: total_kib,
+        heap_kib: heap_bytes / 1024,
+        tsc_mhz: calibration.tsc_hz / 1_000_000,
+    });
+    start_tasks();
+    sched::run_idle()
 }
 
-/// The timer interrupt: advance the clock's tick count.
+#[cfg(not(feature = "ktest"))]
+fn start_tasks() {
+    use kcore::run_queue::Priority;
+    let spawned = sched::spawn("shell", Priority::HIGH, || shell::run())
+        .and_then(|_| sched::spawn("reactor", Priority::NORMAL, reactor::run));
+    if let Err(err) = spawned {
+        panic!("cannot start the core tasks: {err:?}");
+    }
+}
+
+#[cfg(feature = "ktest")]
+fn start_tasks() {
+    if let Err(err) = sched::spawn("ktest", kcore::run_queue::Priority::NORMAL, || ktest::run()) {
+        panic!("cannot start the test runner: {err:?}");
+    }
+}
+
+/// The reactor's counters, or zeros in a build without it.
+fn reactor_counters() -> (u64, u64) {
+    #[cfg(not(feature = "ktest"))]
+    return reactor::counters();
+    #[cfg(feature = "ktest")]
+    (0, 0)
+}
+
+/// The timer interrupt: advance the clock and let the scheduler account the tick.
 fn on_timer_tick() {
     time::on_tick();
+    sched::on_tick();
 }

@@ -23,6 +23,7 @@ pub fn init(rsdp_phys: Option<u64>) -> time::Calibration {
     pic::disable();
     apic::init_local(phys_to_virt(platform.local_apic_phys));
     idt::set_timer_handler(crate::on_timer_tick);
+    idt::set_irq_exit_hook(crate::sched::reschedule_if_needed);
     let calibration = time::init();
     let com1 = platform.isa_route(COM1_IRQ);
     match platform.io_apic_for(com1.gsi) {
@@ -42,14 +43,10 @@ pub fn init(rsdp_phys: Option<u64>) -> time::Calibration {
     calibration
 }
 
-/// The platform found at boot.
-pub fn get() -> Option<&'static Platform> {
-    PLATFORM.get()
-}
 
 /// Powers the machine off: ACPI S5, falling back to QEMU's debug-exit device.
 pub fn poweroff() -> ! {
-    events::emit("poweroff", format_args!("reason=shell"));
+    events::push(events::EventKind::Poweroff);
     if let Some(port) = PLATFORM.get().and_then(|p| p.pm1a_control_port) {
         qemu::acpi_poweroff(port);
         log::warn!("ACPI power-off did not take effect");

@@ -11,5 +11,9 @@
 extern crate alloc;
 
 pub mod byte_ring;
+pub mod event_ring;
 pub mod line_editor;
+pub mod load;
 pub mod node_config;
+pub mod run_queue;
+pub mod short_str;

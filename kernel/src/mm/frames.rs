@@ -7,7 +7,9 @@
 //! plane). Interrupts are masked while the lock is held, so an interrupt handler that frees
 //! a frame cannot deadlock against the code it interrupted.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::events::{self, EventKind};
 use spin::Mutex;
 
 use super::{phys_to_virt, PAGE_BYTES};
@@ -20,7 +22,9 @@ struct FreeList {
 static FREE_LIST: Mutex<FreeList> = Mutex::new(FreeList { head: 0 });
 static FREE_FRAMES: AtomicU64 = AtomicU64::new(0);
 static TOTAL_FRAMES: AtomicU64 = AtomicU64::new(0);
-static BOOT_DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static BOOT_DONE: AtomicBool = AtomicBool::new(false);
+/// Set while free frames are below the low watermark (so each crossing is one event).
+static PRESSURE: AtomicBool = AtomicBool::new(false);
 
 /// A 4 KiB physical frame, by its start address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,7 +75,31 @@ pub fn alloc_zeroed() -> Option<Frame> {
     })?;
     // SAFETY: the frame was just taken off the free list, so nothing else references it.
     unsafe { core::ptr::write_bytes(phys_to_virt(addr) as *mut u8, 0, PAGE_BYTES as usize) };
+    check_pressure();
     Some(Frame(addr))
+}
+
+/// Below this many free frames (5 % of all, at least 64) memory is low.
+fn low_watermark() -> u64 {
+    (total_frames() / 20).max(64)
+}
+
+/// Memory is fine again above this (10 %): the gap keeps a workload hovering at the
+/// line from producing an event storm.
+fn high_watermark() -> u64 {
+    (total_frames() / 10).max(128)
+}
+
+/// Emits `memory_low` / `memory_ok` when free frames cross the watermarks.
+fn check_pressure() {
+    let free = free_frames();
+    if !PRESSURE.load(Ordering::Relaxed) && free < low_watermark() {
+        if !PRESSURE.swap(true, Ordering::Relaxed) {
+            events::push(EventKind::MemoryLow { free_frames: free });
+        }
+    } else if PRESSURE.load(Ordering::Relaxed) && free > high_watermark() && PRESSURE.swap(false, Ordering::Relaxed) {
+        events::push(EventKind::MemoryOk { free_frames: free });
+    }
 }
 
 /// Returns a frame to the allocator.
@@ -81,6 +109,7 @@ pub fn alloc_zeroed() -> Option<Frame> {
 /// use it afterwards.
 pub unsafe fn free(frame: Frame) {
     push(frame.0);
+    check_pressure();
 }
 
 /// Frames currently free. Lock-free; safe from any context.

@@ -5,6 +5,7 @@
 //! always comes back. Subsystems add their commands in their own file under `shell/`.
 
 mod basic;
+mod tasks;
 
 use alloc::string::String;
 use kcore::line_editor::{Action, LineEditor};
@@ -30,8 +31,8 @@ pub struct Command {
 }
 
 /// Every command, in the order `help` lists them.
-fn commands() -> &'static [Command] {
-    basic::COMMANDS
+fn commands() -> impl Iterator<Item = &'static Command> {
+    basic::COMMANDS.iter().chain(tasks::COMMANDS)
 }
 
 /// Runs the shell forever.
@@ -66,7 +67,7 @@ fn prompt() {
 pub fn execute(line: &str) {
     let words: alloc::vec::Vec<&str> = line.split_whitespace().collect();
     let Some((&name, args)) = words.split_first() else { return };
-    let Some(command) = commands().iter().find(|c| c.name == name) else {
+    let Some(command) = commands().find(|c| c.name == name) else {
         crate::println!("error: unknown command '{name}' (type 'help' for the list)");
         return;
     };

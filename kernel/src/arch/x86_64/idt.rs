@@ -49,6 +49,8 @@ pub fn set_user_fault_handler(handler: UserFaultHandler) {
 
 type IrqHandler = fn();
 static IRQ_HANDLERS: [AtomicUsize; IRQ_COUNT] = [const { AtomicUsize::new(0) }; IRQ_COUNT];
+/// Device interrupts that arrived with no handler registered (kept for debugging a
+/// misrouted device; never expected).
 static UNHANDLED_IRQS: AtomicU64 = AtomicU64::new(0);
 
 /// Registers the handler for a device vector. The handler runs with interrupts masked and
@@ -59,9 +61,20 @@ pub fn register_irq(vector: u8, handler: IrqHandler) {
     IRQ_HANDLERS[slot].store(handler as usize, Ordering::Release);
 }
 
-/// Device interrupts that arrived with no handler registered.
-pub fn unhandled_irqs() -> u64 {
-    UNHANDLED_IRQS.load(Ordering::Relaxed)
+
+/// Runs after every device interrupt and timer tick, once EOI is sent: the scheduler's
+/// chance to switch to a task the interrupt woke.
+static IRQ_EXIT_HOOK: Once<IrqHandler> = Once::new();
+
+/// Installs the interrupt-exit hook.
+pub fn set_irq_exit_hook(hook: IrqHandler) {
+    IRQ_EXIT_HOOK.call_once(|| hook);
+}
+
+fn irq_exit() {
+    if let Some(hook) = IRQ_EXIT_HOOK.get() {
+        hook();
+    }
 }
 
 fn dispatch_irq(vector: u8) {
@@ -74,6 +87,7 @@ fn dispatch_irq(vector: u8) {
         handler();
     }
     apic::end_of_interrupt();
+    irq_exit();
 }
 
 /// The timer runs its handler after EOI, because the handler may switch tasks and the
@@ -90,6 +104,7 @@ extern "x86-interrupt" fn timer_entry(_frame: InterruptStackFrame) {
     if let Some(handler) = TIMER_HANDLER.get() {
         handler();
     }
+    irq_exit();
 }
 
 extern "x86-interrupt" fn spurious_entry(_frame: InterruptStackFrame) {

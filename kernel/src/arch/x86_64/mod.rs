@@ -11,3 +11,4 @@ pub mod pit;
 pub mod port;
 pub mod qemu;
 pub mod serial;
+pub mod switch;

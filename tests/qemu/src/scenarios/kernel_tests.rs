@@ -50,7 +50,7 @@ pub fn fatal_panic(env: &Env) -> Result<(), HarnessError> {
     let exit = node.wait_exit(RUN_TIMEOUT)?;
     let out = node.output();
     ensure!(exit.code() == Some(status::PANIC), "exit status {:?}, expected {}", exit.code(), status::PANIC);
-    ensure!(out.contains("KERNEL PANIC at kernel/src/ktest.rs"), "panic location missing: {}", tail(&out));
+    ensure!(out.contains("KERNEL PANIC at kernel/src/ktest/mod.rs"), "panic location missing: {}", tail(&out));
     ensure!(out.contains("deliberate panic"), "panic message missing: {}", tail(&out));
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod kernel_tests;
 mod shell;
+mod tasks;
 
 use crate::{Env, HarnessError};
 
@@ -29,4 +30,5 @@ pub const ALL: &[Scenario] = &[
     Scenario { name: "ktest-fatal-panic", suite: Suite::Node, run: kernel_tests::fatal_panic },
     Scenario { name: "shell-basics", suite: Suite::Node, run: shell::basics },
     Scenario { name: "shell-line-editing", suite: Suite::Node, run: shell::line_editing },
+    Scenario { name: "shell-tasks", suite: Suite::Node, run: tasks::spawn_and_kill },
 ];

@@ -1,0 +1,446 @@
+//! The preemptive scheduler: kernel tasks, time slices, sleeping, blocking, exit and kill.
+//!
+//! Mechanism and policy are apart: the context switch is `arch::switch`, the queue policy
+//! (strict priorities, round-robin inside a level) is `kcore::run_queue`, load averaging is
+//! `kcore::load`. This module holds the task table and the rules that tie them together.
+//!
+//! Rules that keep it sound on one CPU:
+//! 1. Scheduler state is touched only with interrupts masked (`with_sched`).
+//! 2. The switch happens after the lock is released but before interrupts come back, so
+//!    nothing runs between "decided" and "switched".
+//! 3. Saved contexts live in a static table indexed by slot, so no reference into a task
+//!    that might be freed is held across a switch.
+//! 4. A task's stack is freed only when that task has exited and is not the one running:
+//!    an exiting task parks itself on `dead`, and whoever runs next reaps it.
+//!
+//! Ground truth for the control plane is published in atomics (runnable count, load
+//! averages, context switches) that any context can read without a lock.
+
+pub mod wait;
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kcore::load::{LoadAverage, SAMPLE_MS};
+use kcore::run_queue::{Priority, RunQueue};
+use spin::Mutex;
+
+use crate::arch::cpu::{self, without_interrupts};
+use crate::arch::switch::{self, Context, KernelStack, STACK_BYTES};
+use crate::events::{self, EventKind, ExitReason};
+use crate::time;
+
+/// A task's identity; never reused.
+pub type TaskId = u64;
+
+/// Timer ticks a task runs before an equal-priority task gets the CPU.
+pub const SLICE_TICKS: u32 = 10;
+/// Most tasks that can exist at once (contexts live in a fixed table).
+pub const MAX_TASKS: usize = 256;
+/// The idle task: the boot context, which halts whenever nothing else is ready.
+pub const IDLE_TASK: TaskId = 0;
+/// Longest task name.
+pub const NAME_MAX_BYTES: usize = 24;
+const TICK_EVENT_MS: u64 = 100;
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    Ready,
+    Running,
+    Sleeping,
+    Blocked,
+    Exited,
+}
+
+impl TaskState {
+    /// The name `ps` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Ready => "ready",
+            TaskState::Running => "running",
+            TaskState::Sleeping => "sleeping",
+            TaskState::Blocked => "blocked",
+            TaskState::Exited => "exited",
+        }
+    }
+}
+
+struct Task {
+    name: String,
+    priority: Priority,
+    state: TaskState,
+    slot: usize,
+    cpu_ticks: u64,
+    slice_left: u32,
+    stack: Option<KernelStack>,
+    entry: Option<Box<dyn FnOnce() + Send>>,
+}
+
+struct Scheduler {
+    tasks: BTreeMap<TaskId, Task>,
+    ready: RunQueue<TaskId>,
+    sleepers: BTreeSet<(u64, TaskId)>,
+    current: TaskId,
+    next_id: TaskId,
+    free_slots: Vec<usize>,
+    dead: Vec<Task>,
+    load: LoadAverage,
+}
+
+static SCHED: Mutex<Option<Scheduler>> = Mutex::new(None);
+static CONTEXTS: [Context; MAX_TASKS] = [const { Context::empty() }; MAX_TASKS];
+static NEED_RESCHED: AtomicBool = AtomicBool::new(false);
+static RUNNABLE: AtomicU64 = AtomicU64::new(0);
+static LOAD_1S_MILLI: AtomicU64 = AtomicU64::new(0);
+static LOAD_10S_MILLI: AtomicU64 = AtomicU64::new(0);
+static SWITCHES: AtomicU64 = AtomicU64::new(0);
+
+fn with_sched<R>(f: impl FnOnce(&mut Scheduler) -> R) -> R {
+    without_interrupts(|| f(SCHED.lock().as_mut().expect("scheduler used before sched::init")))
+}
+
+/// Why a spawn was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SpawnError {
+    /// All [`MAX_TASKS`] slots are in use.
+    TooManyTasks,
+    /// The name is empty or longer than [`NAME_MAX_BYTES`].
+    BadName,
+}
+
+/// Why a kill was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KillError {
+    NoSuchTask,
+    /// The idle task and the caller itself cannot be killed.
+    Protected(&'static str),
+}
+
+/// Turns the running boot context into the idle task. Call once, before interrupts.
+pub fn init() {
+    let mut tasks = BTreeMap::new();
+    tasks.insert(IDLE_TASK, idle_task());
+    let scheduler = Scheduler {
+        tasks,
+        ready: RunQueue::new(),
+        sleepers: BTreeSet::new(),
+        current: IDLE_TASK,
+        next_id: IDLE_TASK + 1,
+        free_slots: (1..MAX_TASKS).rev().collect(),
+        dead: Vec::new(),
+        load: LoadAverage::default(),
+    };
+    *SCHED.lock() = Some(scheduler);
+}
+
+fn idle_task() -> Task {
+    Task {
+        name: String::from("idle"),
+        priority: Priority::LOW,
+        state: TaskState::Running,
+        slot: 0,
+        cpu_ticks: 0,
+        slice_left: SLICE_TICKS,
+        stack: None,
+        entry: None,
+    }
+}
+
+/// Runs the idle loop on the boot context forever.
+pub fn run_idle() -> ! {
+    loop {
+        reschedule_if_needed();
+        cpu::enable_interrupts_and_halt();
+    }
+}
+
+/// Starts a kernel task running `f`.
+pub fn spawn(name: &str, priority: Priority, f: impl FnOnce() + Send + 'static) -> Result<TaskId, SpawnError> {
+    if name.is_empty() || name.len() > NAME_MAX_BYTES {
+        return Err(SpawnError::BadName);
+    }
+    let mut stack = KernelStack::new(STACK_BYTES);
+    let id = with_sched(|s| {
+        let slot = s.free_slots.pop().ok_or(SpawnError::TooManyTasks)?;
+        CONTEXTS[slot].reset(&mut stack, task_entry);
+        let id = s.next_id;
+        s.next_id += 1;
+        let task = Task {
+            name: String::from(name),
+            priority,
+            state: TaskState::Ready,
+            slot,
+            cpu_ticks: 0,
+            slice_left: SLICE_TICKS,
+            stack: Some(stack),
+            entry: Some(Box::new(f)),
+        };
+        s.tasks.insert(id, task);
+        s.ready.push(id, priority);
+        note_wakeup(s, priority);
+        publish(s);
+        Ok(id)
+    })?;
+    Ok(id)
+}
+
+extern "C" fn task_entry() -> ! {
+    finish_switch();
+    let entry = with_sched(|s| {
+        let current = s.current;
+        s.tasks.get_mut(&current).expect("running task is in the table").entry.take()
+    });
+    cpu::enable_interrupts();
+    if let Some(f) = entry {
+        f();
+    }
+    exit(ExitReason::Exited(0))
+}
+
+/// The running task's id.
+pub fn current_id() -> TaskId {
+    with_sched(|s| s.current)
+}
+
+/// Gives the CPU to another ready task of equal or higher priority, if any.
+pub fn yield_now() {
+    without_interrupts(|| switch_away(TaskState::Ready));
+}
+
+/// Sleeps until the monotonic clock reaches `deadline_us`.
+pub fn sleep_until_us(deadline_us: u64) {
+    without_interrupts(|| {
+        if time::now_us() >= deadline_us {
+            return;
+        }
+        with_sched(|s| {
+            let current = s.current;
+            s.sleepers.insert((deadline_us, current));
+        });
+        switch_away(TaskState::Sleeping);
+    });
+}
+
+/// Sleeps for `ms` milliseconds.
+pub fn sleep_ms(ms: u64) {
+    sleep_until_us(time::now_us() + ms * 1000);
+}
+
+/// Ends the running task.
+pub fn exit(reason: ExitReason) -> ! {
+    let (id, name, cpu_ticks) = with_sched(|s| {
+        let t = &s.tasks[&s.current];
+        (s.current, events::TaskName::new(&t.name), t.cpu_ticks)
+    });
+    assert!(id != IDLE_TASK, "the idle task cannot exit");
+    events::push(EventKind::TaskExit { task: id, name, reason, cpu_ticks });
+    without_interrupts(|| switch_away(TaskState::Exited));
+    unreachable!("an exited task was resumed");
+}
+
+/// Ends another task. Its stack and bookkeeping are freed at once.
+pub fn kill(id: TaskId) -> Result<(), KillError> {
+    let killed = with_sched(|s| {
+        if id == IDLE_TASK {
+            return Err(KillError::Protected("it is the idle task"));
+        }
+        if id == s.current {
+            return Err(KillError::Protected("a task cannot kill itself"));
+        }
+        let task = s.tasks.remove(&id).ok_or(KillError::NoSuchTask)?;
+        s.ready.remove(id);
+        s.sleepers.retain(|&(_, t)| t != id);
+        s.free_slots.push(task.slot);
+        publish(s);
+        Ok(task)
+    })?;
+    let (name, cpu_ticks) = (events::TaskName::new(&killed.name), killed.cpu_ticks);
+    drop(killed);
+    events::push(EventKind::TaskExit { task: id, name, reason: ExitReason::Killed, cpu_ticks });
+    Ok(())
+}
+
+/// Blocks the running task (a wait queue already holds its id). Interrupts must be masked.
+fn block_current() {
+    debug_assert!(!x86_64::instructions::interrupts::are_enabled());
+    switch_away(TaskState::Blocked);
+}
+
+/// Makes a blocked or sleeping task ready. Unknown or already-ready ids are ignored (a
+/// wait queue may still name a task that was killed).
+fn wake(id: TaskId) {
+    with_sched(|s| {
+        let Some(task) = s.tasks.get_mut(&id) else { return };
+        if !matches!(task.state, TaskState::Blocked | TaskState::Sleeping) {
+            return;
+        }
+        task.state = TaskState::Ready;
+        let priority = task.priority;
+        s.sleepers.retain(|&(_, t)| t != id);
+        s.ready.push(id, priority);
+        note_wakeup(s, priority);
+        publish(s);
+    });
+}
+
+fn note_wakeup(s: &Scheduler, priority: Priority) {
+    let running = &s.tasks[&s.current];
+    if s.current == IDLE_TASK || priority < running.priority {
+        NEED_RESCHED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Timer interrupt: CPU accounting, wake-ups, load sampling, time slices.
+pub fn on_tick() {
+    let now_us = time::now_us();
+    let ticks = time::ticks();
+    with_sched(|s| {
+        let current = s.current;
+        let task = s.tasks.get_mut(&current).expect("running task is in the table");
+        task.cpu_ticks += 1;
+        task.slice_left = task.slice_left.saturating_sub(1);
+        let (priority, expired) = (task.priority, task.slice_left == 0);
+        while let Some(&(deadline, id)) = s.sleepers.first() {
+            if deadline > now_us {
+                break;
+            }
+            s.sleepers.pop_first();
+            if let Some(t) = s.tasks.get_mut(&id) {
+                t.state = TaskState::Ready;
+                let p = t.priority;
+                s.ready.push(id, p);
+            }
+        }
+        if ticks % (SAMPLE_MS * time::TICK_HZ / 1000) == 0 {
+            let runnable = s.ready.len() as u64 + u64::from(current != IDLE_TASK);
+            s.load.sample(runnable);
+        }
+        let preempt = if current == IDLE_TASK { !s.ready.is_empty() } else { s.ready.should_preempt(priority, expired) };
+        if preempt {
+            NEED_RESCHED.store(true, Ordering::Relaxed);
+        }
+        publish(s);
+    });
+    if ticks % (TICK_EVENT_MS * time::TICK_HZ / 1000) == 0 {
+        events::push(EventKind::Tick { ticks });
+    }
+}
+
+/// Interrupt exit: switch if the interrupt made a more deserving task ready.
+pub fn reschedule_if_needed() {
+    if NEED_RESCHED.swap(false, Ordering::Relaxed) {
+        without_interrupts(|| switch_away(TaskState::Ready));
+    }
+}
+
+/// Puts the running task in `state` and switches to the next ready task (or idle).
+/// Interrupts must be masked by the caller.
+fn switch_away(state: TaskState) {
+    let switch_slots = {
+        let mut guard = SCHED.lock();
+        let s = guard.as_mut().expect("scheduler used before sched::init");
+        choose_next(s, state)
+    };
+    if let Some((from, to)) = switch_slots {
+        SWITCHES.fetch_add(1, Ordering::Relaxed);
+        switch::switch(&CONTEXTS[from], &CONTEXTS[to]);
+        finish_switch();
+    }
+}
+
+fn choose_next(s: &mut Scheduler, state: TaskState) -> Option<(usize, usize)> {
+    let prev = s.current;
+    let prev_slot = s.tasks[&prev].slot;
+    match state {
+        TaskState::Ready if prev != IDLE_TASK => {
+            let task = s.tasks.get_mut(&prev).expect("running task is in the table");
+            if task.slice_left == 0 {
+                task.slice_left = SLICE_TICKS;
+            }
+            let priority = task.priority;
+            s.ready.push(prev, priority);
+        }
+        TaskState::Exited => {
+            let task = s.tasks.remove(&prev).expect("running task is in the table");
+            s.dead.push(task);
+        }
+        _ => {}
+    }
+    let next = s.ready.pop_next().unwrap_or(IDLE_TASK);
+    if let Some(task) = s.tasks.get_mut(&prev) {
+        task.state = if prev == IDLE_TASK { TaskState::Ready } else { state };
+    }
+    let next_task = s.tasks.get_mut(&next).expect("ready task is in the table");
+    next_task.state = TaskState::Running;
+    let next_slot = next_task.slot;
+    s.current = next;
+    publish(s);
+    (next != prev).then_some((prev_slot, next_slot))
+}
+
+/// Runs on the new task right after every switch: frees tasks that exited.
+fn finish_switch() {
+    let dead: Vec<Task> = with_sched(|s| {
+        for task in &s.dead {
+            s.free_slots.push(task.slot);
+        }
+        core::mem::take(&mut s.dead)
+    });
+    // Stacks are freed here, on another task's stack, with interrupts enabled or not as
+    // the caller had them; the heap masks interrupts itself.
+    drop(dead);
+}
+
+fn publish(s: &Scheduler) {
+    let runnable = s.ready.len() as u64 + u64::from(s.current != IDLE_TASK);
+    RUNNABLE.store(runnable, Ordering::Relaxed);
+    LOAD_1S_MILLI.store(s.load.load_1s_milli(), Ordering::Relaxed);
+    LOAD_10S_MILLI.store(s.load.load_10s_milli(), Ordering::Relaxed);
+}
+
+/// One row of `ps`.
+#[derive(Clone, Debug)]
+pub struct TaskInfo {
+    pub id: TaskId,
+    pub name: String,
+    pub state: TaskState,
+    pub priority: u8,
+    pub cpu_ticks: u64,
+}
+
+/// Every task, by id.
+pub fn tasks() -> Vec<TaskInfo> {
+    with_sched(|s| {
+        s.tasks
+            .iter()
+            .map(|(&id, t)| TaskInfo { id, name: t.name.clone(), state: t.state, priority: t.priority.level(), cpu_ticks: t.cpu_ticks })
+            .collect()
+    })
+}
+
+/// Whether a task exists (not exited and reaped).
+pub fn exists(id: TaskId) -> bool {
+    with_sched(|s| s.tasks.contains_key(&id))
+}
+
+/// Ground-truth load figures, lock-free.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub runnable: u64,
+    pub load_1s_milli: u64,
+    pub load_10s_milli: u64,
+    pub context_switches: u64,
+}
+
+/// The current load figures (no lock; safe in any context).
+pub fn load() -> Load {
+    Load {
+        runnable: RUNNABLE.load(Ordering::Relaxed),
+        load_1s_milli: LOAD_1S_MILLI.load(Ordering::Relaxed),
+        load_10s_milli: LOAD_10S_MILLI.load(Ordering::Relaxed),
+        context_switches: SWITCHES.load(Ordering::Relaxed),
+    }
+}
