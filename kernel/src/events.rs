@@ -25,6 +25,9 @@ const PENDING_CAP: usize = 1024;
 /// Events remembered for `events [N]`.
 const HISTORY_CAP: usize = 256;
 
+/// How a cell's incarnation ended (the cell crate's view, with LoadFailed).
+pub type CellExitReason = ::cell::lifecycle::ExitReason;
+
 /// A task name inside an event (inline: pushing an event never allocates).
 pub type TaskName = ShortStr<24>;
 
@@ -62,8 +65,38 @@ pub enum EventKind {
     MemoryOk { free_frames: u64 },
     /// A periodic timer tick for protocol timers (not written to COM2).
     Tick { ticks: u64 },
+    /// A cell entered ring 3.
+    CellStart { cell: u64, task: u64, payload: TaskName },
+    /// A cell's incarnation ended.
+    CellExit { cell: u64, reason: CellExitReason, restarts: u32 },
+    /// Supervision will restart a cell after a backoff.
+    CellRestart { cell: u64, attempt: u32, delay_ms: u64 },
+    /// A cell failed too often too fast; it stays down until reset.
+    CellCrashLoop { cell: u64, failures: u64 },
+    /// Membership: a peer joined or came back (SWIM).
+    NodeUp { peer: u64 },
+    /// Membership: a peer stopped answering probes and is suspected.
+    NodeSuspect { peer: u64, incarnation: u64 },
+    /// Membership: a suspected peer refuted the suspicion.
+    NodeAlive { peer: u64, incarnation: u64 },
+    /// Membership: a peer is declared dead (by our own suspicion timeout, or reported).
+    NodeDown { peer: u64, reporter: Option<u64> },
+    /// Membership: a peer left gracefully.
+    NodeLeft { peer: u64 },
+    /// Raft: this node's view of role, term or leader changed.
+    RaftRole { role: &'static str, term: u64, leader: u64 },
+    /// Raft: the store was recovered at boot (`device` "disk" or "ram"; `clean` false when
+    /// recovery stopped at a torn or corrupt record).
+    RaftRecovery { device: &'static str, generation: u64, replayed: u64, discarded: u64, clean: bool },
+    /// Control plane: a command was committed and applied to the desired state.
+    XylemCommit { index: u64, op: &'static str, service: TaskName, slot: u16, node: u64, epoch: u64 },
+    /// Control plane: this node's reconcile started or stopped a cell.
+    XylemAction { action: &'static str, cell: u64, service: TaskName, slot: u16, epoch: u64 },
     /// The node is powering off.
     Poweroff,
+    /// A transport message of `kind` from node `from` waits in its inbox (not written to
+    /// COM2: one per datagram would drown the log).
+    Message { kind: net::Kind, from: u64 },
 }
 
 impl EventKind {
@@ -75,13 +108,27 @@ impl EventKind {
             EventKind::MemoryLow { .. } => "memory_low",
             EventKind::MemoryOk { .. } => "memory_ok",
             EventKind::Tick { .. } => "tick",
+            EventKind::CellStart { .. } => "cell_start",
+            EventKind::CellExit { .. } => "cell_exit",
+            EventKind::CellRestart { .. } => "cell_restart",
+            EventKind::CellCrashLoop { .. } => "cell_crashloop",
+            EventKind::NodeUp { .. } => "node_up",
+            EventKind::NodeSuspect { .. } => "node_suspect",
+            EventKind::NodeAlive { .. } => "node_alive",
+            EventKind::NodeDown { .. } => "node_down",
+            EventKind::NodeLeft { .. } => "node_left",
+            EventKind::RaftRole { .. } => "raft_role",
+            EventKind::RaftRecovery { .. } => "raft_recovery",
+            EventKind::XylemCommit { .. } => "xylem_commit",
+            EventKind::XylemAction { .. } => "xylem_action",
             EventKind::Poweroff => "poweroff",
+            EventKind::Message { .. } => "message",
         }
     }
 
     /// Whether the event goes to COM2.
     fn logged(&self) -> bool {
-        !matches!(self, EventKind::Tick { .. })
+        !matches!(self, EventKind::Tick { .. } | EventKind::Message { .. })
     }
 }
 
@@ -101,7 +148,28 @@ impl fmt::Display for EventKind {
                 write!(f, "free_frames={free_frames}")
             }
             EventKind::Tick { ticks } => write!(f, "ticks={ticks}"),
+            EventKind::CellStart { cell, task, payload } => write!(f, "cell={cell} task={task} payload={payload}"),
+            EventKind::CellExit { cell, reason, restarts } => write!(f, "cell={cell} reason={reason} restarts={restarts}"),
+            EventKind::CellRestart { cell, attempt, delay_ms } => write!(f, "cell={cell} attempt={attempt} delay_ms={delay_ms}"),
+            EventKind::CellCrashLoop { cell, failures } => write!(f, "cell={cell} failures={failures}"),
+            EventKind::NodeUp { peer } | EventKind::NodeLeft { peer } => write!(f, "peer={peer}"),
+            EventKind::NodeSuspect { peer, incarnation } | EventKind::NodeAlive { peer, incarnation } => {
+                write!(f, "peer={peer} incarnation={incarnation}")
+            }
+            EventKind::NodeDown { peer, reporter: None } => write!(f, "peer={peer} reason=suspicion_timeout"),
+            EventKind::NodeDown { peer, reporter: Some(r) } => write!(f, "peer={peer} reason=reported_by reporter={r}"),
+            EventKind::RaftRole { role, term, leader } => write!(f, "role={role} term={term} leader={leader}"),
+            EventKind::RaftRecovery { device, generation, replayed, discarded, clean } => {
+                write!(f, "device={device} generation={generation} replayed={replayed} discarded={discarded} clean={clean}")
+            }
+            EventKind::XylemCommit { index, op, service, slot, node, epoch } => {
+                write!(f, "index={index} op={op} service={service} slot={slot} target={node} epoch={epoch}")
+            }
+            EventKind::XylemAction { action, cell, service, slot, epoch } => {
+                write!(f, "action={action} cell={cell} service={service} slot={slot} epoch={epoch}")
+            }
             EventKind::Poweroff => write!(f, "reason=shell"),
+            EventKind::Message { kind, from } => write!(f, "msg_kind={} from={from}", kind.name()),
         }
     }
 }

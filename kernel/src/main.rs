@@ -11,6 +11,8 @@
 #![no_main]
 #![feature(abi_x86_interrupt)]
 #![deny(unsafe_code)]
+// The test kernel runs the test runner instead of the shell, so the shell is unreachable there.
+#![cfg_attr(feature = "ktest", allow(dead_code))]
 
 extern crate alloc;
 
@@ -21,14 +23,16 @@ mod drivers;
 #[allow(unsafe_code)]
 mod mm;
 
+mod cells;
+mod cluster;
 mod console;
 mod events;
 mod klog;
+mod netstack;
 #[cfg(feature = "ktest")]
 mod ktest;
 mod node;
 mod panic;
-#[cfg(not(feature = "ktest"))]
 mod reactor;
 mod platform;
 mod sched;
@@ -66,6 +70,7 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     };
     // The scheduler exists before the first timer tick, which it accounts.
     sched::init();
+    cells::init();
     let calibration = platform::init(boot_info.rsdp_addr.into_option());
     let node = node::init();
     arch::cpu::enable_interrupts();
@@ -95,26 +100,28 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
 #[cfg(not(feature = "ktest"))]
 fn start_tasks() {
     use kcore::run_queue::Priority;
+    // The network first: probing must finish before other tasks run and measure things.
+    netstack::start();
     let spawned = sched::spawn("shell", Priority::HIGH, || shell::run())
         .and_then(|_| sched::spawn("reactor", Priority::NORMAL, reactor::run));
     if let Err(err) = spawned {
         panic!("cannot start the core tasks: {err:?}");
     }
+    cluster::membership::init();
+    cluster::consensus::init();
+    cluster::control::init();
 }
 
 #[cfg(feature = "ktest")]
 fn start_tasks() {
-    if let Err(err) = sched::spawn("ktest", kcore::run_queue::Priority::NORMAL, || ktest::run()) {
+    use kcore::run_queue::Priority;
+    // The network first: probing must finish before other tasks run and measure things.
+    netstack::start();
+    let spawned = sched::spawn("ktest", Priority::NORMAL, || ktest::run())
+        .and_then(|_| sched::spawn("reactor", Priority::NORMAL, reactor::run));
+    if let Err(err) = spawned {
         panic!("cannot start the test runner: {err:?}");
     }
-}
-
-/// The reactor's counters, or zeros in a build without it.
-fn reactor_counters() -> (u64, u64) {
-    #[cfg(not(feature = "ktest"))]
-    return reactor::counters();
-    #[cfg(feature = "ktest")]
-    (0, 0)
 }
 
 /// The timer interrupt: advance the clock and let the scheduler account the tick.

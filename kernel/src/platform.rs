@@ -44,6 +44,11 @@ pub fn init(rsdp_phys: Option<u64>) -> time::Calibration {
 }
 
 
+/// The platform found at boot (drivers use it to route their interrupts).
+pub fn get() -> &'static Platform {
+    PLATFORM.get().expect("platform::get before platform::init")
+}
+
 /// Powers the machine off: ACPI S5, falling back to QEMU's debug-exit device.
 pub fn poweroff() -> ! {
     events::push(events::EventKind::Poweroff);

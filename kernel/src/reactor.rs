@@ -7,6 +7,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::{cells, cluster};
 use crate::events::{self, EventKind};
 
 static CONSUMED: AtomicU64 = AtomicU64::new(0);
@@ -30,8 +31,21 @@ pub fn run() {
 
 fn on_event(kind: &EventKind) {
     match kind {
-        EventKind::Tick { .. } | EventKind::Boot { .. } | EventKind::Poweroff => {}
-        EventKind::TaskExit { .. } | EventKind::MemoryLow { .. } | EventKind::MemoryOk { .. } => {}
+        EventKind::TaskExit { task, reason, cpu_ticks, .. } => cells::on_task_exit(*task, reason, *cpu_ticks),
+        EventKind::Tick { .. } => {
+            cluster::membership::on_tick();
+            cluster::consensus::on_tick();
+            cluster::control::on_tick();
+            cells::on_tick();
+        }
+        EventKind::Message { kind, .. } => crate::netstack::transport::deliver(*kind),
+        EventKind::NodeUp { .. } | EventKind::NodeDown { .. } | EventKind::NodeLeft { .. } | EventKind::NodeAlive { .. } => {
+            cluster::control::on_membership_change();
+        }
+        EventKind::NodeSuspect { .. } | EventKind::RaftRole { .. } | EventKind::RaftRecovery { .. } => {}
+        EventKind::XylemCommit { .. } | EventKind::XylemAction { .. } => {}
+        EventKind::Boot { .. } | EventKind::Poweroff | EventKind::MemoryLow { .. } | EventKind::MemoryOk { .. } => {}
+        EventKind::CellStart { .. } | EventKind::CellExit { .. } | EventKind::CellRestart { .. } | EventKind::CellCrashLoop { .. } => {}
     }
 }
 

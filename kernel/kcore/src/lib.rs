@@ -12,8 +12,10 @@ extern crate alloc;
 
 pub mod byte_ring;
 pub mod event_ring;
+pub mod frame_filter;
 pub mod line_editor;
 pub mod load;
 pub mod node_config;
+pub mod peers;
 pub mod run_queue;
 pub mod short_str;

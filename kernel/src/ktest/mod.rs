@@ -15,6 +15,7 @@ use crate::drivers::fw_cfg;
 use crate::mm::{frames, heap};
 use crate::time;
 
+mod cell_tests;
 mod sched_tests;
 
 type TestResult = Result<(), String>;
@@ -33,7 +34,10 @@ const TESTS: &[Test] = &[
     Test { name: "sched-sleep-accuracy", run: sched_tests::sleep_accuracy },
     Test { name: "sched-kill-returns-resources", run: sched_tests::kill_returns_resources },
     Test { name: "sched-spawn-exit-no-leak", run: sched_tests::spawn_exit_no_leak },
+    Test { name: "cells-fault-returns-frames", run: cell_tests::fault_returns_frames },
+    Test { name: "cells-run-stop-no-leak", run: cell_tests::run_stop_no_leak },
     Test { name: "bench-sched", run: sched_tests::bench },
+    Test { name: "bench-cells", run: cell_tests::bench },
     Test { name: "fatal-pagefault", run: fatal_pagefault },
     Test { name: "fatal-panic", run: fatal_panic },
 ];

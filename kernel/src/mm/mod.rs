@@ -5,6 +5,8 @@
 //! largest usable region (contiguous, so the heap needs no page-table work), and threads
 //! every other usable frame onto the free list.
 
+pub mod address_space;
+pub mod dma;
 pub mod frames;
 pub mod heap;
 
@@ -39,6 +41,7 @@ pub fn phys_to_virt(phys: u64) -> u64 {
 pub fn init(phys_offset: Option<u64>, regions: &'static MemoryRegions) -> Result<u64, MmError> {
     let offset = phys_offset.ok_or(MmError::NoPhysicalMapping)?;
     PHYS_OFFSET.store(offset, Ordering::Relaxed);
+    address_space::record_kernel_cr3();
     let usable_bytes: u64 = regions
         .iter()
         .filter(|r| r.kind == MemoryRegionKind::Usable)
@@ -65,6 +68,7 @@ pub fn init(phys_offset: Option<u64>, regions: &'static MemoryRegions) -> Result
         }
     }
     frames::mark_boot_complete();
+    dma::init();
     crate::arch::backtrace::set_readable_probe(is_mapped);
     Ok(heap_bytes)
 }

@@ -29,6 +29,8 @@ use spin::Mutex;
 
 use crate::arch::cpu::{self, without_interrupts};
 use crate::arch::switch::{self, Context, KernelStack, STACK_BYTES};
+use crate::arch::syscall;
+use crate::mm::address_space;
 use crate::events::{self, EventKind, ExitReason};
 use crate::time;
 
@@ -43,7 +45,8 @@ pub const MAX_TASKS: usize = 256;
 pub const IDLE_TASK: TaskId = 0;
 /// Longest task name.
 pub const NAME_MAX_BYTES: usize = 24;
-const TICK_EVENT_MS: u64 = 100;
+/// Period of `tick` events: the resolution of protocol timers (SWIM probes, Raft ticks).
+const TICK_EVENT_MS: u64 = 10;
 
 /// Where a task is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +79,18 @@ struct Task {
     cpu_ticks: u64,
     slice_left: u32,
     stack: Option<KernelStack>,
-    entry: Option<Box<dyn FnOnce() + Send>>,
+    entry: Option<Entry>,
+    /// The task's page tables (a cell's address space), or 0 for the kernel's.
+    cr3: u64,
+}
+
+/// What a new task runs.
+enum Entry {
+    /// A closure. Its box is freed when it returns, so a task that never returns (one
+    /// that is killed, or drops to ring 3) keeps it: use [`Entry::Plain`] for those.
+    Boxed(Box<dyn FnOnce() + Send>),
+    /// A function and its argument: nothing on the heap.
+    Plain(fn(u64), u64),
 }
 
 struct Scheduler {
@@ -146,6 +160,7 @@ fn idle_task() -> Task {
         slice_left: SLICE_TICKS,
         stack: None,
         entry: None,
+        cr3: 0,
     }
 }
 
@@ -159,6 +174,16 @@ pub fn run_idle() -> ! {
 
 /// Starts a kernel task running `f`.
 pub fn spawn(name: &str, priority: Priority, f: impl FnOnce() + Send + 'static) -> Result<TaskId, SpawnError> {
+    spawn_entry(name, priority, Entry::Boxed(Box::new(f)))
+}
+
+/// Starts a kernel task running `f(arg)`, with no heap allocation for the entry: for tasks
+/// that may never return (cells enter ring 3 and end by exit, fault or kill).
+pub fn spawn_fn(name: &str, priority: Priority, f: fn(u64), arg: u64) -> Result<TaskId, SpawnError> {
+    spawn_entry(name, priority, Entry::Plain(f, arg))
+}
+
+fn spawn_entry(name: &str, priority: Priority, entry: Entry) -> Result<TaskId, SpawnError> {
     if name.is_empty() || name.len() > NAME_MAX_BYTES {
         return Err(SpawnError::BadName);
     }
@@ -176,7 +201,8 @@ pub fn spawn(name: &str, priority: Priority, f: impl FnOnce() + Send + 'static) 
             cpu_ticks: 0,
             slice_left: SLICE_TICKS,
             stack: Some(stack),
-            entry: Some(Box::new(f)),
+            entry: Some(entry),
+            cr3: 0,
         };
         s.tasks.insert(id, task);
         s.ready.push(id, priority);
@@ -194,10 +220,24 @@ extern "C" fn task_entry() -> ! {
         s.tasks.get_mut(&current).expect("running task is in the table").entry.take()
     });
     cpu::enable_interrupts();
-    if let Some(f) = entry {
-        f();
+    match entry {
+        Some(Entry::Boxed(f)) => f(),
+        Some(Entry::Plain(f, arg)) => f(arg),
+        None => {}
     }
     exit(ExitReason::Exited(0))
+}
+
+/// Gives the running task its own page tables (a cell's), loading them now and on every
+/// later switch to it. The caller keeps the address space alive until the task is gone.
+pub fn set_address_space(cr3: u64) {
+    without_interrupts(|| {
+        with_sched(|s| {
+            let current = s.current;
+            s.tasks.get_mut(&current).expect("running task is in the table").cr3 = cr3;
+        });
+        address_space::activate(cr3);
+    });
 }
 
 /// The running task's id.
@@ -344,14 +384,26 @@ fn switch_away(state: TaskState) {
         let s = guard.as_mut().expect("scheduler used before sched::init");
         choose_next(s, state)
     };
-    if let Some((from, to)) = switch_slots {
+    if let Some(Switch { from, to, stack_top, cr3 }) = switch_slots {
         SWITCHES.fetch_add(1, Ordering::Relaxed);
+        if let Some(top) = stack_top {
+            syscall::set_task_kernel_stack(top);
+        }
+        address_space::activate(if cr3 == 0 { address_space::kernel_cr3() } else { cr3 });
         switch::switch(&CONTEXTS[from], &CONTEXTS[to]);
         finish_switch();
     }
 }
 
-fn choose_next(s: &mut Scheduler, state: TaskState) -> Option<(usize, usize)> {
+/// What the switch needs to know about the next task.
+struct Switch {
+    from: usize,
+    to: usize,
+    stack_top: Option<u64>,
+    cr3: u64,
+}
+
+fn choose_next(s: &mut Scheduler, state: TaskState) -> Option<Switch> {
     let prev = s.current;
     let prev_slot = s.tasks[&prev].slot;
     match state {
@@ -375,10 +427,15 @@ fn choose_next(s: &mut Scheduler, state: TaskState) -> Option<(usize, usize)> {
     }
     let next_task = s.tasks.get_mut(&next).expect("ready task is in the table");
     next_task.state = TaskState::Running;
-    let next_slot = next_task.slot;
+    let switch = Switch {
+        from: prev_slot,
+        to: next_task.slot,
+        stack_top: next_task.stack.as_ref().map(KernelStack::top),
+        cr3: next_task.cr3,
+    };
     s.current = next;
     publish(s);
-    (next != prev).then_some((prev_slot, next_slot))
+    (next != prev).then_some(switch)
 }
 
 /// Runs on the new task right after every switch: frees tasks that exited.

@@ -50,11 +50,12 @@ impl WaitQueue {
         });
     }
 
-    /// Wakes every waiting task.
+    /// Wakes every waiting task. The queue keeps its buffer, so steady wait/wake cycles
+    /// do not touch the heap.
     pub fn wake_all(&self) {
         without_interrupts(|| {
-            let woken: VecDeque<TaskId> = core::mem::take(&mut *self.waiters.lock());
-            for task in woken {
+            let mut waiters = self.waiters.lock();
+            while let Some(task) = waiters.pop_front() {
                 super::wake(task);
             }
         });

@@ -5,6 +5,10 @@
 //! always comes back. Subsystems add their commands in their own file under `shell/`.
 
 mod basic;
+mod cell;
+mod cluster;
+mod control;
+mod net;
 mod tasks;
 
 use alloc::string::String;
@@ -32,7 +36,7 @@ pub struct Command {
 
 /// Every command, in the order `help` lists them.
 fn commands() -> impl Iterator<Item = &'static Command> {
-    basic::COMMANDS.iter().chain(tasks::COMMANDS)
+    basic::COMMANDS.iter().chain(tasks::COMMANDS).chain(cell::COMMANDS).chain(cluster::COMMANDS).chain(control::COMMANDS).chain(net::COMMANDS)
 }
 
 /// Runs the shell forever.

@@ -55,7 +55,7 @@ fn recent_events(args: &[&str]) -> Result<(), CommandError> {
         crate::println!("#{:<5} {:>6}.{:06}  {} {}", e.seq, t / 1_000_000, t % 1_000_000, e.event.kind.name(), e.event.kind);
     }
     let (offered, pending, overflowed) = events::counters();
-    let (consumed, missed) = crate::reactor_counters();
+    let (consumed, missed) = crate::reactor::counters();
     crate::println!("events: {offered} offered, {consumed} consumed, {pending} pending, {overflowed} overflowed, {missed} missed by the reactor");
     Ok(())
 }

@@ -40,6 +40,7 @@ impl Node {
     /// Starts QEMU for `spec`, with its files under `dir/<name>`.
     pub fn start(spec: NodeSpec, dir: &Path) -> Result<Node, HarnessError> {
         let node_dir = dir.join(&spec.name);
+        let _ = fs::remove_dir_all(&node_dir);
         fs::create_dir_all(&node_dir).map_err(|e| HarnessError::Io(format!("creating {}", node_dir.display()), e))?;
         let socket = node_dir.join("console.sock");
         let events_path = node_dir.join("events.log");
@@ -135,6 +136,32 @@ impl Node {
             None => String::new(),
         };
         Ok(body)
+    }
+
+    /// The node's clock now (µs since its boot), read with `uptime`. Events with a larger
+    /// `t_us` happened after this call started.
+    pub fn guest_now_us(&mut self) -> Result<u64, HarnessError> {
+        let out = self.command("uptime", Duration::from_secs(10))?;
+        out.strip_prefix("up ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|s| s.parse::<f64>().ok())
+            .map(|secs| (secs * 1e6) as u64)
+            .ok_or_else(|| HarnessError::Check(format!("cannot read uptime from {out:?}")))
+    }
+
+    /// The host instant at which this node's clock read zero: COM2 `t_us` values plus this
+    /// are host times. Measured with `uptime`, halving the round trip (error ~1 ms).
+    pub fn clock_origin(&mut self) -> Result<Instant, HarnessError> {
+        let before = Instant::now();
+        let out = self.command("uptime", Duration::from_secs(10))?;
+        let after = Instant::now();
+        let secs: f64 = out
+            .strip_prefix("up ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| HarnessError::Check(format!("cannot read uptime from {out:?}")))?;
+        let mid = before + (after - before) / 2;
+        mid.checked_sub(Duration::from_secs_f64(secs)).ok_or_else(|| HarnessError::Check("clock origin before host epoch".into()))
     }
 
     /// Everything on COM2 so far.

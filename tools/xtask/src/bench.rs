@@ -9,13 +9,23 @@ use crate::image::{self, Profile};
 use crate::setup;
 
 const BOOT_SAMPLES: usize = 5;
-const AVAILABLE: &str = "available: boot, sched";
+/// Transport probes for `transport_rtt_us` (median of these).
+const NET_PROBES: u32 = 1000;
+/// ICMP echoes for `ping_rtt_us` (the first, which waits for ARP, is left out).
+const NET_PINGS: u32 = 41;
+const AVAILABLE: &str = "available: boot, sched, cells, net, failure-detect, membership-sim, raft-sim, raft";
 
 /// Dispatches to one benchmark.
 pub fn cmd_bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("boot") => bench_boot(),
         Some("sched") => bench_in_kernel("bench-sched"),
+        Some("cells") => bench_in_kernel("bench-cells"),
+        Some("net") => bench_net(),
+        Some("failure-detect") => crate::bench_cluster::failure_detect(&args[1..]),
+        Some("membership-sim") => crate::bench_cluster::simulator("sim-swim"),
+        Some("raft-sim") => crate::bench_cluster::simulator("sim-raft"),
+        Some("raft") => crate::bench_raft::raft(),
         Some(other) => Err(format!("unknown benchmark '{other}' ({AVAILABLE})")),
         None => Err(format!("usage: cargo xtask bench <name> ({AVAILABLE})")),
     }
@@ -65,5 +75,41 @@ fn bench_in_kernel(test: &str) -> Result<(), String> {
     for line in metrics {
         println!("{line}");
     }
+    Ok(())
+}
+
+/// Node-to-node round trips on a two-node fabric: ICMP echo (`ping_rtt_us`, median of 40
+/// after an ARP warm-up) and transport envelopes (`transport_rtt_us`, median of 1000
+/// `ProbePing`/`ProbePong` exchanges, measured in node 1's kernel by `netbench`).
+fn bench_net() -> Result<(), String> {
+    setup::ensure_qemu()?;
+    let image = image::build_image(Profile::Release, image::Flavor::Shell, boot::Firmware::Bios)?;
+    let run_dir = image::fresh_dir(&image::xylem_dir().join("bench-net"))?;
+    let env = qemu_tests::Env { image: image.clone(), ktest_image: image, run_dir, kvm: false };
+    let mut cluster = qemu_tests::cluster::Cluster::start(&env, "net", 2, 7).map_err(|e| e.to_string())?;
+    let node = cluster.node(1);
+    let out = node.command(&format!("ping worker-2 {NET_PINGS}"), Duration::from_secs(120)).map_err(|e| e.to_string())?;
+    let mut pings: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split("rtt_us=").nth(1))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .skip(1)
+        .collect();
+    if pings.len() + 1 < NET_PINGS as usize {
+        return Err(format!("only {} of {NET_PINGS} pings answered: {out}", pings.len() + 1));
+    }
+    let out = node.command(&format!("netbench worker-2 {NET_PROBES} 1000 3"), Duration::from_secs(300)).map_err(|e| e.to_string())?;
+    eprintln!("    {}", out.trim().replace('\n', "\n    "));
+    let p50 = out
+        .split("p50=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| format!("no p50 in netbench output: {out}"))?;
+    if !out.contains(&format!("answered {NET_PROBES} ")) {
+        return Err(format!("not every probe was answered: {out}"));
+    }
+    println!("METRIC ping_rtt_us {:.0} us", median(&mut pings));
+    println!("METRIC transport_rtt_us {p50} us");
     Ok(())
 }

@@ -1,35 +1,72 @@
-//! `cargo xtask demo`: the main job. Until the cluster lands, it boots one node, drives its
-//! shell and powers it off, showing each step.
+//! `cargo xtask demo`: the thesis in one run. Two workers and a witness boot on the fabric;
+//! a service at replicas=2 gets one cell on each worker; worker-2's QEMU is SIGKILLed; the
+//! survivor's kernel observes node_down, the Raft group commits the new assignment, and the
+//! replacement cell runs. Then worker-2 comes back and the cluster stays at exactly 2.
 
 use std::time::Duration;
 
-use qemu_tests::node::Node;
-use qemu_tests::qemu::NodeSpec;
+use qemu_tests::cluster::Cluster;
+use qemu_tests::scenarios::control::{self, measure_failover};
+use qemu_tests::scenarios::membership::wait_all_alive;
 
-use crate::image::{self, Profile};
+use crate::image;
 use crate::setup;
 
-/// Runs the demo.
+const CMD: Duration = Duration::from_secs(10);
+
+/// Runs the demo; fails (non-zero exit) if the failover does not happen.
 pub fn cmd_demo(args: &[String]) -> Result<(), String> {
     crate::Flags::parse(args, &[], &[])?;
     setup::ensure_qemu()?;
-    let image = image::build_image(Profile::Release, image::Flavor::Shell, boot::Firmware::Bios)?;
-    let dir = image::fresh_dir(&image::xylem_dir().join("demo"))?;
-    let mut spec = NodeSpec::worker(1, &image);
-    spec.name = "worker-1".into();
-    println!("==> booting {} (64 MiB, TCG)", spec.name);
-    let mut node = Node::start(spec, &dir).map_err(|e| e.to_string())?;
-    node.wait_for_prompt(Duration::from_secs(60)).map_err(|e| e.to_string())?;
-    println!("    prompt after {} ms", node.started.elapsed().as_millis());
-    for line in ["help", "uptime", "mem"] {
-        let out = node.command(line, Duration::from_secs(10)).map_err(|e| e.to_string())?;
-        println!("{}{line}\n{}", node.prompt(), out.trim_end());
+    let env = image::test_env(false, "demo")?;
+    let e = |err: qemu_tests::HarnessError| err.to_string();
+    println!("==> booting worker-1, worker-2 and witness (64 MiB each, TCG) on the virtual switch");
+    let mut cluster = control::start(&env, "demo", 1).map_err(e)?;
+    let leader = control::wait_leader(&mut cluster, &[1, 2, 3]).map_err(e)?;
+    println!("    membership converged; Raft leader: node {leader}");
+    println!("\n==> xylem apply web --payload hello --replicas 2   (on worker-1)");
+    control::apply(&mut cluster, "web", 2).map_err(e)?;
+    control::wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"]).map_err(e)?;
+    show(&mut cluster, 1, "xylem status")?;
+
+    println!("\n==> SIGKILL worker-2 (QEMU pid {})", cluster.node(2).pid());
+    let f = measure_failover(&mut cluster, libc::SIGKILL, "web").map_err(e)?;
+    println!("    what worker-1's kernel saw (ms after the kill, from its COM2 event log):");
+    println!("    {:>7.0} ms  node_down peer=worker-2        (SWIM verdict, a kernel event)", f.node_down_ms);
+    println!("    {:>7.0} ms  xylem_commit assign web/1 -> worker-1   (Raft committed the move)", f.assign_committed_ms);
+    println!("    {:>7.0} ms  cell_start web/1 on worker-1   (replacement running in ring 3)", f.cell_running_ms);
+    control::wait_running(&mut cluster, 1, "web", &["worker-1", "worker-1"]).map_err(e)?;
+    show(&mut cluster, 1, "xylem status")?;
+    let mem = cluster.node(1).command("mem", CMD).map_err(e)?;
+
+    println!("\n==> restarting worker-2: it rejoins, runs nothing stale, the cluster stays at 2");
+    cluster.restart(2).map_err(e)?;
+    wait_all_alive(&mut cluster, &[1, 2, 3]).map_err(e)?;
+    control::wait_running(&mut cluster, 1, "web", &["worker-1", "worker-1"]).map_err(e)?;
+    show(&mut cluster, 2, "xylem status")?;
+
+    println!("\nMETRIC failover_ms {:.0} ms", f.cell_running_ms);
+    // `mem` prints "frames: … used N (K KiB)" and "heap:   used K KiB of …".
+    let frames_line = mem.lines().find(|l| l.starts_with("frames:")).unwrap_or("");
+    let heap_line = mem.lines().find(|l| l.starts_with("heap:")).unwrap_or("");
+    if let Some(kib) = first_number(heap_line.split("used ").nth(1).unwrap_or("")) {
+        println!("METRIC node_heap_kib {kib} KiB");
     }
-    for event in node.events() {
-        println!("    COM2 event: t_us={} kind={} {:?}", event.t_us, event.kind, event.fields);
+    if let Some(kib) = first_number(frames_line.split("used ").nth(1).and_then(|s| s.split('(').nth(1)).unwrap_or("")) {
+        println!("METRIC node_frames_used_kib {kib} KiB");
     }
-    node.send_line("poweroff").map_err(|e| e.to_string())?;
-    let status = node.wait_exit(Duration::from_secs(10)).map_err(|e| e.to_string())?;
-    println!("==> node powered off (QEMU exit status {:?})", status.code());
     Ok(())
+}
+
+fn show(cluster: &mut Cluster, id: u64, line: &str) -> Result<(), String> {
+    let out = cluster.node(id).command(line, CMD).map_err(|e| e.to_string())?;
+    println!("{}{line}\n{}", cluster.node(id).prompt(), out.trim_end());
+    Ok(())
+}
+
+/// The first run of digits in `text`.
+fn first_number(text: &str) -> Option<u64> {
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }

@@ -68,17 +68,24 @@ pub fn build_image(profile: Profile, flavor: Flavor, firmware: Firmware) -> Resu
     let dir = xylem_dir().join("images").join(profile.dir());
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let image = dir.join(format!("xylem-{suffix}"));
-    boot::create_image(&elf, &image, firmware).map_err(|e| e.to_string())?;
+    // Write beside it and rename: a QEMU still booting the previous image keeps reading its
+    // own (now unlinked) file instead of one being rewritten under it.
+    let partial = dir.join(format!(".xylem-{suffix}.{}", std::process::id()));
+    boot::create_image(&elf, &partial, firmware).map_err(|e| e.to_string())?;
+    std::fs::rename(&partial, &image).map_err(|e| format!("installing {}: {e}", image.display()))?;
     Ok(image)
 }
 
 /// Builds the kernel ELF and copies it to `target/xylem/kernel-<flavor>-<profile>.elf`.
 fn build_kernel(profile: Profile, flavor: Flavor) -> Result<PathBuf, String> {
     let root = crate::root();
+    // The kernel embeds the ring-3 payloads, so they are built first.
+    let payloads = build_payloads()?;
     let started = Instant::now();
     eprintln!("==> building kernel ({}, {:?})", profile.dir(), flavor);
     let mut cmd = cargo();
-    cmd.current_dir(&root).args(["build", "--package", "kernel", "--target", "x86_64-unknown-none"]);
+    cmd.current_dir(&root).env("XYLEM_PAYLOAD_DIR", &payloads);
+    cmd.args(["build", "--package", "kernel", "--target", "x86_64-unknown-none"]);
     if profile == Profile::Release {
         cmd.arg("--release");
     }
@@ -146,7 +153,13 @@ pub fn cargo() -> Command {
 pub fn test_env(kvm: bool, run_name: &str) -> Result<qemu_tests::Env, String> {
     let image = build_image(Profile::Release, Flavor::Shell, Firmware::Bios)?;
     let ktest_image = build_image(Profile::Release, Flavor::Ktest, Firmware::Bios)?;
-    let run_dir = fresh_dir(&xylem_dir().join(run_name))?;
+    // Not wiped as a whole: each scenario cleans its own subdirectory, so two runs of
+    // different scenarios (or a run and a bench) never delete each other's sockets.
+    // XYLEM_RUN_SUFFIX keeps concurrent runs (two developers, or a bench beside a test) in
+    // separate directories.
+    let suffix = std::env::var("XYLEM_RUN_SUFFIX").unwrap_or_default();
+    let run_dir = xylem_dir().join(format!("{run_name}{suffix}"));
+    std::fs::create_dir_all(&run_dir).map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
     Ok(qemu_tests::Env { image, ktest_image, run_dir, kvm })
 }
 

@@ -4,6 +4,8 @@
 //! build runs with cargo's and rustc's variables stripped (see `image.rs`).
 
 mod bench;
+mod bench_cluster;
+mod bench_raft;
 mod demo;
 mod image;
 mod run;
@@ -17,14 +19,18 @@ usage: cargo xtask <command> [options]
 
 commands:
   build [--release] [--uefi]      build the kernel and a bootable disk image; print its path
-  run [--release] [--kvm] [-- QEMU-ARGS...]
+  run [--release] [--kvm] [--nodes N] [-- QEMU-ARGS...]
                                   boot one node with its console on this terminal
-                                  (Ctrl-A x quits QEMU; the event log goes to target/xylem/run/)
+                                  (Ctrl-A x quits QEMU; the event log goes to target/xylem/run/);
+                                  --nodes N: N nodes on the fabric, node 1 here, the others'
+                                  consoles logged under target/xylem/run/<name>/
   test [--scenario NAME]          run every test: host unit tests, in-kernel tests, QEMU scenarios;
                                   ends with 'N passed, N failed'
   demo                            the main job: boot a node and show the shell (see README)
   qemu-cluster [--scenario NAME]  run the multi-node QEMU scenarios
   bench boot                      METRIC boot_to_prompt_ms (median of 5 boots)
+  bench net                       METRIC ping_rtt_us, transport_rtt_us (two nodes on the fabric)
+  bench raft                      METRIC raft_commit_us, raft_failover_ms (3 voters, virtio-blk disks)
   help                            this text";
 
 fn main() -> ExitCode {

@@ -1,24 +1,85 @@
-//! `cargo xtask run`: one node with its console on this terminal.
+//! `cargo xtask run`: one node with its console on this terminal, or (`--nodes N`) a
+//! cluster of N nodes on the fabric, node 1's console here and the others' logged.
+
+use std::time::Duration;
 
 use boot::Firmware;
+use qemu_tests::cluster;
+use qemu_tests::fabric::{Fabric, FabricConfig};
+use qemu_tests::node::Node;
 use qemu_tests::qemu::NodeSpec;
 
 use crate::image::{self, Flavor, Profile};
 use crate::{setup, Flags};
 
-/// Boots one node interactively.
+/// Most nodes `--nodes` starts (fabric addresses go up to .254; this bounds the host).
+const NODES_MAX: usize = 16;
+
+/// Boots one node interactively, or a cluster with `--nodes N`.
 pub fn cmd_run(args: &[String]) -> Result<(), String> {
-    let flags = Flags::parse(args, &["--release", "--kvm"], &[])?;
+    let flags = Flags::parse(args, &["--release", "--kvm"], &["--nodes"])?;
     setup::ensure_qemu()?;
     let profile = if flags.has("--release") { Profile::Release } else { Profile::Debug };
+    let nodes = match flags.value("--nodes") {
+        None => None,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=NODES_MAX).contains(&n) => Some(n),
+            _ => return Err(format!("--nodes wants a number of nodes from 1 to {NODES_MAX}, not '{n}'")),
+        },
+    };
     let image = image::build_image(profile, Flavor::Shell, Firmware::Bios)?;
     let dir = image::fresh_dir(&image::xylem_dir().join("run"))?;
-    let mut spec = NodeSpec::worker(1, &image);
-    spec.memory_mib = 128;
-    spec.kvm = flags.has("--kvm");
-    spec.extra_args = flags.passthrough.clone();
+    match nodes {
+        None => {
+            let mut spec = NodeSpec::worker(1, &image);
+            spec.memory_mib = 128;
+            spec.kvm = flags.has("--kvm");
+            spec.extra_args = flags.passthrough.clone();
+            run_interactive(&spec, &dir)
+        }
+        Some(count) => run_cluster(&image, &dir, count, &flags),
+    }
+}
+
+/// Starts the fabric and nodes 2..=N in the background, then node 1 on this terminal.
+/// When node 1's QEMU exits, the others are killed and the fabric stops.
+fn run_cluster(image: &std::path::Path, dir: &std::path::Path, count: usize, flags: &Flags) -> Result<(), String> {
+    let ids: Vec<u32> = (1..=count as u32).collect();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
+    let fabric = Fabric::start(FabricConfig::new(dir, &ids, seed)).map_err(|e| format!("starting the fabric: {e:?}"))?;
+    let mut specs = cluster::specs(image, &fabric, count, flags.has("--kvm"));
+    for spec in &mut specs {
+        spec.extra_args.extend(flags.passthrough.iter().cloned());
+    }
+    let first = specs.remove(0);
+    let mut others = Vec::new();
+    for spec in specs {
+        let name = spec.name.clone();
+        let node = Node::start(spec, dir).map_err(|e| format!("starting {name}: {e}"))?;
+        eprintln!("==> {name} started (console log {})", dir.join(&name).join("console.log").display());
+        others.push(node);
+    }
+    // Let the others get going so node 1's first pings find them.
+    for node in &mut others {
+        let name = node.spec.name.clone();
+        if let Err(e) = node.wait_for_prompt(Duration::from_secs(90)) {
+            eprintln!("==> warning: {name} did not reach its prompt: {e}");
+        }
+    }
+    let result = run_interactive(&first, dir);
+    drop(others);
+    eprintln!("{}", fabric.report());
+    result
+}
+
+fn run_interactive(spec: &NodeSpec, dir: &std::path::Path) -> Result<(), String> {
     let events = dir.join(format!("{}-events.log", spec.name));
-    eprintln!("==> booting {} under {} (Ctrl-A x quits; events in {})", spec.name, if spec.kvm { "KVM" } else { "TCG" }, events.display());
+    eprintln!(
+        "==> booting {} under {} (Ctrl-A x quits; events in {})",
+        spec.name,
+        if spec.kvm { "KVM" } else { "TCG" },
+        events.display()
+    );
     let status = spec.command("stdio", &events).status().map_err(|e| format!("starting QEMU: {e}"))?;
     match status.code() {
         Some(0) => Ok(()),

@@ -12,3 +12,4 @@ pub mod port;
 pub mod qemu;
 pub mod serial;
 pub mod switch;
+pub mod syscall;

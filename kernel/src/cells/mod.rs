@@ -1,0 +1,279 @@
+//! Cells on this node: start, stop, supervise.
+//!
+//! A cell is a ring-3 payload in its own address space, run by one kernel task. The task
+//! starts in [`cell_main`], loads the payload (`loader`), hands the address space to the
+//! table, switches to it and drops to ring 3. From then on the cell reaches the kernel only
+//! through `syscalls` and faults. Whatever ends the task — `exit`, a CPU exception in ring 3
+//! (`on_user_fault`), or `stop` — the scheduler reports a `task_exit`; the reactor passes
+//! it to [`on_task_exit`], which frees the cell's memory, records the exit and asks the
+//! supervision policy (`cell::supervise`) whether and when to restart. Restarts are
+//! started from [`on_tick`] when their backoff has passed.
+
+mod loader;
+pub mod payloads;
+pub mod syscalls;
+pub mod table;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use ::cell::lifecycle::ExitReason as CellExit;
+use ::cell::spec::{PayloadSpec, RestartPolicy};
+use ::cell::supervise::{self, Decision, Supervisor};
+use kcore::run_queue::Priority;
+
+use self::table::CellRecord;
+use crate::arch::idt::UserFault;
+use crate::arch::{cpu, syscall};
+use crate::events::{self, EventKind, ExitReason};
+use crate::sched::{self, TaskId};
+use crate::time;
+
+/// TSC just before the most recent drop to ring 3 (for `bench-cells`).
+pub static LAST_USER_ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// Why a cell could not be started or stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CellError {
+    UnknownPayload(String),
+    BadSpec(String),
+    NoSuchCell(u64),
+    AlreadyFinished(u64),
+    Spawn(String),
+}
+
+impl core::fmt::Display for CellError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CellError::UnknownPayload(name) => {
+                let known: Vec<&str> = payloads::names().collect();
+                write!(f, "no payload named '{name}' (available: {})", known.join(", "))
+            }
+            CellError::BadSpec(why) => write!(f, "{why}"),
+            CellError::NoSuchCell(id) => write!(f, "no cell {id} (see 'cell ls')"),
+            CellError::AlreadyFinished(id) => write!(f, "cell {id} is not running"),
+            CellError::Spawn(why) => write!(f, "cannot start a task: {why}"),
+        }
+    }
+}
+
+/// Installs the syscall and ring-3 fault handlers. Call once at boot.
+pub fn init() {
+    syscall::init(syscalls::on_syscall);
+    crate::arch::idt::set_user_fault_handler(on_user_fault);
+}
+
+fn now_ms() -> u64 {
+    time::now_us() / 1000
+}
+
+/// Starts a cell running `spec`, supervised with `policy`.
+pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
+    if payloads::image(&spec.payload).is_none() {
+        return Err(CellError::UnknownPayload(spec.payload.clone()));
+    }
+    let args_blob = spec.encode_args().map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
+    let config = supervise::Config { policy, ..supervise::Config::default() };
+    let supervisor = Supervisor::new(config).map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
+    let id = table::next_id();
+    table::with(|cells| cells.insert(CellRecord::new(id, spec, args_blob, supervisor, now_ms())));
+    if let Err(err) = start_incarnation(id) {
+        table::with(|cells| cells.remove(&id));
+        return Err(err);
+    }
+    table::purge_finished();
+    Ok(id)
+}
+
+fn start_incarnation(id: u64) -> Result<(), CellError> {
+    let task = sched::spawn_fn(&format!("cell-{id}"), Priority::CELL, cell_main, id)
+        .map_err(|e| CellError::Spawn(format!("{e:?}")))?;
+    table::with(|cells| {
+        if let Some(record) = cells.get_mut(&id) {
+            record.task = Some(task);
+            record.supervisor.on_start(now_ms());
+        }
+    });
+    Ok(())
+}
+
+/// The body of a cell's task: load, attach, enter ring 3. Nothing this function owns may
+/// still be alive when it enters ring 3: that stack frame is never unwound.
+fn cell_main(id: u64) {
+    let Some(payload) = table::with(|cells| cells.get(&id).map(|c| c.cell.spec().payload.clone())) else { return };
+    let image = payloads::image(&payload).expect("payload checked when the cell was created");
+    let loaded = match loader::load(image) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            table::with(|cells| {
+                if let Some(record) = cells.get_mut(&id) {
+                    record.load_failed = true;
+                    record.log.push(format!("xylem: cannot load payload '{payload}': {err:?}\n").as_bytes());
+                }
+            });
+            sched::exit(ExitReason::Exited(-8));
+        }
+    };
+    let cr3 = loaded.space.cr3();
+    let attached = table::with(|cells| match cells.get_mut(&id) {
+        Some(record) if !record.stop_requested => {
+            record.attach_space(loaded.space, now_ms());
+            true
+        }
+        _ => false,
+    });
+    if !attached {
+        return; // stopped while loading; the space was dropped with `loaded`
+    }
+    sched::set_address_space(cr3);
+    let name = events::TaskName::new(&payload);
+    drop(payload);
+    events::push(EventKind::CellStart { cell: id, task: sched::current_id(), payload: name });
+    LAST_USER_ENTRY_TSC.store(cpu::rdtsc(), Ordering::Relaxed);
+    syscall::enter_user(loaded.entry, loaded.stack_top)
+}
+
+/// A CPU exception in ring 3 ends the cell that raised it — never the node.
+fn on_user_fault(fault: UserFault) -> ! {
+    sched::exit(ExitReason::Faulted { vector: fault.vector, addr: fault.addr, rip: fault.rip })
+}
+
+fn to_cell_exit(reason: &ExitReason, load_failed: bool) -> CellExit {
+    match *reason {
+        _ if load_failed => CellExit::LoadFailed,
+        ExitReason::Exited(code) => CellExit::Exited(i32::try_from(code).unwrap_or(i32::MIN)),
+        ExitReason::Faulted { vector, addr, rip } => CellExit::Faulted { vector, addr, rip },
+        ExitReason::Killed => CellExit::Killed,
+    }
+}
+
+/// A task ended (from the reactor, or directly from `stop`). Ignores non-cell tasks.
+pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
+    let now = now_ms();
+    let mut to_emit = Vec::new();
+    table::with(|cells| {
+        let Some(record) = cells.values_mut().find(|c| c.task == Some(task)) else { return };
+        let id = record.cell.id().0;
+        let exit = to_cell_exit(reason, record.load_failed);
+        record.detach(exit, cpu_ticks, now);
+        to_emit.push(EventKind::CellExit { cell: id, reason: exit, restarts: record.cell.restarts() });
+        if record.stop_requested {
+            return;
+        }
+        match record.supervisor.on_exit(exit, now) {
+            Decision::RestartAt(at_ms) => {
+                record.restart_at_ms = Some(at_ms);
+                to_emit.push(EventKind::CellRestart { cell: id, attempt: record.cell.restarts() + 1, delay_ms: at_ms.saturating_sub(now) });
+            }
+            Decision::CrashLoop => {
+                record.crash_looped = true;
+                to_emit.push(EventKind::CellCrashLoop { cell: id, failures: record.supervisor.failures_total() });
+            }
+            Decision::Stop => {}
+        }
+    });
+    for kind in to_emit {
+        events::push(kind);
+    }
+}
+
+/// Starts the restarts whose backoff has passed (called on every tick event).
+pub fn on_tick() {
+    let now = now_ms();
+    let due: Vec<u64> = table::with(|cells| {
+        cells
+            .values_mut()
+            .filter(|c| c.restart_at_ms.is_some_and(|at| at <= now))
+            .map(|c| {
+                c.restart_at_ms = None;
+                if let Err(err) = c.cell.restart(now) {
+                    panic!("cell {} cannot restart: {err:?}", c.cell.id().0);
+                }
+                c.load_failed = false;
+                c.cell.id().0
+            })
+            .collect()
+    });
+    for id in due {
+        if let Err(err) = start_incarnation(id) {
+            log::error!("cell {id}: restart failed: {err}");
+        }
+    }
+}
+
+/// Stops a cell for good: its task is killed and its memory returned before this returns.
+pub fn stop(id: u64) -> Result<(), CellError> {
+    let task = table::with(|cells| {
+        let record = cells.get_mut(&id).ok_or(CellError::NoSuchCell(id))?;
+        if record.is_finished() {
+            return Err(CellError::AlreadyFinished(id));
+        }
+        record.stop_requested = true;
+        record.restart_at_ms = None;
+        if record.task.is_some() && record.cell.state() == ::cell::lifecycle::CellState::Running {
+            let _ = record.cell.stop(now_ms());
+        }
+        Ok(record.task)
+    })?;
+    match task {
+        Some(task) => {
+            let cpu_ticks = sched::tasks().iter().find(|t| t.id == task).map_or(0, |t| t.cpu_ticks);
+            // The task may have ended on its own just now; either way it is gone after this.
+            let _ = sched::kill(task);
+            on_task_exit(task, &ExitReason::Killed, cpu_ticks);
+        }
+        None => table::with(|cells| {
+            if let Some(record) = cells.get_mut(&id) {
+                if record.cell.state() != ::cell::lifecycle::CellState::Dead {
+                    record.detach(CellExit::Killed, 0, now_ms());
+                }
+            }
+        }),
+    }
+    Ok(())
+}
+
+/// One row of `cell ls`.
+pub struct CellRow {
+    pub id: u64,
+    pub payload: String,
+    pub state: &'static str,
+    pub task: Option<TaskId>,
+    pub restarts: u32,
+    pub frames: u64,
+    pub cpu_ticks: u64,
+    pub uptime_ms: u64,
+    pub last_exit: Option<CellExit>,
+}
+
+/// Every cell in the table.
+pub fn list() -> Vec<CellRow> {
+    let now = now_ms();
+    table::with(|cells| {
+        cells
+            .values()
+            .map(|c| CellRow {
+                id: c.cell.id().0,
+                payload: c.cell.spec().payload.clone(),
+                state: c.state_name(),
+                task: c.task,
+                restarts: c.cell.restarts(),
+                frames: c.cell.frames_held(),
+                cpu_ticks: c.cell.cpu_ticks_total(),
+                uptime_ms: if c.task.is_some() { c.cell.uptime_ms(now) } else { 0 },
+                last_exit: c.cell.exit_reason(),
+            })
+            .collect()
+    })
+}
+
+/// The last `n` lines a cell wrote.
+pub fn logs(id: u64, n: usize) -> Result<Vec<String>, CellError> {
+    table::with(|cells| cells.get(&id).map(|c| c.log.last_lines(n)).ok_or(CellError::NoSuchCell(id)))
+}
+
+/// The state name of a cell (for tests).
+pub fn state_of(id: u64) -> Option<&'static str> {
+    table::with(|cells| cells.get(&id).map(CellRecord::state_name))
+}

@@ -1,0 +1,10 @@
+//! The cluster side of the kernel: the glue that drives the sans-IO protocol machines
+//! (`membership::swim`, and as they land `membership::raft` and the `xylem` control plane)
+//! with real messages from the node transport and real time from the event queue's ticks.
+//! Each driver is called only by the reactor, in event order.
+
+pub mod consensus;
+pub mod control;
+pub mod membership;
+pub mod peers;
+pub mod storage;

@@ -1,0 +1,173 @@
+//! The virtio-net card (VIRTIO 1.1 section 5.1): discovery on PCI, the driver object, and
+//! the interrupt acknowledgement.
+//!
+//! The device is used by one task (the network task) through [`NetDevice`]; the interrupt
+//! handler never touches it. Instead, at probe time we find the ISR status register (the
+//! `VIRTIO_PCI_CAP_ISR_CFG` capability, section 4.1.4.5) and [`ack_interrupt`] reads it
+//! directly: on a level-triggered INTx line that read is what deasserts the interrupt, and
+//! it needs no lock the task might hold.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use virtio_drivers::device::net::{RxBuffer, VirtIONet};
+use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
+use virtio_drivers::transport::{DeviceType, Transport};
+
+use super::hal::KernelHal;
+use crate::drivers::pci::{self, PortCam};
+use crate::mm::phys_to_virt;
+
+/// Descriptors per virtqueue (receive buffers posted at once; sends in flight).
+pub const QUEUE_SIZE: usize = 64;
+/// Receive buffer size: a 1514-byte frame plus the virtio-net header, rounded up.
+pub const RX_BUFFER_BYTES: usize = 2048;
+
+const PCI_CAP_ID_VNDR: u8 = 0x09;
+const VIRTIO_PCI_CAP_ISR_CFG: u8 = 3;
+const CAP_BAR_OFFSET: u8 = 4;
+const CAP_BAR_OFFSET_OFFSET: u8 = 8;
+
+type Nic = VirtIONet<KernelHal, PciTransport, QUEUE_SIZE>;
+
+/// Virtual address of the ISR status byte (0 until a device is probed).
+static ISR_VIRT: AtomicU64 = AtomicU64::new(0);
+
+/// Why no card came up.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// No virtio-net function on bus 0.
+    NotFound,
+    /// The card has no interrupt line (INTx) assigned by the firmware.
+    NoInterruptLine,
+    /// The ISR capability or its BAR is missing.
+    NoIsr,
+    /// virtio-drivers refused the transport.
+    Transport(virtio_drivers::transport::pci::VirtioPciError),
+    /// virtio-drivers refused the device.
+    Device(virtio_drivers::Error),
+}
+
+impl core::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ProbeError::NotFound => write!(f, "no virtio-net card on PCI bus 0"),
+            ProbeError::NoInterruptLine => write!(f, "the card has no INTx line"),
+            ProbeError::NoIsr => write!(f, "the card has no ISR capability in a memory BAR"),
+            ProbeError::Transport(err) => write!(f, "virtio PCI transport: {err}"),
+            ProbeError::Device(err) => write!(f, "virtio-net: {err}"),
+        }
+    }
+}
+
+/// A probed and initialised card.
+pub struct NetDevice {
+    nic: Nic,
+    /// The ISA IRQ the firmware assigned (interrupt-line register).
+    pub irq_line: u8,
+    /// Where the card sits on the bus.
+    pub location: DeviceFunction,
+}
+
+/// Finds the first virtio-net function, enables it and sets up its queues.
+pub fn probe() -> Result<NetDevice, ProbeError> {
+    let found = pci::enumerate()
+        .into_iter()
+        .find(|d| d.vendor_id == 0x1af4 && virtio_type(d) == Some(DeviceType::Network))
+        .ok_or(ProbeError::NotFound)?;
+    if found.interrupt_pin == 0 || found.interrupt_line == 0 || found.interrupt_line == 0xff {
+        return Err(ProbeError::NoInterruptLine);
+    }
+    let df = found.function;
+    let mut root = pci::root();
+    let (_, command) = root.get_status_command(df);
+    root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
+    let isr_phys = isr_address(&mut root, df).ok_or(ProbeError::NoIsr)?;
+    let transport = PciTransport::new::<KernelHal, PortCam>(&mut root, df).map_err(ProbeError::Transport)?;
+    assert_eq!(transport.device_type(), DeviceType::Network);
+    let nic = Nic::new(transport, RX_BUFFER_BYTES).map_err(ProbeError::Device)?;
+    ISR_VIRT.store(phys_to_virt(isr_phys), Ordering::Release);
+    Ok(NetDevice { nic, irq_line: found.interrupt_line, location: df })
+}
+
+fn virtio_type(d: &pci::PciDevice) -> Option<DeviceType> {
+    let info = virtio_drivers::transport::pci::bus::DeviceFunctionInfo {
+        vendor_id: d.vendor_id,
+        device_id: d.device_id,
+        class: d.class.0,
+        subclass: d.class.1,
+        prog_if: d.class.2,
+        revision: 0,
+        header_type: virtio_drivers::transport::pci::bus::HeaderType::Standard,
+    };
+    virtio_device_type(&info)
+}
+
+/// The physical address of the ISR status byte, from the vendor capability list.
+fn isr_address(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Option<u64> {
+    use virtio_drivers::transport::pci::bus::ConfigurationAccess;
+    let cam = PortCam;
+    let cap = root
+        .capabilities(df)
+        .filter(|c| c.id == PCI_CAP_ID_VNDR)
+        .find(|c| (c.private_header >> 8) as u8 == VIRTIO_PCI_CAP_ISR_CFG)?;
+    let bar = cam.read_word(df, cap.offset + CAP_BAR_OFFSET) as u8;
+    let offset = u64::from(cam.read_word(df, cap.offset + CAP_BAR_OFFSET_OFFSET));
+    let (bar_phys, bar_bytes) = root.bar_info(df, bar).ok()??.memory_address_size()?;
+    (bar_phys != 0 && offset < bar_bytes).then_some(bar_phys + offset)
+}
+
+/// Reads (and so clears) the ISR status: true if the card had raised its interrupt.
+/// Safe from interrupt context; false before a card is probed.
+pub fn ack_interrupt() -> bool {
+    let isr = ISR_VIRT.load(Ordering::Acquire);
+    if isr == 0 {
+        return false;
+    }
+    // SAFETY: `isr` is the physical window's mapping of the ISR status byte inside the
+    // card's memory BAR (checked against the BAR size at probe); a read is the documented
+    // way to acknowledge and has no other effect.
+    let status = unsafe { core::ptr::read_volatile(isr as *const u8) };
+    status != 0
+}
+
+impl NetDevice {
+    /// The card's own MAC address (from its config space).
+    pub fn mac(&self) -> [u8; 6] {
+        self.nic.mac_address()
+    }
+
+    /// Whether the link is up (we do not negotiate link status changes: always up once
+    /// the device accepted the driver).
+    pub fn link_up(&self) -> bool {
+        true
+    }
+
+    /// Takes the next received frame, if any; give it back with [`NetDevice::recycle`].
+    pub fn receive(&mut self) -> Option<RxBuffer> {
+        self.nic.receive().ok()
+    }
+
+    /// Returns a receive buffer to the card.
+    pub fn recycle(&mut self, buffer: RxBuffer) {
+        if let Err(err) = self.nic.recycle_rx_buffer(buffer) {
+            panic!("virtio-net refused a receive buffer back: {err:?}");
+        }
+    }
+
+    /// Whether a send would find a free descriptor.
+    pub fn can_send(&self) -> bool {
+        self.nic.can_send()
+    }
+
+    /// Sends one frame (the card completes it before this returns).
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), virtio_drivers::Error> {
+        let mut tx = self.nic.new_tx_buffer(frame.len());
+        tx.packet_mut().copy_from_slice(frame);
+        self.nic.send(tx)
+    }
+
+    /// Enables the card's used-buffer notifications (interrupts).
+    pub fn enable_interrupts(&mut self) {
+        self.nic.enable_interrupts();
+    }
+}

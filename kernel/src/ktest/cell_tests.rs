@@ -1,0 +1,92 @@
+//! In-kernel tests and benchmarks of cells.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use ::cell::spec::{PayloadSpec, RestartPolicy};
+use core::sync::atomic::Ordering;
+
+use super::{check, TestResult};
+use crate::arch::cpu;
+use crate::mm::{frames, heap};
+use crate::{cells, sched, time};
+
+fn run(spec: &str) -> Result<u64, String> {
+    let spec = PayloadSpec::parse(spec).map_err(|e| format!("{e:?}"))?;
+    cells::run(spec, RestartPolicy::Never).map_err(|e| format!("{e}"))
+}
+
+/// Waits (up to 5 s) until a cell reaches `state`.
+fn wait_state(id: u64, state: &str) -> TestResult {
+    let deadline = time::now_us() + 5_000_000;
+    while cells::state_of(id) != Some(state) {
+        check(time::now_us() < deadline, || format!("cell {id} stuck in {:?}, wanted {state}", cells::state_of(id)))?;
+        sched::sleep_ms(1);
+    }
+    Ok(())
+}
+
+/// 1000 run/stop cycles of `hello` leave free frames and heap use exactly unchanged.
+pub fn run_stop_no_leak() -> TestResult {
+    let cycle = || -> TestResult {
+        let id = run("hello")?;
+        wait_state(id, "running")?;
+        cells::stop(id).map_err(|e| format!("stop {id}: {e}"))
+    };
+    // Warm up past the finished-cell cap so the table's capacity has settled.
+    for _ in 0..(cells::table::FINISHED_KEPT + 8) {
+        cycle()?;
+    }
+    // Let the reactor drain the exits the warm-up produced.
+    sched::sleep_ms(50);
+    let (frames_before, (heap_before, _)) = (frames::free_frames(), heap::usage());
+    let started = time::now_us();
+    for _ in 0..1000 {
+        cycle()?;
+    }
+    sched::sleep_ms(50);
+    let (frames_after, (heap_after, _)) = (frames::free_frames(), heap::usage());
+    crate::println!("    1000 run/stop cycles in {} ms", (time::now_us() - started) / 1000);
+    check(frames_after == frames_before, || format!("free frames {frames_before} -> {frames_after}"))?;
+    check(heap_after == heap_before, || format!("heap {heap_before} -> {heap_after} bytes"))
+}
+
+/// A faulting cell ends alone and returns all its frames.
+pub fn fault_returns_frames() -> TestResult {
+    let before = frames::free_frames();
+    let id = run("crasher pagefault 0")?;
+    wait_state(id, "dead")?;
+    check(frames::free_frames() == before, || format!("free frames {before} -> {}", frames::free_frames()))
+}
+
+/// `METRIC cell_spawn_us` (request to the drop into ring 3) and `METRIC cell_teardown_us`
+/// (stop request to every frame returned), medians over 300 samples.
+pub fn bench() -> TestResult {
+    const SAMPLES: usize = 300;
+    let mut spawn_ns = Vec::with_capacity(SAMPLES);
+    let mut teardown_ns = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        cells::LAST_USER_ENTRY_TSC.store(0, Ordering::Relaxed);
+        let t0 = cpu::rdtsc();
+        let id = run("hello")?;
+        let deadline = time::now_us() + 5_000_000;
+        let entered = loop {
+            let tsc = cells::LAST_USER_ENTRY_TSC.load(Ordering::Relaxed);
+            if tsc != 0 {
+                break tsc;
+            }
+            check(time::now_us() < deadline, || String::from("no ring-3 entry recorded"))?;
+            sched::yield_now();
+        };
+        spawn_ns.push(time::tsc_to_ns(entered - t0));
+        let t1 = cpu::rdtsc();
+        cells::stop(id).map_err(|e| format!("{e}"))?;
+        teardown_ns.push(time::tsc_to_ns(cpu::rdtsc() - t1));
+    }
+    spawn_ns.sort_unstable();
+    teardown_ns.sort_unstable();
+    let us = |ns: u64| format!("{}.{}", ns / 1000, (ns % 1000) / 100);
+    crate::println!("METRIC cell_spawn_us {} us", us(spawn_ns[SAMPLES / 2]));
+    crate::println!("METRIC cell_teardown_us {} us", us(teardown_ns[SAMPLES / 2]));
+    Ok(())
+}

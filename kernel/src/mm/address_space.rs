@@ -1,0 +1,256 @@
+//! Cell address spaces: a private lower half over a shared kernel half.
+//!
+//! An [`AddressSpace`] owns its top-level table, every page-table frame under its lower
+//! half and every data frame mapped there; dropping it returns all of them (Theseus'
+//! `MappedPages` idea). It cannot be cloned. The kernel half (PML4 entries 256..512) is
+//! copied from the kernel's own table at creation and never freed here.
+//!
+//! User memory is reached only through [`AddressSpace::copy_from_user`] and
+//! [`AddressSpace::copy_to_user`], which walk this space's page tables in software and
+//! check present/user/writable at every level. The kernel therefore never touches a user
+//! pointer directly, never faults on one, and a bad pointer is just `Err(BadUserAccess)`
+//! (EFAULT at the syscall boundary).
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::{
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame, Size4KiB,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+use super::frames::{self, Frame};
+use super::{phys_to_virt, PAGE_BYTES};
+
+/// First address of the kernel half.
+const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
+const USER_TOP: u64 = 0x0000_8000_0000_0000;
+
+/// The kernel's own top-level table (the bootloader's), loaded for kernel tasks.
+static KERNEL_CR3: AtomicU64 = AtomicU64::new(0);
+
+/// Records the boot page table as the kernel's. Called once by mm::init.
+pub(super) fn record_kernel_cr3() {
+    KERNEL_CR3.store(Cr3::read().0.start_address().as_u64(), Ordering::Relaxed);
+}
+
+/// The kernel's top-level table (physical address).
+pub fn kernel_cr3() -> u64 {
+    KERNEL_CR3.load(Ordering::Relaxed)
+}
+
+/// Loads `cr3` (a top-level table's physical address) if it is not already loaded.
+pub fn activate(cr3: u64) {
+    assert!(cr3 != 0 && cr3 % PAGE_BYTES == 0, "bad CR3 {cr3:#x}");
+    let (current, flags) = Cr3::read();
+    if current.start_address().as_u64() != cr3 {
+        let frame = PhysFrame::containing_address(PhysAddr::new(cr3));
+        // SAFETY: `cr3` is either the kernel's table or a live AddressSpace's, and every
+        // such table maps the kernel half identically, so the code doing this write (and
+        // its stack) stays mapped across it.
+        unsafe { Cr3::write(frame, flags | Cr3Flags::empty()) };
+    }
+}
+
+/// Why a mapping or a user-memory access failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SpaceError {
+    /// No free frames.
+    OutOfFrames,
+    /// The address is not page-aligned, or not in the user half.
+    BadAddress(u64),
+    /// The page is already mapped.
+    AlreadyMapped(u64),
+    /// A user pointer that is unmapped, not user-accessible, not writable when written,
+    /// or overflows.
+    BadUserAccess { addr: u64, len: u64 },
+}
+
+/// Permissions of a user page. Writable and executable never both (W^X).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PagePerm {
+    ReadOnly,
+    ReadWrite,
+    ReadExecute,
+}
+
+/// A cell's address space. See the module docs.
+pub struct AddressSpace {
+    pml4: Frame,
+    /// Every frame below the PML4: page tables and data.
+    owned: Vec<Frame>,
+}
+
+struct Recording<'a>(&'a mut Vec<Frame>);
+
+// SAFETY: hands out frames freshly taken from the frame allocator (zeroed, owned by nobody
+// else) and records each so the address space frees it on drop.
+unsafe impl FrameAllocator<Size4KiB> for Recording<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        let frame = frames::alloc_zeroed()?;
+        self.0.push(frame);
+        Some(PhysFrame::containing_address(PhysAddr::new(frame.addr())))
+    }
+}
+
+impl AddressSpace {
+    /// An empty user half over the kernel half.
+    pub fn new() -> Result<AddressSpace, SpaceError> {
+        let pml4 = frames::alloc_zeroed().ok_or(SpaceError::OutOfFrames)?;
+        let kernel = phys_to_virt(kernel_cr3()) as *const PageTable;
+        let new = phys_to_virt(pml4.addr()) as *mut PageTable;
+        // SAFETY: both point at whole page tables through the physical window; the new one
+        // was just allocated and is referenced by nothing else; the kernel's is only read.
+        unsafe {
+            let (new, kernel) = (&mut *new, &*kernel);
+            for i in 256..512 {
+                new[i] = kernel[i].clone();
+            }
+        }
+        Ok(AddressSpace { pml4, owned: Vec::new() })
+    }
+
+    /// The physical address to load into CR3.
+    pub fn cr3(&self) -> u64 {
+        self.pml4.addr()
+    }
+
+    /// Frames this space holds (tables and data, plus the PML4).
+    pub fn frames_held(&self) -> u64 {
+        self.owned.len() as u64 + 1
+    }
+
+    fn mapper(&mut self) -> OffsetPageTable<'_> {
+        let table = phys_to_virt(self.pml4.addr()) as *mut PageTable;
+        // SAFETY: the PML4 is owned by this space and reached through the physical window;
+        // `&mut self` makes this the only live view of it.
+        unsafe { OffsetPageTable::new(&mut *table, VirtAddr::new(phys_to_virt(0))) }
+    }
+
+    /// Maps a fresh zeroed page at user address `vaddr` with `perm`.
+    pub fn map_zeroed(&mut self, vaddr: u64, perm: PagePerm) -> Result<(), SpaceError> {
+        if vaddr % PAGE_BYTES != 0 || vaddr >= USER_TOP {
+            return Err(SpaceError::BadAddress(vaddr));
+        }
+        let data = frames::alloc_zeroed().ok_or(SpaceError::OutOfFrames)?;
+        let mut flags = PageTableFlags::PRESENT | PageTableFlags::USER_ACCESSIBLE;
+        match perm {
+            PagePerm::ReadOnly => flags |= PageTableFlags::NO_EXECUTE,
+            PagePerm::ReadWrite => flags |= PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE,
+            PagePerm::ReadExecute => {}
+        }
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
+        let frame = PhysFrame::containing_address(PhysAddr::new(data.addr()));
+        let mut owned = core::mem::take(&mut self.owned);
+        let result = {
+            let mut mapper = self.mapper();
+            // SAFETY: the frame is fresh and owned by this space; the page is in the user
+            // half of a table no CPU may be using for kernel memory.
+            unsafe { mapper.map_to(page, frame, flags, &mut Recording(&mut owned)) }
+        };
+        self.owned = owned;
+        self.owned.push(data);
+        match result {
+            // Not the active table (or, if it is, the page was unmapped): nothing to flush.
+            Ok(flush) => {
+                flush.ignore();
+                Ok(())
+            }
+            Err(x86_64::structures::paging::mapper::MapToError::PageAlreadyMapped(_)) => Err(SpaceError::AlreadyMapped(vaddr)),
+            Err(_) => Err(SpaceError::OutOfFrames),
+        }
+    }
+
+    /// Finds the physical address behind a user virtual address, checking that every level
+    /// is present and user-accessible (and writable, if `write`).
+    fn translate_user(&self, vaddr: u64, write: bool) -> Option<u64> {
+        if vaddr >= USER_TOP {
+            return None;
+        }
+        let mut table_phys = self.pml4.addr();
+        for level in (0..4).rev() {
+            let index = ((vaddr >> (12 + 9 * level)) & 0x1ff) as usize;
+            let table = phys_to_virt(table_phys) as *const PageTable;
+            // SAFETY: `table_phys` is a page table of this space (the PML4 or a frame a
+            // present entry points to), read through the physical window.
+            let entry = unsafe { &(&*table)[index] };
+            let flags = entry.flags();
+            let required = PageTableFlags::PRESENT | PageTableFlags::USER_ACCESSIBLE;
+            if !flags.contains(required) || (write && !flags.contains(PageTableFlags::WRITABLE)) {
+                return None;
+            }
+            if flags.contains(PageTableFlags::HUGE_PAGE) {
+                return None; // cells never get huge pages
+            }
+            table_phys = entry.addr().as_u64();
+        }
+        Some(table_phys + (vaddr & 0xfff))
+    }
+
+    /// Copies `len` bytes from user memory.
+    pub fn copy_from_user(&self, addr: u64, len: u64) -> Result<Vec<u8>, SpaceError> {
+        let bad = SpaceError::BadUserAccess { addr, len };
+        let end = addr.checked_add(len).ok_or(SpaceError::BadUserAccess { addr, len })?;
+        if end > USER_TOP || addr >= KERNEL_HALF {
+            return Err(bad);
+        }
+        let mut out = Vec::with_capacity(len as usize);
+        let mut cursor = addr;
+        while cursor < end {
+            let chunk = (PAGE_BYTES - cursor % PAGE_BYTES).min(end - cursor);
+            let phys = self.translate_user(cursor, false).ok_or(SpaceError::BadUserAccess { addr, len })?;
+            // SAFETY: `phys..phys+chunk` lies within one mapped user frame of this space,
+            // reached through the physical window.
+            let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(phys) as *const u8, chunk as usize) };
+            out.extend_from_slice(bytes);
+            cursor += chunk;
+        }
+        Ok(out)
+    }
+
+    /// Copies bytes into user memory that is mapped writable for the user.
+    pub fn copy_to_user(&mut self, addr: u64, data: &[u8]) -> Result<(), SpaceError> {
+        self.write(addr, data, true)
+    }
+
+    /// Copies bytes into this space regardless of the user's write permission (for the
+    /// loader filling read-only and executable segments).
+    pub fn fill(&mut self, addr: u64, data: &[u8]) -> Result<(), SpaceError> {
+        self.write(addr, data, false)
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8], user_write: bool) -> Result<(), SpaceError> {
+        let len = data.len() as u64;
+        let end = addr.checked_add(len).ok_or(SpaceError::BadUserAccess { addr, len })?;
+        if end > USER_TOP {
+            return Err(SpaceError::BadUserAccess { addr, len });
+        }
+        let mut done = 0u64;
+        while done < len {
+            let cursor = addr + done;
+            let chunk = (PAGE_BYTES - cursor % PAGE_BYTES).min(len - done);
+            let phys = self.translate_user(cursor, user_write).ok_or(SpaceError::BadUserAccess { addr, len })?;
+            let src = &data[done as usize..(done + chunk) as usize];
+            // SAFETY: the destination lies within one mapped user frame owned by this
+            // space; `&mut self` means no other kernel path writes it concurrently.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), phys_to_virt(phys) as *mut u8, chunk as usize) };
+            done += chunk;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AddressSpace {
+    fn drop(&mut self) {
+        // This space must not be the one the CPU is using (the scheduler switches CR3 away
+        // from a task before anyone can drop its space).
+        assert_ne!(Cr3::read().0.start_address().as_u64(), self.pml4.addr(), "dropping the active address space");
+        for frame in self.owned.drain(..) {
+            // SAFETY: every frame in `owned` was allocated for this space and is referenced
+            // only by its page tables, which go away with it.
+            unsafe { frames::free(frame) };
+        }
+        // SAFETY: as above, for the top-level table.
+        unsafe { frames::free(self.pml4) };
+    }
+}

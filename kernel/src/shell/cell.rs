@@ -1,0 +1,85 @@
+//! `cell run|ls|stop|logs`: cells on this node.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use ::cell::spec::{PayloadSpec, RestartPolicy};
+
+use super::{Command, CommandError};
+use crate::cells;
+
+pub const COMMANDS: &[Command] = &[Command {
+    name: "cell",
+    usage: "cell run <payload> [args...] [--restart always|on-failure|never] | cell ls | cell stop <id> | cell logs <id> [N]",
+    help: "run, list, stop cells and read their logs",
+    run: cell,
+}];
+
+fn cell(args: &[&str]) -> Result<(), CommandError> {
+    match args.split_first() {
+        Some((&"run", rest)) => run(rest),
+        Some((&"ls", [])) => {
+            ls();
+            Ok(())
+        }
+        Some((&"stop", [id])) => stop(id),
+        Some((&"logs", [id])) => logs(id, "20"),
+        Some((&"logs", [id, n])) => logs(id, n),
+        _ => Err(CommandError::Usage),
+    }
+}
+
+fn run(args: &[&str]) -> Result<(), CommandError> {
+    let mut policy = RestartPolicy::Never;
+    let mut words: Vec<&str> = Vec::new();
+    let mut iter = args.iter();
+    while let Some(&word) = iter.next() {
+        if word == "--restart" {
+            let value = iter.next().ok_or(CommandError::Usage)?;
+            policy = RestartPolicy::parse(value)
+                .ok_or_else(|| CommandError::Failed(format!("restart policy '{value}' is not always, on-failure or never")))?;
+        } else {
+            words.push(word);
+        }
+    }
+    if words.is_empty() {
+        return Err(CommandError::Usage);
+    }
+    let spec = PayloadSpec::parse(&words.join(" ")).map_err(|e| CommandError::Failed(format!("bad payload spec: {e:?}")))?;
+    let payload = spec.payload.clone();
+    let id = cells::run(spec, policy).map_err(|e| CommandError::Failed(e.to_string()))?;
+    crate::println!("cell {id} started: {payload} (restart {})", policy.as_str());
+    Ok(())
+}
+
+fn ls() {
+    crate::println!("{:>4}  {:<10} {:<11} {:>5} {:>8} {:>6} {:>9} {:>9}  LAST EXIT", "ID", "PAYLOAD", "STATE", "TASK", "RESTARTS", "FRAMES", "CPU_TICKS", "UPTIME_S");
+    for c in cells::list() {
+        let task = c.task.map_or(String::from("-"), |t| t.to_string());
+        let last = c.last_exit.map_or(String::from("-"), |e| e.to_string());
+        crate::println!(
+            "{:>4}  {:<10} {:<11} {:>5} {:>8} {:>6} {:>9} {:>5}.{:03}  {last}",
+            c.id, c.payload, c.state, task, c.restarts, c.frames, c.cpu_ticks, c.uptime_ms / 1000, c.uptime_ms % 1000
+        );
+    }
+}
+
+fn parse_id(text: &str) -> Result<u64, CommandError> {
+    text.parse().map_err(|_| CommandError::Failed(format!("'{text}' is not a cell id (see 'cell ls')")))
+}
+
+fn stop(id: &str) -> Result<(), CommandError> {
+    let id = parse_id(id)?;
+    cells::stop(id).map_err(|e| CommandError::Failed(e.to_string()))?;
+    crate::println!("cell {id} stopped");
+    Ok(())
+}
+
+fn logs(id: &str, n: &str) -> Result<(), CommandError> {
+    let id = parse_id(id)?;
+    let n: usize = n.parse().map_err(|_| CommandError::Failed(format!("'{n}' is not a line count")))?;
+    for line in cells::logs(id, n).map_err(|e| CommandError::Failed(e.to_string()))? {
+        crate::println!("{line}");
+    }
+    Ok(())
+}

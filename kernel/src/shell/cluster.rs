@@ -1,0 +1,26 @@
+//! Cluster commands: `members`.
+
+use super::{Command, CommandError};
+use crate::cluster::membership;
+
+pub const COMMANDS: &[Command] = &[Command {
+    name: "members",
+    usage: "members",
+    help: "cluster membership (SWIM): id, name, state, incarnation, last heard",
+    run: members,
+}];
+
+fn members(args: &[&str]) -> Result<(), CommandError> {
+    if !args.is_empty() {
+        return Err(CommandError::Usage);
+    }
+    let Some(rows) = membership::members() else {
+        return Err(CommandError::Failed("membership is not running (no network?)".into()));
+    };
+    crate::println!("{:>4}  {:<16} {:<8} {:>11} {:>14}", "ID", "NAME", "STATE", "INCARNATION", "LAST_HEARD_MS");
+    for m in rows {
+        let heard = if m.is_self { alloc::string::String::from("(self)") } else { alloc::format!("{}", m.last_heard_ago_ms) };
+        crate::println!("{:>4}  {:<16} {:<8} {:>11} {:>14}", m.id, m.name, m.state, m.incarnation, heard);
+    }
+    Ok(())
+}

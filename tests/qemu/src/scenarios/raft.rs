@@ -1,0 +1,169 @@
+//! The in-kernel Raft group on three voters (worker-1, worker-2, witness), each with its own
+//! virtio-blk disk (`disk-<id>.img` in the fabric directory, see `cluster::raft_disk`):
+//! election, replication, leader SIGKILL and failover, restart of the killed node from its
+//! disk (its boot `raft_recovery` event must show replayed records), and a minority
+//! partition that cannot commit while the majority can, converging after heal.
+
+use std::time::{Duration, Instant};
+
+use crate::cluster::Cluster;
+use crate::scenarios::control::wait_leader;
+use crate::scenarios::membership::wait_all_alive;
+use crate::{ensure, Env, HarnessError};
+
+const CMD: Duration = Duration::from_secs(10);
+const CONVERGE: Duration = Duration::from_secs(30);
+/// Kill → new leader bound. The configured election timeout is 150–300 ms of 10 ms ticks;
+/// PreVote adds a round, and TCG on shared cores stretches guest ticks (2.3 s measured
+/// under load), so the bound is wide: it catches a stuck election, not a slow one.
+pub const FAILOVER_BOUND_MS: f64 = 5000.0;
+
+/// One `raft` status line, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftIndexes {
+    pub commit: u64,
+    pub applied: u64,
+    pub last: u64,
+}
+
+/// Reads `commit X  applied Y  last Z` from `raft` on node `id`.
+pub fn indexes(cluster: &mut Cluster, id: u64) -> Result<RaftIndexes, HarnessError> {
+    let out = cluster.node(id).command("raft", CMD)?;
+    let field = |name: &str| {
+        out.split_whitespace()
+            .skip_while(|w| *w != name)
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| HarnessError::Check(format!("node {id}: no '{name}' in raft output:\n{out}")))
+    };
+    Ok(RaftIndexes { commit: field("commit")?, applied: field("applied")?, last: field("last")? })
+}
+
+/// `raft put` on `id`; Ok(output) only if it committed.
+pub fn put(cluster: &mut Cluster, id: u64, key: &str, value: &str) -> Result<String, HarnessError> {
+    let out = cluster.node(id).command(&format!("raft put {key} {value}"), CMD)?;
+    ensure!(out.contains(&format!("ok: {key} committed")), "node {id}: put {key}={value} did not commit:\n{out}");
+    Ok(out)
+}
+
+/// Waits until node `id` reads `key = value` (locally on followers, linearizably on the leader).
+pub fn wait_value(cluster: &mut Cluster, id: u64, key: &str, value: &str) -> Result<(), HarnessError> {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let out = cluster.node(id).command(&format!("raft get {key}"), CMD)?;
+        if out.contains(&format!("{key} = {value}")) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "node {id} never read {key} = {value}; last answer:\n{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until every listed node reports the same commit and last index.
+pub fn wait_converged(cluster: &mut Cluster, ids: &[u64]) -> Result<RaftIndexes, HarnessError> {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let all = ids.iter().map(|&id| indexes(cluster, id)).collect::<Result<Vec<_>, _>>()?;
+        if all.windows(2).all(|w| w[0].commit == w[1].commit && w[0].last == w[1].last) {
+            return Ok(all[0]);
+        }
+        ensure!(Instant::now() < deadline, "Raft logs of {ids:?} did not converge: {all:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Boots three voters and waits for membership and a leader.
+fn start(env: &Env, name: &str, seed: u64) -> Result<(Cluster, u64), HarnessError> {
+    let mut cluster = Cluster::start(env, name, 3, seed)?;
+    wait_all_alive(&mut cluster, &[1, 2, 3])?;
+    let leader = wait_leader(&mut cluster, &[1, 2, 3])?;
+    for id in 1..=3 {
+        let recovery = cluster.node(id).wait_event("raft_recovery at boot", CMD, |e| e.kind == "raft_recovery")?;
+        ensure!(recovery.get("device") == Some("disk"), "node {id} has no Raft disk: {recovery:?}");
+    }
+    Ok((cluster, leader))
+}
+
+/// SIGKILLs `leader`; returns the new leader among `survivors` and the ms from the signal
+/// to its `raft_role role=leader` event (guest clock mapped to the host's).
+pub fn kill_leader_timed(cluster: &mut Cluster, leader: u64, survivors: &[u64]) -> Result<(u64, f64), HarnessError> {
+    let mut marks = Vec::new();
+    for &id in survivors {
+        let node = cluster.node(id);
+        let origin = node.clock_origin()?;
+        let mark = node.guest_now_us()?;
+        marks.push((id, origin, mark));
+    }
+    let killed = Instant::now();
+    cluster.node(leader).signal(libc::SIGKILL)?;
+    let deadline = killed + CONVERGE;
+    loop {
+        for &(id, origin, mark) in &marks {
+            let won = cluster.node(id).events().into_iter().find(|e| e.kind == "raft_role" && e.get("role") == Some("leader") && e.t_us > mark);
+            if let Some(e) = won {
+                let at = origin + Duration::from_micros(e.t_us);
+                return Ok((id, at.saturating_duration_since(killed).as_secs_f64() * 1000.0));
+            }
+        }
+        ensure!(Instant::now() < deadline, "no survivor of {survivors:?} became leader after killing {leader}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Put, read everywhere, kill the leader, fail over, restart the victim from its disk and
+/// watch it catch up.
+pub fn kill_restart(env: &Env) -> Result<(), HarnessError> {
+    let (mut cluster, leader) = start(env, "raft-kill-restart", 41)?;
+    put(&mut cluster, leader, "color", "blue")?;
+    for id in 1..=3 {
+        wait_value(&mut cluster, id, "color", "blue")?;
+    }
+    let survivors: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let (new_leader, failover_ms) = kill_leader_timed(&mut cluster, leader, &survivors)?;
+    eprintln!("    leader {leader} killed: node {new_leader} leads after {failover_ms:.0} ms");
+    ensure!(failover_ms < FAILOVER_BOUND_MS, "failover took {failover_ms:.0} ms (bound {FAILOVER_BOUND_MS} ms)");
+    ensure!(wait_leader(&mut cluster, &survivors)? == new_leader, "survivors disagree on the new leader");
+    wait_value(&mut cluster, new_leader, "color", "blue")?;
+    // Written while the victim is down: it can only learn this by catching up.
+    put(&mut cluster, new_leader, "shape", "circle")?;
+    let before = indexes(&mut cluster, new_leader)?;
+    cluster.restart(leader)?;
+    let recovery = cluster.node(leader).wait_event("raft_recovery after restart", CMD, |e| e.kind == "raft_recovery")?;
+    let replayed: u64 = recovery.get("replayed").and_then(|v| v.parse().ok()).unwrap_or(0);
+    ensure!(recovery.get("device") == Some("disk") && replayed > 0 && recovery.get("clean") == Some("true"), "the restarted node did not recover from its disk: {recovery:?}");
+    eprintln!("    node {leader} restarted: replayed {replayed} records from disk");
+    wait_all_alive(&mut cluster, &[1, 2, 3])?;
+    wait_value(&mut cluster, leader, "shape", "circle")?;
+    wait_value(&mut cluster, leader, "color", "blue")?;
+    let after = wait_converged(&mut cluster, &[1, 2, 3])?;
+    ensure!(after.commit >= before.commit, "commit index went back: {before:?} -> {after:?}");
+    ensure!(wait_leader(&mut cluster, &[1, 2, 3])? == new_leader, "the restarted node disrupted the healthy leader");
+    Ok(())
+}
+
+/// Isolate the leader: it cannot commit (and says so), the majority elects and commits;
+/// after heal every log converges and the minority's stray entry is gone.
+pub fn partition(env: &Env) -> Result<(), HarnessError> {
+    let (mut cluster, leader) = start(env, "raft-partition", 42)?;
+    put(&mut cluster, leader, "before", "1")?;
+    let majority: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    cluster.nemesis().isolate(leader as u32);
+    let refused = cluster.node(leader).command("raft put lost yes", CMD)?;
+    ensure!(!refused.contains("ok:") && refused.contains("error:"), "the isolated node committed a write:\n{refused}");
+    ensure!(
+        refused.contains("not committed") || refused.contains("NO QUORUM") || refused.contains("not the Raft leader"),
+        "the refusal does not say why:\n{refused}"
+    );
+    let new_leader = wait_leader(&mut cluster, &majority)?;
+    put(&mut cluster, new_leader, "during", "2")?;
+    let isolated = indexes(&mut cluster, leader)?;
+    let majority_view = indexes(&mut cluster, new_leader)?;
+    ensure!(isolated.commit < majority_view.commit, "the minority's commit index advanced: {isolated:?} vs {majority_view:?}");
+    cluster.nemesis().heal();
+    wait_all_alive(&mut cluster, &[1, 2, 3])?;
+    wait_converged(&mut cluster, &[1, 2, 3])?;
+    wait_value(&mut cluster, leader, "during", "2")?;
+    let lost = cluster.node(leader).command("raft get lost", CMD)?;
+    ensure!(lost.contains("lost is not set"), "the minority's uncommitted write survived:\n{lost}");
+    Ok(())
+}

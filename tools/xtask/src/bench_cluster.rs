@@ -1,0 +1,115 @@
+//! Cluster benchmarks: failure detection in QEMU, and the host simulators' figures.
+//!
+//! Timings use COM2 timestamps mapped to the host clock (`Node::clock_origin`), so a
+//! figure runs from the harness's signal to the first survivor's `node_down` line.
+
+use std::time::{Duration, Instant};
+
+use qemu_tests::cluster::Cluster;
+use qemu_tests::scenarios::membership::wait_all_alive;
+
+use crate::bench::median;
+use crate::image::{self, cargo};
+use crate::setup;
+
+const SAMPLES: usize = 5;
+const VICTIM: u64 = 2;
+const OBSERVERS: [u64; 2] = [1, 3];
+
+/// `cargo xtask bench failure-detect [--idle-minutes N]`.
+pub fn failure_detect(args: &[String]) -> Result<(), String> {
+    let flags = crate::Flags::parse(args, &[], &["--idle-minutes"])?;
+    let idle_minutes: u64 = flags.value("--idle-minutes").map_or(Ok(0), |v| v.parse().map_err(|_| format!("bad --idle-minutes '{v}'")))?;
+    setup::ensure_qemu()?;
+    let env = image::test_env(false, "bench-failure-detect")?;
+    let mut cluster = Cluster::start(&env, "detect", 3, 7).map_err(|e| e.to_string())?;
+    wait_all_alive(&mut cluster, &[1, 2, 3]).map_err(|e| e.to_string())?;
+    let mut kill_ms = Vec::new();
+    let mut hang_ms = Vec::new();
+    for i in 0..SAMPLES {
+        let ms = detect_once(&mut cluster, libc::SIGKILL)?;
+        eprintln!("    kill {i}: first node_down after {ms:.0} ms");
+        kill_ms.push(ms);
+        cluster.restart(VICTIM).map_err(|e| e.to_string())?;
+        wait_all_alive(&mut cluster, &[1, 2, 3]).map_err(|e| e.to_string())?;
+        let ms = detect_once(&mut cluster, libc::SIGSTOP)?;
+        eprintln!("    hang {i}: first node_down after {ms:.0} ms");
+        hang_ms.push(ms);
+        cluster.node(VICTIM).signal(libc::SIGCONT).map_err(|e| e.to_string())?;
+        wait_all_alive(&mut cluster, &[1, 2, 3]).map_err(|e| e.to_string())?;
+    }
+    println!("METRIC detect_kill_ms {:.0} ms", median(&mut kill_ms));
+    println!("METRIC detect_hang_ms {:.0} ms", median(&mut hang_ms));
+    if idle_minutes > 0 {
+        let false_downs = idle_run(&mut cluster, idle_minutes)?;
+        println!("METRIC false_node_down_{idle_minutes}min {false_downs} count");
+    }
+    Ok(())
+}
+
+/// Injects `signal` into the victim; returns ms until the first survivor logs node_down.
+fn detect_once(cluster: &mut Cluster, signal: i32) -> Result<f64, String> {
+    let mut origins = Vec::new();
+    for id in OBSERVERS {
+        let node = cluster.node(id);
+        let origin = node.clock_origin().map_err(|e| e.to_string())?;
+        let mark = node.guest_now_us().map_err(|e| e.to_string())?;
+        origins.push((id, origin, mark));
+    }
+    let injected = Instant::now();
+    cluster.node(VICTIM).signal(signal).map_err(|e| e.to_string())?;
+    let deadline = injected + Duration::from_secs(20);
+    loop {
+        let mut first: Option<Instant> = None;
+        for &(id, origin, mark) in &origins {
+            let down = cluster.node(id).events().into_iter().find(|e| {
+                e.kind == "node_down" && e.get("peer") == Some(&VICTIM.to_string()) && e.t_us > mark
+            });
+            if let Some(e) = down {
+                let at = origin + Duration::from_micros(e.t_us);
+                first = Some(first.map_or(at, |f| f.min(at)));
+            }
+        }
+        if let Some(at) = first {
+            return Ok(at.saturating_duration_since(injected).as_secs_f64() * 1000.0);
+        }
+        if Instant::now() > deadline {
+            return Err("no survivor declared the victim down within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the cluster idle for `minutes` and counts node_down events (all false: nothing failed).
+fn idle_run(cluster: &mut Cluster, minutes: u64) -> Result<usize, String> {
+    let marks: Vec<(u64, u64)> = [1, 2, 3]
+        .into_iter()
+        .map(|id| cluster.node(id).guest_now_us().map(|m| (id, m)).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    eprintln!("    idle run: {minutes} min, 3 nodes, counting node_down events");
+    std::thread::sleep(Duration::from_secs(minutes * 60));
+    Ok(marks
+        .iter()
+        .map(|&(id, mark)| cluster.node(id).events().iter().filter(|e| e.kind == "node_down" && e.t_us > mark).count())
+        .sum())
+}
+
+/// Runs a simulator crate's `bench` mode and passes its METRIC lines through.
+pub fn simulator(package: &str) -> Result<(), String> {
+    eprintln!("==> {package}: cargo run --release -p {package} -- bench");
+    let output: std::process::Output = cargo()
+        .current_dir(crate::root())
+        .args(["run", "--quiet", "--release", "-p", package, "--", "bench"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {package}: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let metrics: Vec<&str> = text.lines().filter(|l| l.starts_with("METRIC ")).collect();
+    if !output.status.success() || metrics.is_empty() {
+        return Err(format!("{package} bench failed ({})", output.status));
+    }
+    for line in metrics {
+        println!("{line}");
+    }
+    Ok(())
+}
