@@ -54,6 +54,12 @@ impl<T: Copy + PartialEq> RunQueue<T> {
         RunQueue { levels: core::array::from_fn(|_| VecDeque::new()) }
     }
 
+    /// An empty queue with room for `tasks` ready tasks on every level, so pushing never
+    /// allocates (the scheduler's memory use stays constant).
+    pub fn with_capacity(tasks: usize) -> Self {
+        RunQueue { levels: core::array::from_fn(|_| VecDeque::with_capacity(tasks)) }
+    }
+
     /// Makes a task ready, at the back of its level.
     pub fn push(&mut self, task: T, priority: Priority) {
         debug_assert!(!self.contains(task), "task queued twice");

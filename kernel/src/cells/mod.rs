@@ -115,23 +115,26 @@ fn cell_main(id: u64) {
             sched::exit(ExitReason::Exited(-8));
         }
     };
-    let cr3 = loaded.space.cr3();
+    let (cr3, entry, stack_top) = (loaded.space.cr3(), loaded.entry, loaded.stack_top);
+    let name = events::TaskName::new(&payload);
+    // From the moment the cell is visible as running, `stop` may kill this task, and a
+    // killed task's stack is never unwound: drop everything this frame owns first.
+    drop(payload);
     let attached = table::with(|cells| match cells.get_mut(&id) {
         Some(record) if !record.stop_requested => {
             record.attach_space(loaded.space, now_ms());
             true
         }
+        // Stopped while loading: `loaded` is dropped here, and the task simply returns.
         _ => false,
     });
     if !attached {
-        return; // stopped while loading; the space was dropped with `loaded`
+        return;
     }
     sched::set_address_space(cr3);
-    let name = events::TaskName::new(&payload);
-    drop(payload);
     events::push(EventKind::CellStart { cell: id, task: sched::current_id(), payload: name });
     LAST_USER_ENTRY_TSC.store(cpu::rdtsc(), Ordering::Relaxed);
-    syscall::enter_user(loaded.entry, loaded.stack_top)
+    syscall::enter_user(entry, stack_top)
 }
 
 /// A CPU exception in ring 3 ends the cell that raised it — never the node.
@@ -202,7 +205,10 @@ pub fn on_tick() {
     }
 }
 
-/// Stops a cell for good: its task is killed and its memory returned before this returns.
+/// Stops a cell for good. A running cell's task is killed and its memory returned before
+/// this returns. A cell still loading is only flagged: its task sees the flag when it is
+/// about to attach, frees what it loaded and returns (killing it mid-load would strand the
+/// heap memory its kernel stack owns).
 pub fn stop(id: u64) -> Result<(), CellError> {
     let task = table::with(|cells| {
         let record = cells.get_mut(&id).ok_or(CellError::NoSuchCell(id))?;
@@ -211,10 +217,12 @@ pub fn stop(id: u64) -> Result<(), CellError> {
         }
         record.stop_requested = true;
         record.restart_at_ms = None;
-        if record.task.is_some() && record.cell.state() == ::cell::lifecycle::CellState::Running {
+        let running = record.cell.state() == ::cell::lifecycle::CellState::Running;
+        if record.task.is_some() && running {
             let _ = record.cell.stop(now_ms());
         }
-        Ok(record.task)
+        // Only a running (attached) cell's task is killed; a loading one stops itself.
+        Ok(if running { record.task } else { None })
     })?;
     match task {
         Some(task) => {
@@ -223,9 +231,11 @@ pub fn stop(id: u64) -> Result<(), CellError> {
             let _ = sched::kill(task);
             on_task_exit(task, &ExitReason::Killed, cpu_ticks);
         }
+        // Loading: the task returns on its own and its exit is handled by the reactor.
+        // No task at all (waiting out a restart backoff): finish the record now.
         None => table::with(|cells| {
             if let Some(record) = cells.get_mut(&id) {
-                if record.cell.state() != ::cell::lifecycle::CellState::Dead {
+                if record.task.is_none() && record.cell.state() != ::cell::lifecycle::CellState::Dead {
                     record.detach(CellExit::Killed, 0, now_ms());
                 }
             }

@@ -8,7 +8,7 @@ use core::sync::atomic::Ordering;
 
 use super::{check, TestResult};
 use crate::arch::cpu;
-use crate::mm::{frames, heap};
+use crate::mm::frames;
 use crate::{cells, sched, time};
 
 fn run(spec: &str) -> Result<u64, String> {
@@ -39,13 +39,16 @@ pub fn run_stop_no_leak() -> TestResult {
     }
     // Let the reactor drain the exits the warm-up produced.
     sched::sleep_ms(50);
-    let (frames_before, (heap_before, _)) = (frames::free_frames(), heap::usage());
+    let (frames_before, heap_before) = (frames::free_frames(), super::settled_heap_used());
     let started = time::now_us();
-    for _ in 0..1000 {
+    for i in 0..1000 {
         cycle()?;
+        if i % 100 == 99 {
+            crate::println!("    after {} cycles: heap {} free frames {}", i + 1, crate::mm::heap::usage().0, frames::free_frames());
+        }
     }
     sched::sleep_ms(50);
-    let (frames_after, (heap_after, _)) = (frames::free_frames(), heap::usage());
+    let (frames_after, heap_after) = (frames::free_frames(), super::settled_heap_used());
     crate::println!("    1000 run/stop cycles in {} ms", (time::now_us() - started) / 1000);
     check(frames_after == frames_before, || format!("free frames {frames_before} -> {frames_after}"))?;
     check(heap_after == heap_before, || format!("heap {heap_before} -> {heap_after} bytes"))

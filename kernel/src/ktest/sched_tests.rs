@@ -10,7 +10,7 @@ use kcore::run_queue::Priority;
 use super::{check, TestResult};
 use crate::arch::cpu;
 use crate::events::ExitReason;
-use crate::mm::{frames, heap};
+use crate::mm::frames;
 use crate::{sched, time};
 
 fn spawn(name: &str, priority: Priority, f: impl FnOnce() + Send + 'static) -> Result<sched::TaskId, String> {
@@ -65,7 +65,7 @@ pub fn kill_returns_resources() -> TestResult {
         sched::sleep_ms(5);
         sched::kill(id).map_err(|e| format!("{e:?}"))?;
     }
-    let (heap_before, _) = heap::usage();
+    let heap_before = super::settled_heap_used();
     let tasks_before = sched::tasks().len();
     let id = spawn("victim", Priority::CELL, || loop {
         sched::sleep_ms(1000);
@@ -75,7 +75,7 @@ pub fn kill_returns_resources() -> TestResult {
     sched::kill(id).map_err(|e| format!("{e:?}"))?;
     check(!sched::exists(id), || String::from("killed task still listed"))?;
     check(sched::kill(id) == Err(sched::KillError::NoSuchTask), || String::from("second kill did not fail"))?;
-    let (heap_after, _) = heap::usage();
+    let heap_after = super::settled_heap_used();
     check(sched::tasks().len() == tasks_before, || String::from("task count changed"))?;
     check(heap_after == heap_before, || format!("heap {heap_before} -> {heap_after} bytes"))
 }
@@ -94,13 +94,13 @@ pub fn spawn_exit_no_leak() -> TestResult {
     for _ in 0..1500 {
         cycle()?;
     }
-    let (frames_before, (heap_before, _)) = (frames::free_frames(), heap::usage());
+    let (frames_before, heap_before) = (frames::free_frames(), super::settled_heap_used());
     let started = time::now_us();
     for _ in 0..10_000 {
         cycle()?;
     }
     let elapsed_ms = (time::now_us() - started) / 1000;
-    let (frames_after, (heap_after, _)) = (frames::free_frames(), heap::usage());
+    let (frames_after, heap_after) = (frames::free_frames(), super::settled_heap_used());
     crate::println!("    10000 spawn/exit cycles in {elapsed_ms} ms");
     check(frames_after == frames_before, || format!("free frames {frames_before} -> {frames_after}"))?;
     check(heap_after == heap_before, || format!("heap {heap_before} -> {heap_after} bytes"))

@@ -112,6 +112,29 @@ pub unsafe fn free(frame: Frame) {
     check_pressure();
 }
 
+/// A frame owned by its holder and returned to the allocator when dropped.
+pub struct OwnedFrame(Frame);
+
+impl OwnedFrame {
+    /// Allocates one zeroed frame.
+    pub fn alloc() -> Option<OwnedFrame> {
+        alloc_zeroed().map(OwnedFrame)
+    }
+
+    /// The frame's physical address.
+    pub fn addr(&self) -> u64 {
+        self.0.addr()
+    }
+}
+
+impl Drop for OwnedFrame {
+    fn drop(&mut self) {
+        // SAFETY: the frame came from `alloc_zeroed`, is owned only by this value (it cannot
+        // be cloned), and is freed exactly once, here.
+        unsafe { free(self.0) };
+    }
+}
+
 /// Frames currently free. Lock-free; safe from any context.
 pub fn free_frames() -> u64 {
     FREE_FRAMES.load(Ordering::Relaxed)

@@ -139,12 +139,12 @@ pub fn init() {
     tasks.insert(IDLE_TASK, idle_task());
     let scheduler = Scheduler {
         tasks,
-        ready: RunQueue::new(),
+        ready: RunQueue::with_capacity(MAX_TASKS),
         sleepers: BTreeSet::new(),
         current: IDLE_TASK,
         next_id: IDLE_TASK + 1,
         free_slots: (1..MAX_TASKS).rev().collect(),
-        dead: Vec::new(),
+        dead: Vec::with_capacity(MAX_TASKS),
         load: LoadAverage::default(),
     };
     *SCHED.lock() = Some(scheduler);
@@ -438,17 +438,20 @@ fn choose_next(s: &mut Scheduler, state: TaskState) -> Option<Switch> {
     (next != prev).then_some(switch)
 }
 
-/// Runs on the new task right after every switch: frees tasks that exited.
+/// Runs on the new task right after every switch: frees tasks that exited. One at a time,
+/// so the `dead` list keeps its capacity and the stacks are freed outside the lock.
 fn finish_switch() {
-    let dead: Vec<Task> = with_sched(|s| {
-        for task in &s.dead {
+    loop {
+        let task = with_sched(|s| {
+            let task = s.dead.pop()?;
             s.free_slots.push(task.slot);
+            Some(task)
+        });
+        match task {
+            Some(task) => drop(task),
+            None => break,
         }
-        core::mem::take(&mut s.dead)
-    });
-    // Stacks are freed here, on another task's stack, with interrupts enabled or not as
-    // the caller had them; the heap masks interrupts itself.
-    drop(dead);
+    }
 }
 
 fn publish(s: &Scheduler) {

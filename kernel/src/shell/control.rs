@@ -48,6 +48,10 @@ fn raft_status() -> Result<(), CommandError> {
     let leader = s.leader.map_or(String::from("none"), |l| format!("{} (id {l})", peers::name_of(l)));
     crate::println!("role {}  term {}  leader {}", consensus::role_name(s.role), s.term, leader);
     crate::println!("commit {}  applied {}  last {}  store {}", s.commit, s.applied, s.last_index, s.device);
+    let (requests, busy_us) = crate::drivers::virtio::blk::stats();
+    if requests > 0 {
+        crate::println!("disk: {requests} requests, {} us mean wait", busy_us / requests);
+    }
     if let Some(why) = s.failed {
         crate::println!("FAILED: {why}");
     }

@@ -83,7 +83,10 @@ fn net(args: &[&str]) -> Result<(), CommandError> {
         "interface: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}  ip {}/{}  link {}",
         m[0], m[1], m[2], m[3], m[4], m[5], status.ip, netstack::PREFIX_LEN, if status.link_up { "up" } else { "down" }
     );
-    crate::println!("frames: rx {} ({} bytes)  tx {} ({} bytes)  tx_errors {}  rx_dropped {}", c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.tx_errors, c.rx_dropped_total());
+    crate::println!(
+        "frames: rx {} ({} bytes)  tx {} ({} bytes)  tx_errors {}  rx_dropped {}",
+        c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.tx_errors, c.rx_dropped_total()
+    );
     let mut line = String::from("  filter drops:");
     for (name, count) in netstack::filter_drops(&c) {
         let _ = write!(line, " {name} {count}");
@@ -103,8 +106,8 @@ fn net(args: &[&str]) -> Result<(), CommandError> {
     }
     crate::println!("{drops} (total {})", endpoint.drops().total());
     print_inboxes();
-    let (irqs, wakeups) = netstack::activity();
-    crate::println!("activity: irqs {irqs}  net_wakeups {wakeups}");
+    let (irqs, not_ours, wakeups) = netstack::activity();
+    crate::println!("activity: irqs {irqs}  irqs_not_ours {not_ours}  net_wakeups {wakeups}");
     Ok(())
 }
 

@@ -175,6 +175,22 @@ mod tests {
     }
 
     #[test]
+    fn raft_disk_is_created_blank_and_then_kept() {
+        let dir = std::env::temp_dir().join(format!("xylem-raft-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = raft_disk(&dir, 7);
+        assert_eq!(path, dir.join("disk-7.img"));
+        let blank = std::fs::read(&path).unwrap();
+        assert_eq!(blank.len() as u64, RAFT_DISK_BYTES);
+        assert!(blank.iter().all(|&b| b == 0));
+        std::fs::write(&path, b"kept").unwrap();
+        assert_eq!(std::fs::read(raft_disk(&dir, 7)).unwrap(), b"kept", "an existing image is not recreated");
+        let args = raft_disk_args(&path);
+        assert!(args[1].starts_with(&format!("file={},", path.display())) && args[3].starts_with("virtio-blk-pci"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn three_nodes_are_two_workers_and_a_witness() {
         let names = node_names(3);
         assert_eq!(peers_value(&names), "1:worker-1;2:worker-2;3:witness");

@@ -13,7 +13,7 @@ const BOOT_SAMPLES: usize = 5;
 const NET_PROBES: u32 = 1000;
 /// ICMP echoes for `ping_rtt_us` (the first, which waits for ARP, is left out).
 const NET_PINGS: u32 = 41;
-const AVAILABLE: &str = "available: boot, sched, cells, net, failure-detect, membership-sim, raft-sim, raft";
+const AVAILABLE: &str = "available: boot, sched, cells, net, failure-detect, failover, membership-sim, raft-sim, raft";
 
 /// Dispatches to one benchmark.
 pub fn cmd_bench(args: &[String]) -> Result<(), String> {
@@ -23,6 +23,7 @@ pub fn cmd_bench(args: &[String]) -> Result<(), String> {
         Some("cells") => bench_in_kernel("bench-cells"),
         Some("net") => bench_net(),
         Some("failure-detect") => crate::bench_cluster::failure_detect(&args[1..]),
+        Some("failover") => crate::bench_cluster::failover(),
         Some("membership-sim") => crate::bench_cluster::simulator("sim-swim"),
         Some("raft-sim") => crate::bench_cluster::simulator("sim-raft"),
         Some("raft") => crate::bench_raft::raft(),

@@ -113,3 +113,51 @@ pub fn simulator(package: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `cargo xtask bench failover`: harness signal → replacement cell running on the survivor
+/// (median of 5 each for SIGKILL and SIGSTOP), and the survivor's median reconcile pass.
+pub fn failover() -> Result<(), String> {
+    use qemu_tests::scenarios::control::{self, measure_failover};
+    setup::ensure_qemu()?;
+    let env = image::test_env(false, "bench-failover")?;
+    let e = |err: qemu_tests::HarnessError| err.to_string();
+    let mut cluster = control::start(&env, "failover", 3).map_err(e)?;
+    let (mut kill_ms, mut hang_ms) = (Vec::new(), Vec::new());
+    for i in 0..SAMPLES * 2 {
+        let service = format!("web{i}");
+        if i > 0 {
+            let out = cluster.node(1).command(&format!("xylem delete web{}", i - 1), Duration::from_secs(10)).map_err(e)?;
+            if !out.starts_with("accepted") {
+                return Err(format!("delete web{}: {out}", i - 1));
+            }
+            control::wait_count(&mut cluster, 1, &format!("web{}", i - 1), 0).map_err(e)?;
+        }
+        control::apply(&mut cluster, &service, 2).map_err(e)?;
+        control::wait_running(&mut cluster, 1, &service, &["worker-1", "worker-2"]).map_err(e)?;
+        let hang = i % 2 == 1;
+        let f = measure_failover(&mut cluster, if hang { libc::SIGSTOP } else { libc::SIGKILL }, &service).map_err(e)?;
+        eprintln!(
+            "    {} {}: node_down {:.0} ms, commit {:.0} ms, running {:.0} ms",
+            if hang { "hang" } else { "kill" },
+            i / 2,
+            f.node_down_ms,
+            f.assign_committed_ms,
+            f.cell_running_ms
+        );
+        if hang {
+            hang_ms.push(f.cell_running_ms);
+            cluster.node(2).signal(libc::SIGCONT).map_err(e)?;
+        } else {
+            kill_ms.push(f.cell_running_ms);
+            cluster.restart(2).map_err(e)?;
+        }
+        wait_all_alive(&mut cluster, &[1, 2, 3]).map_err(e)?;
+    }
+    println!("METRIC failover_ms {:.0} ms", median(&mut kill_ms));
+    println!("METRIC failover_hang_ms {:.0} ms", median(&mut hang_ms));
+    let stats = cluster.node(1).command("xylem stats", Duration::from_secs(10)).map_err(e)?;
+    if let Some(us) = stats.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()) {
+        println!("METRIC reconcile_us {us} us");
+    }
+    Ok(())
+}

@@ -56,6 +56,10 @@ fn commit_median_us(cluster: &mut Cluster, leader: u64) -> Result<u64, String> {
     let timeout = std::time::Duration::from_secs(300);
     let out = cluster.node(leader).command(&format!("raft bench {COMMIT_SAMPLES}"), timeout).map_err(err)?;
     eprintln!("    {}", out.trim());
+    let status = cluster.node(leader).command("raft", std::time::Duration::from_secs(10)).map_err(err)?;
+    if let Some(disk) = status.lines().find(|l| l.starts_with("disk:")) {
+        eprintln!("    leader {disk}");
+    }
     out.split_whitespace()
         .find_map(|w| w.strip_prefix("median_us="))
         .and_then(|v| v.parse().ok())

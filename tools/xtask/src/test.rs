@@ -1,8 +1,10 @@
 //! `cargo xtask test` and `cargo xtask qemu-cluster`.
 //!
-//! Three tiers, in order: host unit tests of every pure crate (`cargo test --release`),
-//! in-kernel tests (a `ktest` kernel that reports through QEMU's exit status), and QEMU
-//! scenarios. Every step prints progress; the last line is `N passed, N failed`.
+//! Three tiers, in order: host unit tests of every pure crate and the simulators
+//! (`cargo test --release`), in-kernel tests (a `ktest` kernel that reports through QEMU's
+//! exit status), and QEMU scenarios — the single-node suite, then the multi-node cluster
+//! suite (`qemu-cluster` runs the latter alone). Every step prints progress; the last line
+//! is `N passed, N failed`.
 
 use std::process::Stdio;
 use std::time::Instant;
@@ -53,7 +55,14 @@ pub fn cmd_test(args: &[String]) -> Result<(), String> {
         host_tests(&mut tally);
     }
     match image::test_env(flags.has("--kvm"), "test") {
-        Ok(env) => run_scenarios(&env, Suite::Node, flags.value("--scenario"), &mut tally),
+        Ok(env) => match flags.value("--scenario") {
+            // One scenario, whichever suite it is in.
+            Some(name) => run_named(&env, name, &mut tally),
+            None => {
+                run_scenarios(&env, Suite::Node, None, &mut tally);
+                run_scenarios(&env, Suite::Cluster, None, &mut tally);
+            }
+        },
         Err(why) => tally.fail(format!("building kernel images: {why}")),
     }
     eprintln!("==> test run took {:.0} s", started.elapsed().as_secs_f64());
@@ -81,6 +90,8 @@ fn host_tests(tally: &mut Tally) {
     let output = cargo()
         .current_dir(crate::root())
         .env("XYLEM_PAYLOAD_DIR", &payloads)
+        // The envelope decoder's seeded fuzz runner gets a full minute (the short run).
+        .env("NET_FUZZ_SECS", std::env::var("NET_FUZZ_SECS").unwrap_or_else(|_| "60".into()))
         .args(["test", "--release", "--no-fail-fast"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -119,6 +130,13 @@ fn count_cargo_results(text: &str) -> (u64, u64) {
         totals.1 += number_before("failed");
     }
     totals
+}
+
+fn run_named(env: &Env, name: &str, tally: &mut Tally) {
+    match scenarios::ALL.iter().find(|s| s.name == name) {
+        Some(s) => run_scenarios(env, s.suite, Some(name), tally),
+        None => tally.fail(format!("no scenario named '{name}'")),
+    }
 }
 
 fn run_scenarios(env: &Env, suite: Suite, only: Option<&str>, tally: &mut Tally) {

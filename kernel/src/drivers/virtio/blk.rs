@@ -8,6 +8,7 @@
 //! to be physically contiguous. Every device failure becomes a typed [`DeviceError`]; no
 //! I/O path panics.
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use ::membership::raft::disk::{BlockDevice, DeviceError, SECTOR_BYTES};
 use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction};
@@ -21,6 +22,24 @@ use crate::mm::dma;
 const _: () = assert!(SECTOR_SIZE == SECTOR_BYTES, "virtio-blk and the Raft store agree on sectors");
 
 type Disk = VirtIOBlk<KernelHal, PciTransport>;
+
+/// Requests completed (reads, writes, flushes) and the µs spent waiting for them.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+static BUSY_US: AtomicU64 = AtomicU64::new(0);
+
+/// (requests, total µs waited): how much of a commit the disk costs (`raft` shows it).
+pub fn stats() -> (u64, u64) {
+    (REQUESTS.load(Ordering::Relaxed), BUSY_US.load(Ordering::Relaxed))
+}
+
+/// Runs one request and counts it.
+fn timed<T>(request: impl FnOnce() -> T) -> T {
+    let start_us = crate::time::now_us();
+    let result = request();
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
+    BUSY_US.fetch_add(crate::time::now_us().saturating_sub(start_us), Ordering::Relaxed);
+    result
+}
 
 /// Why no disk came up.
 #[derive(Debug)]
@@ -135,7 +154,8 @@ impl BlockDevice for BlkDevice {
     fn read_block(&mut self, lba: u64, buf: &mut [u8; SECTOR_BYTES]) -> Result<(), DeviceError> {
         let block = self.check(lba)?;
         let bounce = self.bounce.sector();
-        self.disk.read_blocks(block, bounce).map_err(|_| DeviceError::Io { lba })?;
+        let disk = &mut self.disk;
+        timed(|| disk.read_blocks(block, bounce)).map_err(|_| DeviceError::Io { lba })?;
         buf.copy_from_slice(bounce);
         Ok(())
     }
@@ -144,11 +164,12 @@ impl BlockDevice for BlkDevice {
         let block = self.check(lba)?;
         let bounce = self.bounce.sector();
         bounce.copy_from_slice(buf);
-        self.disk.write_blocks(block, bounce).map_err(|_| DeviceError::Io { lba })
+        let disk = &mut self.disk;
+        timed(|| disk.write_blocks(block, bounce)).map_err(|_| DeviceError::Io { lba })
     }
 
     fn flush(&mut self) -> Result<(), DeviceError> {
         // A flush names no sector; u64::MAX marks "the flush itself" in the error.
-        self.disk.flush().map_err(|_| DeviceError::Io { lba: u64::MAX })
+        timed(|| self.disk.flush()).map_err(|_| DeviceError::Io { lba: u64::MAX })
     }
 }
