@@ -102,14 +102,16 @@ fn start_tasks() {
     use kcore::run_queue::Priority;
     // The network first: probing must finish before other tasks run and measure things.
     netstack::start();
+    // The cluster drivers log as they start (voters, disk recovery): do it before the shell
+    // prints its first prompt, so nothing lands in the middle of a command's output.
+    cluster::membership::init();
+    cluster::consensus::init();
+    cluster::control::init();
     let spawned = sched::spawn("shell", Priority::HIGH, || shell::run())
         .and_then(|_| sched::spawn("reactor", Priority::NORMAL, reactor::run));
     if let Err(err) = spawned {
         panic!("cannot start the core tasks: {err:?}");
     }
-    cluster::membership::init();
-    cluster::consensus::init();
-    cluster::control::init();
 }
 
 #[cfg(feature = "ktest")]

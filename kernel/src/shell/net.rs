@@ -1,4 +1,4 @@
-//! Network commands: net, peers, ping, netbench.
+//! Network commands: net, pci, peers, ping, netbench.
 
 use alloc::format;
 use alloc::string::String;
@@ -13,6 +13,7 @@ use crate::{node, sched};
 
 pub const COMMANDS: &[Command] = &[
     Command { name: "net", usage: "net", help: "interface, frame counters, transport drops and inboxes", run: net },
+    Command { name: "pci", usage: "pci", help: "PCI functions on bus 0 with their interrupt lines", run: pci },
     Command { name: "peers", usage: "peers", help: "the cluster's nodes (config key peers)", run: peers },
     Command { name: "ping", usage: "ping <node|ip> [count 1-1000]", help: "ICMP echo with per-reply RTT", run: ping },
     Command { name: "netbench", usage: "netbench <node> [count] [timeout_ms] [tries]", help: "transport RTT probes (ProbePing/Pong)", run: netbench },
@@ -203,5 +204,21 @@ fn netbench(args: &[&str]) -> Result<(), CommandError> {
         "rtt_us count={} min={} mean={} p50={} p90={} p99={} max={}",
         r.count, r.min_us, r.mean_us, r.p50_us, r.p90_us, r.p99_us, r.max_us
     );
+    Ok(())
+}
+
+fn pci(args: &[&str]) -> Result<(), CommandError> {
+    if !args.is_empty() {
+        return Err(CommandError::Usage);
+    }
+    crate::println!("{:<9} {:<10} {:<9} {:>4} {:>4}", "BDF", "VENDOR:ID", "CLASS", "IRQ", "PIN");
+    for d in crate::drivers::pci::enumerate() {
+        let f = d.function;
+        let pin = if d.interrupt_pin == 0 { String::from("-") } else { format!("{}", (b'A' + d.interrupt_pin - 1) as char) };
+        crate::println!(
+            "{:02x}:{:02x}.{}   {:04x}:{:04x}  {:02x}.{:02x}.{:02x}  {:>4} {:>4}",
+            f.bus, f.device, f.function, d.vendor_id, d.device_id, d.class.0, d.class.1, d.class.2, d.interrupt_line, pin
+        );
+    }
     Ok(())
 }
