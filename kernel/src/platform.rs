@@ -34,10 +34,11 @@ pub fn init(rsdp_phys: Option<u64>) -> time::Calibration {
         None => log::error!("no I/O APIC serves GSI {}: console input disabled", com1.gsi),
     }
     log::info!(
-        "platform: {} I/O APIC(s), TSC {} MHz, tick {} Hz",
+        "platform: {} I/O APIC(s), TSC {} MHz, tick {} Hz ({} APIC counts)",
         platform.io_apics.len(),
         calibration.tsc_hz / 1_000_000,
-        time::TICK_HZ
+        time::TICK_HZ,
+        calibration.apic_counts_per_tick
     );
     PLATFORM.call_once(|| platform);
     calibration

@@ -55,6 +55,7 @@ pub fn now_us() -> u64 {
 }
 
 /// Converts a TSC difference to nanoseconds (for benchmarks).
+#[cfg(feature = "ktest")]
 pub fn tsc_to_ns(tsc_delta: u64) -> u64 {
     let hz = TSC_HZ.load(Ordering::Relaxed).max(1);
     (u128::from(tsc_delta) * 1_000_000_000 / u128::from(hz)) as u64
@@ -71,6 +72,7 @@ pub fn on_tick() {
 }
 
 /// Busy-waits (with halts) until `now_us() >= deadline_us`.
+#[cfg(feature = "ktest")]
 pub fn wait_until_us(deadline_us: u64) {
     while now_us() < deadline_us {
         cpu::enable_interrupts_and_halt();

@@ -18,7 +18,9 @@ pub struct Loaded {
 /// Why a payload could not be loaded.
 #[derive(Debug)]
 pub enum LoadError {
+    #[allow(dead_code, reason = "read through Debug in the error message")]
     Elf(ElfError),
+    #[allow(dead_code, reason = "read through Debug in the error message")]
     Memory(SpaceError),
 }
 

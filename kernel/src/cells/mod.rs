@@ -284,6 +284,7 @@ pub fn logs(id: u64, n: usize) -> Result<Vec<String>, CellError> {
 }
 
 /// The state name of a cell (for tests).
+#[cfg(feature = "ktest")]
 pub fn state_of(id: u64) -> Option<&'static str> {
     table::with(|cells| cells.get(&id).map(CellRecord::state_name))
 }

@@ -131,8 +131,6 @@ pub enum ConsensusError {
     Unavailable,
     /// Raft refused (not leader, backpressure, too large…).
     Refused(ProposeError),
-    /// The store failed; this node stopped taking part.
-    Failed(String),
 }
 
 /// Proposes a tagged entry; returns its log index.

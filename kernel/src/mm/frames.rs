@@ -113,8 +113,10 @@ pub unsafe fn free(frame: Frame) {
 }
 
 /// A frame owned by its holder and returned to the allocator when dropped.
+#[cfg(feature = "ktest")]
 pub struct OwnedFrame(Frame);
 
+#[cfg(feature = "ktest")]
 impl OwnedFrame {
     /// Allocates one zeroed frame.
     pub fn alloc() -> Option<OwnedFrame> {
@@ -127,6 +129,7 @@ impl OwnedFrame {
     }
 }
 
+#[cfg(feature = "ktest")]
 impl Drop for OwnedFrame {
     fn drop(&mut self) {
         // SAFETY: the frame came from `alloc_zeroed`, is owned only by this value (it cannot

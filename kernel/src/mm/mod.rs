@@ -27,6 +27,7 @@ pub enum MmError {
     /// The bootloader did not map physical memory (a boot-config bug).
     NoPhysicalMapping,
     /// No usable region is large enough for the heap.
+    #[allow(dead_code, reason = "read through Debug in the error message")]
     NoRoomForHeap { wanted_bytes: u64 },
 }
 

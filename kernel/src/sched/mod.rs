@@ -482,6 +482,7 @@ pub fn tasks() -> Vec<TaskInfo> {
 }
 
 /// Whether a task exists (not exited and reaped).
+#[cfg(feature = "ktest")]
 pub fn exists(id: TaskId) -> bool {
     with_sched(|s| s.tasks.contains_key(&id))
 }

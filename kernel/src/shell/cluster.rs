@@ -22,5 +22,9 @@ fn members(args: &[&str]) -> Result<(), CommandError> {
         let heard = if m.is_self { alloc::string::String::from("(self)") } else { alloc::format!("{}", m.last_heard_ago_ms) };
         crate::println!("{:>4}  {:<16} {:<8} {:>11} {:>14}", m.id, m.name, m.state, m.incarnation, heard);
     }
+    let malformed = membership::malformed();
+    if malformed > 0 {
+        crate::println!("({malformed} malformed SWIM messages dropped)");
+    }
     Ok(())
 }

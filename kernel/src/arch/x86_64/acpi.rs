@@ -69,6 +69,7 @@ impl Platform {
 #[derive(Debug)]
 pub enum PlatformError {
     NoRsdp,
+    #[allow(dead_code, reason = "read through Debug in the error message")]
     Tables(acpi::AcpiError),
     NotApic,
 }

@@ -31,7 +31,6 @@ pub const SPURIOUS_VECTOR: u8 = 0xff;
 #[derive(Clone, Copy, Debug)]
 pub struct UserFault {
     pub vector: u8,
-    pub error_code: u64,
     pub rip: u64,
     /// CR2 for page faults, else 0.
     pub addr: u64,
@@ -180,7 +179,6 @@ fn fault(name: &str, vector: u8, frame: &InterruptStackFrame, error_code: Option
         if let Some(handler) = USER_FAULT_HANDLER.get() {
             handler(UserFault {
                 vector,
-                error_code: error_code.unwrap_or(0),
                 rip: frame.instruction_pointer.as_u64(),
                 addr: addr.unwrap_or(0),
             });

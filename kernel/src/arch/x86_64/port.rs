@@ -32,14 +32,6 @@ pub unsafe fn outw(port: u16, value: u16) {
     unsafe { Port::<u16>::new(port).write(value) }
 }
 
-/// Reads a 16-bit word from an I/O port.
-///
-/// # Safety
-/// As for [`inb`].
-pub unsafe fn inw(port: u16) -> u16 {
-    // SAFETY: the caller guarantees the port is valid to read.
-    unsafe { Port::<u16>::new(port).read() }
-}
 
 /// Writes a 32-bit word to an I/O port.
 ///

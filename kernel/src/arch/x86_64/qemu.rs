@@ -14,6 +14,7 @@ pub enum ExitCode {
     /// In-kernel tests passed: host status 33.
     TestsPassed = 0x10,
     /// In-kernel tests failed: host status 35.
+    #[cfg(feature = "ktest")]
     TestsFailed = 0x11,
     /// Kernel panic: host status 99.
     Panic = 0x31,

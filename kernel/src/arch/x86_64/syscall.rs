@@ -68,7 +68,7 @@ pub fn init(handler: SyscallHandler) {
     if let Err(err) = Star::write(sel.user_code, sel.user_data, sel.kernel_code, sel.kernel_data) {
         panic!("STAR rejected the GDT layout: {err}");
     }
-    LStar::write(VirtAddr::new(syscall_entry as usize as u64));
+    LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
     SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK);
     // SAFETY: the kernel is soft-float and never executes x87/SSE instructions, so making
     // them fault affects only cells, which is the intent (see module docs).
