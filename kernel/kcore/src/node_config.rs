@@ -116,7 +116,8 @@ impl NodeConfig {
     }
 }
 
-fn is_valid_name(name: &str) -> bool {
+/// The node-name rule: 1 to [`NAME_MAX_BYTES`] bytes of `[a-z0-9-]`.
+pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= NAME_MAX_BYTES
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -10,7 +10,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::node_config::NAME_MAX_BYTES;
+use crate::node_config::{is_valid_name, NAME_MAX_BYTES};
 
 /// Most peers a table holds (a bound, like every table in the kernel).
 pub const PEERS_MAX: usize = 64;
@@ -64,7 +64,7 @@ impl Peers {
         for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
             let (id_text, name) = entry.split_once(':').ok_or_else(|| PeersError::Malformed(entry.to_string()))?;
             let id = parse_id(id_text)?;
-            if !valid_name(name) {
+            if !is_valid_name(name) {
                 return Err(PeersError::BadName(name.to_string()));
             }
             if peers.iter().any(|p| p.id == id) {
@@ -113,12 +113,6 @@ fn parse_id(text: &str) -> Result<u64, PeersError> {
         Ok(id) if (1..=PEER_ID_MAX).contains(&id) => Ok(id),
         _ => Err(PeersError::BadId(text.to_string())),
     }
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= NAME_MAX_BYTES
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]

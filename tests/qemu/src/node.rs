@@ -138,28 +138,27 @@ impl Node {
         Ok(body)
     }
 
-    /// The node's clock now (µs since its boot), read with `uptime`. Events with a larger
-    /// `t_us` happened after this call started.
-    pub fn guest_now_us(&mut self) -> Result<u64, HarnessError> {
+    /// Runs `uptime` and returns the node's clock in seconds.
+    fn uptime_secs(&mut self) -> Result<f64, HarnessError> {
         let out = self.command("uptime", Duration::from_secs(10))?;
         out.strip_prefix("up ")
             .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|s| s.parse::<f64>().ok())
-            .map(|secs| (secs * 1e6) as u64)
+            .and_then(|s| s.parse().ok())
             .ok_or_else(|| HarnessError::Check(format!("cannot read uptime from {out:?}")))
+    }
+
+    /// The node's clock now (µs since its boot), read with `uptime`. Events with a larger
+    /// `t_us` happened after this call started.
+    pub fn guest_now_us(&mut self) -> Result<u64, HarnessError> {
+        Ok((self.uptime_secs()? * 1e6) as u64)
     }
 
     /// The host instant at which this node's clock read zero: COM2 `t_us` values plus this
     /// are host times. Measured with `uptime`, halving the round trip (error ~1 ms).
     pub fn clock_origin(&mut self) -> Result<Instant, HarnessError> {
         let before = Instant::now();
-        let out = self.command("uptime", Duration::from_secs(10))?;
+        let secs = self.uptime_secs()?;
         let after = Instant::now();
-        let secs: f64 = out
-            .strip_prefix("up ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| HarnessError::Check(format!("cannot read uptime from {out:?}")))?;
         let mid = before + (after - before) / 2;
         mid.checked_sub(Duration::from_secs_f64(secs)).ok_or_else(|| HarnessError::Check("clock origin before host epoch".into()))
     }

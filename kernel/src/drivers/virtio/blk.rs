@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use ::membership::raft::disk::{BlockDevice, DeviceError, SECTOR_BYTES};
 use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction};
-use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
+use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceType, Transport};
 
 use super::hal::KernelHal;
@@ -101,7 +101,7 @@ pub struct BlkDevice {
 pub fn probe() -> Result<BlkDevice, ProbeError> {
     let found = pci::enumerate()
         .into_iter()
-        .find(|d| d.vendor_id == 0x1af4 && virtio_type(d) == Some(DeviceType::Block))
+        .find(|d| d.vendor_id == 0x1af4 && super::device_type(d) == Some(DeviceType::Block))
         .ok_or(ProbeError::NotFound)?;
     let df = found.function;
     let mut root = pci::root();
@@ -119,18 +119,6 @@ pub fn probe() -> Result<BlkDevice, ProbeError> {
     Ok(BlkDevice { disk, bounce: Bounce { phys, virt }, sectors, location: df })
 }
 
-fn virtio_type(d: &pci::PciDevice) -> Option<DeviceType> {
-    let info = virtio_drivers::transport::pci::bus::DeviceFunctionInfo {
-        vendor_id: d.vendor_id,
-        device_id: d.device_id,
-        class: d.class.0,
-        subclass: d.class.1,
-        prog_if: d.class.2,
-        revision: 0,
-        header_type: virtio_drivers::transport::pci::bus::HeaderType::Standard,
-    };
-    virtio_device_type(&info)
-}
 
 impl BlkDevice {
     /// Capacity in KiB (for `describe`).

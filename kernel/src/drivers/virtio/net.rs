@@ -10,7 +10,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 use virtio_drivers::device::net::{RxBuffer, VirtIONet};
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
-use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
+use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceType, Transport};
 
 use super::hal::KernelHal;
@@ -83,7 +83,7 @@ pub struct NetDevice {
 pub fn probe() -> Result<NetDevice, ProbeError> {
     let found = pci::enumerate()
         .into_iter()
-        .find(|d| d.vendor_id == 0x1af4 && virtio_type(d) == Some(DeviceType::Network))
+        .find(|d| d.vendor_id == 0x1af4 && super::device_type(d) == Some(DeviceType::Network))
         .ok_or(ProbeError::NotFound)?;
     if found.interrupt_pin == 0 || found.interrupt_line == 0 || found.interrupt_line == 0xff {
         return Err(ProbeError::NoInterruptLine);
@@ -101,18 +101,6 @@ pub fn probe() -> Result<NetDevice, ProbeError> {
     Ok(NetDevice { nic, irq_line: found.interrupt_line, location: df })
 }
 
-fn virtio_type(d: &pci::PciDevice) -> Option<DeviceType> {
-    let info = virtio_drivers::transport::pci::bus::DeviceFunctionInfo {
-        vendor_id: d.vendor_id,
-        device_id: d.device_id,
-        class: d.class.0,
-        subclass: d.class.1,
-        prog_if: d.class.2,
-        revision: 0,
-        header_type: virtio_drivers::transport::pci::bus::HeaderType::Standard,
-    };
-    virtio_device_type(&info)
-}
 
 /// The physical address of the ISR status byte, from the vendor capability list.
 fn isr_address(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Option<u64> {
