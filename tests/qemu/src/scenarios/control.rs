@@ -170,8 +170,26 @@ pub fn kill_leader(env: &Env) -> Result<(), HarnessError> {
     let mut cluster = start(env, "xylem-kill-leader", 23)?;
     apply(&mut cluster, "web", 2)?;
     wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"])?;
-    let leader = wait_leader(&mut cluster, &[1, 2, 3])?;
-    ensure!(leader != 3, "the witness leads (this seed is chosen so a worker leads); rerun with another seed");
+    let mut leader = wait_leader(&mut cluster, &[1, 2, 3])?;
+    if leader == 3 {
+        // Elections are randomized: when the witness won, pause it until a worker leads,
+        // then resume it (PreVote keeps the returning witness from disrupting that term).
+        cluster.node(3).signal(libc::SIGSTOP)?;
+        let deadline = Instant::now() + CONVERGE;
+        leader = loop {
+            let l = wait_leader(&mut cluster, &[1, 2])?;
+            if l != 3 {
+                break l;
+            }
+            ensure!(Instant::now() < deadline, "no worker took over from the paused witness");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        cluster.node(3).signal(libc::SIGCONT)?;
+        eprintln!("    the witness led; paused it until worker-{leader} took over");
+        wait_all_alive(&mut cluster, &[1, 2, 3])?;
+        ensure!(wait_leader(&mut cluster, &[1, 2, 3])? == leader, "leadership moved again when the witness returned");
+        wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"])?;
+    }
     let (survivor, survivor_name) = if leader == 1 { (2, "worker-2") } else { (1, "worker-1") };
     cluster.node(leader).signal(libc::SIGKILL)?;
     // The survivors name the dead leader until their election timeout fires.
