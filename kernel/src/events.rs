@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use kcore::event_ring::{EventRing, Numbered};
 use kcore::short_str::ShortStr;
-use spin::{Mutex, Once};
+use spin::Mutex;
 
 use crate::arch::cpu::without_interrupts;
 use crate::arch::serial::{self, Line};
@@ -182,11 +182,7 @@ pub struct Event {
 }
 
 static RING: Mutex<Option<EventRing<Event>>> = Mutex::new(None);
-static CONSUMERS: Once<WaitQueue> = Once::new();
-
-fn consumers() -> &'static WaitQueue {
-    CONSUMERS.call_once(WaitQueue::new)
-}
+static CONSUMERS: WaitQueue = WaitQueue::new();
 
 /// Queues an event, logs it to COM2 and wakes the consumer. Safe from any context; after
 /// the first call it never allocates (the rings are preallocated, events are inline).
@@ -201,13 +197,13 @@ pub fn push(kind: EventKind) {
     without_interrupts(|| {
         RING.lock().get_or_insert_with(|| EventRing::new(PENDING_CAP, HISTORY_CAP)).push(Event { t_us, kind });
     });
-    consumers().wake_all();
+    CONSUMERS.wake_all();
 }
 
 /// Takes the next event, blocking until one arrives.
 pub fn next() -> Numbered<Event> {
     let mut taken = None;
-    consumers().wait_until(|| {
+    CONSUMERS.wait_until(|| {
         taken = RING.lock().as_mut().and_then(EventRing::pop);
         taken.is_some()
     });

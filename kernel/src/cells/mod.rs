@@ -226,9 +226,8 @@ pub fn stop(id: u64) -> Result<(), CellError> {
     })?;
     match task {
         Some(task) => {
-            let cpu_ticks = sched::tasks().iter().find(|t| t.id == task).map_or(0, |t| t.cpu_ticks);
             // The task may have ended on its own just now; either way it is gone after this.
-            let _ = sched::kill(task);
+            let cpu_ticks = sched::kill(task).unwrap_or(0);
             on_task_exit(task, &ExitReason::Killed, cpu_ticks);
         }
         // Loading: the task returns on its own and its exit is handled by the reactor.

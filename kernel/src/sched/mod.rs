@@ -281,8 +281,9 @@ pub fn exit(reason: ExitReason) -> ! {
     unreachable!("an exited task was resumed");
 }
 
-/// Ends another task. Its stack and bookkeeping are freed at once.
-pub fn kill(id: TaskId) -> Result<(), KillError> {
+/// Ends another task. Its stack and bookkeeping are freed at once. Returns the CPU ticks
+/// it had used.
+pub fn kill(id: TaskId) -> Result<u64, KillError> {
     let killed = with_sched(|s| {
         if id == IDLE_TASK {
             return Err(KillError::Protected("it is the idle task"));
@@ -300,7 +301,7 @@ pub fn kill(id: TaskId) -> Result<(), KillError> {
     let (name, cpu_ticks) = (events::TaskName::new(&killed.name), killed.cpu_ticks);
     drop(killed);
     events::push(EventKind::TaskExit { task: id, name, reason: ExitReason::Killed, cpu_ticks });
-    Ok(())
+    Ok(cpu_ticks)
 }
 
 /// Blocks the running task (a wait queue already holds its id). Interrupts must be masked.

@@ -12,7 +12,7 @@ pub const COMMANDS: &[Command] = &[
     Command { name: "poweroff", usage: "poweroff", help: "power the node off (ACPI S5)", run: poweroff },
 ];
 
-fn no_args(args: &[&str]) -> Result<(), CommandError> {
+pub(super) fn no_args(args: &[&str]) -> Result<(), CommandError> {
     if args.is_empty() {
         Ok(())
     } else {

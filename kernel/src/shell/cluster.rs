@@ -11,9 +11,7 @@ pub const COMMANDS: &[Command] = &[Command {
 }];
 
 fn members(args: &[&str]) -> Result<(), CommandError> {
-    if !args.is_empty() {
-        return Err(CommandError::Usage);
-    }
+    super::basic::no_args(args)?;
     let Some(rows) = membership::members() else {
         return Err(CommandError::Failed("membership is not running (no network?)".into()));
     };

@@ -17,9 +17,7 @@ pub const COMMANDS: &[Command] = &[
 ];
 
 fn ps(args: &[&str]) -> Result<(), CommandError> {
-    if !args.is_empty() {
-        return Err(CommandError::Usage);
-    }
+    super::basic::no_args(args)?;
     crate::println!("{:>5}  {:<24} {:<9} {:>4} {:>10}", "ID", "NAME", "STATE", "PRIO", "CPU_TICKS");
     for t in sched::tasks() {
         crate::println!("{:>5}  {:<24} {:<9} {:>4} {:>10}", t.id, t.name, t.state.as_str(), t.priority, t.cpu_ticks);
@@ -28,9 +26,7 @@ fn ps(args: &[&str]) -> Result<(), CommandError> {
 }
 
 fn load(args: &[&str]) -> Result<(), CommandError> {
-    if !args.is_empty() {
-        return Err(CommandError::Usage);
-    }
+    super::basic::no_args(args)?;
     let l = sched::load();
     crate::println!(
         "runnable {}  load_1s {}.{:03}  load_10s {}.{:03}  context_switches {}",
@@ -64,7 +60,7 @@ fn kill(args: &[&str]) -> Result<(), CommandError> {
     let [id] = args else { return Err(CommandError::Usage) };
     let id: TaskId = id.parse().map_err(|_| CommandError::Failed(format!("'{id}' is not a task id (see 'ps')")))?;
     match sched::kill(id) {
-        Ok(()) => {
+        Ok(_) => {
             crate::println!("killed task {id}");
             Ok(())
         }

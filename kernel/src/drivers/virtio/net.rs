@@ -102,8 +102,9 @@ pub fn probe() -> Result<NetDevice, ProbeError> {
 }
 
 
-/// The physical address of the ISR status byte, from the vendor capability list.
-fn isr_address(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Option<u64> {
+/// Which BAR holds a virtio function's ISR status byte, and at what offset (its ISR_CFG
+/// vendor capability).
+fn isr_cap(root: &PciRoot<PortCam>, df: DeviceFunction) -> Option<(u8, u64)> {
     use virtio_drivers::transport::pci::bus::ConfigurationAccess;
     let cam = PortCam;
     let cap = root
@@ -112,6 +113,12 @@ fn isr_address(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Option<u64> {
         .find(|c| (c.private_header >> 8) as u8 == VIRTIO_PCI_CAP_ISR_CFG)?;
     let bar = cam.read_word(df, cap.offset + CAP_BAR_OFFSET) as u8;
     let offset = u64::from(cam.read_word(df, cap.offset + CAP_BAR_OFFSET_OFFSET));
+    Some((bar, offset))
+}
+
+/// The physical address of the ISR status byte, from the vendor capability list.
+fn isr_address(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Option<u64> {
+    let (bar, offset) = isr_cap(root, df)?;
     let (bar_phys, bar_bytes) = root.bar_info(df, bar).ok()??.memory_address_size()?;
     (bar_phys != 0 && offset < bar_bytes).then_some(bar_phys + offset)
 }
@@ -121,12 +128,7 @@ fn isr_address(root: &mut PciRoot<PortCam>, df: DeviceFunction) -> Option<u64> {
 fn foreign_isr_address(root: &PciRoot<PortCam>, df: DeviceFunction) -> Option<u64> {
     use virtio_drivers::transport::pci::bus::ConfigurationAccess;
     let cam = PortCam;
-    let cap = root
-        .capabilities(df)
-        .filter(|c| c.id == PCI_CAP_ID_VNDR)
-        .find(|c| (c.private_header >> 8) as u8 == VIRTIO_PCI_CAP_ISR_CFG)?;
-    let bar = cam.read_word(df, cap.offset + CAP_BAR_OFFSET) as u8;
-    let offset = u64::from(cam.read_word(df, cap.offset + CAP_BAR_OFFSET_OFFSET));
+    let (bar, offset) = isr_cap(root, df)?;
     if bar > 5 {
         return None;
     }
