@@ -24,7 +24,7 @@ commands:
                                   (Ctrl-A x quits QEMU; the event log goes to target/xylem/run/);
                                   --nodes N: N nodes on the fabric, node 1 here, the others'
                                   consoles logged under target/xylem/run/<name>/
-  test [--scenario NAME]          run every test: host unit tests, in-kernel tests, QEMU scenarios;
+  test [--scenario NAME] [--heavy] run every test: host unit tests, in-kernel tests, QEMU scenarios;
                                   ends with 'N passed, N failed'
   demo                            the main job: boot a node and show the shell (see README)
   qemu-cluster [--scenario NAME]  run the multi-node QEMU scenarios

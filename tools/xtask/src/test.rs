@@ -47,7 +47,7 @@ impl Tally {
 
 /// `cargo xtask test [--scenario NAME]`.
 pub fn cmd_test(args: &[String]) -> Result<(), String> {
-    let flags = Flags::parse(args, &["--kvm"], &["--scenario"])?;
+    let flags = Flags::parse(args, &["--kvm", "--heavy"], &["--scenario"])?;
     let started = Instant::now();
     let mut tally = Tally::default();
     setup::ensure_qemu()?;
@@ -61,6 +61,9 @@ pub fn cmd_test(args: &[String]) -> Result<(), String> {
             None => {
                 run_scenarios(&env, Suite::Node, None, &mut tally);
                 run_scenarios(&env, Suite::Cluster, None, &mut tally);
+                if flags.has("--heavy") {
+                    run_scenarios(&env, Suite::Heavy, None, &mut tally);
+                }
             }
         },
         Err(why) => tally.fail(format!("building kernel images: {why}")),
@@ -75,7 +78,13 @@ pub fn cmd_qemu_cluster(args: &[String]) -> Result<(), String> {
     setup::ensure_qemu()?;
     let env = image::test_env(flags.has("--kvm"), "cluster")?;
     let mut tally = Tally::default();
-    run_scenarios(&env, Suite::Cluster, flags.value("--scenario"), &mut tally);
+    match flags.value("--scenario") {
+        Some(name) => run_named(&env, name, &mut tally),
+        None => {
+            run_scenarios(&env, Suite::Cluster, None, &mut tally);
+            run_scenarios(&env, Suite::Heavy, None, &mut tally);
+        }
+    }
     tally.finish()
 }
 
