@@ -26,7 +26,12 @@ pub struct ImageError {
 
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "building a disk image for {}: {}", self.kernel.display(), self.message)
+        write!(
+            f,
+            "building a disk image for {}: {}",
+            self.kernel.display(),
+            self.message
+        )
     }
 }
 
@@ -47,5 +52,8 @@ pub fn create_image(kernel: &Path, image: &Path, firmware: Firmware) -> Result<(
         Firmware::Bios => builder.create_bios_image(image),
         Firmware::Uefi => builder.create_uefi_image(image),
     };
-    result.map_err(|e| ImageError { kernel: kernel.to_path_buf(), message: format!("{e:#}") })
+    result.map_err(|e| ImageError {
+        kernel: kernel.to_path_buf(),
+        message: format!("{e:#}"),
+    })
 }

@@ -13,7 +13,7 @@
 //! * `Dead`: ended with an [`ExitReason`]. [`Cell::restart`] reuses the object for the next
 //!   incarnation (same id, `restarts + 1`), and only once teardown has returned every frame.
 //!
-//! Every transition is checked against [`CellState::can_become`]; anything else returns
+//! Every transition is checked against [`Phase::can_become`]; anything else returns
 //! [`LifecycleError::InvalidTransition`] and changes nothing. Time is passed in (`now_ms`,
 //! monotonic milliseconds of the node); a clock that goes backwards is refused too.
 //! The supervision decision after `Dead` belongs to [`crate::supervise`]. Diagram and prose:
@@ -35,9 +35,9 @@ impl fmt::Display for CellId {
     }
 }
 
-/// Where a cell is in its life.
+/// Where a cell is in its life (the lifecycle diagram above).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CellState {
+pub enum Phase {
     /// Being loaded; has not run.
     Created,
     /// Runnable or running.
@@ -48,10 +48,10 @@ pub enum CellState {
     Dead,
 }
 
-impl CellState {
+impl Phase {
     /// The transition table of the diagram above.
-    pub fn can_become(self, next: CellState) -> bool {
-        use CellState::*;
+    pub fn can_become(self, next: Phase) -> bool {
+        use Phase::*;
         matches!(
             (self, next),
             (Created, Running)
@@ -66,10 +66,60 @@ impl CellState {
     /// Lowercase name for the console and the event log.
     pub fn as_str(self) -> &'static str {
         match self {
-            CellState::Created => "created",
-            CellState::Running => "running",
-            CellState::Stopping => "stopping",
-            CellState::Dead => "dead",
+            Phase::Created => "created",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::Dead => "dead",
+        }
+    }
+}
+
+/// What the node shows for a cell: its [`Phase`] refined by supervision (a dead cell waiting
+/// for its restart delay is `Backoff`; one whose crash-loop gate tripped is `CrashLoop`).
+/// This is the one typed value the cell table hands to the shell and the control plane; the
+/// spelling is only for display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CellStatus {
+    /// Being loaded; has not run.
+    Created,
+    /// Runnable or running.
+    Running,
+    /// Exited; the supervisor restarts it after a delay.
+    Backoff,
+    /// Exited; the crash-loop gate tripped, so the supervisor will not restart it.
+    CrashLoop,
+    /// A stop was requested; teardown in progress.
+    Stopping,
+    /// Ended for good (its restart policy says so, or it was stopped).
+    Dead,
+}
+
+impl CellStatus {
+    /// The status of a cell in `phase`, given what its supervisor decided.
+    pub fn new(phase: Phase, restart_pending: bool, crash_looped: bool) -> Self {
+        if crash_looped {
+            Self::CrashLoop
+        } else if restart_pending {
+            Self::Backoff
+        } else {
+            match phase {
+                Phase::Created => Self::Created,
+                Phase::Running => Self::Running,
+                Phase::Stopping => Self::Stopping,
+                Phase::Dead => Self::Dead,
+            }
+        }
+    }
+
+    /// Lowercase name for `cell ls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Backoff => "backoff",
+            Self::CrashLoop => "crash-loop",
+            Self::Stopping => "stopping",
+            Self::Dead => "dead",
         }
     }
 }
@@ -139,7 +189,7 @@ pub fn exception_name(vector: u8) -> &'static str {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LifecycleError {
     /// `from -> to` is not an edge of the state machine.
-    InvalidTransition { from: CellState, to: CellState },
+    InvalidTransition { from: Phase, to: Phase },
     /// `now_ms` is earlier than the last recorded event.
     ClockWentBackwards { last_ms: u64, now_ms: u64 },
     /// Releasing more frames than the cell holds.
@@ -147,7 +197,7 @@ pub enum LifecycleError {
     /// Restart asked while teardown has not returned every frame.
     FramesStillHeld { held: u64 },
     /// CPU time charged to a cell that is not running.
-    NotRunning { state: CellState },
+    NotRunning { state: Phase },
 }
 
 /// One cell: a payload instance with its state and accounting.
@@ -155,7 +205,7 @@ pub enum LifecycleError {
 pub struct Cell {
     id: CellId,
     spec: PayloadSpec,
-    state: CellState,
+    state: Phase,
     created_ms: u64,
     started_ms: Option<u64>,
     ended_ms: Option<u64>,
@@ -174,7 +224,7 @@ impl Cell {
         Cell {
             id,
             spec,
-            state: CellState::Created,
+            state: Phase::Created,
             created_ms: now_ms,
             started_ms: None,
             ended_ms: None,
@@ -190,19 +240,19 @@ impl Cell {
 
     /// `Created -> Running`: the image is loaded and the cell enters the run queue.
     pub fn start(&mut self, now_ms: u64) -> Result<(), LifecycleError> {
-        self.transition(CellState::Running, now_ms)?;
+        self.transition(Phase::Running, now_ms)?;
         self.started_ms = Some(now_ms);
         Ok(())
     }
 
     /// `Running -> Stopping`: a stop was requested.
     pub fn stop(&mut self, now_ms: u64) -> Result<(), LifecycleError> {
-        self.transition(CellState::Stopping, now_ms)
+        self.transition(Phase::Stopping, now_ms)
     }
 
     /// `Created | Running | Stopping -> Dead` with the reason it ended.
     pub fn exit(&mut self, reason: ExitReason, now_ms: u64) -> Result<(), LifecycleError> {
-        self.transition(CellState::Dead, now_ms)?;
+        self.transition(Phase::Dead, now_ms)?;
         self.exit = Some(reason);
         self.ended_ms = Some(now_ms);
         debug_assert!(self
@@ -214,12 +264,12 @@ impl Cell {
     /// `Dead -> Created` for the next incarnation: same id, `restarts + 1`, fresh uptime and
     /// per-incarnation CPU ticks. Refused while frames are still held (teardown first).
     pub fn restart(&mut self, now_ms: u64) -> Result<(), LifecycleError> {
-        if self.state == CellState::Dead && self.frames_held != 0 {
+        if self.state == Phase::Dead && self.frames_held != 0 {
             return Err(LifecycleError::FramesStillHeld {
                 held: self.frames_held,
             });
         }
-        self.transition(CellState::Created, now_ms)?;
+        self.transition(Phase::Created, now_ms)?;
         self.restarts = self.restarts.saturating_add(1);
         self.created_ms = now_ms;
         self.started_ms = None;
@@ -250,7 +300,7 @@ impl Cell {
 
     /// Charges `ticks` timer ticks of CPU to the cell (only while it runs or is stopping).
     pub fn add_cpu_ticks(&mut self, ticks: u64) -> Result<(), LifecycleError> {
-        if !matches!(self.state, CellState::Running | CellState::Stopping) {
+        if !matches!(self.state, Phase::Running | Phase::Stopping) {
             return Err(LifecycleError::NotRunning { state: self.state });
         }
         self.cpu_ticks = self.cpu_ticks.saturating_add(ticks);
@@ -277,7 +327,7 @@ impl Cell {
         &self.spec
     }
     /// Current state.
-    pub fn state(&self) -> CellState {
+    pub fn state(&self) -> Phase {
         self.state
     }
     /// Why the current incarnation ended (`Some` only when `Dead`).
@@ -309,7 +359,7 @@ impl Cell {
         self.created_ms
     }
 
-    fn transition(&mut self, next: CellState, now_ms: u64) -> Result<(), LifecycleError> {
+    fn transition(&mut self, next: Phase, now_ms: u64) -> Result<(), LifecycleError> {
         self.assert_invariants();
         if !self.state.can_become(next) {
             return Err(LifecycleError::InvalidTransition {
@@ -330,7 +380,7 @@ impl Cell {
 
     /// Invariants that hold between operations (checked on entry to every transition).
     fn assert_invariants(&self) {
-        let dead = self.state == CellState::Dead;
+        let dead = self.state == Phase::Dead;
         assert_eq!(
             self.exit.is_some(),
             dead,
@@ -356,12 +406,7 @@ impl Cell {
 mod tests {
     use super::*;
 
-    const ALL_STATES: [CellState; 4] = [
-        CellState::Created,
-        CellState::Running,
-        CellState::Stopping,
-        CellState::Dead,
-    ];
+    const ALL_STATES: [Phase; 4] = [Phase::Created, Phase::Running, Phase::Stopping, Phase::Dead];
 
     fn cell() -> Cell {
         Cell::new(CellId(7), PayloadSpec::new("hello", &[]), 1_000)
@@ -370,7 +415,7 @@ mod tests {
     #[test]
     fn happy_path_runs_to_dead_and_restarts() {
         let mut cell = cell();
-        assert_eq!(cell.state(), CellState::Created);
+        assert_eq!(cell.state(), Phase::Created);
         cell.frames_acquired(20);
         cell.start(1_010).unwrap();
         cell.add_cpu_ticks(5).unwrap();
@@ -378,7 +423,7 @@ mod tests {
         cell.stop(2_000).unwrap();
         cell.add_cpu_ticks(1).unwrap();
         cell.exit(ExitReason::Killed, 2_010).unwrap();
-        assert_eq!(cell.state(), CellState::Dead);
+        assert_eq!(cell.state(), Phase::Dead);
         assert_eq!(cell.exit_reason(), Some(ExitReason::Killed));
         assert_eq!(cell.uptime_ms(9_999), 1_000, "uptime freezes at the exit");
         assert_eq!(
@@ -394,7 +439,7 @@ mod tests {
                 cell.cpu_ticks(),
                 cell.cpu_ticks_total()
             ),
-            (CellState::Created, 1, 0, 6)
+            (Phase::Created, 1, 0, 6)
         );
         assert_eq!(
             (cell.exit_reason(), cell.uptime_ms(3_000), cell.id()),
@@ -405,12 +450,12 @@ mod tests {
     #[test]
     fn transition_table_is_exactly_the_diagram() {
         let allowed = [
-            (CellState::Created, CellState::Running),
-            (CellState::Created, CellState::Dead),
-            (CellState::Running, CellState::Stopping),
-            (CellState::Running, CellState::Dead),
-            (CellState::Stopping, CellState::Dead),
-            (CellState::Dead, CellState::Created),
+            (Phase::Created, Phase::Running),
+            (Phase::Created, Phase::Dead),
+            (Phase::Running, Phase::Stopping),
+            (Phase::Running, Phase::Dead),
+            (Phase::Stopping, Phase::Dead),
+            (Phase::Dead, Phase::Created),
         ];
         for from in ALL_STATES {
             for to in ALL_STATES {
@@ -429,23 +474,23 @@ mod tests {
         assert_eq!(
             cell.stop(1_001),
             Err(LifecycleError::InvalidTransition {
-                from: CellState::Created,
-                to: CellState::Stopping
+                from: Phase::Created,
+                to: Phase::Stopping
             })
         );
         assert_eq!(
             cell.restart(1_001),
             Err(LifecycleError::InvalidTransition {
-                from: CellState::Created,
-                to: CellState::Created
+                from: Phase::Created,
+                to: Phase::Created
             })
         );
         cell.start(1_002).unwrap();
         assert_eq!(
             cell.start(1_003),
             Err(LifecycleError::InvalidTransition {
-                from: CellState::Running,
-                to: CellState::Running
+                from: Phase::Running,
+                to: Phase::Running
             })
         );
         cell.exit(ExitReason::Exited(3), 1_004).unwrap();
@@ -453,15 +498,15 @@ mod tests {
         assert_eq!(
             cell.exit(ExitReason::Exited(0), 1_005),
             Err(LifecycleError::InvalidTransition {
-                from: CellState::Dead,
-                to: CellState::Dead
+                from: Phase::Dead,
+                to: Phase::Dead
             })
         );
         assert_eq!(
             cell.stop(1_005),
             Err(LifecycleError::InvalidTransition {
-                from: CellState::Dead,
-                to: CellState::Stopping
+                from: Phase::Dead,
+                to: Phase::Stopping
             })
         );
         assert_eq!(cell, before);
@@ -485,7 +530,7 @@ mod tests {
                 now_ms: 999
             })
         );
-        assert_eq!(cell.state(), CellState::Created);
+        assert_eq!(cell.state(), Phase::Created);
     }
 
     #[test]
@@ -494,7 +539,7 @@ mod tests {
         assert_eq!(
             cell.add_cpu_ticks(1),
             Err(LifecycleError::NotRunning {
-                state: CellState::Created
+                state: Phase::Created
             })
         );
         cell.frames_acquired(3);

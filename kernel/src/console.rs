@@ -46,7 +46,6 @@ pub fn read_byte_blocking() -> u8 {
     byte.expect("wait_until returned without input")
 }
 
-
 /// Writes raw bytes to the console (echo, erase sequences).
 pub fn write_raw(bytes: &[u8]) {
     serial::write_bytes(serial::Line::Console, bytes);

@@ -46,7 +46,9 @@ impl fmt::Display for ExitReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExitReason::Exited(code) => write!(f, "exited code={code}"),
-            ExitReason::Faulted { vector, addr, rip } => write!(f, "faulted vector={vector} addr={addr:#x} rip={rip:#x}"),
+            ExitReason::Faulted { vector, addr, rip } => {
+                write!(f, "faulted vector={vector} addr={addr:#x} rip={rip:#x}")
+            }
             ExitReason::Killed => write!(f, "killed"),
         }
     }
@@ -56,9 +58,20 @@ impl fmt::Display for ExitReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
     /// The node finished booting.
-    Boot { id: u64, role: &'static str, frames_kib: u64, heap_kib: u64, tsc_mhz: u64 },
+    Boot {
+        id: u64,
+        role: &'static str,
+        frames_kib: u64,
+        heap_kib: u64,
+        tsc_mhz: u64,
+    },
     /// A task ended (the scheduler's ground truth).
-    TaskExit { task: u64, name: TaskName, reason: ExitReason, cpu_ticks: u64 },
+    TaskExit {
+        task: u64,
+        name: TaskName,
+        reason: ExitReason,
+        cpu_ticks: u64,
+    },
     /// Free frames fell below the low watermark.
     MemoryLow { free_frames: u64 },
     /// Free frames climbed back above the high watermark.
@@ -66,11 +79,23 @@ pub enum EventKind {
     /// A periodic timer tick for protocol timers (not written to COM2).
     Tick { ticks: u64 },
     /// A cell entered ring 3.
-    CellStart { cell: u64, task: u64, payload: TaskName },
+    CellStart {
+        cell: u64,
+        task: u64,
+        payload: TaskName,
+    },
     /// A cell's incarnation ended.
-    CellExit { cell: u64, reason: CellExitReason, restarts: u32 },
+    CellExit {
+        cell: u64,
+        reason: CellExitReason,
+        restarts: u32,
+    },
     /// Supervision will restart a cell after a backoff.
-    CellRestart { cell: u64, attempt: u32, delay_ms: u64 },
+    CellRestart {
+        cell: u64,
+        attempt: u32,
+        delay_ms: u64,
+    },
     /// A cell failed too often too fast; it stays down until reset.
     CellCrashLoop { cell: u64, failures: u64 },
     /// Membership: a peer joined or came back (SWIM).
@@ -84,14 +109,37 @@ pub enum EventKind {
     /// Membership: a peer left gracefully.
     NodeLeft { peer: u64 },
     /// Raft: this node's view of role, term or leader changed.
-    RaftRole { role: &'static str, term: u64, leader: u64 },
+    RaftRole {
+        role: &'static str,
+        term: u64,
+        leader: u64,
+    },
     /// Raft: the store was recovered at boot (`device` "disk" or "ram"; `clean` false when
     /// recovery stopped at a torn or corrupt record).
-    RaftRecovery { device: &'static str, generation: u64, replayed: u64, discarded: u64, clean: bool },
+    RaftRecovery {
+        device: &'static str,
+        generation: u64,
+        replayed: u64,
+        discarded: u64,
+        clean: bool,
+    },
     /// Control plane: a command was committed and applied to the desired state.
-    XylemCommit { index: u64, op: &'static str, service: TaskName, slot: u16, node: u64, epoch: u64 },
+    XylemCommit {
+        index: u64,
+        op: &'static str,
+        service: TaskName,
+        slot: u16,
+        node: u64,
+        epoch: u64,
+    },
     /// Control plane: this node's reconcile started or stopped a cell.
-    XylemAction { action: &'static str, cell: u64, service: TaskName, slot: u16, epoch: u64 },
+    XylemAction {
+        action: &'static str,
+        cell: u64,
+        service: TaskName,
+        slot: u16,
+        epoch: u64,
+    },
     /// The node is powering off.
     Poweroff,
     /// A transport message of `kind` from node `from` waits in its inbox (not written to
@@ -191,11 +239,18 @@ pub fn push(kind: EventKind) {
     if kind.logged() {
         serial::write_fmt(
             Line::EventLog,
-            format_args!("t_us={t_us} node={} kind={} {}\n", node::name(), kind.name(), kind),
+            format_args!(
+                "t_us={t_us} node={} kind={} {}\n",
+                node::name(),
+                kind.name(),
+                kind
+            ),
         );
     }
     without_interrupts(|| {
-        RING.lock().get_or_insert_with(|| EventRing::new(PENDING_CAP, HISTORY_CAP)).push(Event { t_us, kind });
+        RING.lock()
+            .get_or_insert_with(|| EventRing::new(PENDING_CAP, HISTORY_CAP))
+            .push(Event { t_us, kind });
     });
     CONSUMERS.wake_all();
 }
@@ -213,11 +268,18 @@ pub fn next() -> Numbered<Event> {
 /// Counters for `events`: (offered, pending, overflowed).
 pub fn counters() -> (u64, usize, u64) {
     without_interrupts(|| {
-        RING.lock().as_ref().map_or((0, 0, 0), |r| (r.offered(), r.pending(), r.overflowed()))
+        RING.lock()
+            .as_ref()
+            .map_or((0, 0, 0), |r| (r.offered(), r.pending(), r.overflowed()))
     })
 }
 
 /// The last `n` events, oldest first.
 pub fn recent(n: usize) -> Vec<Numbered<Event>> {
-    without_interrupts(|| RING.lock().as_ref().map(|r| r.recent(n).cloned().collect()).unwrap_or_default())
+    without_interrupts(|| {
+        RING.lock()
+            .as_ref()
+            .map(|r| r.recent(n).cloned().collect())
+            .unwrap_or_default()
+    })
 }

@@ -25,7 +25,12 @@ impl Log for ConsoleLogger {
             Level::Debug => "DEBUG",
             Level::Trace => "TRACE",
         };
-        crate::println!("[{:5}.{:06}] {level} {}", us / 1_000_000, us % 1_000_000, record.args());
+        crate::println!(
+            "[{:5}.{:06}] {level} {}",
+            us / 1_000_000,
+            us % 1_000_000,
+            record.args()
+        );
     }
 
     fn flush(&self) {}

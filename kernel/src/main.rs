@@ -28,13 +28,16 @@ mod cluster;
 mod console;
 mod events;
 mod klog;
-mod netstack;
 #[cfg(feature = "ktest")]
 mod ktest;
+mod netstack;
 mod node;
 mod panic;
-mod reactor;
 mod platform;
+mod reactor;
+// The scheduler is mechanism like `arch`: it owns kernel stacks, saved contexts and each
+// task's CR3, and its switch keeps the invariants `arch::switch` and `mm` ask for.
+#[allow(unsafe_code)]
 mod sched;
 mod shell;
 mod time;
@@ -64,7 +67,10 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     klog::init(log::LevelFilter::Info);
     arch::gdt::init();
     arch::idt::init();
-    let heap_bytes = match mm::init(boot_info.physical_memory_offset.into_option(), &boot_info.memory_regions) {
+    let heap_bytes = match mm::init(
+        boot_info.physical_memory_offset.into_option(),
+        &boot_info.memory_regions,
+    ) {
         Ok(bytes) => bytes,
         Err(err) => panic!("memory init failed: {err:?}"),
     };

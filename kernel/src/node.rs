@@ -15,7 +15,10 @@ static CONFIG: Once<NodeConfig> = Once::new();
 pub fn init() -> &'static NodeConfig {
     CONFIG.call_once(|| match fw_cfg::read_text(FW_CFG_NODE_FILE) {
         Ok(text) => NodeConfig::parse(&text).unwrap_or_else(|err| {
-            log::error!("node config '{}' rejected: {err}; using defaults", text.trim());
+            log::error!(
+                "node config '{}' rejected: {err}; using defaults",
+                text.trim()
+            );
             NodeConfig::default()
         }),
         Err(FwCfgError::NotFound) | Err(FwCfgError::NotPresent) => NodeConfig::default(),
@@ -29,7 +32,9 @@ pub fn init() -> &'static NodeConfig {
 /// The node config (the default before [`init`]).
 pub fn config() -> &'static NodeConfig {
     static DEFAULT: Once<NodeConfig> = Once::new();
-    CONFIG.get().unwrap_or_else(|| DEFAULT.call_once(NodeConfig::default))
+    CONFIG
+        .get()
+        .unwrap_or_else(|| DEFAULT.call_once(NodeConfig::default))
 }
 
 /// The node's name.

@@ -29,9 +29,20 @@ pub fn init(rsdp_phys: Option<u64>) -> time::Calibration {
     match platform.io_apic_for(com1.gsi) {
         Some((base, gsi_base)) => {
             idt::register_irq(idt::COM1_VECTOR, crate::console::on_receive_interrupt);
-            apic::ioapic_route(base, gsi_base, com1.gsi, idt::COM1_VECTOR, apic::id(), com1.level_triggered, com1.active_low);
+            apic::ioapic_route(
+                base,
+                gsi_base,
+                com1.gsi,
+                idt::COM1_VECTOR,
+                apic::id(),
+                com1.level_triggered,
+                com1.active_low,
+            );
         }
-        None => log::error!("no I/O APIC serves GSI {}: console input disabled", com1.gsi),
+        None => log::error!(
+            "no I/O APIC serves GSI {}: console input disabled",
+            com1.gsi
+        ),
     }
     log::info!(
         "platform: {} I/O APIC(s), TSC {} MHz, tick {} Hz ({} APIC counts)",
@@ -43,7 +54,6 @@ pub fn init(rsdp_phys: Option<u64>) -> time::Calibration {
     PLATFORM.call_once(|| platform);
     calibration
 }
-
 
 /// The platform found at boot (drivers use it to route their interrupts).
 pub fn get() -> &'static Platform {

@@ -7,8 +7,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{cells, cluster};
 use crate::events::{self, EventKind};
+use crate::{cells, cluster};
 
 static CONSUMED: AtomicU64 = AtomicU64::new(0);
 static MISSED: AtomicU64 = AtomicU64::new(0);
@@ -31,7 +31,12 @@ pub fn run() {
 
 fn on_event(kind: &EventKind) {
     match kind {
-        EventKind::TaskExit { task, reason, cpu_ticks, .. } => cells::on_task_exit(*task, reason, *cpu_ticks),
+        EventKind::TaskExit {
+            task,
+            reason,
+            cpu_ticks,
+            ..
+        } => cells::on_task_exit(*task, reason, *cpu_ticks),
         EventKind::Tick { .. } => {
             cluster::membership::on_tick();
             cluster::consensus::on_tick();
@@ -39,17 +44,31 @@ fn on_event(kind: &EventKind) {
             cells::on_tick();
         }
         EventKind::Message { kind, .. } => crate::netstack::transport::deliver(*kind),
-        EventKind::NodeUp { .. } | EventKind::NodeDown { .. } | EventKind::NodeLeft { .. } | EventKind::NodeAlive { .. } => {
+        EventKind::NodeUp { .. }
+        | EventKind::NodeDown { .. }
+        | EventKind::NodeLeft { .. }
+        | EventKind::NodeAlive { .. } => {
             cluster::control::on_membership_change();
         }
-        EventKind::NodeSuspect { .. } | EventKind::RaftRole { .. } | EventKind::RaftRecovery { .. } => {}
+        EventKind::NodeSuspect { .. }
+        | EventKind::RaftRole { .. }
+        | EventKind::RaftRecovery { .. } => {}
         EventKind::XylemCommit { .. } | EventKind::XylemAction { .. } => {}
-        EventKind::Boot { .. } | EventKind::Poweroff | EventKind::MemoryLow { .. } | EventKind::MemoryOk { .. } => {}
-        EventKind::CellStart { .. } | EventKind::CellExit { .. } | EventKind::CellRestart { .. } | EventKind::CellCrashLoop { .. } => {}
+        EventKind::Boot { .. }
+        | EventKind::Poweroff
+        | EventKind::MemoryLow { .. }
+        | EventKind::MemoryOk { .. } => {}
+        EventKind::CellStart { .. }
+        | EventKind::CellExit { .. }
+        | EventKind::CellRestart { .. }
+        | EventKind::CellCrashLoop { .. } => {}
     }
 }
 
 /// (events consumed, events the reactor saw it missed).
 pub fn counters() -> (u64, u64) {
-    (CONSUMED.load(Ordering::Relaxed), MISSED.load(Ordering::Relaxed))
+    (
+        CONSUMED.load(Ordering::Relaxed),
+        MISSED.load(Ordering::Relaxed),
+    )
 }

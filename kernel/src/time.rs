@@ -41,7 +41,10 @@ pub fn init() -> Calibration {
     TSC_HZ.store(tsc_hz, Ordering::Relaxed);
     TSC_AT_BOOT.store(cpu::rdtsc(), Ordering::Relaxed);
     apic::timer_start_periodic(idt::TIMER_VECTOR, apic_counts_per_tick);
-    Calibration { tsc_hz, apic_counts_per_tick }
+    Calibration {
+        tsc_hz,
+        apic_counts_per_tick,
+    }
 }
 
 /// Microseconds since calibration (0 before it).

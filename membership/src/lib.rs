@@ -1,15 +1,14 @@
-//! Who is alive and what the cluster agreed on.
+//! Who is alive: the SWIM failure detector.
 //!
-//! Two sans-IO state machines live here: [`swim`], the failure detector whose verdicts become
-//! kernel events, and [`raft`], the consensus core that holds the cluster's desired state.
-//! Both take time and messages as arguments and return actions; neither touches a clock,
-//! a device or a global. The kernel drives them; `tests/sim/` simulates them.
+//! [`swim`] is a sans-IO state machine whose verdicts (up, suspect, down) become kernel events.
+//! It takes time and messages as arguments and returns actions; it never touches a clock, a
+//! device or a global. The kernel drives it; `tests/sim/swim` simulates it. What the cluster
+//! *agreed on* lives in the `consensus` crate (Raft), which this crate never imports.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
-pub mod raft;
 pub mod swim;
 
 /// A node's numeric identity, as given to the kernel through fw_cfg.

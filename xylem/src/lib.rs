@@ -105,3 +105,19 @@ impl CellState {
         matches!(self, Self::Running)
     }
 }
+
+impl From<cell::lifecycle::CellStatus> for CellState {
+    /// The node's view of a cell, as the control plane names it. Exhaustive on purpose: a new
+    /// node-side status must be given a meaning here, never a silent fallback.
+    fn from(status: cell::lifecycle::CellStatus) -> Self {
+        use cell::lifecycle::CellStatus as S;
+        match status {
+            S::Created => Self::Starting,
+            S::Running => Self::Running,
+            S::Backoff => Self::Backoff,
+            S::CrashLoop => Self::CrashLoop,
+            S::Stopping => Self::Stopping,
+            S::Dead => Self::Exited,
+        }
+    }
+}

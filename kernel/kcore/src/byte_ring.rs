@@ -17,7 +17,12 @@ impl<const N: usize> ByteRing<N> {
     /// An empty ring.
     pub const fn new() -> Self {
         assert!(N > 0, "a zero-capacity ring can hold nothing");
-        ByteRing { buf: [0; N], head: 0, len: 0, dropped: 0 }
+        ByteRing {
+            buf: [0; N],
+            head: 0,
+            len: 0,
+            dropped: 0,
+        }
     }
 
     /// Appends a byte; returns false (and counts a drop) if the ring is full.
@@ -86,6 +91,9 @@ mod tests {
         assert!(ring.push(1) && ring.push(2));
         assert!(!ring.push(3));
         assert_eq!((ring.len(), ring.dropped()), (2, 1));
-        assert_eq!((ring.pop(), ring.pop(), ring.pop()), (Some(1), Some(2), None));
+        assert_eq!(
+            (ring.pop(), ring.pop(), ring.pop()),
+            (Some(1), Some(2), None)
+        );
     }
 }

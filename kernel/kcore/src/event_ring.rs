@@ -30,7 +30,10 @@ impl<T: Clone> EventRing<T> {
     /// A queue holding at most `pending_cap` unconsumed events and remembering the last
     /// `history_cap`.
     pub fn new(pending_cap: usize, history_cap: usize) -> Self {
-        assert!(pending_cap > 0 && history_cap > 0, "zero-capacity event ring");
+        assert!(
+            pending_cap > 0 && history_cap > 0,
+            "zero-capacity event ring"
+        );
         EventRing {
             pending: VecDeque::with_capacity(pending_cap),
             history: VecDeque::with_capacity(history_cap),
@@ -82,7 +85,9 @@ impl<T: Clone> EventRing<T> {
 
     /// The last `n` events offered, oldest first.
     pub fn recent(&self, n: usize) -> impl Iterator<Item = &Numbered<T>> {
-        self.history.iter().skip(self.history.len().saturating_sub(n))
+        self.history
+            .iter()
+            .skip(self.history.len().saturating_sub(n))
     }
 }
 
@@ -98,7 +103,10 @@ mod tests {
             ring.push(e);
         }
         let out: Vec<_> = core::iter::from_fn(|| ring.pop()).collect();
-        assert_eq!(out.iter().map(|n| n.event).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            out.iter().map(|n| n.event).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
         assert!(out.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     }
 

@@ -95,7 +95,10 @@ fn check_arp(arp: &[u8], local: &LocalAddrs) -> Result<(), DropReason> {
     if arp.len() < ARP_LEN {
         return Err(DropReason::BadArp);
     }
-    let (htype, ptype) = (u16::from_be_bytes([arp[0], arp[1]]), u16::from_be_bytes([arp[2], arp[3]]));
+    let (htype, ptype) = (
+        u16::from_be_bytes([arp[0], arp[1]]),
+        u16::from_be_bytes([arp[2], arp[3]]),
+    );
     let (hlen, plen, op) = (arp[4], arp[5], u16::from_be_bytes([arp[6], arp[7]]));
     if htype != 1 || ptype != ETHERTYPE_IPV4 || hlen != 6 || plen != 4 || !(op == 1 || op == 2) {
         return Err(DropReason::BadArp);
@@ -144,7 +147,11 @@ mod tests {
     use super::*;
     use alloc::vec::Vec;
 
-    const LOCAL: LocalAddrs = LocalAddrs { mac: [0x52, 0x54, 0, 0, 0, 2], ipv4: [169, 254, 77, 2], ipv4_broadcast: [169, 254, 77, 255] };
+    const LOCAL: LocalAddrs = LocalAddrs {
+        mac: [0x52, 0x54, 0, 0, 0, 2],
+        ipv4: [169, 254, 77, 2],
+        ipv4_broadcast: [169, 254, 77, 255],
+    };
 
     fn eth(dst: [u8; 6], ethertype: u16, body: &[u8]) -> Vec<u8> {
         let mut f = Vec::from(dst);
@@ -175,9 +182,21 @@ mod tests {
 
     #[test]
     fn accepts_arp_and_ipv4_for_us() {
-        assert_eq!(classify(&eth([0xff; 6], 0x0806, &arp(LOCAL.ipv4)), &LOCAL), Ok(()));
-        assert_eq!(classify(&eth(LOCAL.mac, 0x0800, &ipv4(LOCAL.ipv4, 30)), &LOCAL), Ok(()));
-        assert_eq!(classify(&eth([0xff; 6], 0x0800, &ipv4(LOCAL.ipv4_broadcast, 0)), &LOCAL), Ok(()));
+        assert_eq!(
+            classify(&eth([0xff; 6], 0x0806, &arp(LOCAL.ipv4)), &LOCAL),
+            Ok(())
+        );
+        assert_eq!(
+            classify(&eth(LOCAL.mac, 0x0800, &ipv4(LOCAL.ipv4, 30)), &LOCAL),
+            Ok(())
+        );
+        assert_eq!(
+            classify(
+                &eth([0xff; 6], 0x0800, &ipv4(LOCAL.ipv4_broadcast, 0)),
+                &LOCAL
+            ),
+            Ok(())
+        );
         // Ethernet padding after the IPv4 datagram is allowed.
         let mut padded = eth(LOCAL.mac, 0x0800, &ipv4(LOCAL.ipv4, 2));
         padded.extend_from_slice(&[0; 20]);
@@ -188,14 +207,35 @@ mod tests {
     fn each_reason_in_order() {
         assert_eq!(classify(&[0; 13], &LOCAL), Err(DropReason::BadLength));
         assert_eq!(classify(&[0xff; 1515], &LOCAL), Err(DropReason::BadLength));
-        assert_eq!(classify(&eth([0x52, 0x54, 0, 0, 0, 3], 0x0800, &ipv4(LOCAL.ipv4, 0)), &LOCAL), Err(DropReason::NotOurMac));
-        assert_eq!(classify(&eth(LOCAL.mac, 0x86dd, &[0; 40]), &LOCAL), Err(DropReason::BadEtherType));
-        assert_eq!(classify(&eth(LOCAL.mac, 0x0806, &arp(LOCAL.ipv4)[..27]), &LOCAL), Err(DropReason::BadArp));
+        assert_eq!(
+            classify(
+                &eth([0x52, 0x54, 0, 0, 0, 3], 0x0800, &ipv4(LOCAL.ipv4, 0)),
+                &LOCAL
+            ),
+            Err(DropReason::NotOurMac)
+        );
+        assert_eq!(
+            classify(&eth(LOCAL.mac, 0x86dd, &[0; 40]), &LOCAL),
+            Err(DropReason::BadEtherType)
+        );
+        assert_eq!(
+            classify(&eth(LOCAL.mac, 0x0806, &arp(LOCAL.ipv4)[..27]), &LOCAL),
+            Err(DropReason::BadArp)
+        );
         let mut bad_op = arp(LOCAL.ipv4);
         bad_op[7] = 9;
-        assert_eq!(classify(&eth(LOCAL.mac, 0x0806, &bad_op), &LOCAL), Err(DropReason::BadArp));
-        assert_eq!(classify(&eth(LOCAL.mac, 0x0806, &arp([169, 254, 77, 3])), &LOCAL), Err(DropReason::NotOurIp));
-        assert_eq!(classify(&eth(LOCAL.mac, 0x0800, &ipv4([169, 254, 77, 3], 8)), &LOCAL), Err(DropReason::NotOurIp));
+        assert_eq!(
+            classify(&eth(LOCAL.mac, 0x0806, &bad_op), &LOCAL),
+            Err(DropReason::BadArp)
+        );
+        assert_eq!(
+            classify(&eth(LOCAL.mac, 0x0806, &arp([169, 254, 77, 3])), &LOCAL),
+            Err(DropReason::NotOurIp)
+        );
+        assert_eq!(
+            classify(&eth(LOCAL.mac, 0x0800, &ipv4([169, 254, 77, 3], 8)), &LOCAL),
+            Err(DropReason::NotOurIp)
+        );
     }
 
     #[test]
@@ -211,7 +251,10 @@ mod tests {
         }
         let mut short_total = good.clone();
         short_total.truncate(20);
-        assert_eq!(classify(&eth(LOCAL.mac, 0x0800, &short_total), &LOCAL), Err(DropReason::BadIpv4));
+        assert_eq!(
+            classify(&eth(LOCAL.mac, 0x0800, &short_total), &LOCAL),
+            Err(DropReason::BadIpv4)
+        );
     }
 
     #[test]

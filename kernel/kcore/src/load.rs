@@ -70,8 +70,16 @@ mod tests {
         for _ in 0..2000 {
             load.sample(2);
         }
-        assert!((1990..=2010).contains(&load.load_1s_milli()), "{}", load.load_1s_milli());
-        assert!((1990..=2010).contains(&load.load_10s_milli()), "{}", load.load_10s_milli());
+        assert!(
+            (1990..=2010).contains(&load.load_1s_milli()),
+            "{}",
+            load.load_1s_milli()
+        );
+        assert!(
+            (1990..=2010).contains(&load.load_10s_milli()),
+            "{}",
+            load.load_10s_milli()
+        );
     }
 
     #[test]
@@ -81,8 +89,16 @@ mod tests {
             load.sample(1); // one second of one busy task
         }
         // 1 - e^-1 ≈ 0.632 for the 1 s horizon, 1 - e^-0.1 ≈ 0.095 for the 10 s one.
-        assert!((600..=660).contains(&load.load_1s_milli()), "{}", load.load_1s_milli());
-        assert!((80..=110).contains(&load.load_10s_milli()), "{}", load.load_10s_milli());
+        assert!(
+            (600..=660).contains(&load.load_1s_milli()),
+            "{}",
+            load.load_1s_milli()
+        );
+        assert!(
+            (80..=110).contains(&load.load_10s_milli()),
+            "{}",
+            load.load_10s_milli()
+        );
     }
 
     #[test]

@@ -45,7 +45,12 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { id: 1, name: "xylem-1".to_string(), role: Role::Worker, extra: BTreeMap::new() }
+        NodeConfig {
+            id: 1,
+            name: "xylem-1".to_string(),
+            role: Role::Worker,
+            extra: BTreeMap::new(),
+        }
     }
 }
 
@@ -71,7 +76,10 @@ impl core::fmt::Display for ConfigError {
             ConfigError::DuplicateKey(k) => write!(f, "key '{k}' given twice"),
             ConfigError::BadId(v) => write!(f, "id '{v}' is not a positive integer"),
             ConfigError::BadName(v) => {
-                write!(f, "name '{v}' must be 1-{NAME_MAX_BYTES} chars of [a-z0-9-]")
+                write!(
+                    f,
+                    "name '{v}' must be 1-{NAME_MAX_BYTES} chars of [a-z0-9-]"
+                )
             }
             ConfigError::BadRole(v) => write!(f, "role '{v}' is not worker or witness"),
         }
@@ -83,9 +91,13 @@ impl NodeConfig {
     /// sets `id` but not `name` is named `xylem-<id>`.
     pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
         let mut pairs: BTreeMap<String, String> = BTreeMap::new();
-        for token in text.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()) {
-            let (key, value) =
-                token.split_once('=').ok_or_else(|| ConfigError::NotKeyValue(token.to_string()))?;
+        for token in text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+        {
+            let (key, value) = token
+                .split_once('=')
+                .ok_or_else(|| ConfigError::NotKeyValue(token.to_string()))?;
             if pairs.insert(key.to_string(), value.to_string()).is_some() {
                 return Err(ConfigError::DuplicateKey(key.to_string()));
             }
@@ -120,7 +132,9 @@ impl NodeConfig {
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= NAME_MAX_BYTES
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]
@@ -130,7 +144,10 @@ mod tests {
     #[test]
     fn full_config_parses() {
         let c = NodeConfig::parse("id=2,name=worker-2,role=worker,peers=1;3").unwrap();
-        assert_eq!((c.id, c.name.as_str(), c.role), (2, "worker-2", Role::Worker));
+        assert_eq!(
+            (c.id, c.name.as_str(), c.role),
+            (2, "worker-2", Role::Worker)
+        );
         assert_eq!(c.extra.get("peers").map(String::as_str), Some("1;3"));
     }
 
@@ -148,14 +165,38 @@ mod tests {
 
     #[test]
     fn malformed_configs_are_typed_errors() {
-        assert_eq!(NodeConfig::parse("id"), Err(ConfigError::NotKeyValue("id".into())));
-        assert_eq!(NodeConfig::parse("id=0"), Err(ConfigError::BadId("0".into())));
-        assert_eq!(NodeConfig::parse("id=-1"), Err(ConfigError::BadId("-1".into())));
-        assert_eq!(NodeConfig::parse("id=1,id=2"), Err(ConfigError::DuplicateKey("id".into())));
-        assert_eq!(NodeConfig::parse("name=Bad_Name"), Err(ConfigError::BadName("Bad_Name".into())));
-        assert_eq!(NodeConfig::parse("name="), Err(ConfigError::BadName("".into())));
+        assert_eq!(
+            NodeConfig::parse("id"),
+            Err(ConfigError::NotKeyValue("id".into()))
+        );
+        assert_eq!(
+            NodeConfig::parse("id=0"),
+            Err(ConfigError::BadId("0".into()))
+        );
+        assert_eq!(
+            NodeConfig::parse("id=-1"),
+            Err(ConfigError::BadId("-1".into()))
+        );
+        assert_eq!(
+            NodeConfig::parse("id=1,id=2"),
+            Err(ConfigError::DuplicateKey("id".into()))
+        );
+        assert_eq!(
+            NodeConfig::parse("name=Bad_Name"),
+            Err(ConfigError::BadName("Bad_Name".into()))
+        );
+        assert_eq!(
+            NodeConfig::parse("name="),
+            Err(ConfigError::BadName("".into()))
+        );
         let long = alloc::format!("name={}", "a".repeat(NAME_MAX_BYTES + 1));
-        assert!(matches!(NodeConfig::parse(&long), Err(ConfigError::BadName(_))));
-        assert_eq!(NodeConfig::parse("role=boss"), Err(ConfigError::BadRole("boss".into())));
+        assert!(matches!(
+            NodeConfig::parse(&long),
+            Err(ConfigError::BadName(_))
+        ));
+        assert_eq!(
+            NodeConfig::parse("role=boss"),
+            Err(ConfigError::BadRole("boss".into()))
+        );
     }
 }

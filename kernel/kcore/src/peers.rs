@@ -44,7 +44,9 @@ impl fmt::Display for PeersError {
         match self {
             PeersError::Malformed(e) => write!(f, "entry '{e}' is not id:name"),
             PeersError::BadId(e) => write!(f, "id '{e}' is not a number in 1..={PEER_ID_MAX}"),
-            PeersError::BadName(e) => write!(f, "name '{e}' is not [a-z0-9-]{{1,{NAME_MAX_BYTES}}}"),
+            PeersError::BadName(e) => {
+                write!(f, "name '{e}' is not [a-z0-9-]{{1,{NAME_MAX_BYTES}}}")
+            }
             PeersError::Duplicate(e) => write!(f, "'{e}' appears twice"),
             PeersError::TooMany => write!(f, "more than {PEERS_MAX} peers"),
         }
@@ -62,7 +64,9 @@ impl Peers {
     pub fn parse(text: &str) -> Result<Peers, PeersError> {
         let mut peers: Vec<Peer> = Vec::new();
         for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
-            let (id_text, name) = entry.split_once(':').ok_or_else(|| PeersError::Malformed(entry.to_string()))?;
+            let (id_text, name) = entry
+                .split_once(':')
+                .ok_or_else(|| PeersError::Malformed(entry.to_string()))?;
             let id = parse_id(id_text)?;
             if !is_valid_name(name) {
                 return Err(PeersError::BadName(name.to_string()));
@@ -76,7 +80,10 @@ impl Peers {
             if peers.len() == PEERS_MAX {
                 return Err(PeersError::TooMany);
             }
-            peers.push(Peer { id, name: name.to_string() });
+            peers.push(Peer {
+                id,
+                name: name.to_string(),
+            });
         }
         debug_assert!(peers.len() <= PEERS_MAX);
         Ok(Peers { peers })
@@ -89,7 +96,10 @@ impl Peers {
 
     /// The name of peer `id`.
     pub fn name_of(&self, id: u64) -> Option<&str> {
-        self.peers.iter().find(|p| p.id == id).map(|p| p.name.as_str())
+        self.peers
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.name.as_str())
     }
 
     /// Every peer, in the order given.
@@ -140,23 +150,42 @@ mod tests {
 
     #[test]
     fn rejects_each_kind_of_mistake() {
-        assert_eq!(Peers::parse("1worker"), Err(PeersError::Malformed("1worker".into())));
+        assert_eq!(
+            Peers::parse("1worker"),
+            Err(PeersError::Malformed("1worker".into()))
+        );
         assert_eq!(Peers::parse("0:a"), Err(PeersError::BadId("0".into())));
         assert_eq!(Peers::parse("255:a"), Err(PeersError::BadId("255".into())));
         assert_eq!(Peers::parse("x:a"), Err(PeersError::BadId("x".into())));
         assert_eq!(Peers::parse("1:"), Err(PeersError::BadName("".into())));
-        assert_eq!(Peers::parse("1:Worker"), Err(PeersError::BadName("Worker".into())));
-        assert_eq!(Peers::parse("1:a;1:b"), Err(PeersError::Duplicate("1".into())));
-        assert_eq!(Peers::parse("1:a;2:a"), Err(PeersError::Duplicate("a".into())));
+        assert_eq!(
+            Peers::parse("1:Worker"),
+            Err(PeersError::BadName("Worker".into()))
+        );
+        assert_eq!(
+            Peers::parse("1:a;1:b"),
+            Err(PeersError::Duplicate("1".into()))
+        );
+        assert_eq!(
+            Peers::parse("1:a;2:a"),
+            Err(PeersError::Duplicate("a".into()))
+        );
         let long = "a".repeat(NAME_MAX_BYTES + 1);
-        assert_eq!(Peers::parse(&alloc::format!("1:{long}")), Err(PeersError::BadName(long)));
+        assert_eq!(
+            Peers::parse(&alloc::format!("1:{long}")),
+            Err(PeersError::BadName(long))
+        );
     }
 
     #[test]
     fn bounds_the_table() {
-        let text: Vec<String> = (1..=PEERS_MAX as u64 + 1).map(|i| alloc::format!("{i}:n{i}")).collect();
+        let text: Vec<String> = (1..=PEERS_MAX as u64 + 1)
+            .map(|i| alloc::format!("{i}:n{i}"))
+            .collect();
         assert_eq!(Peers::parse(&text.join(";")), Err(PeersError::TooMany));
-        let ok: Vec<String> = (1..=PEERS_MAX as u64).map(|i| alloc::format!("{i}:n{i}")).collect();
+        let ok: Vec<String> = (1..=PEERS_MAX as u64)
+            .map(|i| alloc::format!("{i}:n{i}"))
+            .collect();
         assert_eq!(Peers::parse(&ok.join(";")).unwrap().len(), PEERS_MAX);
     }
 }

@@ -51,13 +51,17 @@ impl<T: Copy + PartialEq> Default for RunQueue<T> {
 impl<T: Copy + PartialEq> RunQueue<T> {
     /// An empty queue.
     pub fn new() -> Self {
-        RunQueue { levels: core::array::from_fn(|_| VecDeque::new()) }
+        RunQueue {
+            levels: core::array::from_fn(|_| VecDeque::new()),
+        }
     }
 
     /// An empty queue with room for `tasks` ready tasks on every level, so pushing never
     /// allocates (the scheduler's memory use stays constant).
     pub fn with_capacity(tasks: usize) -> Self {
-        RunQueue { levels: core::array::from_fn(|_| VecDeque::with_capacity(tasks)) }
+        RunQueue {
+            levels: core::array::from_fn(|_| VecDeque::with_capacity(tasks)),
+        }
     }
 
     /// Makes a task ready, at the back of its level.
@@ -144,14 +148,29 @@ mod tests {
     #[test]
     fn preemption_rules() {
         let mut q = RunQueue::new();
-        assert!(!q.should_preempt(Priority::NORMAL, true), "nothing ready: keep running");
+        assert!(
+            !q.should_preempt(Priority::NORMAL, true),
+            "nothing ready: keep running"
+        );
         q.push(9, Priority::LOW);
-        assert!(!q.should_preempt(Priority::NORMAL, true), "a less urgent task never preempts");
+        assert!(
+            !q.should_preempt(Priority::NORMAL, true),
+            "a less urgent task never preempts"
+        );
         q.push(8, Priority::NORMAL);
-        assert!(!q.should_preempt(Priority::NORMAL, false), "equal priority waits for the slice");
-        assert!(q.should_preempt(Priority::NORMAL, true), "equal priority gets the CPU after the slice");
+        assert!(
+            !q.should_preempt(Priority::NORMAL, false),
+            "equal priority waits for the slice"
+        );
+        assert!(
+            q.should_preempt(Priority::NORMAL, true),
+            "equal priority gets the CPU after the slice"
+        );
         q.push(7, Priority::HIGH);
-        assert!(q.should_preempt(Priority::NORMAL, false), "a more urgent task preempts at once");
+        assert!(
+            q.should_preempt(Priority::NORMAL, false),
+            "a more urgent task preempts at once"
+        );
     }
 
     #[test]

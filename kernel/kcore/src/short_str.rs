@@ -14,19 +14,26 @@ pub struct ShortStr<const N: usize> {
 impl<const N: usize> ShortStr<N> {
     /// Copies `text`, truncated to at most `N` bytes on a character boundary.
     pub fn new(text: &str) -> Self {
-        assert!(N <= usize::from(u8::MAX), "ShortStr capacity must fit in a u8");
+        assert!(
+            N <= usize::from(u8::MAX),
+            "ShortStr capacity must fit in a u8"
+        );
         let mut end = text.len().min(N);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
         let mut bytes = [0u8; N];
         bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
-        ShortStr { bytes, len: end as u8 }
+        ShortStr {
+            bytes,
+            len: end as u8,
+        }
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("ShortStr holds UTF-8 by construction")
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)])
+            .expect("ShortStr holds UTF-8 by construction")
     }
 }
 

@@ -46,7 +46,9 @@ pub fn load(image: &[u8]) -> Result<Loaded, LoadError> {
             page += PAGE_BYTES;
         }
         // parse() already checked the file range; a None here would be a validator bug.
-        let bytes = segment.file_bytes(image).ok_or(LoadError::Elf(ElfError::SegmentOutsideFile { index }))?;
+        let bytes = segment
+            .file_bytes(image)
+            .ok_or(LoadError::Elf(ElfError::SegmentOutsideFile { index }))?;
         space.fill(segment.vaddr, bytes)?;
     }
     let stack_bottom = abi::USER_STACK_TOP - abi::USER_STACK_BYTES;
@@ -55,5 +57,9 @@ pub fn load(image: &[u8]) -> Result<Loaded, LoadError> {
         space.map_zeroed(page, PagePerm::ReadWrite)?;
         page += PAGE_BYTES;
     }
-    Ok(Loaded { space, entry: plan.entry, stack_top: abi::USER_STACK_TOP })
+    Ok(Loaded {
+        space,
+        entry: plan.entry,
+        stack_top: abi::USER_STACK_TOP,
+    })
 }

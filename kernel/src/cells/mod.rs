@@ -14,13 +14,13 @@ pub mod payloads;
 pub mod syscalls;
 pub mod table;
 
+use ::cell::lifecycle::{CellStatus, ExitReason as CellExit};
+use ::cell::spec::{PayloadSpec, RestartPolicy};
+use ::cell::supervise::{self, Decision, Supervisor};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
-use ::cell::lifecycle::ExitReason as CellExit;
-use ::cell::spec::{PayloadSpec, RestartPolicy};
-use ::cell::supervise::{self, Decision, Supervisor};
 use kcore::run_queue::Priority;
 
 use self::table::CellRecord;
@@ -48,7 +48,11 @@ impl core::fmt::Display for CellError {
         match self {
             CellError::UnknownPayload(name) => {
                 let known: Vec<&str> = payloads::names().collect();
-                write!(f, "no payload named '{name}' (available: {})", known.join(", "))
+                write!(
+                    f,
+                    "no payload named '{name}' (available: {})",
+                    known.join(", ")
+                )
             }
             CellError::BadSpec(why) => write!(f, "{why}"),
             CellError::NoSuchCell(id) => write!(f, "no cell {id} (see 'cell ls')"),
@@ -73,8 +77,13 @@ pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
     if payloads::image(&spec.payload).is_none() {
         return Err(CellError::UnknownPayload(spec.payload.clone()));
     }
-    let args_blob = spec.encode_args().map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
-    let config = supervise::Config { policy, ..supervise::Config::default() };
+    let args_blob = spec
+        .encode_args()
+        .map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
+    let config = supervise::Config {
+        policy,
+        ..supervise::Config::default()
+    };
     let supervisor = Supervisor::new(config).map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
     let id = table::next_id();
     table::with(|cells| cells.insert(CellRecord::new(id, spec, args_blob, supervisor, now_ms())));
@@ -100,8 +109,14 @@ fn start_incarnation(id: u64) -> Result<(), CellError> {
 
 /// The body of a cell's task: load, attach, enter ring 3. Nothing this function owns may
 /// still be alive when it enters ring 3: that stack frame is never unwound.
+// The one unsafe item outside arch, mm and drivers: a cell's task loads the cell's tables
+// and drops to ring 3. Its two contracts are kept by the cell table (see the SAFETY lines).
+#[allow(unsafe_code)]
 fn cell_main(id: u64) {
-    let Some(payload) = table::with(|cells| cells.get(&id).map(|c| c.cell.spec().payload.clone())) else { return };
+    let Some(payload) = table::with(|cells| cells.get(&id).map(|c| c.cell.spec().payload.clone()))
+    else {
+        return;
+    };
     let image = payloads::image(&payload).expect("payload checked when the cell was created");
     let loaded = match loader::load(image) {
         Ok(loaded) => loaded,
@@ -109,7 +124,9 @@ fn cell_main(id: u64) {
             table::with(|cells| {
                 if let Some(record) = cells.get_mut(&id) {
                     record.load_failed = true;
-                    record.log.push(format!("xylem: cannot load payload '{payload}': {err:?}\n").as_bytes());
+                    record.log.push(
+                        format!("xylem: cannot load payload '{payload}': {err:?}\n").as_bytes(),
+                    );
                 }
             });
             sched::exit(ExitReason::Exited(-8));
@@ -131,15 +148,28 @@ fn cell_main(id: u64) {
     if !attached {
         return;
     }
-    sched::set_address_space(cr3);
-    events::push(EventKind::CellStart { cell: id, task: sched::current_id(), payload: name });
+    // SAFETY: the record now owns the space, and the table drops it only once this task is
+    // gone (`CellRecord::detach` runs on the task's exit or after `sched::kill`).
+    unsafe { sched::set_address_space(cr3) };
+    events::push(EventKind::CellStart {
+        cell: id,
+        task: sched::current_id(),
+        payload: name,
+    });
     LAST_USER_ENTRY_TSC.store(cpu::rdtsc(), Ordering::Relaxed);
-    syscall::enter_user(entry, stack_top)
+    // SAFETY: the cell's space is loaded (above), it maps `entry` and `stack_top` (checked by
+    // the loader), and the scheduler set this task's kernel stack in the TSS when it switched
+    // to it.
+    unsafe { syscall::enter_user(entry, stack_top) }
 }
 
 /// A CPU exception in ring 3 ends the cell that raised it — never the node.
 fn on_user_fault(fault: UserFault) -> ! {
-    sched::exit(ExitReason::Faulted { vector: fault.vector, addr: fault.addr, rip: fault.rip })
+    sched::exit(ExitReason::Faulted {
+        vector: fault.vector,
+        addr: fault.addr,
+        rip: fault.rip,
+    })
 }
 
 fn to_cell_exit(reason: &ExitReason, load_failed: bool) -> CellExit {
@@ -156,22 +186,35 @@ pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
     let now = now_ms();
     let mut to_emit = Vec::new();
     table::with(|cells| {
-        let Some(record) = cells.values_mut().find(|c| c.task == Some(task)) else { return };
+        let Some(record) = cells.values_mut().find(|c| c.task == Some(task)) else {
+            return;
+        };
         let id = record.cell.id().0;
         let exit = to_cell_exit(reason, record.load_failed);
         record.detach(exit, cpu_ticks, now);
-        to_emit.push(EventKind::CellExit { cell: id, reason: exit, restarts: record.cell.restarts() });
+        to_emit.push(EventKind::CellExit {
+            cell: id,
+            reason: exit,
+            restarts: record.cell.restarts(),
+        });
         if record.stop_requested {
             return;
         }
         match record.supervisor.on_exit(exit, now) {
             Decision::RestartAt(at_ms) => {
                 record.restart_at_ms = Some(at_ms);
-                to_emit.push(EventKind::CellRestart { cell: id, attempt: record.cell.restarts() + 1, delay_ms: at_ms.saturating_sub(now) });
+                to_emit.push(EventKind::CellRestart {
+                    cell: id,
+                    attempt: record.cell.restarts() + 1,
+                    delay_ms: at_ms.saturating_sub(now),
+                });
             }
             Decision::CrashLoop => {
                 record.crash_looped = true;
-                to_emit.push(EventKind::CellCrashLoop { cell: id, failures: record.supervisor.failures_total() });
+                to_emit.push(EventKind::CellCrashLoop {
+                    cell: id,
+                    failures: record.supervisor.failures_total(),
+                });
             }
             Decision::Stop => {}
         }
@@ -217,7 +260,7 @@ pub fn stop(id: u64) -> Result<(), CellError> {
         }
         record.stop_requested = true;
         record.restart_at_ms = None;
-        let running = record.cell.state() == ::cell::lifecycle::CellState::Running;
+        let running = record.cell.state() == ::cell::lifecycle::Phase::Running;
         if record.task.is_some() && running {
             let _ = record.cell.stop(now_ms());
         }
@@ -234,7 +277,7 @@ pub fn stop(id: u64) -> Result<(), CellError> {
         // No task at all (waiting out a restart backoff): finish the record now.
         None => table::with(|cells| {
             if let Some(record) = cells.get_mut(&id) {
-                if record.task.is_none() && record.cell.state() != ::cell::lifecycle::CellState::Dead {
+                if record.task.is_none() && record.cell.state() != ::cell::lifecycle::Phase::Dead {
                     record.detach(CellExit::Killed, 0, now_ms());
                 }
             }
@@ -247,7 +290,7 @@ pub fn stop(id: u64) -> Result<(), CellError> {
 pub struct CellRow {
     pub id: u64,
     pub payload: String,
-    pub state: &'static str,
+    pub state: CellStatus,
     pub task: Option<TaskId>,
     pub restarts: u32,
     pub frames: u64,
@@ -265,12 +308,16 @@ pub fn list() -> Vec<CellRow> {
             .map(|c| CellRow {
                 id: c.cell.id().0,
                 payload: c.cell.spec().payload.clone(),
-                state: c.state_name(),
+                state: c.status(),
                 task: c.task,
                 restarts: c.cell.restarts(),
                 frames: c.cell.frames_held(),
                 cpu_ticks: c.cell.cpu_ticks_total(),
-                uptime_ms: if c.task.is_some() { c.cell.uptime_ms(now) } else { 0 },
+                uptime_ms: if c.task.is_some() {
+                    c.cell.uptime_ms(now)
+                } else {
+                    0
+                },
                 last_exit: c.cell.exit_reason(),
             })
             .collect()
@@ -279,11 +326,16 @@ pub fn list() -> Vec<CellRow> {
 
 /// The last `n` lines a cell wrote.
 pub fn logs(id: u64, n: usize) -> Result<Vec<String>, CellError> {
-    table::with(|cells| cells.get(&id).map(|c| c.log.last_lines(n)).ok_or(CellError::NoSuchCell(id)))
+    table::with(|cells| {
+        cells
+            .get(&id)
+            .map(|c| c.log.last_lines(n))
+            .ok_or(CellError::NoSuchCell(id))
+    })
 }
 
-/// The state name of a cell (for tests).
+/// The status of a cell (for tests).
 #[cfg(feature = "ktest")]
-pub fn state_of(id: u64) -> Option<&'static str> {
-    table::with(|cells| cells.get(&id).map(CellRecord::state_name))
+pub fn state_of(id: u64) -> Option<CellStatus> {
+    table::with(|cells| cells.get(&id).map(CellRecord::status))
 }

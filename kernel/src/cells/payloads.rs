@@ -18,11 +18,19 @@ macro_rules! payload {
     };
 }
 
-static PAYLOADS: &[(&str, &[u8])] = &[payload!("hello"), payload!("crasher"), payload!("spinner"), payload!("counter")];
+static PAYLOADS: &[(&str, &[u8])] = &[
+    payload!("hello"),
+    payload!("crasher"),
+    payload!("spinner"),
+    payload!("counter"),
+];
 
 /// The ELF image of a payload.
 pub fn image(name: &str) -> Option<&'static [u8]> {
-    PAYLOADS.iter().find(|(n, _)| *n == name).map(|(_, image)| *image)
+    PAYLOADS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, image)| *image)
 }
 
 /// Every payload name.

@@ -40,7 +40,10 @@ fn write(fd: u64, addr: u64, len: u64) -> Result<u64, Errno> {
     }
     abi::user_range(addr, len)?;
     table::with_current(|cell| {
-        let bytes = cell.space()?.copy_from_user(addr, len).map_err(|_| Errno::EFAULT)?;
+        let bytes = cell
+            .space()?
+            .copy_from_user(addr, len)
+            .map_err(|_| Errno::EFAULT)?;
         cell.log.push(&bytes);
         Ok(len)
     })
@@ -61,7 +64,9 @@ fn args(addr: u64, cap: u64) -> Result<u64, Errno> {
             return Err(Errno::ERANGE);
         }
         abi::user_range(addr, blob.len() as u64)?;
-        cell.space_mut()?.copy_to_user(addr, &blob).map_err(|_| Errno::EFAULT)?;
+        cell.space_mut()?
+            .copy_to_user(addr, &blob)
+            .map_err(|_| Errno::EFAULT)?;
         Ok(blob.len() as u64)
     })
 }

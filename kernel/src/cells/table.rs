@@ -7,12 +7,12 @@
 //! cell's own (possibly dead) stack. Finished cells stay listed for inspection; only the
 //! most recent [`FINISHED_KEPT`] are kept, so the table's memory is bounded.
 
-use alloc::vec::Vec;
 use ::cell::abi::Errno;
-use ::cell::lifecycle::{Cell, CellId, CellState, ExitReason as CellExit};
+use ::cell::lifecycle::{Cell, CellId, CellStatus, ExitReason as CellExit, Phase};
 use ::cell::logbuf::LogBuf;
 use ::cell::spec::PayloadSpec;
 use ::cell::supervise::Supervisor;
+use alloc::vec::Vec;
 use spin::Mutex;
 
 use crate::arch::cpu::without_interrupts;
@@ -42,7 +42,13 @@ pub struct CellRecord {
 }
 
 impl CellRecord {
-    pub fn new(id: u64, spec: PayloadSpec, args_blob: Vec<u8>, supervisor: Supervisor, now_ms: u64) -> CellRecord {
+    pub fn new(
+        id: u64,
+        spec: PayloadSpec,
+        args_blob: Vec<u8>,
+        supervisor: Supervisor,
+        now_ms: u64,
+    ) -> CellRecord {
         CellRecord {
             cell: Cell::new(CellId(id), spec, now_ms),
             args_blob,
@@ -69,7 +75,11 @@ impl CellRecord {
 
     /// Installs a freshly loaded address space and marks the cell running.
     pub fn attach_space(&mut self, space: AddressSpace, now_ms: u64) {
-        assert!(self.space.is_none(), "cell {} already has an address space", self.cell.id().0);
+        assert!(
+            self.space.is_none(),
+            "cell {} already has an address space",
+            self.cell.id().0
+        );
         self.cell.frames_acquired(space.frames_held());
         self.space = Some(space);
         if let Err(err) = self.cell.start(now_ms) {
@@ -88,27 +98,29 @@ impl CellRecord {
         }
         let _ = self.cell.add_cpu_ticks(cpu_ticks); // refused only if it never ran
         self.task = None;
-        if self.cell.state() != CellState::Dead {
+        if self.cell.state() != Phase::Dead {
             if let Err(err) = self.cell.exit(reason, now_ms) {
-                panic!("cell {} cannot exit from {:?}: {err:?}", self.cell.id().0, self.cell.state());
+                panic!(
+                    "cell {} cannot exit from {:?}: {err:?}",
+                    self.cell.id().0,
+                    self.cell.state()
+                );
             }
         }
     }
 
-    /// What `cell ls` shows as the state.
-    pub fn state_name(&self) -> &'static str {
-        if self.crash_looped {
-            "crash-loop"
-        } else if self.restart_at_ms.is_some() {
-            "backoff"
-        } else {
-            self.cell.state().as_str()
-        }
+    /// What `cell ls` and the control plane see.
+    pub fn status(&self) -> CellStatus {
+        CellStatus::new(
+            self.cell.state(),
+            self.restart_at_ms.is_some(),
+            self.crash_looped,
+        )
     }
 
     /// Finished for good: no task, no restart pending.
     pub fn is_finished(&self) -> bool {
-        self.task.is_none() && self.restart_at_ms.is_none() && self.cell.state() == CellState::Dead
+        self.task.is_none() && self.restart_at_ms.is_none() && self.cell.state() == Phase::Dead
     }
 }
 
@@ -135,7 +147,12 @@ impl Cells {
     }
 
     pub fn insert(&mut self, record: CellRecord) {
-        debug_assert!(self.0.last().is_none_or(|last| last.cell.id() < record.cell.id()), "cell ids grow");
+        debug_assert!(
+            self.0
+                .last()
+                .is_none_or(|last| last.cell.id() < record.cell.id()),
+            "cell ids grow"
+        );
         self.0.push(record);
     }
 
@@ -150,7 +167,10 @@ struct Table {
     next_id: u64,
 }
 
-static TABLE: Mutex<Table> = Mutex::new(Table { cells: Cells(Vec::new()), next_id: 1 });
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    cells: Cells(Vec::new()),
+    next_id: 1,
+});
 
 /// Runs `f` on the table with interrupts masked.
 pub fn with<R>(f: impl FnOnce(&mut Cells) -> R) -> R {
@@ -170,14 +190,22 @@ pub fn next_id() -> u64 {
 /// The cell whose task is running now.
 pub fn current_cell_id() -> Option<u64> {
     let task = sched::current_id();
-    with(|cells| cells.values().find(|c| c.task == Some(task)).map(|c| c.cell.id().0))
+    with(|cells| {
+        cells
+            .values()
+            .find(|c| c.task == Some(task))
+            .map(|c| c.cell.id().0)
+    })
 }
 
 /// Runs `f` on the calling task's cell (for syscalls).
 pub fn with_current<R>(f: impl FnOnce(&mut CellRecord) -> Result<R, Errno>) -> Result<R, Errno> {
     let task = sched::current_id();
     with(|cells| {
-        let cell = cells.values_mut().find(|c| c.task == Some(task)).ok_or(Errno::EPERM)?;
+        let cell = cells
+            .values_mut()
+            .find(|c| c.task == Some(task))
+            .ok_or(Errno::EPERM)?;
         f(cell)
     })
 }
@@ -187,7 +215,10 @@ pub fn purge_finished() {
     with(|cells| {
         let finished = cells.values().filter(|c| c.is_finished()).count();
         for _ in 0..finished.saturating_sub(FINISHED_KEPT) {
-            let oldest = cells.values().find(|c| c.is_finished()).map(|c| c.cell.id().0);
+            let oldest = cells
+                .values()
+                .find(|c| c.is_finished())
+                .map(|c| c.cell.id().0);
             if let Some(id) = oldest {
                 cells.remove(&id);
             }

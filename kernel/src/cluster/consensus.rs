@@ -1,6 +1,6 @@
 //! Consensus: the in-kernel Raft group that holds the cluster's desired state.
 //!
-//! Follows the handling order in `membership::raft`'s docs: inputs (10 ms ticks from the
+//! Follows the handling order in `consensus`'s docs: inputs (10 ms ticks from the
 //! reactor, messages from the transport, local proposals), then for each `Ready`: persist
 //! (snapshot, entries, hard state, flush) **before** sending, send, apply committed entries
 //! to the state machine, serve reads, advance. Every voter in the configured peer list —
@@ -10,12 +10,12 @@
 //! `raft get`) and the control plane's commands, which are handed to `cluster::control`
 //! in log order. Entries carry a one-byte tag so both live in one log.
 
+use ::consensus::disk::{DiskStore, RecoveryReport};
+use ::consensus::{Config, DurableState, Message, ProposeError, RawNode, Role};
+use ::membership::NodeId;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
-use ::membership::raft::disk::{DiskStore, RecoveryReport};
-use ::membership::raft::{Config, DurableState, Message, ProposeError, RawNode, Role};
-use ::membership::NodeId;
 use serde::{Deserialize, Serialize};
 use spin::Mutex;
 
@@ -99,11 +99,18 @@ pub fn init() {
 fn log_recovery(description: &'static str, report: &RecoveryReport) {
     let clean = report.stop.is_clean();
     if clean {
-        log::info!("raft: recovered {} records from {description}: {report:?}", report.records_replayed);
+        log::info!(
+            "raft: recovered {} records from {description}: {report:?}",
+            report.records_replayed
+        );
     } else {
         log::warn!("raft: recovery discarded data on {description}: {report:?}");
     }
-    let device = if description.starts_with("virtio-blk") { "disk" } else { "ram" };
+    let device = if description.starts_with("virtio-blk") {
+        "disk"
+    } else {
+        "ram"
+    };
     events::push(EventKind::RaftRecovery {
         device,
         generation: report.generation,
@@ -115,7 +122,9 @@ fn log_recovery(description: &'static str, report: &RecoveryReport) {
 
 /// A Raft message arrived (from the reactor).
 pub fn on_message(_from: NodeId, bytes: &[u8]) {
-    let Ok(msg) = postcard::from_bytes::<Message>(bytes) else { return };
+    let Ok(msg) = postcard::from_bytes::<Message>(bytes) else {
+        return;
+    };
     drive(|raft| raft.node.step(msg));
 }
 
@@ -157,7 +166,12 @@ pub fn read_index(ctx: u64) -> Result<(), ConsensusError> {
 
 /// Whether the read `ctx` may now be served from the applied state.
 pub fn read_ready(ctx: u64) -> bool {
-    with(|raft| raft.reads.get(&ctx).is_some_and(|&index| index != u64::MAX && raft.node.applied_index() >= index)).unwrap_or(false)
+    with(|raft| {
+        raft.reads
+            .get(&ctx)
+            .is_some_and(|&index| index != u64::MAX && raft.node.applied_index() >= index)
+    })
+    .unwrap_or(false)
 }
 
 /// Forgets a read (served or abandoned).
@@ -187,7 +201,10 @@ fn drive(input: impl FnOnce(&mut Consensus)) {
         input(raft);
         while raft.node.has_ready() {
             let rd = raft.node.ready();
-            if let Err(err) = raft.store.persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref()) {
+            if let Err(err) =
+                raft.store
+                    .persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref())
+            {
                 // Sending now could promise what is not durable: stop taking part instead.
                 raft.failed = Some(alloc::format!("{err:?}"));
                 log::error!("raft: store failed ({err:?}); this node stops voting and replicating");
@@ -223,7 +240,11 @@ fn drive(input: impl FnOnce(&mut Consensus)) {
         apply(index, &data);
     }
     if let Some((role, leader, term)) = role_change {
-        events::push(EventKind::RaftRole { role: role_name(role), term, leader: leader.unwrap_or(0) });
+        events::push(EventKind::RaftRole {
+            role: role_name(role),
+            term,
+            leader: leader.unwrap_or(0),
+        });
     }
 }
 

@@ -13,13 +13,13 @@
 //! - Status (load, free memory, cells) flows outside the log: each node broadcasts a
 //!   `NodeReport` every 250 ms as a `Control` message.
 
+use ::cell::spec::PayloadSpec;
+use ::membership::NodeId;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use ::cell::spec::PayloadSpec;
 use kcore::node_config::Role;
-use ::membership::NodeId;
 use serde::{Deserialize, Serialize};
 use spin::Mutex;
 use xylem::command::Command;
@@ -137,7 +137,10 @@ pub fn apply(index: u64, bytes: &[u8]) {
         let outcome = c.desired.apply(index, &command);
         match &outcome {
             Ok(applied) => note(c, format!("#{index} {} -> {applied:?}", describe(&command))),
-            Err(err) => note(c, format!("#{index} {} rejected: {err:?}", describe(&command))),
+            Err(err) => note(
+                c,
+                format!("#{index} {} rejected: {err:?}", describe(&command)),
+            ),
         }
         outcome.is_ok()
     });
@@ -149,12 +152,29 @@ pub fn apply(index: u64, bytes: &[u8]) {
 
 fn describe(command: &Command) -> String {
     match command {
-        Command::ApplyService(spec) => format!("apply {} payload={} replicas={}", spec.name, spec.payload, spec.replicas),
+        Command::ApplyService(spec) => format!(
+            "apply {} payload={} replicas={}",
+            spec.name, spec.payload, spec.replicas
+        ),
         Command::Scale { name, replicas } => format!("scale {name} replicas={replicas}"),
         Command::Delete { name } => format!("delete {name}"),
-        Command::Assign { service, slot, node, epoch } => format!("assign {service}/{slot} -> {} epoch={epoch}", peers::name_of(*node)),
-        Command::Unassign { service, slot, epoch } => format!("unassign {service}/{slot} epoch={epoch}"),
-        Command::SetDraining { node, draining } => format!("drain {} {draining}", peers::name_of(*node)),
+        Command::Assign {
+            service,
+            slot,
+            node,
+            epoch,
+        } => format!(
+            "assign {service}/{slot} -> {} epoch={epoch}",
+            peers::name_of(*node)
+        ),
+        Command::Unassign {
+            service,
+            slot,
+            epoch,
+        } => format!("unassign {service}/{slot} epoch={epoch}"),
+        Command::SetDraining { node, draining } => {
+            format!("drain {} {draining}", peers::name_of(*node))
+        }
     }
 }
 
@@ -163,19 +183,41 @@ fn commit_event(index: u64, command: &Command) -> EventKind {
         Command::ApplyService(spec) => ("apply", spec.name.as_str(), 0, 0, 0),
         Command::Scale { name, replicas } => ("scale", name.as_str(), *replicas, 0, 0),
         Command::Delete { name } => ("delete", name.as_str(), 0, 0, 0),
-        Command::Assign { service, slot, node, epoch } => ("assign", service.as_str(), *slot, *node, *epoch),
-        Command::Unassign { service, slot, epoch } => ("unassign", service.as_str(), *slot, 0, *epoch),
+        Command::Assign {
+            service,
+            slot,
+            node,
+            epoch,
+        } => ("assign", service.as_str(), *slot, *node, *epoch),
+        Command::Unassign {
+            service,
+            slot,
+            epoch,
+        } => ("unassign", service.as_str(), *slot, 0, *epoch),
         Command::SetDraining { node, .. } => ("drain", "", 0, *node, 0),
     };
-    EventKind::XylemCommit { index, op, service: TaskName::new(service), slot, node, epoch }
+    EventKind::XylemCommit {
+        index,
+        op,
+        service: TaskName::new(service),
+        slot,
+        node,
+        epoch,
+    }
 }
 
 /// Whether this node may act authoritatively: a Raft leader exists, is reachable (it is
 /// us, or SWIM has not declared it down), and we applied everything it committed.
 pub fn has_quorum() -> bool {
-    let Some(raft) = consensus::status() else { return false };
-    let Some(leader) = raft.leader else { return false };
-    raft.failed.is_none() && raft.applied >= raft.commit && (leader == raft.id || membership::is_up(leader))
+    let Some(raft) = consensus::status() else {
+        return false;
+    };
+    let Some(leader) = raft.leader else {
+        return false;
+    };
+    raft.failed.is_none()
+        && raft.applied >= raft.commit
+        && (leader == raft.id || membership::is_up(leader))
 }
 
 /// The reactor's 10 ms tick.
@@ -183,7 +225,10 @@ pub fn on_tick() {
     let now = now_ms();
     let due = with(|c| {
         let mut fire = [false; 3];
-        for (i, every) in [RECONCILE_EVERY_MS, REPORT_EVERY_MS, PLAN_EVERY_MS].into_iter().enumerate() {
+        for (i, every) in [RECONCILE_EVERY_MS, REPORT_EVERY_MS, PLAN_EVERY_MS]
+            .into_iter()
+            .enumerate()
+        {
             if now.saturating_sub(c.last[i]) >= every {
                 c.last[i] = now;
                 fire[i] = true;
@@ -191,7 +236,9 @@ pub fn on_tick() {
         }
         fire
     });
-    let Some([reconcile, report, plan]) = due else { return };
+    let Some([reconcile, report, plan]) = due else {
+        return;
+    };
     if reconcile {
         reconcile_now();
     }
@@ -227,7 +274,9 @@ pub fn plan_now() {
     .unwrap_or_default();
     let mut last_index = None;
     for command in &commands {
-        let Ok(bytes) = command.encode() else { continue };
+        let Ok(bytes) = command.encode() else {
+            continue;
+        };
         match consensus::propose(consensus::TAG_CONTROL, &bytes) {
             Ok(index) => last_index = Some(index),
             Err(err) => {
@@ -278,25 +327,23 @@ pub fn all_nodes() -> Vec<NodeId> {
     ids
 }
 
-fn cell_state(name: &str) -> CellState {
-    match name {
-        "running" => CellState::Running,
-        "created" => CellState::Starting,
-        "backoff" => CellState::Backoff,
-        "crash-loop" => CellState::CrashLoop,
-        "stopping" => CellState::Stopping,
-        _ => CellState::Exited,
-    }
-}
-
 /// This node's cells that serve assignments, with their live state.
 fn local_cells(c: &Control) -> Vec<LocalCell> {
     let table = cells::list();
     c.mine
         .iter()
         .map(|m| {
-            let state = table.iter().find(|row| row.id == m.cell).map_or(CellState::Exited, |row| cell_state(row.state));
-            LocalCell { id: m.cell, service: m.service.clone(), slot: m.slot, epoch: m.epoch, state }
+            let state = table
+                .iter()
+                .find(|row| row.id == m.cell)
+                .map_or(CellState::Exited, |row| CellState::from(row.state));
+            LocalCell {
+                id: m.cell,
+                service: m.service.clone(),
+                slot: m.slot,
+                epoch: m.epoch,
+                state,
+            }
         })
         .collect()
 }
@@ -321,17 +368,44 @@ pub fn reconcile_now() {
                     c.mine.retain(|m| m.cell != cell_id);
                     note(c, format!("stopped cell {cell_id}: {why:?}"));
                 });
-                events::push(EventKind::XylemAction { action: "stop", cell: cell_id, service: TaskName::new(""), slot: 0, epoch: 0 });
+                events::push(EventKind::XylemAction {
+                    action: "stop",
+                    cell: cell_id,
+                    service: TaskName::new(""),
+                    slot: 0,
+                    epoch: 0,
+                });
             }
-            Action::Spawn { service, slot, epoch, payload, args, restart } if !witness => {
+            Action::Spawn {
+                service,
+                slot,
+                epoch,
+                payload,
+                args,
+                restart,
+            } if !witness => {
                 let spec = PayloadSpec { payload, args };
                 match cells::run(spec, restart) {
                     Ok(cell) => {
                         with(|c| {
-                            c.mine.push(Mine { cell, service: service.clone(), slot, epoch });
-                            note(c, format!("spawned {service}/{slot} epoch={epoch} as cell {cell}"));
+                            c.mine.push(Mine {
+                                cell,
+                                service: service.clone(),
+                                slot,
+                                epoch,
+                            });
+                            note(
+                                c,
+                                format!("spawned {service}/{slot} epoch={epoch} as cell {cell}"),
+                            );
                         });
-                        events::push(EventKind::XylemAction { action: "spawn", cell, service: TaskName::new(&service), slot, epoch });
+                        events::push(EventKind::XylemAction {
+                            action: "spawn",
+                            cell,
+                            service: TaskName::new(&service),
+                            slot,
+                            epoch,
+                        });
                     }
                     Err(err) => {
                         with(|c| note(c, format!("cannot spawn {service}/{slot}: {err}")));
@@ -370,7 +444,7 @@ fn my_report() -> Option<NodeReport> {
                     service: m.service.clone(),
                     slot: m.slot,
                     epoch: m.epoch,
-                    state: row.map_or(CellState::Exited, |r| cell_state(r.state)),
+                    state: row.map_or(CellState::Exited, |r| CellState::from(r.state)),
                     restarts: row.map_or(0, |r| r.restarts.min(u32::from(u16::MAX)) as u16),
                     uptime_s: row.map_or(0, |r| (r.uptime_ms / 1000) as u32),
                 }
@@ -385,7 +459,9 @@ fn my_report() -> Option<NodeReport> {
 fn broadcast_report() {
     let Some(report) = my_report() else { return };
     let Ok(bytes) = report.encode() else { return };
-    let Ok(msg) = postcard::to_allocvec(&ControlMsg::Report(bytes)) else { return };
+    let Ok(msg) = postcard::to_allocvec(&ControlMsg::Report(bytes)) else {
+        return;
+    };
     let me = node::config().id;
     for id in all_nodes().into_iter().filter(|&id| id != me) {
         let _ = transport::send(net::Kind::Control, id, &msg);
@@ -435,7 +511,8 @@ pub enum Submitted {
 /// to the leader (follower). Invalid commands are never proposed.
 pub fn submit(command: Command) -> Result<Submitted, SubmitError> {
     if let Command::ApplyService(spec) = &command {
-        spec.validate(&catalog()).map_err(|e| SubmitError::Invalid(spec_error(&e)))?;
+        spec.validate(&catalog())
+            .map_err(|e| SubmitError::Invalid(spec_error(&e)))?;
     }
     with(|c| c.desired.check(&command))
         .ok_or(SubmitError::NoQuorum)?
@@ -443,15 +520,19 @@ pub fn submit(command: Command) -> Result<Submitted, SubmitError> {
     if !has_quorum() {
         return Err(SubmitError::NoQuorum);
     }
-    let bytes = command.encode().map_err(|e| SubmitError::Invalid(format!("{e:?}")))?;
+    let bytes = command
+        .encode()
+        .map_err(|e| SubmitError::Invalid(format!("{e:?}")))?;
     let raft = consensus::status().ok_or(SubmitError::NoQuorum)?;
     match raft.leader {
         Some(leader) if leader == raft.id => consensus::propose(consensus::TAG_CONTROL, &bytes)
             .map(Submitted::Proposed)
             .map_err(|e| SubmitError::Refused(format!("{e:?}"))),
         Some(leader) => {
-            let msg = postcard::to_allocvec(&ControlMsg::Forward(bytes)).map_err(|e| SubmitError::Refused(format!("{e}")))?;
-            transport::send(net::Kind::Control, leader, &msg).map_err(|e| SubmitError::Refused(format!("{e:?}")))?;
+            let msg = postcard::to_allocvec(&ControlMsg::Forward(bytes))
+                .map_err(|e| SubmitError::Refused(format!("{e}")))?;
+            transport::send(net::Kind::Control, leader, &msg)
+                .map_err(|e| SubmitError::Refused(format!("{e:?}")))?;
             Ok(Submitted::Forwarded(leader))
         }
         None => Err(SubmitError::NoQuorum),
@@ -463,7 +544,9 @@ fn spec_error(e: &xylem::service::SpecError) -> String {
     match e {
         E::NameEmpty => "service name is empty".into(),
         E::NameTooLong { len } => format!("service name is {len} characters (at most 32)"),
-        E::NameBadChar { byte } => format!("service name has '{}' (use a-z, 0-9 and -)", *byte as char),
+        E::NameBadChar { byte } => {
+            format!("service name has '{}' (use a-z, 0-9 and -)", *byte as char)
+        }
         E::NameEdgeHyphen => "service name cannot start or end with '-'".into(),
         E::UnknownPayload => {
             let names: Vec<&str> = cells::payloads::names().collect();
@@ -471,7 +554,9 @@ fn spec_error(e: &xylem::service::SpecError) -> String {
         }
         E::MinAboveMax { min, max } => format!("min replicas {min} is above max {max}"),
         E::MaxAboveCap { max, cap } => format!("max replicas {max} is above the cap {cap}"),
-        E::ReplicasOutOfRange { replicas, min, max } => format!("replicas {replicas} is outside {min}..={max}"),
+        E::ReplicasOutOfRange { replicas, min, max } => {
+            format!("replicas {replicas} is outside {min}..={max}")
+        }
         E::TooManyArgs { count } => format!("{count} arguments is too many"),
         E::ArgTooLong { index, len } => format!("argument {index} is {len} bytes, too long"),
     }
@@ -479,7 +564,14 @@ fn spec_error(e: &xylem::service::SpecError) -> String {
 
 /// Recent control-plane history for `xylem events`: (t_us, text).
 pub fn history(n: usize) -> Vec<(u64, String)> {
-    with(|c| c.history.iter().skip(c.history.len().saturating_sub(n)).cloned().collect()).unwrap_or_default()
+    with(|c| {
+        c.history
+            .iter()
+            .skip(c.history.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Median reconcile time over the recent passes, in µs.
@@ -499,7 +591,9 @@ pub fn with_view<R>(f: impl FnOnce(&DesiredState, &[NodeReport], &[Pending]) -> 
         let reports: Vec<NodeReport> = c
             .reports
             .iter()
-            .filter(|(id, (_, at))| now.saturating_sub(*at) < REPORT_STALE_MS && membership::is_up(**id))
+            .filter(|(id, (_, at))| {
+                now.saturating_sub(*at) < REPORT_STALE_MS && membership::is_up(**id)
+            })
             .map(|(_, (r, _))| r.clone())
             .collect();
         f(&c.desired, &reports, &c.pending)

@@ -7,9 +7,9 @@
 //! control plane to act on. The seed is the node id mixed with the boot TSC, so nodes
 //! probe in different orders; every decision is still the protocol's own.
 
-use alloc::vec::Vec;
 use ::membership::swim::{self, Config, DownReason, Event, MemberState, Output, Swim};
 use ::membership::NodeId;
+use alloc::vec::Vec;
 use spin::Mutex;
 
 use super::peers;
@@ -71,7 +71,9 @@ pub fn on_tick() {
 fn drive(input: impl FnOnce(&mut Swim)) {
     let outputs: Vec<Output> = without_interrupts(|| {
         let mut guard = SWIM.lock();
-        let Some(swim) = guard.as_mut() else { return Vec::new() };
+        let Some(swim) = guard.as_mut() else {
+            return Vec::new();
+        };
         input(swim);
         swim.drain_outputs().collect()
     });
@@ -93,8 +95,14 @@ fn drive(input: impl FnOnce(&mut Swim)) {
 fn to_kernel_event(event: Event) -> EventKind {
     match event {
         Event::NodeUp { id } => EventKind::NodeUp { peer: id },
-        Event::NodeSuspect { id, incarnation } => EventKind::NodeSuspect { peer: id, incarnation },
-        Event::NodeAlive { id, incarnation } => EventKind::NodeAlive { peer: id, incarnation },
+        Event::NodeSuspect { id, incarnation } => EventKind::NodeSuspect {
+            peer: id,
+            incarnation,
+        },
+        Event::NodeAlive { id, incarnation } => EventKind::NodeAlive {
+            peer: id,
+            incarnation,
+        },
         Event::NodeDown { id, reason } => EventKind::NodeDown {
             peer: id,
             reporter: match reason {
@@ -110,20 +118,11 @@ fn to_kernel_event(event: Event) -> EventKind {
 pub struct MemberRow {
     pub id: NodeId,
     pub name: alloc::string::String,
-    pub state: &'static str,
+    pub state: MemberState,
     pub incarnation: u64,
     /// Milliseconds since it was last heard from.
     pub last_heard_ago_ms: u64,
     pub is_self: bool,
-}
-
-fn state_name(state: MemberState) -> &'static str {
-    match state {
-        MemberState::Alive => "alive",
-        MemberState::Suspect => "suspect",
-        MemberState::Down => "down",
-        MemberState::Left => "left",
-    }
 }
 
 /// The membership table, this node first; `None` when membership is not running.
@@ -141,7 +140,7 @@ pub fn members() -> Option<Vec<MemberRow>> {
                         Some((name, _)) => alloc::string::String::from(name),
                         None => peers::name_of(m.id),
                     },
-                    state: state_name(m.state),
+                    state: m.state,
                     incarnation: m.incarnation,
                     last_heard_ago_ms: now.saturating_sub(m.last_heard_ms),
                     is_self: m.is_self,
@@ -175,15 +174,15 @@ pub fn role_of(id: NodeId) -> Option<kcore::node_config::Role> {
     })
 }
 
-/// A node's membership state name as this node sees it.
-pub fn state_of(id: NodeId) -> Option<&'static str> {
+/// A node's membership state as this node sees it (itself: always alive).
+pub fn state_of(id: NodeId) -> Option<MemberState> {
     without_interrupts(|| {
         let guard = SWIM.lock();
         let swim = guard.as_ref()?;
         if swim.self_id() == id {
-            return Some("alive");
+            return Some(MemberState::Alive);
         }
-        swim.member(id).map(|m| state_name(m.state))
+        swim.member(id).map(|m| m.state)
     })
 }
 
@@ -192,7 +191,9 @@ pub fn state_of(id: NodeId) -> Option<&'static str> {
 pub fn is_up(id: NodeId) -> bool {
     without_interrupts(|| {
         SWIM.lock().as_ref().is_some_and(|s| {
-            s.self_id() == id || s.member(id).is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            s.self_id() == id
+                || s.member(id)
+                    .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
         })
     })
 }
@@ -200,7 +201,9 @@ pub fn is_up(id: NodeId) -> bool {
 /// Whether SWIM currently believes `id` is alive (this node is always alive to itself).
 pub fn is_alive(id: NodeId) -> bool {
     without_interrupts(|| {
-        SWIM.lock().as_ref().is_some_and(|s| s.self_id() == id || s.member(id).is_some_and(|m| m.state == MemberState::Alive))
+        SWIM.lock().as_ref().is_some_and(|s| {
+            s.self_id() == id || s.member(id).is_some_and(|m| m.state == MemberState::Alive)
+        })
     })
 }
 

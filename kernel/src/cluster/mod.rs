@@ -1,5 +1,5 @@
 //! The cluster side of the kernel: the glue that drives the sans-IO protocol machines
-//! (`membership::swim`, and as they land `membership::raft` and the `xylem` control plane)
+//! (`membership::swim`, and as they land `consensus` and the `xylem` control plane)
 //! with real messages from the node transport and real time from the event queue's ticks.
 //! Each driver is called only by the reactor, in event order.
 

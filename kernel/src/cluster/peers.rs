@@ -11,17 +11,21 @@ static PEERS: Once<Peers> = Once::new();
 /// The peers this node was configured with (empty when the key is absent or malformed; the
 /// malformed case is logged once).
 pub fn get() -> &'static Peers {
-    PEERS.call_once(|| match node::extra("peers").map(|text| Peers::parse(text)) {
-        None => Peers::default(),
-        Some(Ok(peers)) => peers,
-        Some(Err(err)) => {
-            log::error!("config key peers is malformed ({err}); running without peers");
-            Peers::default()
-        }
-    })
+    PEERS.call_once(
+        || match node::extra("peers").map(|text| Peers::parse(text)) {
+            None => Peers::default(),
+            Some(Ok(peers)) => peers,
+            Some(Err(err)) => {
+                log::error!("config key peers is malformed ({err}); running without peers");
+                Peers::default()
+            }
+        },
+    )
 }
 
 /// A node's name, or `node-<id>` when it is not in the list.
 pub fn name_of(id: u64) -> alloc::string::String {
-    get().name_of(id).map_or_else(|| alloc::format!("node-{id}"), alloc::string::String::from)
+    get()
+        .name_of(id)
+        .map_or_else(|| alloc::format!("node-{id}"), alloc::string::String::from)
 }

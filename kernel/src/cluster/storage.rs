@@ -1,21 +1,23 @@
-//! Where Raft keeps its log: a block device under `membership::raft::disk::DiskStore`.
+//! Where Raft keeps its log: a block device under `consensus::disk::DiskStore`.
 //!
 //! A node started with a virtio-blk disk (the harness gives each node `disk-<id>.img`) keeps
 //! its term, vote and log across restarts. A node without one falls back to a RAM device:
 //! the same format and code path, durable only for the life of the node. [`open`] picks one
 //! and [`Device::describe`] says which (shown by `raft` and the boot log).
 
+use ::consensus::disk::mem::MemDevice;
+use ::consensus::disk::{BlockDevice, DeviceError, SECTOR_BYTES};
 use alloc::format;
 use alloc::string::String;
-use ::membership::raft::disk::mem::MemDevice;
-use ::membership::raft::disk::{BlockDevice, DeviceError, SECTOR_BYTES};
 
 use crate::drivers::virtio::blk::{self, BlkDevice, ProbeError};
 
 /// Sectors of the RAM fallback (512 KiB; the store compacts within it).
 const RAM_SECTORS: u64 = 1024;
 
-/// The device behind the Raft store.
+/// The device behind the Raft store. One lives per node, so the size gap between the variants
+/// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Device {
     /// The node's virtio-blk disk: survives restarts.
     Disk(BlkDevice),
@@ -69,7 +71,11 @@ impl BlockDevice for Device {
 pub fn open() -> Device {
     match blk::probe() {
         Ok(disk) => {
-            log::info!("raft: virtio-blk disk at {:?}, {} KiB", disk.location, disk.size_kib());
+            log::info!(
+                "raft: virtio-blk disk at {:?}, {} KiB",
+                disk.location,
+                disk.size_kib()
+            );
             Device::Disk(disk)
         }
         Err(ProbeError::NotFound) => Device::Ram(MemDevice::new(RAM_SECTORS)),

@@ -80,7 +80,10 @@ pub fn read_file(name: &str) -> Result<Vec<u8>, FwCfgError> {
         read_bytes(&mut reserved);
         let mut raw_name = [0u8; 56];
         read_bytes(&mut raw_name);
-        let len = raw_name.iter().position(|&b| b == 0).unwrap_or(raw_name.len());
+        let len = raw_name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(raw_name.len());
         if &raw_name[..len] != name.as_bytes() {
             continue;
         }

@@ -31,9 +31,19 @@ static PORTS: Mutex<()> = Mutex::new(());
 pub struct PortCam;
 
 fn address(df: DeviceFunction, offset: u8) -> u32 {
-    assert!(offset.is_multiple_of(4), "unaligned config access at {offset:#x}");
-    assert!(df.device < 32 && df.function < 8, "bad device/function {df}");
-    ENABLE_BIT | u32::from(df.bus) << 16 | u32::from(df.device) << 11 | u32::from(df.function) << 8 | u32::from(offset)
+    assert!(
+        offset.is_multiple_of(4),
+        "unaligned config access at {offset:#x}"
+    );
+    assert!(
+        df.device < 32 && df.function < 8,
+        "bad device/function {df}"
+    );
+    ENABLE_BIT
+        | u32::from(df.bus) << 16
+        | u32::from(df.device) << 11
+        | u32::from(df.function) << 8
+        | u32::from(offset)
 }
 
 impl ConfigurationAccess for PortCam {

@@ -1,9 +1,10 @@
 //! In-kernel tests and benchmarks of cells.
 
+use ::cell::lifecycle::CellStatus;
+use ::cell::spec::{PayloadSpec, RestartPolicy};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use ::cell::spec::{PayloadSpec, RestartPolicy};
 use core::sync::atomic::Ordering;
 
 use super::{check, TestResult};
@@ -17,10 +18,15 @@ fn run(spec: &str) -> Result<u64, String> {
 }
 
 /// Waits (up to 5 s) until a cell reaches `state`.
-fn wait_state(id: u64, state: &str) -> TestResult {
+fn wait_state(id: u64, state: CellStatus) -> TestResult {
     let deadline = time::now_us() + 5_000_000;
     while cells::state_of(id) != Some(state) {
-        check(time::now_us() < deadline, || format!("cell {id} stuck in {:?}, wanted {state}", cells::state_of(id)))?;
+        check(time::now_us() < deadline, || {
+            format!(
+                "cell {id} stuck in {:?}, wanted {state:?}",
+                cells::state_of(id)
+            )
+        })?;
         sched::sleep_ms(1);
     }
     Ok(())
@@ -30,7 +36,7 @@ fn wait_state(id: u64, state: &str) -> TestResult {
 pub fn run_stop_no_leak() -> TestResult {
     let cycle = || -> TestResult {
         let id = run("hello")?;
-        wait_state(id, "running")?;
+        wait_state(id, CellStatus::Running)?;
         cells::stop(id).map_err(|e| format!("stop {id}: {e}"))
     };
     // Warm up past the finished-cell cap so the table's capacity has settled.
@@ -44,22 +50,36 @@ pub fn run_stop_no_leak() -> TestResult {
     for i in 0..1000 {
         cycle()?;
         if i % 100 == 99 {
-            crate::println!("    after {} cycles: heap {} free frames {}", i + 1, crate::mm::heap::usage().0, frames::free_frames());
+            crate::println!(
+                "    after {} cycles: heap {} free frames {}",
+                i + 1,
+                crate::mm::heap::usage().0,
+                frames::free_frames()
+            );
         }
     }
     sched::sleep_ms(50);
     let (frames_after, heap_after) = (frames::free_frames(), super::settled_heap_used());
-    crate::println!("    1000 run/stop cycles in {} ms", (time::now_us() - started) / 1000);
-    check(frames_after == frames_before, || format!("free frames {frames_before} -> {frames_after}"))?;
-    check(heap_after == heap_before, || format!("heap {heap_before} -> {heap_after} bytes"))
+    crate::println!(
+        "    1000 run/stop cycles in {} ms",
+        (time::now_us() - started) / 1000
+    );
+    check(frames_after == frames_before, || {
+        format!("free frames {frames_before} -> {frames_after}")
+    })?;
+    check(heap_after == heap_before, || {
+        format!("heap {heap_before} -> {heap_after} bytes")
+    })
 }
 
 /// A faulting cell ends alone and returns all its frames.
 pub fn fault_returns_frames() -> TestResult {
     let before = frames::free_frames();
     let id = run("crasher pagefault 0")?;
-    wait_state(id, "dead")?;
-    check(frames::free_frames() == before, || format!("free frames {before} -> {}", frames::free_frames()))
+    wait_state(id, CellStatus::Dead)?;
+    check(frames::free_frames() == before, || {
+        format!("free frames {before} -> {}", frames::free_frames())
+    })
 }
 
 /// `METRIC cell_spawn_us` (request to the drop into ring 3) and `METRIC cell_teardown_us`
@@ -78,7 +98,9 @@ pub fn bench() -> TestResult {
             if tsc != 0 {
                 break tsc;
             }
-            check(time::now_us() < deadline, || String::from("no ring-3 entry recorded"))?;
+            check(time::now_us() < deadline, || {
+                String::from("no ring-3 entry recorded")
+            })?;
             // Sleep, not yield: a yield never lets the lower-priority cell task run. The
             // figure is unaffected, since the entry TSC is recorded on the cell's path.
             sched::sleep_ms(1);
@@ -92,6 +114,9 @@ pub fn bench() -> TestResult {
     teardown_ns.sort_unstable();
     let us = |ns: u64| format!("{}.{}", ns / 1000, (ns % 1000) / 100);
     crate::println!("METRIC cell_spawn_us {} us", us(spawn_ns[SAMPLES / 2]));
-    crate::println!("METRIC cell_teardown_us {} us", us(teardown_ns[SAMPLES / 2]));
+    crate::println!(
+        "METRIC cell_teardown_us {} us",
+        us(teardown_ns[SAMPLES / 2])
+    );
     Ok(())
 }

@@ -26,31 +26,85 @@ struct Test {
 }
 
 const TESTS: &[Test] = &[
-    Test { name: "heap-alloc-free", run: heap_alloc_free },
-    Test { name: "frames-alloc-free", run: frames_alloc_free },
-    Test { name: "clock-monotonic", run: clock_monotonic },
-    Test { name: "tick-rate", run: tick_rate },
-    Test { name: "sched-preemption", run: sched_tests::preemption },
-    Test { name: "sched-sleep-accuracy", run: sched_tests::sleep_accuracy },
-    Test { name: "sched-kill-returns-resources", run: sched_tests::kill_returns_resources },
-    Test { name: "sched-spawn-exit-no-leak", run: sched_tests::spawn_exit_no_leak },
-    Test { name: "cells-fault-returns-frames", run: cell_tests::fault_returns_frames },
-    Test { name: "cells-run-stop-no-leak", run: cell_tests::run_stop_no_leak },
-    Test { name: "bench-sched", run: sched_tests::bench },
-    Test { name: "bench-cells", run: cell_tests::bench },
-    Test { name: "fatal-pagefault", run: fatal_pagefault },
-    Test { name: "fatal-panic", run: fatal_panic },
+    Test {
+        name: "heap-alloc-free",
+        run: heap_alloc_free,
+    },
+    Test {
+        name: "frames-alloc-free",
+        run: frames_alloc_free,
+    },
+    Test {
+        name: "clock-monotonic",
+        run: clock_monotonic,
+    },
+    Test {
+        name: "tick-rate",
+        run: tick_rate,
+    },
+    Test {
+        name: "sched-preemption",
+        run: sched_tests::preemption,
+    },
+    Test {
+        name: "sched-sleep-accuracy",
+        run: sched_tests::sleep_accuracy,
+    },
+    Test {
+        name: "sched-kill-returns-resources",
+        run: sched_tests::kill_returns_resources,
+    },
+    Test {
+        name: "sched-spawn-exit-no-leak",
+        run: sched_tests::spawn_exit_no_leak,
+    },
+    Test {
+        name: "cells-fault-returns-frames",
+        run: cell_tests::fault_returns_frames,
+    },
+    Test {
+        name: "cells-run-stop-no-leak",
+        run: cell_tests::run_stop_no_leak,
+    },
+    Test {
+        name: "bench-sched",
+        run: sched_tests::bench,
+    },
+    Test {
+        name: "bench-cells",
+        run: cell_tests::bench,
+    },
+    Test {
+        name: "fatal-pagefault",
+        run: fatal_pagefault,
+    },
+    Test {
+        name: "fatal-panic",
+        run: fatal_panic,
+    },
 ];
 
 /// Runs the selected tests and exits QEMU.
 pub fn run() -> ! {
     let selection = fw_cfg::read_text("opt/xylem/ktest").unwrap_or_else(|_| String::from("all"));
-    let wanted: Vec<&str> = selection.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let wanted: Vec<&str> = selection
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let chosen: Vec<&Test> = TESTS
         .iter()
-        .filter(|t| wanted.contains(&t.name) || (wanted.contains(&"all") && !t.name.starts_with("fatal-") && !t.name.starts_with("bench-")))
+        .filter(|t| {
+            wanted.contains(&t.name)
+                || (wanted.contains(&"all")
+                    && !t.name.starts_with("fatal-")
+                    && !t.name.starts_with("bench-"))
+        })
         .collect();
-    let unknown: Vec<&&str> = wanted.iter().filter(|w| **w != "all" && !TESTS.iter().any(|t| t.name == **w)).collect();
+    let unknown: Vec<&&str> = wanted
+        .iter()
+        .filter(|w| **w != "all" && !TESTS.iter().any(|t| t.name == **w))
+        .collect();
     let (mut passed, mut failed) = (0, unknown.len());
     for name in unknown {
         crate::println!("ktest {name} ... FAILED: no such test");
@@ -68,7 +122,11 @@ pub fn run() -> ! {
         }
     }
     crate::println!("ktest: {passed} passed, {failed} failed");
-    qemu::exit(if failed == 0 { ExitCode::TestsPassed } else { ExitCode::TestsFailed })
+    qemu::exit(if failed == 0 {
+        ExitCode::TestsPassed
+    } else {
+        ExitCode::TestsFailed
+    })
 }
 
 /// Heap bytes in use once transient allocations of other tasks (the reactor handling a
@@ -100,11 +158,15 @@ fn heap_alloc_free() -> TestResult {
             blocks.push(alloc::vec![i as u8; 64 + i * 16]);
         }
         for (i, block) in blocks.iter().enumerate() {
-            check(block.iter().all(|&b| b == i as u8), || alloc::format!("block {i} corrupted"))?;
+            check(block.iter().all(|&b| b == i as u8), || {
+                alloc::format!("block {i} corrupted")
+            })?;
         }
     }
     let (after, _) = heap::usage();
-    check(after == before, || alloc::format!("heap use {before} -> {after} bytes"))
+    check(after == before, || {
+        alloc::format!("heap use {before} -> {after} bytes")
+    })
 }
 
 fn frames_alloc_free() -> TestResult {
@@ -113,21 +175,28 @@ fn frames_alloc_free() -> TestResult {
     for _ in 0..512 {
         taken.push(frames::OwnedFrame::alloc().ok_or_else(|| String::from("out of frames"))?);
     }
-    check(frames::free_frames() == before - 512, || String::from("free count did not drop by 512"))?;
+    check(frames::free_frames() == before - 512, || {
+        String::from("free count did not drop by 512")
+    })?;
     let mut addrs: Vec<u64> = taken.iter().map(frames::OwnedFrame::addr).collect();
     addrs.sort_unstable();
     addrs.dedup();
-    check(addrs.len() == taken.len(), || String::from("a frame was handed out twice"))?;
+    check(addrs.len() == taken.len(), || {
+        String::from("a frame was handed out twice")
+    })?;
     drop(taken);
-    check(frames::free_frames() == before, || alloc::format!("free {before} -> {}", frames::free_frames()))
+    check(frames::free_frames() == before, || {
+        alloc::format!("free {before} -> {}", frames::free_frames())
+    })
 }
-
 
 fn clock_monotonic() -> TestResult {
     let mut last = time::now_us();
     for _ in 0..10_000 {
         let now = time::now_us();
-        check(now >= last, || alloc::format!("clock went back {last} -> {now}"))?;
+        check(now >= last, || {
+            alloc::format!("clock went back {last} -> {now}")
+        })?;
         last = now;
     }
     Ok(())
@@ -141,17 +210,19 @@ fn tick_rate() -> TestResult {
     let got = k1 - k0;
     // Under TCG a busy host makes QEMU drop APIC timer ticks (it does not queue them), so
     // only a dead, crawling or double-speed timer fails here; time itself comes from the TSC.
-    check(got * 10 >= expected * 5 && got * 10 <= expected * 12, || {
-        alloc::format!("{got} ticks in {} us, expected ~{expected}", t1 - t0)
-    })
+    check(
+        got * 10 >= expected * 5 && got * 10 <= expected * 12,
+        || alloc::format!("{got} ticks in {} us, expected ~{expected}", t1 - t0),
+    )
 }
 
 fn fatal_pagefault() -> TestResult {
     crate::println!("ktest fatal-pagefault: writing to unmapped address 0xdeadbeef");
     crate::arch::cpu::fault_on_write(0xdead_beef);
-    Err(String::from("the write to an unmapped address did not fault"))
+    Err(String::from(
+        "the write to an unmapped address did not fault",
+    ))
 }
-
 
 fn fatal_panic() -> TestResult {
     panic!("ktest fatal-panic: deliberate panic");

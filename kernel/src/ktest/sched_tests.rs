@@ -13,7 +13,11 @@ use crate::events::ExitReason;
 use crate::mm::frames;
 use crate::{sched, time};
 
-fn spawn(name: &str, priority: Priority, f: impl FnOnce() + Send + 'static) -> Result<sched::TaskId, String> {
+fn spawn(
+    name: &str,
+    priority: Priority,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<sched::TaskId, String> {
     sched::spawn(name, priority, f).map_err(|e| format!("spawn {name}: {e:?}"))
 }
 
@@ -28,13 +32,18 @@ pub fn preemption() -> TestResult {
         })?);
     }
     sched::sleep_ms(300);
-    let (a, b) = (counters[0].load(Ordering::Relaxed), counters[1].load(Ordering::Relaxed));
+    let (a, b) = (
+        counters[0].load(Ordering::Relaxed),
+        counters[1].load(Ordering::Relaxed),
+    );
     for id in ids {
         sched::kill(id).map_err(|e| format!("kill {id}: {e:?}"))?;
     }
     check(a > 0 && b > 0, || format!("a spinner starved: {a} vs {b}"))?;
     // Round-robin with 10 ms slices over 300 ms: neither should get more than ~4x the other.
-    check(a.max(b) <= 4 * a.min(b), || format!("unfair split between equal tasks: {a} vs {b}"))
+    check(a.max(b) <= 4 * a.min(b), || {
+        format!("unfair split between equal tasks: {a} vs {b}")
+    })
 }
 
 /// Sleeps end on time: never early, and (median) at most one tick late.
@@ -46,13 +55,20 @@ pub fn sleep_accuracy() -> TestResult {
         let deadline = start + ms * 1000;
         sched::sleep_until_us(deadline);
         let woke = time::now_us();
-        check(woke >= deadline, || format!("woke {} us early from a {ms} ms sleep", deadline - woke))?;
+        check(woke >= deadline, || {
+            format!("woke {} us early from a {ms} ms sleep", deadline - woke)
+        })?;
         lateness_us.push(woke - deadline);
     }
     lateness_us.sort_unstable();
     let median = lateness_us[lateness_us.len() / 2];
-    crate::println!("    sleep lateness: median {median} us, max {} us", lateness_us[lateness_us.len() - 1]);
-    check(median <= time::TICK_US, || format!("median lateness {median} us exceeds one tick"))
+    crate::println!(
+        "    sleep lateness: median {median} us, max {} us",
+        lateness_us[lateness_us.len() - 1]
+    );
+    check(median <= time::TICK_US, || {
+        format!("median lateness {median} us exceeds one tick")
+    })
 }
 
 /// Killing a task returns its stack and bookkeeping.
@@ -73,17 +89,27 @@ pub fn kill_returns_resources() -> TestResult {
     sched::sleep_ms(5);
     check(sched::exists(id), || String::from("victim did not start"))?;
     sched::kill(id).map_err(|e| format!("{e:?}"))?;
-    check(!sched::exists(id), || String::from("killed task still listed"))?;
-    check(sched::kill(id) == Err(sched::KillError::NoSuchTask), || String::from("second kill did not fail"))?;
+    check(!sched::exists(id), || {
+        String::from("killed task still listed")
+    })?;
+    check(sched::kill(id) == Err(sched::KillError::NoSuchTask), || {
+        String::from("second kill did not fail")
+    })?;
     let heap_after = super::settled_heap_used();
-    check(sched::tasks().len() == tasks_before, || String::from("task count changed"))?;
-    check(heap_after == heap_before, || format!("heap {heap_before} -> {heap_after} bytes"))
+    check(sched::tasks().len() == tasks_before, || {
+        String::from("task count changed")
+    })?;
+    check(heap_after == heap_before, || {
+        format!("heap {heap_before} -> {heap_after} bytes")
+    })
 }
 
 /// 10,000 spawn/exit cycles leave free frames and heap use exactly as they were.
 pub fn spawn_exit_no_leak() -> TestResult {
     let cycle = || -> TestResult {
-        let id = spawn("short", Priority::HIGH, || sched::exit(ExitReason::Exited(0)))?;
+        let id = spawn("short", Priority::HIGH, || {
+            sched::exit(ExitReason::Exited(0))
+        })?;
         sched::yield_now();
         while sched::exists(id) {
             sched::yield_now();
@@ -102,8 +128,12 @@ pub fn spawn_exit_no_leak() -> TestResult {
     let elapsed_ms = (time::now_us() - started) / 1000;
     let (frames_after, heap_after) = (frames::free_frames(), super::settled_heap_used());
     crate::println!("    10000 spawn/exit cycles in {elapsed_ms} ms");
-    check(frames_after == frames_before, || format!("free frames {frames_before} -> {frames_after}"))?;
-    check(heap_after == heap_before, || format!("heap {heap_before} -> {heap_after} bytes"))
+    check(frames_after == frames_before, || {
+        format!("free frames {frames_before} -> {frames_after}")
+    })?;
+    check(heap_after == heap_before, || {
+        format!("heap {heap_before} -> {heap_after} bytes")
+    })
 }
 
 /// `METRIC context_switch_ns` and `METRIC task_spawn_us`, medians over 2000 samples.
@@ -124,10 +154,14 @@ pub fn bench() -> TestResult {
     for _ in 0..SAMPLES {
         FIRST_INSN_TSC.store(0, Ordering::Relaxed);
         let t0 = cpu::rdtsc();
-        let id = spawn("first-insn", Priority::HIGH, || FIRST_INSN_TSC.store(cpu::rdtsc(), Ordering::Relaxed))?;
+        let id = spawn("first-insn", Priority::HIGH, || {
+            FIRST_INSN_TSC.store(cpu::rdtsc(), Ordering::Relaxed)
+        })?;
         sched::yield_now();
         let first = FIRST_INSN_TSC.load(Ordering::Relaxed);
-        check(first != 0, || String::from("spawned task did not run at its first chance"))?;
+        check(first != 0, || {
+            String::from("spawned task did not run at its first chance")
+        })?;
         spawn_us.push(time::tsc_to_ns(first - t0));
         while sched::exists(id) {
             sched::yield_now();
@@ -138,6 +172,10 @@ pub fn bench() -> TestResult {
     crate::println!("METRIC context_switch_ns {} ns", switch_ns[SAMPLES / 2]);
     // Microseconds with one decimal: spawns are a few microseconds even under TCG.
     let median_ns = spawn_us[SAMPLES / 2];
-    crate::println!("METRIC task_spawn_us {}.{} us", median_ns / 1000, (median_ns % 1000) / 100);
+    crate::println!(
+        "METRIC task_spawn_us {}.{} us",
+        median_ns / 1000,
+        (median_ns % 1000) / 100
+    );
     Ok(())
 }

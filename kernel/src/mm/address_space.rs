@@ -40,14 +40,24 @@ pub fn kernel_cr3() -> u64 {
 }
 
 /// Loads `cr3` (a top-level table's physical address) if it is not already loaded.
-pub fn activate(cr3: u64) {
-    assert!(cr3 != 0 && cr3 % PAGE_BYTES == 0, "bad CR3 {cr3:#x}");
+///
+/// # Safety
+///
+/// `cr3` must be [`kernel_cr3`] or the [`AddressSpace::cr3`] of a space that stays alive for
+/// as long as it may be loaded (its owner frees it only once no task can run on it again).
+/// Every such table maps the kernel half identically, so the caller's code and stack stay
+/// mapped across the write.
+pub unsafe fn activate(cr3: u64) {
+    assert!(
+        cr3 != 0 && cr3.is_multiple_of(PAGE_BYTES),
+        "bad CR3 {cr3:#x}"
+    );
     let (current, flags) = Cr3::read();
     if current.start_address().as_u64() != cr3 {
         let frame = PhysFrame::containing_address(PhysAddr::new(cr3));
-        // SAFETY: `cr3` is either the kernel's table or a live AddressSpace's, and every
-        // such table maps the kernel half identically, so the code doing this write (and
-        // its stack) stays mapped across it.
+        // SAFETY: the caller guarantees `cr3` is the kernel's table or a live AddressSpace's
+        // (this function's contract), and every such table maps the kernel half identically,
+        // so the code doing this write (and its stack) stays mapped across it.
         unsafe { Cr3::write(frame, flags | Cr3Flags::empty()) };
     }
 }
@@ -66,7 +76,9 @@ pub enum SpaceError {
     BadUserAccess { addr: u64, len: u64 },
 }
 
-/// Permissions of a user page. Writable and executable never both (W^X).
+/// Permissions of a user page. Writable and executable never both (W^X). The shared `Read`
+/// prefix is the point: every user page is readable.
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PagePerm {
     ReadOnly,
@@ -107,7 +119,10 @@ impl AddressSpace {
                 new[i] = kernel[i].clone();
             }
         }
-        Ok(AddressSpace { pml4, owned: Vec::new() })
+        Ok(AddressSpace {
+            pml4,
+            owned: Vec::new(),
+        })
     }
 
     /// The physical address to load into CR3.
@@ -129,7 +144,7 @@ impl AddressSpace {
 
     /// Maps a fresh zeroed page at user address `vaddr` with `perm`.
     pub fn map_zeroed(&mut self, vaddr: u64, perm: PagePerm) -> Result<(), SpaceError> {
-        if vaddr % PAGE_BYTES != 0 || vaddr >= USER_TOP {
+        if !vaddr.is_multiple_of(PAGE_BYTES) || vaddr >= USER_TOP {
             return Err(SpaceError::BadAddress(vaddr));
         }
         let data = frames::alloc_zeroed().ok_or(SpaceError::OutOfFrames)?;
@@ -156,7 +171,9 @@ impl AddressSpace {
                 flush.ignore();
                 Ok(())
             }
-            Err(x86_64::structures::paging::mapper::MapToError::PageAlreadyMapped(_)) => Err(SpaceError::AlreadyMapped(vaddr)),
+            Err(x86_64::structures::paging::mapper::MapToError::PageAlreadyMapped(_)) => {
+                Err(SpaceError::AlreadyMapped(vaddr))
+            }
             Err(_) => Err(SpaceError::OutOfFrames),
         }
     }
@@ -190,7 +207,9 @@ impl AddressSpace {
     /// Copies `len` bytes from user memory.
     pub fn copy_from_user(&self, addr: u64, len: u64) -> Result<Vec<u8>, SpaceError> {
         let bad = SpaceError::BadUserAccess { addr, len };
-        let end = addr.checked_add(len).ok_or(SpaceError::BadUserAccess { addr, len })?;
+        let end = addr
+            .checked_add(len)
+            .ok_or(SpaceError::BadUserAccess { addr, len })?;
         if end > USER_TOP || addr >= KERNEL_HALF {
             return Err(bad);
         }
@@ -198,10 +217,14 @@ impl AddressSpace {
         let mut cursor = addr;
         while cursor < end {
             let chunk = (PAGE_BYTES - cursor % PAGE_BYTES).min(end - cursor);
-            let phys = self.translate_user(cursor, false).ok_or(SpaceError::BadUserAccess { addr, len })?;
+            let phys = self
+                .translate_user(cursor, false)
+                .ok_or(SpaceError::BadUserAccess { addr, len })?;
             // SAFETY: `phys..phys+chunk` lies within one mapped user frame of this space,
             // reached through the physical window.
-            let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(phys) as *const u8, chunk as usize) };
+            let bytes = unsafe {
+                core::slice::from_raw_parts(phys_to_virt(phys) as *const u8, chunk as usize)
+            };
             out.extend_from_slice(bytes);
             cursor += chunk;
         }
@@ -221,7 +244,9 @@ impl AddressSpace {
 
     fn write(&mut self, addr: u64, data: &[u8], user_write: bool) -> Result<(), SpaceError> {
         let len = data.len() as u64;
-        let end = addr.checked_add(len).ok_or(SpaceError::BadUserAccess { addr, len })?;
+        let end = addr
+            .checked_add(len)
+            .ok_or(SpaceError::BadUserAccess { addr, len })?;
         if end > USER_TOP {
             return Err(SpaceError::BadUserAccess { addr, len });
         }
@@ -229,11 +254,19 @@ impl AddressSpace {
         while done < len {
             let cursor = addr + done;
             let chunk = (PAGE_BYTES - cursor % PAGE_BYTES).min(len - done);
-            let phys = self.translate_user(cursor, user_write).ok_or(SpaceError::BadUserAccess { addr, len })?;
+            let phys = self
+                .translate_user(cursor, user_write)
+                .ok_or(SpaceError::BadUserAccess { addr, len })?;
             let src = &data[done as usize..(done + chunk) as usize];
             // SAFETY: the destination lies within one mapped user frame owned by this
             // space; `&mut self` means no other kernel path writes it concurrently.
-            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), phys_to_virt(phys) as *mut u8, chunk as usize) };
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    src.as_ptr(),
+                    phys_to_virt(phys) as *mut u8,
+                    chunk as usize,
+                )
+            };
             done += chunk;
         }
         Ok(())
@@ -244,7 +277,11 @@ impl Drop for AddressSpace {
     fn drop(&mut self) {
         // This space must not be the one the CPU is using (the scheduler switches CR3 away
         // from a task before anyone can drop its space).
-        assert_ne!(Cr3::read().0.start_address().as_u64(), self.pml4.addr(), "dropping the active address space");
+        assert_ne!(
+            Cr3::read().0.start_address().as_u64(),
+            self.pml4.addr(),
+            "dropping the active address space"
+        );
         for frame in self.owned.drain(..) {
             // SAFETY: every frame in `owned` was allocated for this space and is referenced
             // only by its page tables, which go away with it.

@@ -33,24 +33,35 @@ static POOL: Mutex<Option<Pool>> = Mutex::new(None);
 
 /// Reserves the pool from the (physically contiguous) heap. Call once, after the heap.
 pub(super) fn init() {
-    let layout = Layout::from_size_align(POOL_PAGES * PAGE_BYTES as usize, PAGE_BYTES as usize).expect("valid DMA layout");
+    let layout = Layout::from_size_align(POOL_PAGES * PAGE_BYTES as usize, PAGE_BYTES as usize)
+        .expect("valid DMA layout");
     // SAFETY: the layout has a non-zero size; the block is never freed, so it stays valid
     // (and owned by the pool) for the life of the kernel.
     let virt = unsafe { heap_alloc_zeroed(layout) } as u64;
     assert!(virt != 0, "no heap left for the DMA pool");
     let offset = PHYS_OFFSET.load(core::sync::atomic::Ordering::Relaxed);
-    assert!(virt >= offset && virt.is_multiple_of(PAGE_BYTES), "DMA pool is outside the physical window");
-    let pool = Pool { base_phys: virt - offset, used: [0; BITMAP_WORDS] };
+    assert!(
+        virt >= offset && virt.is_multiple_of(PAGE_BYTES),
+        "DMA pool is outside the physical window"
+    );
+    let pool = Pool {
+        base_phys: virt - offset,
+        used: [0; BITMAP_WORDS],
+    };
     without_interrupts(|| *POOL.lock() = Some(pool));
 }
 
 /// Allocates `pages` zeroed, physically contiguous pages. Returns (physical, virtual).
 pub fn alloc_zeroed(pages: usize) -> Option<(u64, u64)> {
-    assert!(pages > 0 && pages <= POOL_PAGES, "bad DMA request of {pages} pages");
+    assert!(
+        pages > 0 && pages <= POOL_PAGES,
+        "bad DMA request of {pages} pages"
+    );
     let phys = without_interrupts(|| {
         let mut guard = POOL.lock();
         let pool = guard.as_mut().expect("DMA pool used before mm::init");
-        let first = (0..=POOL_PAGES - pages).find(|&start| (start..start + pages).all(|p| !is_used(pool, p)))?;
+        let first = (0..=POOL_PAGES - pages)
+            .find(|&start| (start..start + pages).all(|p| !is_used(pool, p)))?;
         for page in first..first + pages {
             set_used(pool, page, true);
         }
@@ -68,7 +79,10 @@ pub fn free(phys: u64, pages: usize) {
     without_interrupts(|| {
         let mut guard = POOL.lock();
         let pool = guard.as_mut().expect("DMA pool used before mm::init");
-        assert!(phys >= pool.base_phys && (phys - pool.base_phys).is_multiple_of(PAGE_BYTES), "foreign DMA address {phys:#x}");
+        assert!(
+            phys >= pool.base_phys && (phys - pool.base_phys).is_multiple_of(PAGE_BYTES),
+            "foreign DMA address {phys:#x}"
+        );
         let first = ((phys - pool.base_phys) / PAGE_BYTES) as usize;
         assert!(first + pages <= POOL_PAGES, "DMA free beyond the pool");
         for page in first..first + pages {
@@ -82,7 +96,9 @@ pub fn free(phys: u64, pages: usize) {
 pub fn usage() -> (usize, usize) {
     without_interrupts(|| {
         let guard = POOL.lock();
-        let used = guard.as_ref().map_or(0, |p| p.used.iter().map(|w| w.count_ones() as usize).sum());
+        let used = guard
+            .as_ref()
+            .map_or(0, |p| p.used.iter().map(|w| w.count_ones() as usize).sum());
         (used, POOL_PAGES)
     })
 }
@@ -94,12 +110,16 @@ pub fn virt_to_phys(virt: u64, len: usize) -> Option<u64> {
     // SAFETY: a read-only view used for translations only; nothing edits the kernel half
     // of the page tables while a driver runs.
     let table = unsafe { super::active_page_table() };
-    let start = table.translate_addr(VirtAddr::try_new(virt).ok()?)?.as_u64();
+    let start = table
+        .translate_addr(VirtAddr::try_new(virt).ok()?)?
+        .as_u64();
     // Every page boundary inside the buffer must continue the physical run.
     let mut page = (virt & !(PAGE_BYTES - 1)) + PAGE_BYTES;
     let end = virt + len as u64;
     while page < end {
-        let phys = table.translate_addr(VirtAddr::try_new(page).ok()?)?.as_u64();
+        let phys = table
+            .translate_addr(VirtAddr::try_new(page).ok()?)?
+            .as_u64();
         if phys != start + (page - virt) {
             return None;
         }

@@ -39,7 +39,10 @@ impl Frame {
 
 /// Adds a usable frame at boot.
 pub(super) fn add_free(addr: u64) {
-    assert!(!BOOT_DONE.load(Ordering::Relaxed), "frames are added only while booting");
+    assert!(
+        !BOOT_DONE.load(Ordering::Relaxed),
+        "frames are added only while booting"
+    );
     push(addr);
     TOTAL_FRAMES.fetch_add(1, Ordering::Relaxed);
 }
@@ -49,7 +52,10 @@ pub(super) fn mark_boot_complete() {
 }
 
 fn push(addr: u64) {
-    assert!(addr != 0 && addr % PAGE_BYTES == 0, "bad frame address {addr:#x}");
+    assert!(
+        addr != 0 && addr.is_multiple_of(PAGE_BYTES),
+        "bad frame address {addr:#x}"
+    );
     without_interrupts(|| {
         let mut list = FREE_LIST.lock();
         // SAFETY: `addr` is a free frame owned by the allocator, mapped through the
@@ -97,7 +103,10 @@ fn check_pressure() {
         if !PRESSURE.swap(true, Ordering::Relaxed) {
             events::push(EventKind::MemoryLow { free_frames: free });
         }
-    } else if PRESSURE.load(Ordering::Relaxed) && free > high_watermark() && PRESSURE.swap(false, Ordering::Relaxed) {
+    } else if PRESSURE.load(Ordering::Relaxed)
+        && free > high_watermark()
+        && PRESSURE.swap(false, Ordering::Relaxed)
+    {
         events::push(EventKind::MemoryOk { free_frames: free });
     }
 }

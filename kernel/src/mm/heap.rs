@@ -22,14 +22,21 @@ struct KernelHeap {
 }
 
 #[global_allocator]
-static ALLOCATOR: KernelHeap = KernelHeap { heap: Mutex::new(Heap::empty()) };
+static ALLOCATOR: KernelHeap = KernelHeap {
+    heap: Mutex::new(Heap::empty()),
+};
 static HEAP_BYTES: AtomicU64 = AtomicU64::new(0);
 
 pub(super) fn init(virt_start: u64, bytes: u64) {
     without_interrupts(|| {
         // SAFETY: the block is usable RAM reserved for the heap alone by mm::init, mapped
         // through the physical window, and init runs once.
-        unsafe { ALLOCATOR.heap.lock().init(virt_start as *mut u8, bytes as usize) };
+        unsafe {
+            ALLOCATOR
+                .heap
+                .lock()
+                .init(virt_start as *mut u8, bytes as usize)
+        };
     });
     HEAP_BYTES.store(bytes, Ordering::Relaxed);
 }
@@ -47,7 +54,9 @@ unsafe impl GlobalAlloc for KernelHeap {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let Some(ptr) = core::ptr::NonNull::new(ptr) else { return };
+        let Some(ptr) = core::ptr::NonNull::new(ptr) else {
+            return;
+        };
         // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with this layout.
         without_interrupts(|| unsafe { self.heap.lock().deallocate(ptr, layout) });
     }

@@ -55,11 +55,16 @@ pub fn init(phys_offset: Option<u64>, regions: &'static MemoryRegions) -> Result
         .map(|r| (align_up(r.start, PAGE_BYTES), r.end))
         .filter(|(start, end)| end.saturating_sub(*start) >= heap_bytes)
         .max_by_key(|(start, end)| end - start)
-        .ok_or(MmError::NoRoomForHeap { wanted_bytes: heap_bytes })?;
+        .ok_or(MmError::NoRoomForHeap {
+            wanted_bytes: heap_bytes,
+        })?;
     debug_assert!(largest - heap_start >= heap_bytes);
     heap::init(phys_to_virt(heap_start), heap_bytes);
     let heap_range = heap_start..heap_start + heap_bytes;
-    for region in regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable) {
+    for region in regions
+        .iter()
+        .filter(|r| r.kind == MemoryRegionKind::Usable)
+    {
         let mut frame = align_up(region.start, PAGE_BYTES).max(PAGE_BYTES);
         while frame + PAGE_BYTES <= region.end {
             if !heap_range.contains(&frame) {
@@ -94,7 +99,9 @@ pub unsafe fn active_page_table() -> OffsetPageTable<'static> {
 
 /// Whether a kernel virtual address is currently mapped (for the fault backtrace).
 pub fn is_mapped(addr: u64) -> bool {
-    let Ok(virt) = VirtAddr::try_new(addr) else { return false };
+    let Ok(virt) = VirtAddr::try_new(addr) else {
+        return false;
+    };
     // SAFETY: the view is used read-only for one translation, inside a fault or panic path
     // where nothing else is editing page tables.
     let table = unsafe { active_page_table() };

@@ -48,7 +48,12 @@ pub struct Device {
 
 impl Device {
     pub fn new(nic: NetDevice, local: LocalAddrs) -> Device {
-        Device { nic, local, counters: Counters::default(), taken: 0 }
+        Device {
+            nic,
+            local,
+            counters: Counters::default(),
+            taken: 0,
+        }
     }
 
     /// Resets the per-poll receive budget.
@@ -86,7 +91,10 @@ impl phy::Device for Device {
             self.counters.rx_bytes += packet.len() as u64;
             let verdict = frame_filter::classify(packet, &self.local);
             let token = verdict.is_ok().then(|| {
-                let mut rx = RxToken { frame: [0; frame_filter::FRAME_MAX_LEN], len: packet.len() };
+                let mut rx = RxToken {
+                    frame: [0; frame_filter::FRAME_MAX_LEN],
+                    len: packet.len(),
+                };
                 rx.frame[..packet.len()].copy_from_slice(packet);
                 rx
             });
@@ -127,7 +135,10 @@ impl phy::TxToken for TxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        assert!(len <= frame_filter::FRAME_MAX_LEN, "smoltcp built a {len}-byte frame");
+        assert!(
+            len <= frame_filter::FRAME_MAX_LEN,
+            "smoltcp built a {len}-byte frame"
+        );
         let mut frame = [0u8; frame_filter::FRAME_MAX_LEN];
         let result = f(&mut frame[..len]);
         match self.device.nic.send(&frame[..len]) {

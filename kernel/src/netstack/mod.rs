@@ -30,7 +30,7 @@ use kcore::frame_filter::{DropReason, LocalAddrs};
 use kcore::run_queue::Priority;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpAddress, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 use spin::Mutex;
 
 use crate::arch::cpu::without_interrupts;
@@ -62,7 +62,9 @@ pub fn mac_of(id: u64) -> [u8; 6] {
 
 /// The fabric IPv4 address of node `id` (ids 1..=254).
 pub fn ip_of(id: u64) -> Option<Ipv4Address> {
-    (1..=254).contains(&id).then(|| Ipv4Address::new(SUBNET[0], SUBNET[1], SUBNET[2], id as u8))
+    (1..=254)
+        .contains(&id)
+        .then(|| Ipv4Address::new(SUBNET[0], SUBNET[1], SUBNET[2], id as u8))
 }
 
 /// The node id behind a fabric address.
@@ -146,7 +148,9 @@ impl core::fmt::Display for StartError {
 pub fn start() {
     match try_start() {
         Ok(()) => {}
-        Err(StartError::Probe(virtio_net::ProbeError::NotFound)) => log::info!("net: no virtio-net card; networking off"),
+        Err(StartError::Probe(virtio_net::ProbeError::NotFound)) => {
+            log::info!("net: no virtio-net card; networking off")
+        }
         Err(err) => log::error!("net: not started: {err}"),
     }
 }
@@ -158,10 +162,18 @@ fn try_start() -> Result<(), StartError> {
     let (irq_line, card_mac, location) = (nic.irq_line, nic.mac(), nic.location);
     let mac = mac_of(id);
     if card_mac != mac {
-        log::warn!("net: card MAC {:02x?} differs from the node's {:02x?}; using the node's", card_mac, mac);
+        log::warn!(
+            "net: card MAC {:02x?} differs from the node's {:02x?}; using the node's",
+            card_mac,
+            mac
+        );
     }
     let broadcast = Ipv4Address::new(SUBNET[0], SUBNET[1], SUBNET[2], 255);
-    let local = LocalAddrs { mac, ipv4: ip.octets(), ipv4_broadcast: broadcast.octets() };
+    let local = LocalAddrs {
+        mac,
+        ipv4: ip.octets(),
+        ipv4_broadcast: broadcast.octets(),
+    };
     transport::init_inboxes();
     let stack = build_stack(id, ip, device::Device::new(nic, local));
     without_interrupts(|| *STACK.lock() = Some(stack));
@@ -179,12 +191,22 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
     let now = Instant::from_micros(time::now_us() as i64);
     let mut iface = Interface::new(config, &mut device, now);
     iface.update_ip_addrs(|addrs| {
-        addrs.push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN)).expect("one address fits");
+        addrs
+            .push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN))
+            .expect("one address fits");
     });
     let mut sockets = SocketSet::new(alloc::vec::Vec::new());
     let udp = sockets.add(transport::new_socket());
     let icmp = sockets.add(ping::new_socket());
-    Stack { iface, sockets, device, udp, icmp, transport: transport::Service::new(id), pinger: ping::Pinger::new() }
+    Stack {
+        iface,
+        sockets,
+        device,
+        udp,
+        icmp,
+        transport: transport::Service::new(id),
+        pinger: ping::Pinger::new(),
+    }
 }
 
 /// Routes the card's INTx (an ISA IRQ number chosen by the firmware) through the I/O APIC.
@@ -193,9 +215,19 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
 fn route_irq(line: u8) -> Result<(), StartError> {
     let platform = platform::get();
     let route = platform.isa_route(line);
-    let (base, gsi_base) = platform.io_apic_for(route.gsi).ok_or(StartError::NoIoApic { gsi: route.gsi })?;
+    let (base, gsi_base) = platform
+        .io_apic_for(route.gsi)
+        .ok_or(StartError::NoIoApic { gsi: route.gsi })?;
     idt::register_irq(NET_VECTOR, on_interrupt);
-    apic::ioapic_route(base, gsi_base, route.gsi, NET_VECTOR, apic::id(), true, route.active_low);
+    apic::ioapic_route(
+        base,
+        gsi_base,
+        route.gsi,
+        NET_VECTOR,
+        apic::id(),
+        true,
+        route.active_low,
+    );
     // If a frame arrived before the route existed, the line went high while the pin was
     // masked and edge-triggered, and an I/O APIC ignores edges on a masked pin: the line
     // would now stay high with no interrupt ever delivered. Reading the ISR lowers it, so
@@ -218,7 +250,8 @@ fn on_interrupt() {
 /// The `net` task: poll, serve sockets, arm the next deadline, sleep.
 fn net_task() {
     loop {
-        let (more, deadline_us) = with_stack(|s| s.service(time::now_us())).expect("the stack exists while net runs");
+        let (more, deadline_us) =
+            with_stack(|s| s.service(time::now_us())).expect("the stack exists while net runs");
         CLIENT_WAIT.wake_all();
         if more {
             // A full budget means a flood (real traffic is far below 64 frames a pass).
@@ -254,7 +287,10 @@ fn timer_task() {
             sched::sleep_until_us(deadline.min(now + TIMER_STEP_US));
             continue;
         }
-        if DEADLINE_US.compare_exchange(deadline, NO_DEADLINE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if DEADLINE_US
+            .compare_exchange(deadline, NO_DEADLINE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             kick();
         }
     }
@@ -268,16 +304,30 @@ impl Stack {
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         let more = self.device.budget_exhausted();
-        let udp = self.sockets.get_mut::<smoltcp::socket::udp::Socket>(self.udp);
+        let udp = self
+            .sockets
+            .get_mut::<smoltcp::socket::udp::Socket>(self.udp);
         self.transport.service(udp, now_us);
-        let icmp = self.sockets.get_mut::<smoltcp::socket::icmp::Socket>(self.icmp);
+        let icmp = self
+            .sockets
+            .get_mut::<smoltcp::socket::icmp::Socket>(self.icmp);
         self.pinger.service(icmp, now_us);
         // Flush what the handlers queued (pongs, probes, echo requests).
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         let more = more || self.device.budget_exhausted();
-        let smoltcp_at = self.iface.poll_at(now, &self.sockets).map(|t| t.total_micros().max(0) as u64);
-        let deadline = [smoltcp_at, self.transport.deadline_us(), self.pinger.deadline_us()].into_iter().flatten().min();
+        let smoltcp_at = self
+            .iface
+            .poll_at(now, &self.sockets)
+            .map(|t| t.total_micros().max(0) as u64);
+        let deadline = [
+            smoltcp_at,
+            self.transport.deadline_us(),
+            self.pinger.deadline_us(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         (more, deadline)
     }
 
@@ -293,13 +343,31 @@ impl Stack {
     }
 
     /// The UDP socket and the transport service, together.
-    fn transport_parts(&mut self) -> (&mut transport::Service, &mut smoltcp::socket::udp::Socket<'static>) {
-        (&mut self.transport, self.sockets.get_mut::<smoltcp::socket::udp::Socket>(self.udp))
+    fn transport_parts(
+        &mut self,
+    ) -> (
+        &mut transport::Service,
+        &mut smoltcp::socket::udp::Socket<'static>,
+    ) {
+        (
+            &mut self.transport,
+            self.sockets
+                .get_mut::<smoltcp::socket::udp::Socket>(self.udp),
+        )
     }
 
     /// The ICMP socket and the pinger, together.
-    fn ping_parts(&mut self) -> (&mut ping::Pinger, &mut smoltcp::socket::icmp::Socket<'static>) {
-        (&mut self.pinger, self.sockets.get_mut::<smoltcp::socket::icmp::Socket>(self.icmp))
+    fn ping_parts(
+        &mut self,
+    ) -> (
+        &mut ping::Pinger,
+        &mut smoltcp::socket::icmp::Socket<'static>,
+    ) {
+        (
+            &mut self.pinger,
+            self.sockets
+                .get_mut::<smoltcp::socket::icmp::Socket>(self.icmp),
+        )
     }
 }
 
@@ -314,10 +382,16 @@ pub struct Status {
 
 /// Interrupts taken, interrupts with nothing for us, and `net` wake-ups, for `net`.
 pub fn activity() -> (u64, u64, u64) {
-    (IRQS.load(Ordering::Relaxed), IRQS_NOT_OURS.load(Ordering::Relaxed), WAKEUPS.load(Ordering::Relaxed))
+    (
+        IRQS.load(Ordering::Relaxed),
+        IRQS_NOT_OURS.load(Ordering::Relaxed),
+        WAKEUPS.load(Ordering::Relaxed),
+    )
 }
 
 /// The pre-filter's drop reasons with their counts.
 pub fn filter_drops(counters: &Counters) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-    DropReason::ALL.iter().map(|r| (r.name(), counters.rx_dropped[r.index()]))
+    DropReason::ALL
+        .iter()
+        .map(|r| (r.name(), counters.rx_dropped[r.index()]))
 }

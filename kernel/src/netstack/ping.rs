@@ -49,42 +49,87 @@ pub struct Pinger {
 }
 
 pub(super) fn new_socket() -> icmp::Socket<'static> {
-    let rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; SOCKET_PACKETS], vec![0; SOCKET_PACKETS * 256]);
-    let tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; SOCKET_PACKETS], vec![0; SOCKET_PACKETS * 256]);
+    let rx = icmp::PacketBuffer::new(
+        vec![icmp::PacketMetadata::EMPTY; SOCKET_PACKETS],
+        vec![0; SOCKET_PACKETS * 256],
+    );
+    let tx = icmp::PacketBuffer::new(
+        vec![icmp::PacketMetadata::EMPTY; SOCKET_PACKETS],
+        vec![0; SOCKET_PACKETS * 256],
+    );
     let mut socket = icmp::Socket::new(rx, tx);
-    socket.bind(icmp::Endpoint::Ident(IDENT)).expect("a fresh ICMP socket binds");
+    socket
+        .bind(icmp::Endpoint::Ident(IDENT))
+        .expect("a fresh ICMP socket binds");
     socket
 }
 
 impl Pinger {
     pub(super) fn new() -> Pinger {
-        Pinger { outstanding: None, outcome: None }
+        Pinger {
+            outstanding: None,
+            outcome: None,
+        }
     }
 
-    fn send(&mut self, socket: &mut icmp::Socket, target: Ipv4Address, seq: u16, now_us: u64, timeout_us: u64) -> Result<(), PingError> {
+    fn send(
+        &mut self,
+        socket: &mut icmp::Socket,
+        target: Ipv4Address,
+        seq: u16,
+        now_us: u64,
+        timeout_us: u64,
+    ) -> Result<(), PingError> {
         if self.outstanding.is_some() {
             return Err(PingError::Busy);
         }
         let data = [0xa5u8; PAYLOAD_BYTES];
-        let repr = Icmpv4Repr::EchoRequest { ident: IDENT, seq_no: seq, data: &data };
-        let buf = socket.send(repr.buffer_len(), IpAddress::Ipv4(target)).map_err(|_| PingError::SendFailed)?;
-        repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &ChecksumCapabilities::default());
+        let repr = Icmpv4Repr::EchoRequest {
+            ident: IDENT,
+            seq_no: seq,
+            data: &data,
+        };
+        let buf = socket
+            .send(repr.buffer_len(), IpAddress::Ipv4(target))
+            .map_err(|_| PingError::SendFailed)?;
+        repr.emit(
+            &mut Icmpv4Packet::new_unchecked(buf),
+            &ChecksumCapabilities::default(),
+        );
         self.outcome = None;
-        self.outstanding = Some(Outstanding { target, seq, sent_us: now_us, deadline_us: now_us + timeout_us });
+        self.outstanding = Some(Outstanding {
+            target,
+            seq,
+            sent_us: now_us,
+            deadline_us: now_us + timeout_us,
+        });
         Ok(())
     }
 
     /// Takes replies off the socket and notices the timeout.
     pub(super) fn service(&mut self, socket: &mut icmp::Socket, now_us: u64) {
         while let Ok((bytes, from)) = socket.recv() {
-            let Some(out) = &self.outstanding else { continue };
-            let Ok(packet) = Icmpv4Packet::new_checked(bytes) else { continue };
-            let Ok(Icmpv4Repr::EchoReply { ident, seq_no, data }) = Icmpv4Repr::parse(&packet, &ChecksumCapabilities::default()) else {
+            let Some(out) = &self.outstanding else {
+                continue;
+            };
+            let Ok(packet) = Icmpv4Packet::new_checked(bytes) else {
+                continue;
+            };
+            let Ok(Icmpv4Repr::EchoReply {
+                ident,
+                seq_no,
+                data,
+            }) = Icmpv4Repr::parse(&packet, &ChecksumCapabilities::default())
+            else {
                 continue;
             };
             if ident == IDENT && seq_no == out.seq && from == IpAddress::Ipv4(out.target) {
                 let rtt_us = now_us.saturating_sub(out.sent_us);
-                self.outcome = Some(Outcome::Reply { seq: seq_no, rtt_us, bytes: data.len() });
+                self.outcome = Some(Outcome::Reply {
+                    seq: seq_no,
+                    rtt_us,
+                    bytes: data.len(),
+                });
                 self.outstanding = None;
             }
         }

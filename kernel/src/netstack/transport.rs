@@ -19,7 +19,10 @@
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
-use net::{Endpoint, Kind, NodeId, ProbeConfig, ProbePayload, Prober, RttSummary, TransportConfig, BROADCAST, MAX_DATAGRAM_LEN, MAX_PAYLOAD_LEN};
+use net::{
+    Endpoint, Kind, NodeId, ProbeConfig, ProbePayload, Prober, RttSummary, TransportConfig,
+    BROADCAST, MAX_DATAGRAM_LEN, MAX_PAYLOAD_LEN,
+};
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use smoltcp::socket::udp;
@@ -57,8 +60,14 @@ pub enum SendError {
 }
 
 pub(super) fn new_socket() -> udp::Socket<'static> {
-    let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; SOCKET_PACKETS], vec![0; SOCKET_PACKETS * MAX_DATAGRAM_LEN]);
-    let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; SOCKET_PACKETS], vec![0; SOCKET_PACKETS * MAX_DATAGRAM_LEN]);
+    let rx = udp::PacketBuffer::new(
+        vec![udp::PacketMetadata::EMPTY; SOCKET_PACKETS],
+        vec![0; SOCKET_PACKETS * MAX_DATAGRAM_LEN],
+    );
+    let tx = udp::PacketBuffer::new(
+        vec![udp::PacketMetadata::EMPTY; SOCKET_PACKETS],
+        vec![0; SOCKET_PACKETS * MAX_DATAGRAM_LEN],
+    );
     let mut socket = udp::Socket::new(rx, tx);
     socket.bind(PORT).expect("a fresh UDP socket binds");
     socket
@@ -90,7 +99,8 @@ pub struct Service {
 
 impl Service {
     pub(super) fn new(node_id: NodeId) -> Service {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(crate::arch::cpu::rdtsc() ^ node_id.rotate_left(32));
+        let mut rng =
+            Xoshiro256PlusPlus::seed_from_u64(crate::arch::cpu::rdtsc() ^ node_id.rotate_left(32));
         let initial_seq = rng.next_u32();
         Service {
             endpoint: Endpoint::new(TransportConfig::new(cluster_id(), node_id), initial_seq),
@@ -109,17 +119,27 @@ impl Service {
         &self.endpoint
     }
 
-    fn send_to(&mut self, udp: &mut udp::Socket, kind: Kind, to: NodeId, payload: &[u8]) -> Result<(), SendError> {
+    fn send_to(
+        &mut self,
+        udp: &mut udp::Socket,
+        kind: Kind,
+        to: NodeId,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
         let ip = if to == BROADCAST {
             Ipv4Address::new(super::SUBNET[0], super::SUBNET[1], super::SUBNET[2], 255)
         } else {
             super::ip_of(to).ok_or(SendError::BadDestination(to))?
         };
-        let len = self.endpoint.encode(kind, to, payload, &mut self.tx_buf).map_err(SendError::Encode)?;
-        udp.send_slice(&self.tx_buf[..len], (IpAddress::Ipv4(ip), PORT)).map_err(|_| {
-            self.send_errors += 1;
-            SendError::SocketFull
-        })
+        let len = self
+            .endpoint
+            .encode(kind, to, payload, &mut self.tx_buf)
+            .map_err(SendError::Encode)?;
+        udp.send_slice(&self.tx_buf[..len], (IpAddress::Ipv4(ip), PORT))
+            .map_err(|_| {
+                self.send_errors += 1;
+                SendError::SocketFull
+            })
     }
 
     /// Receives every waiting datagram, then advances a running benchmark.
@@ -133,12 +153,20 @@ impl Service {
     }
 
     fn on_datagram(&mut self, udp: &mut udp::Socket, len: usize, now_us: u64) {
-        let Ok(envelope) = self.endpoint.receive(&self.rx_buf[..len]) else { return };
+        let Ok(envelope) = self.endpoint.receive(&self.rx_buf[..len]) else {
+            return;
+        };
         let from = envelope.header.sender;
         match envelope.header.kind {
             Kind::ProbePing => match self.endpoint.encode_pong(&envelope, &mut self.tx_buf) {
                 Ok(n) => match super::ip_of(from) {
-                    Some(ip) if udp.send_slice(&self.tx_buf[..n], (IpAddress::Ipv4(ip), PORT)).is_ok() => self.pongs_sent += 1,
+                    Some(ip)
+                        if udp
+                            .send_slice(&self.tx_buf[..n], (IpAddress::Ipv4(ip), PORT))
+                            .is_ok() =>
+                    {
+                        self.pongs_sent += 1
+                    }
                     _ => self.send_errors += 1,
                 },
                 Err(_) => self.send_errors += 1,
@@ -189,8 +217,25 @@ const PREVIEW_BYTES: usize = 32;
 
 impl Inbox {
     fn new() -> Inbox {
-        let slots = (0..INBOX_SLOTS).map(|_| Slot { from: 0, len: 0, bytes: vec![0u8; MAX_PAYLOAD_LEN].into_boxed_slice() }).collect();
-        Inbox { slots, head: 0, len: 0, queued: 0, overflowed: 0, delivered: 0, unclaimed: 0, last_from: 0, last_preview: [0; PREVIEW_BYTES], last_len: 0 }
+        let slots = (0..INBOX_SLOTS)
+            .map(|_| Slot {
+                from: 0,
+                len: 0,
+                bytes: vec![0u8; MAX_PAYLOAD_LEN].into_boxed_slice(),
+            })
+            .collect();
+        Inbox {
+            slots,
+            head: 0,
+            len: 0,
+            queued: 0,
+            overflowed: 0,
+            delivered: 0,
+            unclaimed: 0,
+            last_from: 0,
+            last_preview: [0; PREVIEW_BYTES],
+            last_len: 0,
+        }
     }
 }
 
@@ -198,7 +243,10 @@ static INBOXES: Mutex<Option<[Inbox; 3]>> = Mutex::new(None);
 static CONSUMERS: [Once<Consumer>; 3] = [const { Once::new() }; 3];
 
 fn inbox_index(kind: Kind) -> usize {
-    let index = INBOX_KINDS.iter().position(|k| *k == kind).expect("only inbox kinds have inboxes");
+    let index = INBOX_KINDS
+        .iter()
+        .position(|k| *k == kind)
+        .expect("only inbox kinds have inboxes");
     debug_assert!(index < INBOX_KINDS.len());
     index
 }
@@ -215,7 +263,10 @@ pub(super) fn init_inboxes() {
 
 /// Copies a message into its inbox; false (and counted) when the inbox is full.
 fn inbox_push(kind: Kind, from: NodeId, payload: &[u8]) -> bool {
-    assert!(payload.len() <= MAX_PAYLOAD_LEN, "the endpoint accepted an oversized payload");
+    assert!(
+        payload.len() <= MAX_PAYLOAD_LEN,
+        "the endpoint accepted an oversized payload"
+    );
     without_interrupts(|| {
         let mut guard = INBOXES.lock();
         let inbox = &mut guard.as_mut().expect("inboxes exist while net runs")[inbox_index(kind)];
@@ -298,7 +349,9 @@ pub struct InboxStats {
 pub fn inbox_stats() -> Vec<InboxStats> {
     without_interrupts(|| {
         let guard = INBOXES.lock();
-        let Some(inboxes) = guard.as_ref() else { return Vec::new() };
+        let Some(inboxes) = guard.as_ref() else {
+            return Vec::new();
+        };
         INBOX_KINDS
             .iter()
             .zip(inboxes.iter())
@@ -309,7 +362,13 @@ pub fn inbox_stats() -> Vec<InboxStats> {
                 overflowed: i.overflowed,
                 delivered: i.delivered,
                 unclaimed: i.unclaimed,
-                last: (i.last_from != 0).then(|| (i.last_from, i.last_len, i.last_preview[..i.last_len.min(PREVIEW_BYTES)].to_vec())),
+                last: (i.last_from != 0).then(|| {
+                    (
+                        i.last_from,
+                        i.last_len,
+                        i.last_preview[..i.last_len.min(PREVIEW_BYTES)].to_vec(),
+                    )
+                }),
             })
             .collect()
     })
@@ -394,12 +453,20 @@ impl Service {
         if bench.finished() {
             let b = self.bench.take().expect("checked above");
             let rtt = b.prober.stats().summary();
-            self.report = Some(BenchReport { config: b.config, answered: b.answered, given_up: b.given_up, retries: b.retries, rtt });
+            self.report = Some(BenchReport {
+                config: b.config,
+                answered: b.answered,
+                given_up: b.given_up,
+                retries: b.retries,
+                rtt,
+            });
             return;
         }
         if bench.deadline_us.is_none() {
             let peer = bench.config.peer;
-            let Ok(probe) = bench.prober.start(peer, now_us, &mut self.rng) else { return };
+            let Ok(probe) = bench.prober.start(peer, now_us, &mut self.rng) else {
+                return;
+            };
             bench.deadline_us = Some(now_us + bench.config.timeout_us);
             self.send_probe(udp, peer, probe);
         }
@@ -423,12 +490,19 @@ pub enum BenchError {
 
 /// Runs a probe benchmark to completion and returns its report (blocks the caller).
 pub fn bench(config: BenchConfig) -> Result<BenchReport, BenchError> {
-    assert!(config.count > 0 && config.tries_max > 0 && config.timeout_us > 0, "bad bench config {config:?}");
+    assert!(
+        config.count > 0 && config.tries_max > 0 && config.timeout_us > 0,
+        "bad bench config {config:?}"
+    );
     super::with_stack(|s| {
         if s.transport.bench.is_some() {
             return Err(BenchError::Busy);
         }
-        let probe_config = ProbeConfig { outstanding_max: 1, samples_max: 4096, timeout_us: config.timeout_us };
+        let probe_config = ProbeConfig {
+            outstanding_max: 1,
+            samples_max: 4096,
+            timeout_us: config.timeout_us,
+        };
         s.transport.report = None;
         s.transport.bench = Some(Bench {
             config,

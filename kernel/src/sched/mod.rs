@@ -30,8 +30,8 @@ use spin::Mutex;
 use crate::arch::cpu::{self, without_interrupts};
 use crate::arch::switch::{self, Context, KernelStack, STACK_BYTES};
 use crate::arch::syscall;
-use crate::mm::address_space;
 use crate::events::{self, EventKind, ExitReason};
+use crate::mm::address_space;
 use crate::time;
 
 /// A task's identity; never reused.
@@ -113,7 +113,12 @@ static LOAD_10S_MILLI: AtomicU64 = AtomicU64::new(0);
 static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
 fn with_sched<R>(f: impl FnOnce(&mut Scheduler) -> R) -> R {
-    without_interrupts(|| f(SCHED.lock().as_mut().expect("scheduler used before sched::init")))
+    without_interrupts(|| {
+        f(SCHED
+            .lock()
+            .as_mut()
+            .expect("scheduler used before sched::init"))
+    })
 }
 
 /// Why a spawn was refused.
@@ -173,13 +178,22 @@ pub fn run_idle() -> ! {
 }
 
 /// Starts a kernel task running `f`.
-pub fn spawn(name: &str, priority: Priority, f: impl FnOnce() + Send + 'static) -> Result<TaskId, SpawnError> {
+pub fn spawn(
+    name: &str,
+    priority: Priority,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<TaskId, SpawnError> {
     spawn_entry(name, priority, Entry::Boxed(Box::new(f)))
 }
 
 /// Starts a kernel task running `f(arg)`, with no heap allocation for the entry: for tasks
 /// that may never return (cells enter ring 3 and end by exit, fault or kill).
-pub fn spawn_fn(name: &str, priority: Priority, f: fn(u64), arg: u64) -> Result<TaskId, SpawnError> {
+pub fn spawn_fn(
+    name: &str,
+    priority: Priority,
+    f: fn(u64),
+    arg: u64,
+) -> Result<TaskId, SpawnError> {
     spawn_entry(name, priority, Entry::Plain(f, arg))
 }
 
@@ -217,7 +231,11 @@ extern "C" fn task_entry() -> ! {
     finish_switch();
     let entry = with_sched(|s| {
         let current = s.current;
-        s.tasks.get_mut(&current).expect("running task is in the table").entry.take()
+        s.tasks
+            .get_mut(&current)
+            .expect("running task is in the table")
+            .entry
+            .take()
     });
     cpu::enable_interrupts();
     match entry {
@@ -229,14 +247,24 @@ extern "C" fn task_entry() -> ! {
 }
 
 /// Gives the running task its own page tables (a cell's), loading them now and on every
-/// later switch to it. The caller keeps the address space alive until the task is gone.
-pub fn set_address_space(cr3: u64) {
+/// later switch to it.
+///
+/// # Safety
+///
+/// `cr3` is the [`address_space::AddressSpace::cr3`] of a space the caller keeps alive until
+/// this task is gone (exited or killed), since the scheduler loads it on every switch back.
+pub unsafe fn set_address_space(cr3: u64) {
     without_interrupts(|| {
         with_sched(|s| {
             let current = s.current;
-            s.tasks.get_mut(&current).expect("running task is in the table").cr3 = cr3;
+            s.tasks
+                .get_mut(&current)
+                .expect("running task is in the table")
+                .cr3 = cr3;
         });
-        address_space::activate(cr3);
+        // SAFETY: the caller keeps the space alive while this task can run (this function's
+        // contract), which covers now.
+        unsafe { address_space::activate(cr3) };
     });
 }
 
@@ -276,7 +304,12 @@ pub fn exit(reason: ExitReason) -> ! {
         (s.current, events::TaskName::new(&t.name), t.cpu_ticks)
     });
     assert!(id != IDLE_TASK, "the idle task cannot exit");
-    events::push(EventKind::TaskExit { task: id, name, reason, cpu_ticks });
+    events::push(EventKind::TaskExit {
+        task: id,
+        name,
+        reason,
+        cpu_ticks,
+    });
     without_interrupts(|| switch_away(TaskState::Exited));
     unreachable!("an exited task was resumed");
 }
@@ -300,7 +333,12 @@ pub fn kill(id: TaskId) -> Result<u64, KillError> {
     })?;
     let (name, cpu_ticks) = (events::TaskName::new(&killed.name), killed.cpu_ticks);
     drop(killed);
-    events::push(EventKind::TaskExit { task: id, name, reason: ExitReason::Killed, cpu_ticks });
+    events::push(EventKind::TaskExit {
+        task: id,
+        name,
+        reason: ExitReason::Killed,
+        cpu_ticks,
+    });
     Ok(cpu_ticks)
 }
 
@@ -314,7 +352,9 @@ fn block_current() {
 /// wait queue may still name a task that was killed).
 fn wake(id: TaskId) {
     with_sched(|s| {
-        let Some(task) = s.tasks.get_mut(&id) else { return };
+        let Some(task) = s.tasks.get_mut(&id) else {
+            return;
+        };
         if !matches!(task.state, TaskState::Blocked | TaskState::Sleeping) {
             return;
         }
@@ -340,7 +380,10 @@ pub fn on_tick() {
     let ticks = time::ticks();
     with_sched(|s| {
         let current = s.current;
-        let task = s.tasks.get_mut(&current).expect("running task is in the table");
+        let task = s
+            .tasks
+            .get_mut(&current)
+            .expect("running task is in the table");
         task.cpu_ticks += 1;
         task.slice_left = task.slice_left.saturating_sub(1);
         let (priority, expired) = (task.priority, task.slice_left == 0);
@@ -355,17 +398,21 @@ pub fn on_tick() {
                 s.ready.push(id, p);
             }
         }
-        if ticks % (SAMPLE_MS * time::TICK_HZ / 1000) == 0 {
+        if ticks.is_multiple_of(SAMPLE_MS * time::TICK_HZ / 1000) {
             let runnable = s.ready.len() as u64 + u64::from(current != IDLE_TASK);
             s.load.sample(runnable);
         }
-        let preempt = if current == IDLE_TASK { !s.ready.is_empty() } else { s.ready.should_preempt(priority, expired) };
+        let preempt = if current == IDLE_TASK {
+            !s.ready.is_empty()
+        } else {
+            s.ready.should_preempt(priority, expired)
+        };
         if preempt {
             NEED_RESCHED.store(true, Ordering::Relaxed);
         }
         publish(s);
     });
-    if ticks % (TICK_EVENT_MS * time::TICK_HZ / 1000) == 0 {
+    if ticks.is_multiple_of(TICK_EVENT_MS * time::TICK_HZ / 1000) {
         events::push(EventKind::Tick { ticks });
     }
 }
@@ -385,13 +432,29 @@ fn switch_away(state: TaskState) {
         let s = guard.as_mut().expect("scheduler used before sched::init");
         choose_next(s, state)
     };
-    if let Some(Switch { from, to, stack_top, cr3 }) = switch_slots {
+    if let Some(Switch {
+        from,
+        to,
+        stack_top,
+        cr3,
+    }) = switch_slots
+    {
         SWITCHES.fetch_add(1, Ordering::Relaxed);
         if let Some(top) = stack_top {
             syscall::set_task_kernel_stack(top);
         }
-        address_space::activate(if cr3 == 0 { address_space::kernel_cr3() } else { cr3 });
-        switch::switch(&CONTEXTS[from], &CONTEXTS[to]);
+        let cr3 = if cr3 == 0 {
+            address_space::kernel_cr3()
+        } else {
+            cr3
+        };
+        // SAFETY: a task's `cr3` is the kernel's or one given to `set_address_space`, whose
+        // caller keeps the space alive while the task can run; `to` is ready, so it can.
+        unsafe { address_space::activate(cr3) };
+        // SAFETY: interrupts are masked (this function's contract); `to` is a ready task, so
+        // its context was built by `Context::new` or saved by its last switch away and not
+        // resumed since; stacks are freed only by `reap`, after their task exited.
+        unsafe { switch::switch(&CONTEXTS[from], &CONTEXTS[to]) };
         finish_switch();
     }
 }
@@ -409,7 +472,10 @@ fn choose_next(s: &mut Scheduler, state: TaskState) -> Option<Switch> {
     let prev_slot = s.tasks[&prev].slot;
     match state {
         TaskState::Ready if prev != IDLE_TASK => {
-            let task = s.tasks.get_mut(&prev).expect("running task is in the table");
+            let task = s
+                .tasks
+                .get_mut(&prev)
+                .expect("running task is in the table");
             if task.slice_left == 0 {
                 task.slice_left = SLICE_TICKS;
             }
@@ -424,7 +490,11 @@ fn choose_next(s: &mut Scheduler, state: TaskState) -> Option<Switch> {
     }
     let next = s.ready.pop_next().unwrap_or(IDLE_TASK);
     if let Some(task) = s.tasks.get_mut(&prev) {
-        task.state = if prev == IDLE_TASK { TaskState::Ready } else { state };
+        task.state = if prev == IDLE_TASK {
+            TaskState::Ready
+        } else {
+            state
+        };
     }
     let next_task = s.tasks.get_mut(&next).expect("ready task is in the table");
     next_task.state = TaskState::Running;
@@ -477,7 +547,13 @@ pub fn tasks() -> Vec<TaskInfo> {
     with_sched(|s| {
         s.tasks
             .iter()
-            .map(|(&id, t)| TaskInfo { id, name: t.name.clone(), state: t.state, priority: t.priority.level(), cpu_ticks: t.cpu_ticks })
+            .map(|(&id, t)| TaskInfo {
+                id,
+                name: t.name.clone(),
+                state: t.state,
+                priority: t.priority.level(),
+                cpu_ticks: t.cpu_ticks,
+            })
             .collect()
     })
 }

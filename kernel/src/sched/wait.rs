@@ -24,7 +24,9 @@ impl Default for WaitQueue {
 impl WaitQueue {
     /// An empty queue.
     pub const fn new() -> WaitQueue {
-        WaitQueue { waiters: Mutex::new(VecDeque::new()) }
+        WaitQueue {
+            waiters: Mutex::new(VecDeque::new()),
+        }
     }
 
     /// Blocks the current task until `condition` returns true. The condition runs with

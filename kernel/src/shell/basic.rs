@@ -5,11 +5,36 @@ use crate::mm::{frames, heap, PAGE_BYTES};
 use crate::{platform, time};
 
 pub const COMMANDS: &[Command] = &[
-    Command { name: "help", usage: "help", help: "list commands", run: help },
-    Command { name: "echo", usage: "echo [text...]", help: "print the arguments", run: echo },
-    Command { name: "uptime", usage: "uptime", help: "time since boot", run: uptime },
-    Command { name: "mem", usage: "mem", help: "physical frames and kernel heap use", run: mem },
-    Command { name: "poweroff", usage: "poweroff", help: "power the node off (ACPI S5)", run: poweroff },
+    Command {
+        name: "help",
+        usage: "help",
+        help: "list commands",
+        run: help,
+    },
+    Command {
+        name: "echo",
+        usage: "echo [text...]",
+        help: "print the arguments",
+        run: echo,
+    },
+    Command {
+        name: "uptime",
+        usage: "uptime",
+        help: "time since boot",
+        run: uptime,
+    },
+    Command {
+        name: "mem",
+        usage: "mem",
+        help: "physical frames and kernel heap use",
+        run: mem,
+    },
+    Command {
+        name: "poweroff",
+        usage: "poweroff",
+        help: "power the node off (ACPI S5)",
+        run: poweroff,
+    },
 ];
 
 pub(super) fn no_args(args: &[&str]) -> Result<(), CommandError> {
@@ -34,7 +59,13 @@ fn echo(args: &[&str]) -> Result<(), CommandError> {
 fn uptime(args: &[&str]) -> Result<(), CommandError> {
     no_args(args)?;
     let us = time::now_us();
-    crate::println!("up {}.{:06} s, {} ticks at {} Hz", us / 1_000_000, us % 1_000_000, time::ticks(), time::TICK_HZ);
+    crate::println!(
+        "up {}.{:06} s, {} ticks at {} Hz",
+        us / 1_000_000,
+        us % 1_000_000,
+        time::ticks(),
+        time::TICK_HZ
+    );
     Ok(())
 }
 
@@ -50,7 +81,12 @@ fn mem(args: &[&str]) -> Result<(), CommandError> {
         kib(total - free)
     );
     let (used, size) = heap::usage();
-    crate::println!("heap:   used {} KiB of {} KiB ({} bytes)", used / 1024, size / 1024, used);
+    crate::println!(
+        "heap:   used {} KiB of {} KiB ({} bytes)",
+        used / 1024,
+        size / 1024,
+        used
+    );
     Ok(())
 }
 

@@ -1,9 +1,9 @@
 //! `cell run|ls|stop|logs`: cells on this node.
 
+use ::cell::spec::{PayloadSpec, RestartPolicy};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use ::cell::spec::{PayloadSpec, RestartPolicy};
 
 use super::{Command, CommandError};
 use crate::cells;
@@ -36,8 +36,11 @@ fn run(args: &[&str]) -> Result<(), CommandError> {
     while let Some(&word) = iter.next() {
         if word == "--restart" {
             let value = iter.next().ok_or(CommandError::Usage)?;
-            policy = RestartPolicy::parse(value)
-                .ok_or_else(|| CommandError::Failed(format!("restart policy '{value}' is not always, on-failure or never")))?;
+            policy = RestartPolicy::parse(value).ok_or_else(|| {
+                CommandError::Failed(format!(
+                    "restart policy '{value}' is not always, on-failure or never"
+                ))
+            })?;
         } else {
             words.push(word);
         }
@@ -45,7 +48,8 @@ fn run(args: &[&str]) -> Result<(), CommandError> {
     if words.is_empty() {
         return Err(CommandError::Usage);
     }
-    let spec = PayloadSpec::parse(&words.join(" ")).map_err(|e| CommandError::Failed(format!("bad payload spec: {e:?}")))?;
+    let spec = PayloadSpec::parse(&words.join(" "))
+        .map_err(|e| CommandError::Failed(format!("bad payload spec: {e:?}")))?;
     let payload = spec.payload.clone();
     let id = cells::run(spec, policy).map_err(|e| CommandError::Failed(e.to_string()))?;
     crate::println!("cell {id} started: {payload} (restart {})", policy.as_str());
@@ -53,19 +57,38 @@ fn run(args: &[&str]) -> Result<(), CommandError> {
 }
 
 fn ls() {
-    crate::println!("{:>4}  {:<10} {:<11} {:>5} {:>8} {:>6} {:>9} {:>9}  LAST EXIT", "ID", "PAYLOAD", "STATE", "TASK", "RESTARTS", "FRAMES", "CPU_TICKS", "UPTIME_S");
+    crate::println!(
+        "{:>4}  {:<10} {:<11} {:>5} {:>8} {:>6} {:>9} {:>9}  LAST EXIT",
+        "ID",
+        "PAYLOAD",
+        "STATE",
+        "TASK",
+        "RESTARTS",
+        "FRAMES",
+        "CPU_TICKS",
+        "UPTIME_S"
+    );
     for c in cells::list() {
         let task = c.task.map_or(String::from("-"), |t| t.to_string());
         let last = c.last_exit.map_or(String::from("-"), |e| e.to_string());
         crate::println!(
             "{:>4}  {:<10} {:<11} {:>5} {:>8} {:>6} {:>9} {:>5}.{:03}  {last}",
-            c.id, c.payload, c.state, task, c.restarts, c.frames, c.cpu_ticks, c.uptime_ms / 1000, c.uptime_ms % 1000
+            c.id,
+            c.payload,
+            c.state.as_str(),
+            task,
+            c.restarts,
+            c.frames,
+            c.cpu_ticks,
+            c.uptime_ms / 1000,
+            c.uptime_ms % 1000
         );
     }
 }
 
 fn parse_id(text: &str) -> Result<u64, CommandError> {
-    text.parse().map_err(|_| CommandError::Failed(format!("'{text}' is not a cell id (see 'cell ls')")))
+    text.parse()
+        .map_err(|_| CommandError::Failed(format!("'{text}' is not a cell id (see 'cell ls')")))
 }
 
 fn stop(id: &str) -> Result<(), CommandError> {
@@ -77,7 +100,9 @@ fn stop(id: &str) -> Result<(), CommandError> {
 
 fn logs(id: &str, n: &str) -> Result<(), CommandError> {
     let id = parse_id(id)?;
-    let n: usize = n.parse().map_err(|_| CommandError::Failed(format!("'{n}' is not a line count")))?;
+    let n: usize = n
+        .parse()
+        .map_err(|_| CommandError::Failed(format!("'{n}' is not a line count")))?;
     for line in cells::logs(id, n).map_err(|e| CommandError::Failed(e.to_string()))? {
         crate::println!("{line}");
     }

@@ -1,9 +1,9 @@
 //! `raft` and `xylem`: the consensus group and the control plane.
 
+use ::cell::spec::RestartPolicy;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use ::cell::spec::RestartPolicy;
 use xylem::command::Command;
 use xylem::service::ServiceSpec;
 use xylem::status::{self, MemberState, NodeRow, QuorumView, RaftRole, StatusInput};
@@ -38,42 +38,76 @@ fn raft(args: &[&str]) -> Result<(), CommandError> {
         [] => raft_status(),
         ["put", key, value] => raft_put(key, value),
         ["get", key] => raft_get(key),
-        ["bench", count] => raft_bench(count.parse().map_err(|_| failed(format!("'{count}' is not a count")))?),
+        ["bench", count] => raft_bench(
+            count
+                .parse()
+                .map_err(|_| failed(format!("'{count}' is not a count")))?,
+        ),
         _ => Err(CommandError::Usage),
     }
 }
 
 fn raft_status() -> Result<(), CommandError> {
     let s = consensus::status().ok_or_else(|| failed("consensus is not running"))?;
-    let leader = s.leader.map_or(String::from("none"), |l| format!("{} (id {l})", peers::name_of(l)));
-    crate::println!("role {}  term {}  leader {}", consensus::role_name(s.role), s.term, leader);
-    crate::println!("commit {}  applied {}  last {}  store {}", s.commit, s.applied, s.last_index, s.device);
+    let leader = s.leader.map_or(String::from("none"), |l| {
+        format!("{} (id {l})", peers::name_of(l))
+    });
+    crate::println!(
+        "role {}  term {}  leader {}",
+        consensus::role_name(s.role),
+        s.term,
+        leader
+    );
+    crate::println!(
+        "commit {}  applied {}  last {}  store {}",
+        s.commit,
+        s.applied,
+        s.last_index,
+        s.device
+    );
     let (requests, busy_us) = crate::drivers::virtio::blk::stats();
-    if requests > 0 {
-        crate::println!("disk: {requests} requests, {} us mean wait", busy_us / requests);
+    if let Some(mean_us) = busy_us.checked_div(requests) {
+        crate::println!("disk: {requests} requests, {mean_us} us mean wait");
     }
     if let Some(why) = s.failed {
         crate::println!("FAILED: {why}");
     }
-    crate::println!("voters: {}", control::all_nodes().iter().map(|&id| format!("{} ({})", peers::name_of(id), membership::state_of(id).unwrap_or("?"))).collect::<Vec<_>>().join(", "));
+    crate::println!(
+        "voters: {}",
+        control::all_nodes()
+            .iter()
+            .map(|&id| format!(
+                "{} ({})",
+                peers::name_of(id),
+                membership::state_of(id).map_or("?", |s| s.as_str())
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 
 fn not_leader(leader: Option<u64>) -> CommandError {
     match leader {
-        Some(l) => failed(format!("this node is not the Raft leader; the leader is {} (id {l}): run it there", peers::name_of(l))),
+        Some(l) => failed(format!(
+            "this node is not the Raft leader; the leader is {} (id {l}): run it there",
+            peers::name_of(l)
+        )),
         None => failed("no Raft leader right now (NO QUORUM): nothing can be committed"),
     }
 }
 
 fn raft_put(key: &str, value: &str) -> Result<(), CommandError> {
-    let payload = postcard::to_allocvec(&(key.to_string(), value.to_string())).map_err(|e| failed(format!("{e}")))?;
+    let payload = postcard::to_allocvec(&(key.to_string(), value.to_string()))
+        .map_err(|e| failed(format!("{e}")))?;
     match consensus::propose(consensus::TAG_KV, &payload) {
         Ok(index) => {
             let deadline = time::now_us() + 2_000_000;
             while consensus::status().is_some_and(|s| s.applied < index) {
                 if time::now_us() > deadline {
-                    return Err(failed(format!("proposed at index {index} but not committed within 2 s (quorum lost?)")));
+                    return Err(failed(format!(
+                        "proposed at index {index} but not committed within 2 s (quorum lost?)"
+                    )));
                 }
                 sched::sleep_ms(5);
             }
@@ -81,7 +115,7 @@ fn raft_put(key: &str, value: &str) -> Result<(), CommandError> {
             Ok(())
         }
         Err(consensus::ConsensusError::Refused(membership_raft_err)) => match membership_raft_err {
-            ::membership::raft::ProposeError::NotLeader { leader } => Err(not_leader(leader)),
+            ::consensus::ProposeError::NotLeader { leader } => Err(not_leader(leader)),
             other => Err(failed(format!("refused: {other:?}"))),
         },
         Err(other) => Err(failed(format!("{other:?}"))),
@@ -102,8 +136,13 @@ fn raft_get(key: &str) -> Result<(), CommandError> {
         }
         consensus::read_done(ctx);
     }
-    let value = consensus::with_applied(|a| a.kv.get(key).cloned()).ok_or_else(|| failed("consensus is not running"))?;
-    let note = if linearizable { "" } else { "  (local read: not the leader, may be stale)" };
+    let value = consensus::with_applied(|a| a.kv.get(key).cloned())
+        .ok_or_else(|| failed("consensus is not running"))?;
+    let note = if linearizable {
+        ""
+    } else {
+        "  (local read: not the leader, may be stale)"
+    };
     match value {
         Some(v) => crate::println!("{key} = {v}{note}"),
         None => crate::println!("{key} is not set{note}"),
@@ -123,11 +162,14 @@ fn raft_bench(count: usize) -> Result<(), CommandError> {
     }
     let mut samples_us: Vec<u64> = Vec::with_capacity(count);
     for i in 0..count {
-        let payload = postcard::to_allocvec(&("bench".to_string(), i.to_string())).map_err(|e| failed(format!("{e}")))?;
+        let payload = postcard::to_allocvec(&("bench".to_string(), i.to_string()))
+            .map_err(|e| failed(format!("{e}")))?;
         let start_us = time::now_us();
         let index = match consensus::propose(consensus::TAG_KV, &payload) {
             Ok(index) => index,
-            Err(consensus::ConsensusError::Refused(::membership::raft::ProposeError::NotLeader { leader })) => return Err(not_leader(leader)),
+            Err(consensus::ConsensusError::Refused(::consensus::ProposeError::NotLeader {
+                leader,
+            })) => return Err(not_leader(leader)),
             Err(other) => return Err(failed(format!("proposal {i} refused: {other:?}"))),
         };
         let deadline_us = start_us + 2_000_000;
@@ -137,7 +179,9 @@ fn raft_bench(count: usize) -> Result<(), CommandError> {
                 Some((commit, at_us)) if commit >= index => break at_us,
                 None => return Err(failed("consensus is not running")),
                 Some(_) if time::now_us() > deadline_us => {
-                    return Err(failed(format!("proposal {i} (index {index}) not committed within 2 s")));
+                    return Err(failed(format!(
+                        "proposal {i} (index {index}) not committed within 2 s"
+                    )));
                 }
                 Some(_) => sched::sleep_ms(1),
             }
@@ -146,7 +190,13 @@ fn raft_bench(count: usize) -> Result<(), CommandError> {
     }
     samples_us.sort_unstable();
     let pick = |q: usize| samples_us[(samples_us.len() - 1) * q / 100];
-    crate::println!("raft bench: {count} commits  median_us={}  p90_us={}  p99_us={}  max_us={}", pick(50), pick(90), pick(99), pick(100));
+    crate::println!(
+        "raft bench: {count} commits  median_us={}  p90_us={}  p99_us={}  max_us={}",
+        pick(50),
+        pick(90),
+        pick(99),
+        pick(100)
+    );
     Ok(())
 }
 
@@ -158,17 +208,28 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
         }
         Some((&"apply", rest)) => apply(rest),
         Some((&"scale", [name, n])) => {
-            let replicas = n.parse::<u16>().map_err(|_| failed(format!("'{n}' is not a replica count")))?;
-            submit(Command::Scale { name: name.to_string(), replicas })
+            let replicas = n
+                .parse::<u16>()
+                .map_err(|_| failed(format!("'{n}' is not a replica count")))?;
+            submit(Command::Scale {
+                name: name.to_string(),
+                replicas,
+            })
         }
-        Some((&"delete", [name])) => submit(Command::Delete { name: name.to_string() }),
+        Some((&"delete", [name])) => submit(Command::Delete {
+            name: name.to_string(),
+        }),
         Some((&"stats", [])) => {
-            let median = control::reconcile_us_median().map_or(String::from("-"), |us| format!("{us}"));
+            let median =
+                control::reconcile_us_median().map_or(String::from("-"), |us| format!("{us}"));
             crate::println!("reconcile_us_median {median}");
             Ok(())
         }
         Some((&"events", [])) => events(20),
-        Some((&"events", [n])) => events(n.parse().map_err(|_| failed(format!("'{n}' is not a count")))?),
+        Some((&"events", [n])) => events(
+            n.parse()
+                .map_err(|_| failed(format!("'{n}' is not a count")))?,
+        ),
         _ => Err(CommandError::Usage),
     }
 }
@@ -178,16 +239,29 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
     if name.starts_with("--") {
         return Err(CommandError::Usage);
     }
-    let (mut payload, mut replicas, mut restart, mut call_args) = (None, 1u16, RestartPolicy::OnFailure, Vec::new());
+    let (mut payload, mut replicas, mut restart, mut call_args) =
+        (None, 1u16, RestartPolicy::OnFailure, Vec::new());
     let mut i = 0;
     while i < rest.len() {
-        let value = |i: usize| rest.get(i + 1).copied().ok_or_else(|| failed(format!("{} needs a value", rest[i])));
+        let value = |i: usize| {
+            rest.get(i + 1)
+                .copied()
+                .ok_or_else(|| failed(format!("{} needs a value", rest[i])))
+        };
         match rest[i] {
             "--payload" => payload = Some(value(i)?),
-            "--replicas" => replicas = value(i)?.parse().map_err(|_| failed(format!("'{}' is not a replica count", rest[i + 1])))?,
+            "--replicas" => {
+                replicas = value(i)?
+                    .parse()
+                    .map_err(|_| failed(format!("'{}' is not a replica count", rest[i + 1])))?
+            }
             "--restart" => {
                 let v = value(i)?;
-                restart = RestartPolicy::parse(v).ok_or_else(|| failed(format!("restart policy '{v}' is not always, on-failure or never")))?;
+                restart = RestartPolicy::parse(v).ok_or_else(|| {
+                    failed(format!(
+                        "restart policy '{v}' is not always, on-failure or never"
+                    ))
+                })?;
             }
             "--args" => {
                 while i + 1 < rest.len() && !rest[i + 1].starts_with("--") {
@@ -215,11 +289,18 @@ fn submit(command: Command) -> Result<(), CommandError> {
             Ok(())
         }
         Ok(Submitted::Forwarded(leader)) => {
-            crate::println!("accepted: forwarded to the leader {}", peers::name_of(leader));
+            crate::println!(
+                "accepted: forwarded to the leader {}",
+                peers::name_of(leader)
+            );
             Ok(())
         }
-        Err(SubmitError::Invalid(why)) => Err(failed(format!("rejected, nothing committed: {why}"))),
-        Err(SubmitError::NoQuorum) => Err(failed("NO QUORUM: no reachable Raft leader, nothing can be created or changed")),
+        Err(SubmitError::Invalid(why)) => {
+            Err(failed(format!("rejected, nothing committed: {why}")))
+        }
+        Err(SubmitError::NoQuorum) => Err(failed(
+            "NO QUORUM: no reachable Raft leader, nothing can be created or changed",
+        )),
         Err(SubmitError::Refused(why)) => Err(failed(format!("refused: {why}"))),
     }
 }
@@ -232,11 +313,12 @@ fn events(n: usize) -> Result<(), CommandError> {
 }
 
 fn member_state(id: u64) -> MemberState {
+    use ::membership::swim::MemberState as Swim;
     match membership::state_of(id) {
-        Some("alive") => MemberState::Alive,
-        Some("suspect") => MemberState::Suspect,
-        Some("left") => MemberState::Left,
-        _ => MemberState::Dead,
+        Some(Swim::Alive) => MemberState::Alive,
+        Some(Swim::Suspect) => MemberState::Suspect,
+        Some(Swim::Left) => MemberState::Left,
+        Some(Swim::Down) | None => MemberState::Dead,
     }
 }
 
@@ -263,8 +345,8 @@ pub fn render_status() -> String {
                     RaftRole::Leader
                 } else if id == me {
                     raft.as_ref().map_or(RaftRole::Unknown, |r| match r.role {
-                        ::membership::raft::Role::Leader => RaftRole::Leader,
-                        ::membership::raft::Role::Follower => RaftRole::Follower,
+                        ::consensus::Role::Leader => RaftRole::Leader,
+                        ::consensus::Role::Follower => RaftRole::Follower,
                         _ => RaftRole::Candidate,
                     })
                 } else if membership::is_alive(id) {
@@ -287,9 +369,17 @@ pub fn render_status() -> String {
             })
             .collect();
         let services = status::service_rows(desired, reports, pending);
-        let cells = reports.iter().flat_map(|r| status::cell_rows(&peers::name_of(r.node), r)).collect();
+        let cells = reports
+            .iter()
+            .flat_map(|r| status::cell_rows(&peers::name_of(r.node), r))
+            .collect();
         (nodes, services, cells)
     });
     let (nodes, services, cells) = view.unwrap_or_default();
-    status::render(&StatusInput { quorum, nodes, services, cells })
+    status::render(&StatusInput {
+        quorum,
+        nodes,
+        services,
+        cells,
+    })
 }

@@ -36,7 +36,13 @@ pub struct Command {
 
 /// Every command, in the order `help` lists them.
 fn commands() -> impl Iterator<Item = &'static Command> {
-    basic::COMMANDS.iter().chain(tasks::COMMANDS).chain(cell::COMMANDS).chain(cluster::COMMANDS).chain(control::COMMANDS).chain(net::COMMANDS)
+    basic::COMMANDS
+        .iter()
+        .chain(tasks::COMMANDS)
+        .chain(cell::COMMANDS)
+        .chain(cluster::COMMANDS)
+        .chain(control::COMMANDS)
+        .chain(net::COMMANDS)
 }
 
 /// Runs the shell forever.
@@ -70,7 +76,9 @@ fn prompt() {
 /// Parses and runs one command line.
 pub fn execute(line: &str) {
     let words: alloc::vec::Vec<&str> = line.split_whitespace().collect();
-    let Some((&name, args)) = words.split_first() else { return };
+    let Some((&name, args)) = words.split_first() else {
+        return;
+    };
     let Some(command) = commands().find(|c| c.name == name) else {
         crate::println!("error: unknown command '{name}' (type 'help' for the list)");
         return;

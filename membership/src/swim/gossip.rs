@@ -34,7 +34,12 @@ impl BroadcastQueue {
     /// An empty queue holding at most `capacity` updates.
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "broadcast queue needs room");
-        Self { items: Vec::with_capacity(capacity.min(64)), capacity, next_order: 0, dropped: 0 }
+        Self {
+            items: Vec::with_capacity(capacity.min(64)),
+            capacity,
+            next_order: 0,
+            dropped: 0,
+        }
     }
 
     /// Pending updates.
@@ -59,7 +64,11 @@ impl BroadcastQueue {
         if self.items.len() == self.capacity {
             self.evict_most_transmitted();
         }
-        self.items.push(Pending { update, transmits: 0, order: self.next_order });
+        self.items.push(Pending {
+            update,
+            transmits: 0,
+            order: self.next_order,
+        });
         self.next_order += 1;
         assert!(self.items.len() <= self.capacity);
     }
@@ -80,12 +89,20 @@ impl BroadcastQueue {
     /// Takes updates for one message: fewest transmissions first, newest first among
     /// equals, until `max_count` or `budget_bytes` (worst-case encoding) is reached.
     /// Skips updates about `skip` (the caller already put a fresher one in).
-    pub fn select(&mut self, limit: u32, budget_bytes: usize, max_count: usize, skip: Option<NodeId>, out: &mut Vec<Update>) {
+    pub fn select(
+        &mut self,
+        limit: u32,
+        budget_bytes: usize,
+        max_count: usize,
+        skip: Option<NodeId>,
+        out: &mut Vec<Update>,
+    ) {
         assert!(limit > 0, "transmit limit must be positive");
         if self.items.is_empty() || max_count == 0 {
             return;
         }
-        self.items.sort_unstable_by_key(|p| (p.transmits, u64::MAX - p.order));
+        self.items
+            .sort_unstable_by_key(|p| (p.transmits, u64::MAX - p.order));
         let mut used = 0usize;
         let mut taken = 0usize;
         for p in self.items.iter_mut() {
@@ -114,7 +131,11 @@ mod tests {
     use super::*;
 
     fn alive(id: NodeId) -> Update {
-        Update::Alive { id, incarnation: 1, meta: Vec::new() }
+        Update::Alive {
+            id,
+            incarnation: 1,
+            meta: Vec::new(),
+        }
     }
 
     #[test]
@@ -135,7 +156,11 @@ mod tests {
     fn newer_update_replaces_older_for_same_member() {
         let mut q = BroadcastQueue::new(8);
         q.push(alive(1));
-        q.push(Update::Suspect { id: 1, incarnation: 1, from: 2 });
+        q.push(Update::Suspect {
+            id: 1,
+            incarnation: 1,
+            from: 2,
+        });
         assert_eq!(q.len(), 1);
         let mut out = Vec::new();
         q.select(4, 1000, 16, None, &mut out);

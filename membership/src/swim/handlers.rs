@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use super::member::MemberState;
 use super::message::{Incarnation, Message, Update, HEADER_MAX_BYTES};
-use super::{Relay, SyncSession, Swim, MAX_META_BYTES};
+use super::{Relay, Swim, SyncSession, MAX_META_BYTES};
 use crate::NodeId;
 use core::ops::Bound;
 
@@ -49,18 +49,36 @@ impl Swim {
             self.on_message_while_leaving(from, &msg);
             return;
         }
-        if !self.members.contains_key(&from) && !matches!(msg, Message::Join { .. } | Message::SyncPage { .. }) {
+        if !self.members.contains_key(&from)
+            && !matches!(msg, Message::Join { .. } | Message::SyncPage { .. })
+        {
             self.pull_from_stranger(from, now_ms);
         }
         match msg {
-            Message::Ping { seq, target, updates } => self.on_ping(from, seq, target, updates, now_ms),
-            Message::Ack { seq, target, updates } => self.on_ack(seq, target, updates, now_ms),
-            Message::PingReq { seq, target, updates } => self.on_ping_req(from, seq, target, updates, now_ms),
+            Message::Ping {
+                seq,
+                target,
+                updates,
+            } => self.on_ping(from, seq, target, updates, now_ms),
+            Message::Ack {
+                seq,
+                target,
+                updates,
+            } => self.on_ack(seq, target, updates, now_ms),
+            Message::PingReq {
+                seq,
+                target,
+                updates,
+            } => self.on_ping_req(from, seq, target, updates, now_ms),
             Message::Nack { seq, target } => self.on_nack(seq, target),
             Message::Gossip { updates } => self.apply_all(updates, now_ms),
             Message::Join { incarnation, meta } => self.on_join(from, incarnation, meta, now_ms),
             Message::SyncReq { after } => self.send_page(from, after),
-            Message::SyncPage { after, entries, more } => self.on_sync_page(from, after, entries, more, now_ms),
+            Message::SyncPage {
+                after,
+                entries,
+                more,
+            } => self.on_sync_page(from, after, entries, more, now_ms),
         }
         assert!(self.outputs.len() <= self.config.max_outputs);
         debug_assert!(self.probe_index <= self.probe_list.len());
@@ -72,7 +90,12 @@ impl Swim {
         if self.sync.is_some() {
             return;
         }
-        self.sync = Some(SyncSession { peer: from, after: None, sent_ms: now_ms, retries: 0 });
+        self.sync = Some(SyncSession {
+            peer: from,
+            after: None,
+            sent_ms: now_ms,
+            retries: 0,
+        });
         self.send(from, Message::SyncReq { after: None });
     }
 
@@ -88,13 +111,31 @@ impl Swim {
 
     /// A leaving node only tells whoever still talks to it that it left.
     fn on_message_while_leaving(&mut self, from: NodeId, msg: &Message) {
-        if matches!(msg, Message::Ping { .. } | Message::PingReq { .. } | Message::Join { .. }) {
-            let left = Update::Left { id: self.self_id, incarnation: self.incarnation };
-            self.send(from, Message::Gossip { updates: alloc::vec![left] });
+        if matches!(
+            msg,
+            Message::Ping { .. } | Message::PingReq { .. } | Message::Join { .. }
+        ) {
+            let left = Update::Left {
+                id: self.self_id,
+                incarnation: self.incarnation,
+            };
+            self.send(
+                from,
+                Message::Gossip {
+                    updates: alloc::vec![left],
+                },
+            );
         }
     }
 
-    fn on_ping(&mut self, from: NodeId, seq: u32, target: NodeId, updates: Vec<Update>, now_ms: u64) {
+    fn on_ping(
+        &mut self,
+        from: NodeId,
+        seq: u32,
+        target: NodeId,
+        updates: Vec<Update>,
+        now_ms: u64,
+    ) {
         self.apply_all(updates, now_ms);
         if target != self.self_id {
             // Meant for another identity at this address (e.g. before a re-number).
@@ -102,7 +143,14 @@ impl Swim {
             return;
         }
         let updates = self.piggyback(from);
-        self.send(from, Message::Ack { seq, target, updates });
+        self.send(
+            from,
+            Message::Ack {
+                seq,
+                target,
+                updates,
+            },
+        );
     }
 
     fn on_ack(&mut self, seq: u32, target: NodeId, updates: Vec<Update>, now_ms: u64) {
@@ -115,16 +163,31 @@ impl Swim {
                 return;
             }
         }
-        if let Some(pos) = self.relays.iter().position(|r| r.seq == seq && r.target == target) {
+        if let Some(pos) = self
+            .relays
+            .iter()
+            .position(|r| r.seq == seq && r.target == target)
+        {
             let relay = self.relays.swap_remove(pos);
             debug_assert!(relay.target != self.self_id);
             let updates = self.piggyback(relay.requester);
-            let ack = Message::Ack { seq: relay.requester_seq, target, updates };
+            let ack = Message::Ack {
+                seq: relay.requester_seq,
+                target,
+                updates,
+            };
             self.send(relay.requester, ack);
         }
     }
 
-    fn on_ping_req(&mut self, from: NodeId, seq: u32, target: NodeId, updates: Vec<Update>, now_ms: u64) {
+    fn on_ping_req(
+        &mut self,
+        from: NodeId,
+        seq: u32,
+        target: NodeId,
+        updates: Vec<Update>,
+        now_ms: u64,
+    ) {
         self.apply_all(updates, now_ms);
         if target == self.self_id || target == from {
             self.stats.misrouted += 1;
@@ -138,9 +201,22 @@ impl Swim {
         let relay_seq = self.next_seq();
         // Lifeguard: nack before the requester's period ends, at the probe timeout.
         let expires_ms = now_ms + self.config.probe_timeout_ms;
-        self.relays.push(Relay { seq: relay_seq, requester: from, requester_seq: seq, target, expires_ms });
+        self.relays.push(Relay {
+            seq: relay_seq,
+            requester: from,
+            requester_seq: seq,
+            target,
+            expires_ms,
+        });
         let updates = self.piggyback(target);
-        self.send(target, Message::Ping { seq: relay_seq, target, updates });
+        self.send(
+            target,
+            Message::Ping {
+                seq: relay_seq,
+                target,
+                updates,
+            },
+        );
         assert!(self.relays.len() <= self.config.max_relays);
     }
 
@@ -159,7 +235,14 @@ impl Swim {
             self.stats.malformed += 1;
             return;
         }
-        self.apply_update(Update::Alive { id: from, incarnation, meta }, now_ms);
+        self.apply_update(
+            Update::Alive {
+                id: from,
+                incarnation,
+                meta,
+            },
+            now_ms,
+        );
         self.send_page(from, None);
     }
 
@@ -168,7 +251,12 @@ impl Swim {
     pub(super) fn send_page(&mut self, to: NodeId, after: Option<NodeId>) {
         let budget = self.config.max_message_bytes - HEADER_MAX_BYTES - 16;
         let max_entries = self.config.max_piggyback * 2;
-        let mut page = Page { entries: Vec::new(), used: 0, budget, max_entries };
+        let mut page = Page {
+            entries: Vec::new(),
+            used: 0,
+            budget,
+            max_entries,
+        };
         let mut more = false;
         let mut self_pending = after.is_none_or(|a| self.self_id > a);
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
@@ -190,13 +278,29 @@ impl Swim {
             more = true;
         }
         assert!(page.used <= budget && page.entries.len() <= max_entries);
-        self.send(to, Message::SyncPage { after, entries: page.entries, more });
+        self.send(
+            to,
+            Message::SyncPage {
+                after,
+                entries: page.entries,
+                more,
+            },
+        );
     }
 
-    fn on_sync_page(&mut self, from: NodeId, after: Option<NodeId>, entries: Vec<Update>, more: bool, now_ms: u64) {
+    fn on_sync_page(
+        &mut self,
+        from: NodeId,
+        after: Option<NodeId>,
+        entries: Vec<Update>,
+        more: bool,
+        now_ms: u64,
+    ) {
         let last = entries.last().map(Update::id);
         let ascending = entries.windows(2).all(|w| w[0].id() < w[1].id());
-        let in_range = entries.first().is_none_or(|e| after.is_none_or(|a| e.id() > a));
+        let in_range = entries
+            .first()
+            .is_none_or(|e| after.is_none_or(|a| e.id() > a));
         if entries.len() > self.config.max_piggyback * 2 || !ascending || !in_range {
             // A page that could make the cursor go backwards would loop forever.
             self.stats.malformed += 1;
@@ -208,13 +312,20 @@ impl Swim {
         if after.is_none() && self.seeds.contains(&from) {
             self.joined = true;
         }
-        let ours = self.sync.map_or(after.is_none(), |s| s.peer == from && s.after == after);
+        let ours = self
+            .sync
+            .map_or(after.is_none(), |s| s.peer == from && s.after == after);
         if !ours {
             return;
         }
         match (more, last) {
             (true, Some(last)) => {
-                self.sync = Some(SyncSession { peer: from, after: Some(last), sent_ms: now_ms, retries: 0 });
+                self.sync = Some(SyncSession {
+                    peer: from,
+                    after: Some(last),
+                    sent_ms: now_ms,
+                    retries: 0,
+                });
                 self.send(from, Message::SyncReq { after: Some(last) });
             }
             _ => self.sync = None,
@@ -224,7 +335,11 @@ impl Swim {
     /// Our view of `id` if it is not Alive (used in tests and by the shell).
     pub fn state_of(&self, id: NodeId) -> Option<MemberState> {
         if id == self.self_id {
-            return Some(if self.leaving { MemberState::Left } else { MemberState::Alive });
+            return Some(if self.leaving {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            });
         }
         self.members.get(&id).map(|m| m.state)
     }

@@ -26,6 +26,16 @@ pub enum MemberState {
 }
 
 impl MemberState {
+    /// Lowercase name for `members` and the event log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Down => "down",
+            Self::Left => "left",
+        }
+    }
+
     /// Rank used to break ties between facts with equal incarnations.
     pub fn rank(self) -> u8 {
         match self {
@@ -81,9 +91,21 @@ impl Member {
     pub fn to_update(&self) -> Update {
         let (id, incarnation) = (self.id, self.incarnation);
         match self.state {
-            MemberState::Alive => Update::Alive { id, incarnation, meta: self.meta.clone() },
-            MemberState::Suspect => Update::Suspect { id, incarnation, from: self.reporter },
-            MemberState::Down => Update::Dead { id, incarnation, from: self.reporter },
+            MemberState::Alive => Update::Alive {
+                id,
+                incarnation,
+                meta: self.meta.clone(),
+            },
+            MemberState::Suspect => Update::Suspect {
+                id,
+                incarnation,
+                from: self.reporter,
+            },
+            MemberState::Down => Update::Dead {
+                id,
+                incarnation,
+                from: self.reporter,
+            },
             MemberState::Left => Update::Left { id, incarnation },
         }
     }

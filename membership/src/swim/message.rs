@@ -30,13 +30,28 @@ pub const HEADER_MAX_BYTES: usize = TAG_MAX + VARINT_U32_MAX + VARINT_U64_MAX + 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Update {
     /// `id` is alive at `incarnation`, with its metadata blob.
-    Alive { id: NodeId, incarnation: Incarnation, meta: Vec<u8> },
+    Alive {
+        id: NodeId,
+        incarnation: Incarnation,
+        meta: Vec<u8>,
+    },
     /// `from` suspects `id` at `incarnation`.
-    Suspect { id: NodeId, incarnation: Incarnation, from: NodeId },
+    Suspect {
+        id: NodeId,
+        incarnation: Incarnation,
+        from: NodeId,
+    },
     /// `from` declared `id` down at `incarnation` (SWIM's "Confirm").
-    Dead { id: NodeId, incarnation: Incarnation, from: NodeId },
+    Dead {
+        id: NodeId,
+        incarnation: Incarnation,
+        from: NodeId,
+    },
     /// `id` left gracefully at `incarnation`.
-    Left { id: NodeId, incarnation: Incarnation },
+    Left {
+        id: NodeId,
+        incarnation: Incarnation,
+    },
 }
 
 impl Update {
@@ -78,22 +93,41 @@ impl Update {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// Direct probe of `target` (SWIM §4.1); answered by `Ack` with the same `seq`.
-    Ping { seq: u32, target: NodeId, updates: Vec<Update> },
+    Ping {
+        seq: u32,
+        target: NodeId,
+        updates: Vec<Update>,
+    },
     /// Answer to a ping; `target` is the node that was probed.
-    Ack { seq: u32, target: NodeId, updates: Vec<Update> },
+    Ack {
+        seq: u32,
+        target: NodeId,
+        updates: Vec<Update>,
+    },
     /// Ask the receiver to probe `target` on the sender's behalf (SWIM §4.1 ping-req).
-    PingReq { seq: u32, target: NodeId, updates: Vec<Update> },
+    PingReq {
+        seq: u32,
+        target: NodeId,
+        updates: Vec<Update>,
+    },
     /// Lifeguard nack: the relay for ping-req `seq` heard nothing from `target` in time,
     /// which proves the requester can still reach the relay (its own health is fine).
     Nack { seq: u32, target: NodeId },
     /// Dissemination only (memberlist-style gossip round).
     Gossip { updates: Vec<Update> },
     /// A new node announces itself to a seed; answered with the first `SyncPage`.
-    Join { incarnation: Incarnation, meta: Vec<u8> },
+    Join {
+        incarnation: Incarnation,
+        meta: Vec<u8>,
+    },
     /// Ask for the member table entries with id greater than `after` (paged state sync).
     SyncReq { after: Option<NodeId> },
     /// One page of the sender's member table, ascending by id; `more` if it was cut.
-    SyncPage { after: Option<NodeId>, entries: Vec<Update>, more: bool },
+    SyncPage {
+        after: Option<NodeId>,
+        entries: Vec<Update>,
+        more: bool,
+    },
 }
 
 impl Message {

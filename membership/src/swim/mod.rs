@@ -74,9 +74,15 @@ pub enum Event {
     /// A member became known, or came back from Down/Left with a newer incarnation.
     NodeUp { id: NodeId },
     /// A member missed its probes and is suspected at `incarnation`.
-    NodeSuspect { id: NodeId, incarnation: Incarnation },
+    NodeSuspect {
+        id: NodeId,
+        incarnation: Incarnation,
+    },
     /// A suspected member refuted: it is alive at `incarnation`.
-    NodeAlive { id: NodeId, incarnation: Incarnation },
+    NodeAlive {
+        id: NodeId,
+        incarnation: Incarnation,
+    },
     /// A member was declared failed.
     NodeDown { id: NodeId, reason: DownReason },
     /// A member left gracefully (no NodeDown is emitted for it).
@@ -274,7 +280,12 @@ impl Swim {
 
     /// Adds a member known to be alive at `incarnation` (pre-formed clusters, restoring a
     /// committed member list). No-op if it is already known. Emits `NodeUp`.
-    pub fn add_member(&mut self, id: NodeId, incarnation: Incarnation, meta: &[u8]) -> Result<(), Error> {
+    pub fn add_member(
+        &mut self,
+        id: NodeId,
+        incarnation: Incarnation,
+        meta: &[u8],
+    ) -> Result<(), Error> {
         if id == self.self_id {
             return Err(Error::SelfAsPeer);
         }
@@ -298,7 +309,10 @@ impl Swim {
         }
         self.leaving = true;
         self.probe = None;
-        self.broadcasts.push(Update::Left { id: self.self_id, incarnation: self.incarnation });
+        self.broadcasts.push(Update::Left {
+            id: self.self_id,
+            incarnation: self.incarnation,
+        });
         // Gossip at the next tick rather than a period from now.
         self.next_gossip_ms = self.last_call_ms;
         Ok(())
@@ -383,7 +397,11 @@ impl Swim {
     pub fn members(&self) -> impl Iterator<Item = MemberView<'_>> + '_ {
         let me = MemberView {
             id: self.self_id,
-            state: if self.leaving { MemberState::Left } else { MemberState::Alive },
+            state: if self.leaving {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            },
             incarnation: self.incarnation,
             last_heard_ms: self.last_call_ms,
             meta: &self.meta,
@@ -407,11 +425,19 @@ impl Swim {
         }
         if self.leaving {
             // Only the gossip of our Left remains.
-            return if self.broadcasts.is_empty() { u64::MAX } else { self.next_gossip_ms };
+            return if self.broadcasts.is_empty() {
+                u64::MAX
+            } else {
+                self.next_gossip_ms
+            };
         }
         let mut deadline = self.next_reconnect_ms.min(self.next_probe_ms);
         if let Some(p) = &self.probe {
-            let due = if p.indirect_sent == 0 { p.timeout_at_ms } else { p.period_end_ms };
+            let due = if p.indirect_sent == 0 {
+                p.timeout_at_ms
+            } else {
+                p.period_end_ms
+            };
             deadline = deadline.min(due);
         }
         if !self.broadcasts.is_empty() {
@@ -438,7 +464,11 @@ impl Swim {
     // ----- small helpers shared by the submodules -----
 
     fn self_alive(&self) -> Update {
-        Update::Alive { id: self.self_id, incarnation: self.incarnation, meta: self.meta.clone() }
+        Update::Alive {
+            id: self.self_id,
+            incarnation: self.incarnation,
+            meta: self.meta.clone(),
+        }
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -482,13 +512,19 @@ impl Swim {
 
     fn send(&mut self, to: NodeId, msg: Message) {
         assert!(to != self.self_id, "never send to ourselves");
-        assert!(msg.max_encoded_len() <= self.config.max_message_bytes, "message over budget");
+        assert!(
+            msg.max_encoded_len() <= self.config.max_message_bytes,
+            "message over budget"
+        );
         self.stats.messages_sent += 1;
         self.push_output(Output::Send { to, msg });
     }
 
     fn send_join(&mut self, seed: NodeId) {
-        let msg = Message::Join { incarnation: self.incarnation, meta: self.meta.clone() };
+        let msg = Message::Join {
+            incarnation: self.incarnation,
+            meta: self.meta.clone(),
+        };
         self.send(seed, msg);
     }
 

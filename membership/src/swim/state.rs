@@ -72,7 +72,12 @@ impl Swim {
     /// A Suspect equal to the one we hold, from another reporter, is a Lifeguard
     /// confirmation: it shortens the suspicion timeout.
     fn maybe_confirm(&mut self, update: &Update, current: (Incarnation, MemberState)) {
-        if let Update::Suspect { id, incarnation, from } = update {
+        if let Update::Suspect {
+            id,
+            incarnation,
+            from,
+        } = update
+        {
             if current == (*incarnation, MemberState::Suspect) {
                 self.confirm_suspicion(*id, *from);
             }
@@ -82,28 +87,40 @@ impl Swim {
     /// Counts `reporter`'s independent suspicion of `id`; a new confirmation is gossiped
     /// on so the other observers' timers shrink too (memberlist does the same).
     pub(super) fn confirm_suspicion(&mut self, id: NodeId, reporter: NodeId) {
-        let Some(s) = self.suspicions.get_mut(&id) else { return };
+        let Some(s) = self.suspicions.get_mut(&id) else {
+            return;
+        };
         if s.confirm(reporter) {
             let incarnation = s.incarnation;
             debug_assert_eq!(self.members[&id].state, MemberState::Suspect);
-            self.broadcasts.push(Update::Suspect { id, incarnation, from: reporter });
+            self.broadcasts.push(Update::Suspect {
+                id,
+                incarnation,
+                from: reporter,
+            });
         }
     }
 
     fn apply_newer(&mut self, update: Update, old: MemberState, now_ms: u64) {
         let id = update.id();
         match update {
-            Update::Alive { incarnation, meta, .. } => {
+            Update::Alive {
+                incarnation, meta, ..
+            } => {
                 self.transition(id, MemberState::Alive, incarnation, id, Some(meta), now_ms);
             }
-            Update::Suspect { incarnation, from, .. } => {
+            Update::Suspect {
+                incarnation, from, ..
+            } => {
                 // memberlist: suspicion only applies to live members; a Down member comes
                 // back through an Alive with a newer incarnation.
                 if old.is_active() {
                     self.transition(id, MemberState::Suspect, incarnation, from, None, now_ms);
                 }
             }
-            Update::Dead { incarnation, from, .. } => {
+            Update::Dead {
+                incarnation, from, ..
+            } => {
                 self.transition(id, MemberState::Down, incarnation, from, None, now_ms);
             }
             Update::Left { incarnation, .. } => {
@@ -121,9 +138,12 @@ impl Swim {
         let incarnation = update.incarnation();
         let refute = match update {
             Update::Alive { meta, .. } => {
-                incarnation > self.incarnation || (incarnation == self.incarnation && *meta != self.meta)
+                incarnation > self.incarnation
+                    || (incarnation == self.incarnation && *meta != self.meta)
             }
-            Update::Suspect { .. } | Update::Dead { .. } | Update::Left { .. } => incarnation >= self.incarnation,
+            Update::Suspect { .. } | Update::Dead { .. } | Update::Left { .. } => {
+                incarnation >= self.incarnation
+            }
         };
         if refute {
             self.refute(incarnation);
@@ -137,7 +157,10 @@ impl Swim {
 
     fn refute(&mut self, seen: Incarnation) {
         let next = seen.max(self.incarnation) + 1;
-        assert!(next > self.incarnation, "refutation must raise the incarnation");
+        assert!(
+            next > self.incarnation,
+            "refutation must raise the incarnation"
+        );
         self.incarnation = next;
         self.stats.refutations += 1;
         // Lifeguard: being suspected hints that we are the slow one.
@@ -147,7 +170,13 @@ impl Swim {
     }
 
     /// Adds a new Alive member; false if the table is full.
-    pub(super) fn insert_member(&mut self, id: NodeId, incarnation: Incarnation, meta: Vec<u8>, now_ms: u64) -> bool {
+    pub(super) fn insert_member(
+        &mut self,
+        id: NodeId,
+        incarnation: Incarnation,
+        meta: Vec<u8>,
+        now_ms: u64,
+    ) -> bool {
         assert!(id != self.self_id, "self is not a member");
         assert!(!self.members.contains_key(&id), "member inserted twice");
         if self.members.len() >= self.config.max_members && !self.reclaim_one() {
@@ -170,7 +199,13 @@ impl Swim {
     }
 
     /// Remembers a member first heard of as Down (silently: the kernel never saw it up).
-    fn insert_down_member(&mut self, id: NodeId, incarnation: Incarnation, reporter: NodeId, now_ms: u64) {
+    fn insert_down_member(
+        &mut self,
+        id: NodeId,
+        incarnation: Incarnation,
+        reporter: NodeId,
+        now_ms: u64,
+    ) {
         assert!(id != self.self_id && !self.members.contains_key(&id));
         if self.members.len() >= self.config.max_members && !self.reclaim_one() {
             self.stats.members_dropped += 1;
@@ -217,8 +252,14 @@ impl Swim {
         meta: Option<Vec<u8>>,
         now_ms: u64,
     ) {
-        let member = self.members.get_mut(&id).expect("transition of unknown member");
-        assert!(overrides((incarnation, state), (member.incarnation, member.state)), "stale transition");
+        let member = self
+            .members
+            .get_mut(&id)
+            .expect("transition of unknown member");
+        assert!(
+            overrides((incarnation, state), (member.incarnation, member.state)),
+            "stale transition"
+        );
         let old = member.state;
         member.state = state;
         member.incarnation = incarnation;
@@ -244,12 +285,25 @@ impl Swim {
         self.emit_transition(id, old, state, incarnation, reporter);
     }
 
-    fn emit_transition(&mut self, id: NodeId, old: MemberState, new: MemberState, inc: Incarnation, reporter: NodeId) {
+    fn emit_transition(
+        &mut self,
+        id: NodeId,
+        old: MemberState,
+        new: MemberState,
+        inc: Incarnation,
+        reporter: NodeId,
+    ) {
         use MemberState::{Alive, Down, Left, Suspect};
         let event = match (old, new) {
-            (Suspect, Alive) => Event::NodeAlive { id, incarnation: inc },
+            (Suspect, Alive) => Event::NodeAlive {
+                id,
+                incarnation: inc,
+            },
             (Down | Left, Alive) => Event::NodeUp { id },
-            (_, Suspect) => Event::NodeSuspect { id, incarnation: inc },
+            (_, Suspect) => Event::NodeSuspect {
+                id,
+                incarnation: inc,
+            },
             (Alive | Suspect, Down) => {
                 let reason = if reporter == self.self_id {
                     DownReason::SuspicionTimeout
@@ -266,12 +320,21 @@ impl Swim {
         self.emit(event);
     }
 
-    fn start_suspicion(&mut self, id: NodeId, incarnation: Incarnation, reporter: NodeId, now_ms: u64) {
+    fn start_suspicion(
+        &mut self,
+        id: NodeId,
+        incarnation: Incarnation,
+        reporter: NodeId,
+        now_ms: u64,
+    ) {
         let n = self.active_count() as u64;
         let min_ms = suspicion_min_ms(self.config.suspicion_base_ms, n);
         let max_ms = min_ms * self.config.suspicion_max_mult;
         // Only n - 2 other nodes can independently confirm (not us, not the suspect).
-        let k = self.config.suspicion_confirmations.min(self.active_count().saturating_sub(2));
+        let k = self
+            .config
+            .suspicion_confirmations
+            .min(self.active_count().saturating_sub(2));
         let suspicion = Suspicion::new(incarnation, now_ms, min_ms, max_ms, k, reporter);
         self.suspicions.insert(id, suspicion);
         debug_assert!(self.suspicions.len() <= self.members.len());

@@ -58,11 +58,28 @@ pub struct Suspicion {
 
 impl Suspicion {
     /// Starts suspecting at `now_ms` on `first_reporter`'s word.
-    pub fn new(incarnation: Incarnation, now_ms: u64, min_ms: u64, max_ms: u64, k: usize, first_reporter: NodeId) -> Self {
-        assert!(min_ms > 0 && min_ms <= max_ms, "suspicion bounds out of order");
+    pub fn new(
+        incarnation: Incarnation,
+        now_ms: u64,
+        min_ms: u64,
+        max_ms: u64,
+        k: usize,
+        first_reporter: NodeId,
+    ) -> Self {
+        assert!(
+            min_ms > 0 && min_ms <= max_ms,
+            "suspicion bounds out of order"
+        );
         let mut reporters = Vec::with_capacity(k + 1);
         reporters.push(first_reporter);
-        Self { incarnation, started_ms: now_ms, min_ms, max_ms, k, reporters }
+        Self {
+            incarnation,
+            started_ms: now_ms,
+            min_ms,
+            max_ms,
+            k,
+            reporters,
+        }
     }
 
     /// Records an independent suspicion; true if it was new (the deadline moved).
@@ -71,7 +88,10 @@ impl Suspicion {
             return false;
         }
         self.reporters.push(reporter);
-        assert!(self.reporters.len() <= self.k + 1, "reporters bounded by k + 1");
+        assert!(
+            self.reporters.len() <= self.k + 1,
+            "reporters bounded by k + 1"
+        );
         true
     }
 
@@ -86,7 +106,8 @@ impl Suspicion {
             return self.min_ms;
         }
         let c = self.confirmations() as u64;
-        let shrink = (self.max_ms - self.min_ms) * log2_milli(c + 1) / log2_milli(self.k as u64 + 1);
+        let shrink =
+            (self.max_ms - self.min_ms) * log2_milli(c + 1) / log2_milli(self.k as u64 + 1);
         let timeout = self.max_ms.saturating_sub(shrink).max(self.min_ms);
         debug_assert!(timeout <= self.max_ms);
         timeout

@@ -92,7 +92,9 @@ impl Swim {
     fn start_probe(&mut self, now_ms: u64) {
         // tick_probe closed the previous period (it ends exactly when this one starts).
         assert!(self.probe.is_none(), "two probes in flight");
-        let Some(target) = self.next_probe_target() else { return };
+        let Some(target) = self.next_probe_target() else {
+            return;
+        };
         let seq = self.next_seq();
         let lhm = u64::from(self.lhm + 1);
         self.probe = Some(Probe {
@@ -106,7 +108,14 @@ impl Swim {
         });
         let updates = self.piggyback(target);
         self.stats.probes_sent += 1;
-        self.send(target, Message::Ping { seq, target, updates });
+        self.send(
+            target,
+            Message::Ping {
+                seq,
+                target,
+                updates,
+            },
+        );
     }
 
     /// Asks k random peers to probe the target; returns how many were asked.
@@ -116,7 +125,14 @@ impl Swim {
         for &peer in &peers {
             let updates = self.piggyback(peer);
             self.stats.ping_reqs_sent += 1;
-            self.send(peer, Message::PingReq { seq: probe.seq, target: probe.target, updates });
+            self.send(
+                peer,
+                Message::PingReq {
+                    seq: probe.seq,
+                    target: probe.target,
+                    updates,
+                },
+            );
         }
         assert!(peers.len() <= self.config.indirect_probes);
         peers.len() as u32
@@ -126,8 +142,12 @@ impl Swim {
         self.stats.probe_failures += 1;
         // Lifeguard: missing nacks mean our own links are the likelier culprit.
         let missing_nacks = probe.indirect_sent.saturating_sub(probe.nacks);
-        self.adjust_health(i64::from(missing_nacks.max(u32::from(probe.indirect_sent == 0))));
-        let Some(member) = self.members.get(&probe.target) else { return };
+        self.adjust_health(i64::from(
+            missing_nacks.max(u32::from(probe.indirect_sent == 0)),
+        ));
+        let Some(member) = self.members.get(&probe.target) else {
+            return;
+        };
         if member.last_heard_ms > probe.started_ms {
             // No ack, but the target did talk to us during this period (e.g. it refuted a
             // suspicion after a pause while our ping was lost): it is alive, do not accuse.
@@ -142,20 +162,47 @@ impl Swim {
             return;
         }
         let incarnation = member.incarnation;
-        self.transition(probe.target, MemberState::Suspect, incarnation, self.self_id, None, now_ms);
+        self.transition(
+            probe.target,
+            MemberState::Suspect,
+            incarnation,
+            self.self_id,
+            None,
+            now_ms,
+        );
         // Tell the suspect directly too: the sooner it hears, the sooner it refutes.
-        let suspect = Update::Suspect { id: probe.target, incarnation, from: self.self_id };
-        self.send(probe.target, Message::Gossip { updates: alloc::vec![suspect] });
+        let suspect = Update::Suspect {
+            id: probe.target,
+            incarnation,
+            from: self.self_id,
+        };
+        self.send(
+            probe.target,
+            Message::Gossip {
+                updates: alloc::vec![suspect],
+            },
+        );
     }
 
     fn tick_suspicions(&mut self, now_ms: u64) {
-        let expired: alloc::vec::Vec<NodeId> =
-            self.suspicions.iter().filter(|(_, s)| s.deadline_ms() <= now_ms).map(|(&id, _)| id).collect();
+        let expired: alloc::vec::Vec<NodeId> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| s.deadline_ms() <= now_ms)
+            .map(|(&id, _)| id)
+            .collect();
         for id in expired {
             let incarnation = self.suspicions[&id].incarnation;
             let member = &self.members[&id];
             assert!(member.state == MemberState::Suspect && member.incarnation == incarnation);
-            self.transition(id, MemberState::Down, incarnation, self.self_id, None, now_ms);
+            self.transition(
+                id,
+                MemberState::Down,
+                incarnation,
+                self.self_id,
+                None,
+                now_ms,
+            );
         }
     }
 
@@ -184,18 +231,35 @@ impl Swim {
         }
         self.next_reconnect_ms = now_ms + self.config.reconnect_interval_ms;
         let retain_ms = self.config.down_retain_ms;
-        self.members.retain(|_, m| m.state.is_active() || m.state_changed_ms + retain_ms > now_ms);
-        let down = self.members.values().filter(|m| m.state == MemberState::Down).count();
+        self.members
+            .retain(|_, m| m.state.is_active() || m.state_changed_ms + retain_ms > now_ms);
+        let down = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Down)
+            .count();
         if down == 0 {
             return;
         }
         let pick = self.rand_below(down);
-        let target = self.members.values().filter(|m| m.state == MemberState::Down).nth(pick).map(|m| m.id);
+        let target = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Down)
+            .nth(pick)
+            .map(|m| m.id);
         let Some(target) = target else { return };
         let seq = self.next_seq();
         let updates = self.piggyback(target);
         debug_assert!(matches!(updates.first(), Some(Update::Dead { .. })));
-        self.send(target, Message::Ping { seq, target, updates });
+        self.send(
+            target,
+            Message::Ping {
+                seq,
+                target,
+                updates,
+            },
+        );
     }
 
     fn tick_join_and_sync(&mut self, now_ms: u64) {
@@ -211,7 +275,12 @@ impl Swim {
                 session.sent_ms = now_ms;
                 self.sync = (session.retries <= SYNC_MAX_RETRIES).then_some(session);
                 if self.sync.is_some() {
-                    self.send(session.peer, Message::SyncReq { after: session.after });
+                    self.send(
+                        session.peer,
+                        Message::SyncReq {
+                            after: session.after,
+                        },
+                    );
                 }
             }
         }
@@ -219,7 +288,12 @@ impl Swim {
             self.next_sync_ms = now_ms + self.config.sync_interval_ms;
             if self.sync.is_none() {
                 if let Some(&peer) = self.sample_active(1, self.self_id).first() {
-                    self.sync = Some(SyncSession { peer, after: None, sent_ms: now_ms, retries: 0 });
+                    self.sync = Some(SyncSession {
+                        peer,
+                        after: None,
+                        sent_ms: now_ms,
+                        retries: 0,
+                    });
                     self.send(peer, Message::SyncReq { after: None });
                 }
             }
@@ -229,7 +303,13 @@ impl Swim {
     fn tick_relays(&mut self, now_ms: u64) {
         while let Some(pos) = self.relays.iter().position(|r| r.expires_ms <= now_ms) {
             let relay = self.relays.swap_remove(pos);
-            self.send(relay.requester, Message::Nack { seq: relay.requester_seq, target: relay.target });
+            self.send(
+                relay.requester,
+                Message::Nack {
+                    seq: relay.requester_seq,
+                    target: relay.target,
+                },
+            );
         }
         debug_assert!(self.relays.iter().all(|r| r.expires_ms > now_ms));
     }

@@ -45,7 +45,11 @@ pub fn node_names(count: usize) -> Vec<(u64, String, &'static str)> {
 
 /// The `peers` config value for these nodes.
 pub fn peers_value(names: &[(u64, String, &'static str)]) -> String {
-    names.iter().map(|(id, name, _)| format!("{id}:{name}")).collect::<Vec<_>>().join(";")
+    names
+        .iter()
+        .map(|(id, name, _)| format!("{id}:{name}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// Bytes of each node's Raft disk.
@@ -57,8 +61,10 @@ pub const RAFT_DISK_BYTES: u64 = 2 << 20;
 pub fn raft_disk(fabric_dir: &Path, id: u64) -> std::path::PathBuf {
     let path = fabric_dir.join(format!("disk-{id}.img"));
     if !path.exists() {
-        let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        file.set_len(RAFT_DISK_BYTES).unwrap_or_else(|e| panic!("sizing {}: {e}", path.display()));
+        let file = std::fs::File::create(&path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        file.set_len(RAFT_DISK_BYTES)
+            .unwrap_or_else(|e| panic!("sizing {}: {e}", path.display()));
     }
     path
 }
@@ -67,7 +73,10 @@ pub fn raft_disk(fabric_dir: &Path, id: u64) -> std::path::PathBuf {
 pub fn raft_disk_args(disk: &Path) -> Vec<String> {
     vec![
         "-drive".into(),
-        format!("file={},if=none,id=raftdisk,format=raw,cache=unsafe", disk.display()),
+        format!(
+            "file={},if=none,id=raftdisk,format=raw,cache=unsafe",
+            disk.display()
+        ),
         "-device".into(),
         "virtio-blk-pci,drive=raftdisk".into(),
     ]
@@ -86,7 +95,8 @@ pub fn specs(image: &Path, fabric: &Fabric, count: usize, kvm: bool) -> Vec<Node
             spec.kvm = kvm;
             spec.config_extra.push(("peers".into(), peers.clone()));
             spec.extra_args = fabric.qemu_args(*id as u32, node_mac(*id));
-            spec.extra_args.extend(raft_disk_args(&raft_disk(fabric.dir(), *id)));
+            spec.extra_args
+                .extend(raft_disk_args(&raft_disk(fabric.dir(), *id)));
             spec
         })
         .collect()
@@ -109,7 +119,8 @@ impl Cluster {
         // A previous run of this scenario may have left sockets and logs.
         let _ = std::fs::remove_dir_all(&dir);
         let ids: Vec<u32> = (1..=count as u32).collect();
-        let fabric = Fabric::start(FabricConfig::new(&dir, &ids, seed)).map_err(|e| HarnessError::Check(format!("fabric: {e:?}")))?;
+        let fabric = Fabric::start(FabricConfig::new(&dir, &ids, seed))
+            .map_err(|e| HarnessError::Check(format!("fabric: {e:?}")))?;
         let mut nodes = Vec::new();
         for spec in specs(&env.image, &fabric, count, env.kvm) {
             nodes.push(Node::start(spec, &dir)?);
@@ -125,7 +136,11 @@ impl Cluster {
         for node in &mut nodes {
             node.command("echo ready", BOOT_TIMEOUT)?;
         }
-        Ok(Cluster { nodes, fabric, restarts: std::collections::BTreeMap::new() })
+        Ok(Cluster {
+            nodes,
+            fabric,
+            restarts: std::collections::BTreeMap::new(),
+        })
     }
 
     /// The node with id `id` (1-based).
@@ -158,7 +173,10 @@ impl Cluster {
 
     /// Every node's id and name.
     pub fn members(&self) -> Vec<(u64, String)> {
-        self.nodes.iter().map(|n| (n.spec.id, n.spec.name.clone())).collect()
+        self.nodes
+            .iter()
+            .map(|n| (n.spec.id, n.spec.name.clone()))
+            .collect()
     }
 }
 
@@ -184,9 +202,16 @@ mod tests {
         assert_eq!(blank.len() as u64, RAFT_DISK_BYTES);
         assert!(blank.iter().all(|&b| b == 0));
         std::fs::write(&path, b"kept").unwrap();
-        assert_eq!(std::fs::read(raft_disk(&dir, 7)).unwrap(), b"kept", "an existing image is not recreated");
+        assert_eq!(
+            std::fs::read(raft_disk(&dir, 7)).unwrap(),
+            b"kept",
+            "an existing image is not recreated"
+        );
         let args = raft_disk_args(&path);
-        assert!(args[1].starts_with(&format!("file={},", path.display())) && args[3].starts_with("virtio-blk-pci"));
+        assert!(
+            args[1].starts_with(&format!("file={},", path.display()))
+                && args[3].starts_with("virtio-blk-pci")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

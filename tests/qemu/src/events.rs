@@ -28,7 +28,12 @@ pub fn parse_line(line: &str) -> Option<Event> {
     let t_us = fields.remove("t_us")?.parse().ok()?;
     let node = fields.remove("node")?;
     let kind = fields.remove("kind")?;
-    Some(Event { t_us, node, kind, fields })
+    Some(Event {
+        t_us,
+        node,
+        kind,
+        fields,
+    })
 }
 
 /// Parses a whole log, skipping malformed lines (a torn last line while QEMU writes).
@@ -43,7 +48,10 @@ mod tests {
     #[test]
     fn parses_an_event_line() {
         let e = parse_line("t_us=1234 node=worker-1 kind=boot id=1 role=worker").unwrap();
-        assert_eq!((e.t_us, e.node.as_str(), e.kind.as_str()), (1234, "worker-1", "boot"));
+        assert_eq!(
+            (e.t_us, e.node.as_str(), e.kind.as_str()),
+            (1234, "worker-1", "boot")
+        );
         assert_eq!(e.get("role"), Some("worker"));
     }
 

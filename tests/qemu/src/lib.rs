@@ -35,7 +35,11 @@ pub enum HarnessError {
     /// Starting QEMU or talking to it failed at the OS level.
     Io(String, std::io::Error),
     /// Expected text did not appear in time; carries the tail of what did.
-    Timeout { waiting_for: String, seconds: f64, tail: String },
+    Timeout {
+        waiting_for: String,
+        seconds: f64,
+        tail: String,
+    },
     /// QEMU exited when it should not have.
     Exited { status: Option<i32>, tail: String },
     /// A check in a scenario failed.
@@ -46,7 +50,11 @@ impl fmt::Display for HarnessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HarnessError::Io(what, e) => write!(f, "{what}: {e}"),
-            HarnessError::Timeout { waiting_for, seconds, tail } => {
+            HarnessError::Timeout {
+                waiting_for,
+                seconds,
+                tail,
+            } => {
                 write!(f, "timed out after {seconds:.1} s waiting for {waiting_for:?}; last output: {tail:?}")
             }
             HarnessError::Exited { status, tail } => {
@@ -63,7 +71,8 @@ impl std::error::Error for HarnessError {}
 #[macro_export]
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)*) => {
-        if !$cond {
+        let holds: bool = $cond;
+        if !holds {
             return Err($crate::HarnessError::Check(format!($($arg)*)));
         }
     };

@@ -41,7 +41,8 @@ impl Node {
     pub fn start(spec: NodeSpec, dir: &Path) -> Result<Node, HarnessError> {
         let node_dir = dir.join(&spec.name);
         let _ = fs::remove_dir_all(&node_dir);
-        fs::create_dir_all(&node_dir).map_err(|e| HarnessError::Io(format!("creating {}", node_dir.display()), e))?;
+        fs::create_dir_all(&node_dir)
+            .map_err(|e| HarnessError::Io(format!("creating {}", node_dir.display()), e))?;
         let socket = node_dir.join("console.sock");
         let events_path = node_dir.join("events.log");
         let _ = fs::remove_file(&socket);
@@ -50,9 +51,13 @@ impl Node {
         let qemu_log = File::create(node_dir.join("qemu.stderr"))
             .map_err(|e| HarnessError::Io("creating qemu.stderr".into(), e))?;
         let mut cmd = spec.command(&chardev, &events_path);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(qemu_log);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(qemu_log);
         let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|e| HarnessError::Io(format!("starting {}", crate::qemu::QEMU), e))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| HarnessError::Io(format!("starting {}", crate::qemu::QEMU), e))?;
         let pid = child.id();
         let console = match connect(&socket, &mut child) {
             Ok(stream) => stream,
@@ -60,12 +65,31 @@ impl Node {
                 let _ = child.kill();
                 let _ = child.wait();
                 let stderr = fs::read_to_string(node_dir.join("qemu.stderr")).unwrap_or_default();
-                return Err(HarnessError::Check(format!("{e}; qemu stderr: {}", stderr.trim())));
+                return Err(HarnessError::Check(format!(
+                    "{e}; qemu stderr: {}",
+                    stderr.trim()
+                )));
             }
         };
         let output = Arc::new(Mutex::new(Vec::new()));
-        spawn_reader(console.try_clone().map_err(|e| HarnessError::Io("cloning socket".into(), e))?, output.clone(), node_dir.join("console.log"));
-        Ok(Node { spec, child, pid, console, output, cursor: 0, events_path, started, exit: None })
+        spawn_reader(
+            console
+                .try_clone()
+                .map_err(|e| HarnessError::Io("cloning socket".into(), e))?,
+            output.clone(),
+            node_dir.join("console.log"),
+        );
+        Ok(Node {
+            spec,
+            child,
+            pid,
+            console,
+            output,
+            cursor: 0,
+            events_path,
+            started,
+            exit: None,
+        })
     }
 
     /// QEMU's process id.
@@ -88,7 +112,10 @@ impl Node {
                 }
             }
             if let Some(status) = self.try_exit() {
-                return Err(HarnessError::Exited { status: status.code(), tail: self.tail() });
+                return Err(HarnessError::Exited {
+                    status: status.code(),
+                    tail: self.tail(),
+                });
             }
             if Instant::now() >= deadline {
                 return Err(HarnessError::Timeout {
@@ -119,7 +146,9 @@ impl Node {
 
     /// Sends raw bytes to the console.
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), HarnessError> {
-        self.console.write_all(bytes).map_err(|e| HarnessError::Io("writing to console".into(), e))
+        self.console
+            .write_all(bytes)
+            .map_err(|e| HarnessError::Io("writing to console".into(), e))
     }
 
     /// Runs a shell command and returns its output (between the echoed line and the next
@@ -160,7 +189,8 @@ impl Node {
         let secs = self.uptime_secs()?;
         let after = Instant::now();
         let mid = before + (after - before) / 2;
-        mid.checked_sub(Duration::from_secs_f64(secs)).ok_or_else(|| HarnessError::Check("clock origin before host epoch".into()))
+        mid.checked_sub(Duration::from_secs_f64(secs))
+            .ok_or_else(|| HarnessError::Check("clock origin before host epoch".into()))
     }
 
     /// Everything on COM2 so far.
@@ -169,14 +199,23 @@ impl Node {
     }
 
     /// Waits for an event matching `pred`.
-    pub fn wait_event(&self, what: &str, timeout: Duration, pred: impl Fn(&Event) -> bool) -> Result<Event, HarnessError> {
+    pub fn wait_event(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Event) -> bool,
+    ) -> Result<Event, HarnessError> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
                 return Ok(e);
             }
             if Instant::now() >= deadline {
-                return Err(HarnessError::Timeout { waiting_for: what.into(), seconds: timeout.as_secs_f64(), tail: self.tail() });
+                return Err(HarnessError::Timeout {
+                    waiting_for: what.into(),
+                    seconds: timeout.as_secs_f64(),
+                    tail: self.tail(),
+                });
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -184,14 +223,18 @@ impl Node {
 
     /// Sends a signal to QEMU (SIGKILL, SIGSTOP, SIGCONT).
     pub fn signal(&self, signal: i32) -> Result<(), HarnessError> {
-        let pid = libc::pid_t::try_from(self.pid).map_err(|_| HarnessError::Check("pid out of range".into()))?;
+        let pid = libc::pid_t::try_from(self.pid)
+            .map_err(|_| HarnessError::Check("pid out of range".into()))?;
         // SAFETY: kill(2) on the PID of a child this Node spawned and has not yet reaped, so
         // the PID cannot have been recycled for another process.
         let rc = unsafe { libc::kill(pid, signal) };
         if rc == 0 {
             Ok(())
         } else {
-            Err(HarnessError::Io(format!("kill({pid}, {signal})"), std::io::Error::last_os_error()))
+            Err(HarnessError::Io(
+                format!("kill({pid}, {signal})"),
+                std::io::Error::last_os_error(),
+            ))
         }
     }
 
@@ -203,7 +246,11 @@ impl Node {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                return Err(HarnessError::Timeout { waiting_for: "QEMU to exit".into(), seconds: timeout.as_secs_f64(), tail: self.tail() });
+                return Err(HarnessError::Timeout {
+                    waiting_for: "QEMU to exit".into(),
+                    seconds: timeout.as_secs_f64(),
+                    tail: self.tail(),
+                });
             }
             thread::sleep(Duration::from_millis(10));
         }
@@ -223,7 +270,11 @@ impl Node {
 
     fn tail(&self) -> String {
         let out = self.output();
-        let start = out.char_indices().rev().nth(TAIL_CHARS).map_or(0, |(i, _)| i);
+        let start = out
+            .char_indices()
+            .rev()
+            .nth(TAIL_CHARS)
+            .map_or(0, |(i, _)| i);
         out[start..].to_string()
     }
 }
@@ -249,7 +300,10 @@ fn connect(socket: &Path, child: &mut Child) -> Result<UnixStream, String> {
             return Err(format!("QEMU exited before its console opened ({status})"));
         }
         if Instant::now() >= deadline {
-            return Err(format!("console socket {} did not appear", socket.display()));
+            return Err(format!(
+                "console socket {} did not appear",
+                socket.display()
+            ));
         }
         thread::sleep(Duration::from_millis(5));
     }
@@ -264,7 +318,10 @@ fn spawn_reader(mut stream: UnixStream, output: Arc<Mutex<Vec<u8>>>, log_path: P
             if n == 0 {
                 break;
             }
-            output.lock().expect("console buffer poisoned").extend_from_slice(&buf[..n]);
+            output
+                .lock()
+                .expect("console buffer poisoned")
+                .extend_from_slice(&buf[..n]);
             if let Some(log) = log.as_mut() {
                 let _ = log.write_all(&buf[..n]);
             }

@@ -64,11 +64,27 @@ impl NodeSpec {
     pub fn command(&self, console: &str, events: &Path) -> Command {
         let mut cmd = Command::new(QEMU);
         // The BIOS bootloader stage sets a VESA mode, so a VGA device must exist.
-        cmd.args(["-nodefaults", "-vga", "std", "-display", "none", "-no-reboot"]);
+        cmd.args([
+            "-nodefaults",
+            "-vga",
+            "std",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
         cmd.args(["-m", &format!("{}M", self.memory_mib)]);
-        cmd.args(["-drive", &format!("format=raw,if=ide,snapshot=on,file={}", self.image.display())]);
+        cmd.args([
+            "-drive",
+            &format!(
+                "format=raw,if=ide,snapshot=on,file={}",
+                self.image.display()
+            ),
+        ]);
         cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-        cmd.args(["-fw_cfg", &format!("name=opt/xylem/node,string={}", self.config_string())]);
+        cmd.args([
+            "-fw_cfg",
+            &format!("name=opt/xylem/node,string={}", self.config_string()),
+        ]);
         for (name, contents) in &self.fw_cfg {
             cmd.args(["-fw_cfg", &format!("name={name},string={contents}")]);
         }
@@ -90,5 +106,9 @@ impl NodeSpec {
 
 /// Whether QEMU is on the PATH.
 pub fn available() -> bool {
-    Command::new(QEMU).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }

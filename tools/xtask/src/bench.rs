@@ -13,7 +13,8 @@ const BOOT_SAMPLES: usize = 5;
 const NET_PROBES: u32 = 1000;
 /// ICMP echoes for `ping_rtt_us` (the first, which waits for ARP, is left out).
 const NET_PINGS: u32 = 41;
-const AVAILABLE: &str = "available: boot, sched, cells, net, failure-detect, failover, membership-sim, raft-sim, raft";
+const AVAILABLE: &str =
+    "available: boot, sched, cells, net, failure-detect, failover, membership-sim, raft-sim, raft";
 
 /// Dispatches to one benchmark.
 pub fn cmd_bench(args: &[String]) -> Result<(), String> {
@@ -42,7 +43,8 @@ fn bench_boot() -> Result<(), String> {
         let mut spec = NodeSpec::worker(1, &image);
         spec.name = format!("boot-{i}");
         let mut node = Node::start(spec, &dir).map_err(|e| e.to_string())?;
-        node.wait_for_prompt(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+        node.wait_for_prompt(Duration::from_secs(60))
+            .map_err(|e| e.to_string())?;
         let ms = node.started.elapsed().as_secs_f64() * 1000.0;
         eprintln!("    boot {i}: {ms:.0} ms to prompt");
         samples.push(ms);
@@ -67,11 +69,21 @@ fn bench_in_kernel(test: &str) -> Result<(), String> {
     spec.name = test.to_string();
     spec.fw_cfg.push(("opt/xylem/ktest".into(), test.into()));
     let mut node = Node::start(spec, &dir).map_err(|e| e.to_string())?;
-    let status = node.wait_exit(Duration::from_secs(300)).map_err(|e| e.to_string())?;
+    let status = node
+        .wait_exit(Duration::from_secs(300))
+        .map_err(|e| e.to_string())?;
     let out = node.output();
-    let metrics: Vec<&str> = out.lines().map(str::trim_end).filter(|l| l.starts_with("METRIC ")).collect();
+    let metrics: Vec<&str> = out
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.starts_with("METRIC "))
+        .collect();
     if status.code() != Some(qemu_tests::qemu::status::TESTS_PASSED) || metrics.is_empty() {
-        return Err(format!("{test} failed (exit status {:?}); see {}", status.code(), dir.display()));
+        return Err(format!(
+            "{test} failed (exit status {:?}); see {}",
+            status.code(),
+            dir.display()
+        ));
     }
     for line in metrics {
         println!("{line}");
@@ -86,10 +98,21 @@ fn bench_net() -> Result<(), String> {
     setup::ensure_qemu()?;
     let image = image::build_image(Profile::Release, image::Flavor::Shell, boot::Firmware::Bios)?;
     let run_dir = image::fresh_dir(&image::xylem_dir().join("bench-net"))?;
-    let env = qemu_tests::Env { image: image.clone(), ktest_image: image, run_dir, kvm: false };
-    let mut cluster = qemu_tests::cluster::Cluster::start(&env, "net", 2, 7).map_err(|e| e.to_string())?;
+    let env = qemu_tests::Env {
+        image: image.clone(),
+        ktest_image: image,
+        run_dir,
+        kvm: false,
+    };
+    let mut cluster =
+        qemu_tests::cluster::Cluster::start(&env, "net", 2, 7).map_err(|e| e.to_string())?;
     let node = cluster.node(1);
-    let out = node.command(&format!("ping worker-2 {NET_PINGS}"), Duration::from_secs(120)).map_err(|e| e.to_string())?;
+    let out = node
+        .command(
+            &format!("ping worker-2 {NET_PINGS}"),
+            Duration::from_secs(120),
+        )
+        .map_err(|e| e.to_string())?;
     let mut pings: Vec<f64> = out
         .lines()
         .filter_map(|l| l.split("rtt_us=").nth(1))
@@ -97,9 +120,17 @@ fn bench_net() -> Result<(), String> {
         .skip(1)
         .collect();
     if pings.len() + 1 < NET_PINGS as usize {
-        return Err(format!("only {} of {NET_PINGS} pings answered: {out}", pings.len() + 1));
+        return Err(format!(
+            "only {} of {NET_PINGS} pings answered: {out}",
+            pings.len() + 1
+        ));
     }
-    let out = node.command(&format!("netbench worker-2 {NET_PROBES} 1000 3"), Duration::from_secs(300)).map_err(|e| e.to_string())?;
+    let out = node
+        .command(
+            &format!("netbench worker-2 {NET_PROBES} 1000 3"),
+            Duration::from_secs(300),
+        )
+        .map_err(|e| e.to_string())?;
     eprintln!("    {}", out.trim().replace('\n', "\n    "));
     let p50 = out
         .split("p50=")

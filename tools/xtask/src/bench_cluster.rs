@@ -19,7 +19,9 @@ const OBSERVERS: [u64; 2] = [1, 3];
 /// `cargo xtask bench failure-detect [--idle-minutes N]`.
 pub fn failure_detect(args: &[String]) -> Result<(), String> {
     let flags = crate::Flags::parse(args, &[], &["--idle-minutes"])?;
-    let idle_minutes: u64 = flags.value("--idle-minutes").map_or(Ok(0), |v| v.parse().map_err(|_| format!("bad --idle-minutes '{v}'")))?;
+    let idle_minutes: u64 = flags.value("--idle-minutes").map_or(Ok(0), |v| {
+        v.parse().map_err(|_| format!("bad --idle-minutes '{v}'"))
+    })?;
     setup::ensure_qemu()?;
     let env = image::test_env(false, "bench-failure-detect")?;
     let mut cluster = Cluster::start(&env, "detect", 3, 7).map_err(|e| e.to_string())?;
@@ -35,7 +37,10 @@ pub fn failure_detect(args: &[String]) -> Result<(), String> {
         let ms = detect_once(&mut cluster, libc::SIGSTOP)?;
         eprintln!("    hang {i}: first node_down after {ms:.0} ms");
         hang_ms.push(ms);
-        cluster.node(VICTIM).signal(libc::SIGCONT).map_err(|e| e.to_string())?;
+        cluster
+            .node(VICTIM)
+            .signal(libc::SIGCONT)
+            .map_err(|e| e.to_string())?;
         wait_all_alive(&mut cluster, &[1, 2, 3]).map_err(|e| e.to_string())?;
     }
     println!("METRIC detect_kill_ms {:.0} ms", median(&mut kill_ms));
@@ -57,7 +62,10 @@ fn detect_once(cluster: &mut Cluster, signal: i32) -> Result<f64, String> {
         origins.push((id, origin, mark));
     }
     let injected = Instant::now();
-    cluster.node(VICTIM).signal(signal).map_err(|e| e.to_string())?;
+    cluster
+        .node(VICTIM)
+        .signal(signal)
+        .map_err(|e| e.to_string())?;
     let deadline = injected + Duration::from_secs(20);
     loop {
         let mut first: Option<Instant> = None;
@@ -84,13 +92,26 @@ fn detect_once(cluster: &mut Cluster, signal: i32) -> Result<f64, String> {
 fn idle_run(cluster: &mut Cluster, minutes: u64) -> Result<usize, String> {
     let marks: Vec<(u64, u64)> = [1, 2, 3]
         .into_iter()
-        .map(|id| cluster.node(id).guest_now_us().map(|m| (id, m)).map_err(|e| e.to_string()))
+        .map(|id| {
+            cluster
+                .node(id)
+                .guest_now_us()
+                .map(|m| (id, m))
+                .map_err(|e| e.to_string())
+        })
         .collect::<Result<_, _>>()?;
     eprintln!("    idle run: {minutes} min, 3 nodes, counting node_down events");
     std::thread::sleep(Duration::from_secs(minutes * 60));
     Ok(marks
         .iter()
-        .map(|&(id, mark)| cluster.node(id).events().iter().filter(|e| e.kind == "node_down" && e.t_us > mark).count())
+        .map(|&(id, mark)| {
+            cluster
+                .node(id)
+                .events()
+                .iter()
+                .filter(|e| e.kind == "node_down" && e.t_us > mark)
+                .count()
+        })
         .sum())
 }
 
@@ -126,7 +147,13 @@ pub fn failover() -> Result<(), String> {
     for i in 0..SAMPLES * 2 {
         let service = format!("web{i}");
         if i > 0 {
-            let out = cluster.node(1).command(&format!("xylem delete web{}", i - 1), Duration::from_secs(10)).map_err(e)?;
+            let out = cluster
+                .node(1)
+                .command(
+                    &format!("xylem delete web{}", i - 1),
+                    Duration::from_secs(10),
+                )
+                .map_err(e)?;
             if !out.starts_with("accepted") {
                 return Err(format!("delete web{}: {out}", i - 1));
             }
@@ -135,7 +162,12 @@ pub fn failover() -> Result<(), String> {
         control::apply(&mut cluster, &service, 2).map_err(e)?;
         control::wait_running(&mut cluster, 1, &service, &["worker-1", "worker-2"]).map_err(e)?;
         let hang = i % 2 == 1;
-        let f = measure_failover(&mut cluster, if hang { libc::SIGSTOP } else { libc::SIGKILL }, &service).map_err(e)?;
+        let f = measure_failover(
+            &mut cluster,
+            if hang { libc::SIGSTOP } else { libc::SIGKILL },
+            &service,
+        )
+        .map_err(e)?;
         eprintln!(
             "    {} {}: node_down {:.0} ms, commit {:.0} ms, running {:.0} ms",
             if hang { "hang" } else { "kill" },
@@ -155,8 +187,15 @@ pub fn failover() -> Result<(), String> {
     }
     println!("METRIC failover_ms {:.0} ms", median(&mut kill_ms));
     println!("METRIC failover_hang_ms {:.0} ms", median(&mut hang_ms));
-    let stats = cluster.node(1).command("xylem stats", Duration::from_secs(10)).map_err(e)?;
-    if let Some(us) = stats.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()) {
+    let stats = cluster
+        .node(1)
+        .command("xylem stats", Duration::from_secs(10))
+        .map_err(e)?;
+    if let Some(us) = stats
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         println!("METRIC reconcile_us {us} us");
     }
     Ok(())

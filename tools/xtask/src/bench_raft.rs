@@ -54,9 +54,15 @@ pub fn raft() -> Result<(), String> {
 /// Runs `raft bench` on the leader and returns its median (µs).
 fn commit_median_us(cluster: &mut Cluster, leader: u64) -> Result<u64, String> {
     let timeout = std::time::Duration::from_secs(300);
-    let out = cluster.node(leader).command(&format!("raft bench {COMMIT_SAMPLES}"), timeout).map_err(err)?;
+    let out = cluster
+        .node(leader)
+        .command(&format!("raft bench {COMMIT_SAMPLES}"), timeout)
+        .map_err(err)?;
     eprintln!("    {}", out.trim());
-    let status = cluster.node(leader).command("raft", std::time::Duration::from_secs(10)).map_err(err)?;
+    let status = cluster
+        .node(leader)
+        .command("raft", std::time::Duration::from_secs(10))
+        .map_err(err)?;
     if let Some(disk) = status.lines().find(|l| l.starts_with("disk:")) {
         eprintln!("    leader {disk}");
     }

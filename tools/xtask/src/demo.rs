@@ -29,12 +29,24 @@ pub fn cmd_demo(args: &[String]) -> Result<(), String> {
     control::wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"]).map_err(e)?;
     show(&mut cluster, 1, "xylem status")?;
 
-    println!("\n==> SIGKILL worker-2 (QEMU pid {})", cluster.node(2).pid());
+    println!(
+        "\n==> SIGKILL worker-2 (QEMU pid {})",
+        cluster.node(2).pid()
+    );
     let f = measure_failover(&mut cluster, libc::SIGKILL, "web").map_err(e)?;
     println!("    what worker-1's kernel saw (ms after the kill, from its COM2 event log):");
-    println!("    {:>7.0} ms  node_down peer=worker-2        (SWIM verdict, a kernel event)", f.node_down_ms);
-    println!("    {:>7.0} ms  xylem_commit assign web/1 -> worker-1   (Raft committed the move)", f.assign_committed_ms);
-    println!("    {:>7.0} ms  cell_start web/1 on worker-1   (replacement running in ring 3)", f.cell_running_ms);
+    println!(
+        "    {:>7.0} ms  node_down peer=worker-2        (SWIM verdict, a kernel event)",
+        f.node_down_ms
+    );
+    println!(
+        "    {:>7.0} ms  xylem_commit assign web/1 -> worker-1   (Raft committed the move)",
+        f.assign_committed_ms
+    );
+    println!(
+        "    {:>7.0} ms  cell_start web/1 on worker-1   (replacement running in ring 3)",
+        f.cell_running_ms
+    );
     control::wait_running(&mut cluster, 1, "web", &["worker-1", "worker-1"]).map_err(e)?;
     show(&mut cluster, 1, "xylem status")?;
     let mem = cluster.node(1).command("mem", CMD).map_err(e)?;
@@ -52,14 +64,23 @@ pub fn cmd_demo(args: &[String]) -> Result<(), String> {
     if let Some(kib) = first_number(heap_line.split("used ").nth(1).unwrap_or("")) {
         println!("METRIC node_heap_kib {kib} KiB");
     }
-    if let Some(kib) = first_number(frames_line.split("used ").nth(1).and_then(|s| s.split('(').nth(1)).unwrap_or("")) {
+    if let Some(kib) = first_number(
+        frames_line
+            .split("used ")
+            .nth(1)
+            .and_then(|s| s.split('(').nth(1))
+            .unwrap_or(""),
+    ) {
         println!("METRIC node_frames_used_kib {kib} KiB");
     }
     Ok(())
 }
 
 fn show(cluster: &mut Cluster, id: u64, line: &str) -> Result<(), String> {
-    let out = cluster.node(id).command(line, CMD).map_err(|e| e.to_string())?;
+    let out = cluster
+        .node(id)
+        .command(line, CMD)
+        .map_err(|e| e.to_string())?;
     println!("{}{line}\n{}", cluster.node(id).prompt(), out.trim_end());
     Ok(())
 }
@@ -67,6 +88,9 @@ fn show(cluster: &mut Cluster, id: u64, line: &str) -> Result<(), String> {
 /// The first run of digits in `text`.
 fn first_number(text: &str) -> Option<u64> {
     let start = text.find(|c: char| c.is_ascii_digit())?;
-    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }

@@ -39,8 +39,16 @@ pub enum Flavor {
 /// `cargo xtask build`.
 pub fn cmd_build(args: &[String]) -> Result<(), String> {
     let flags = Flags::parse(args, &["--release", "--uefi"], &[])?;
-    let profile = if flags.has("--release") { Profile::Release } else { Profile::Debug };
-    let firmware = if flags.has("--uefi") { Firmware::Uefi } else { Firmware::Bios };
+    let profile = if flags.has("--release") {
+        Profile::Release
+    } else {
+        Profile::Debug
+    };
+    let firmware = if flags.has("--uefi") {
+        Firmware::Uefi
+    } else {
+        Firmware::Bios
+    };
     let image = build_image(profile, Flavor::Shell, firmware)?;
     println!("{}", image.display());
     Ok(())
@@ -48,7 +56,9 @@ pub fn cmd_build(args: &[String]) -> Result<(), String> {
 
 /// Cargo's target directory (`CARGO_TARGET_DIR`, else `<root>/target`).
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::root().join("target"))
 }
 
 /// Where xtask keeps its outputs.
@@ -57,7 +67,11 @@ pub fn xylem_dir() -> PathBuf {
 }
 
 /// Builds the kernel and a disk image; returns the image path.
-pub fn build_image(profile: Profile, flavor: Flavor, firmware: Firmware) -> Result<PathBuf, String> {
+pub fn build_image(
+    profile: Profile,
+    flavor: Flavor,
+    firmware: Firmware,
+) -> Result<PathBuf, String> {
     let elf = build_kernel(profile, flavor)?;
     let suffix = match (flavor, firmware) {
         (Flavor::Shell, Firmware::Bios) => "bios.img",
@@ -72,7 +86,8 @@ pub fn build_image(profile: Profile, flavor: Flavor, firmware: Firmware) -> Resu
     // own (now unlinked) file instead of one being rewritten under it.
     let partial = dir.join(format!(".xylem-{suffix}.{}", std::process::id()));
     boot::create_image(&elf, &partial, firmware).map_err(|e| e.to_string())?;
-    std::fs::rename(&partial, &image).map_err(|e| format!("installing {}: {e}", image.display()))?;
+    std::fs::rename(&partial, &image)
+        .map_err(|e| format!("installing {}: {e}", image.display()))?;
     Ok(image)
 }
 
@@ -85,7 +100,13 @@ fn build_kernel(profile: Profile, flavor: Flavor) -> Result<PathBuf, String> {
     eprintln!("==> building kernel ({}, {:?})", profile.dir(), flavor);
     let mut cmd = cargo();
     cmd.current_dir(&root).env("XYLEM_PAYLOAD_DIR", &payloads);
-    cmd.args(["build", "--package", "kernel", "--target", "x86_64-unknown-none"]);
+    cmd.args([
+        "build",
+        "--package",
+        "kernel",
+        "--target",
+        "x86_64-unknown-none",
+    ]);
     if profile == Profile::Release {
         cmd.arg("--release");
     }
@@ -96,7 +117,10 @@ fn build_kernel(profile: Profile, flavor: Flavor) -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("kernel build failed ({status})"));
     }
-    let built = target_dir().join("x86_64-unknown-none").join(profile.dir()).join("kernel");
+    let built = target_dir()
+        .join("x86_64-unknown-none")
+        .join(profile.dir())
+        .join("kernel");
     let name = match flavor {
         Flavor::Shell => "kernel",
         Flavor::Ktest => "kernel-ktest",
@@ -109,7 +133,11 @@ fn build_kernel(profile: Profile, flavor: Flavor) -> Result<PathBuf, String> {
     // The full ELF stays beside it for llvm-addr2line.
     let stripped = xylem_dir().join(format!("{name}-{}.stripped.elf", profile.dir()));
     strip_debug(&copy, &stripped)?;
-    eprintln!("    kernel built in {:.1} s: {}", started.elapsed().as_secs_f64(), copy.display());
+    eprintln!(
+        "    kernel built in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        copy.display()
+    );
     Ok(stripped)
 }
 
@@ -128,7 +156,12 @@ fn strip_debug(input: &Path, output: &Path) -> Result<(), String> {
         .arg(input)
         .arg(output)
         .status()
-        .map_err(|e| format!("running {} (is llvm-tools-preview installed?): {e}", objcopy.display()))?;
+        .map_err(|e| {
+            format!(
+                "running {} (is llvm-tools-preview installed?): {e}",
+                objcopy.display()
+            )
+        })?;
     if status.success() {
         Ok(())
     } else {
@@ -141,8 +174,15 @@ pub fn cargo() -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     for (key, _) in std::env::vars() {
-        let keep = matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_TERM_COLOR");
-        if (key.starts_with("CARGO_") && !keep) || key.starts_with("RUSTC") || key == "RUSTFLAGS" || key == "RUSTDOCFLAGS" {
+        let keep = matches!(
+            key.as_str(),
+            "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_TERM_COLOR"
+        );
+        if (key.starts_with("CARGO_") && !keep)
+            || key.starts_with("RUSTC")
+            || key == "RUSTFLAGS"
+            || key == "RUSTDOCFLAGS"
+        {
             cmd.env_remove(key);
         }
     }
@@ -159,8 +199,14 @@ pub fn test_env(kvm: bool, run_name: &str) -> Result<qemu_tests::Env, String> {
     // separate directories.
     let suffix = std::env::var("XYLEM_RUN_SUFFIX").unwrap_or_default();
     let run_dir = xylem_dir().join(format!("{run_name}{suffix}"));
-    std::fs::create_dir_all(&run_dir).map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
-    Ok(qemu_tests::Env { image, ktest_image, run_dir, kvm })
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
+    Ok(qemu_tests::Env {
+        image,
+        ktest_image,
+        run_dir,
+        kvm,
+    })
 }
 
 /// Empties and recreates a directory.

@@ -8,6 +8,7 @@ mod bench_cluster;
 mod bench_raft;
 mod demo;
 mod image;
+mod lint;
 mod run;
 mod setup;
 mod test;
@@ -72,7 +73,11 @@ pub struct Flags {
 impl Flags {
     /// Parses `args` given the allowed switches and value options.
     pub fn parse(args: &[String], switches: &[&str], options: &[&str]) -> Result<Flags, String> {
-        let mut flags = Flags { switches: Vec::new(), values: Vec::new(), passthrough: Vec::new() };
+        let mut flags = Flags {
+            switches: Vec::new(),
+            values: Vec::new(),
+            passthrough: Vec::new(),
+        };
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
             if arg == "--" {
@@ -84,7 +89,9 @@ impl Flags {
                 let value = iter.next().ok_or_else(|| format!("{arg} needs a value"))?;
                 flags.values.push((arg.clone(), value.clone()));
             } else {
-                return Err(format!("unexpected argument '{arg}' (try 'cargo xtask help')"));
+                return Err(format!(
+                    "unexpected argument '{arg}' (try 'cargo xtask help')"
+                ));
             }
         }
         Ok(flags)
@@ -97,11 +104,17 @@ impl Flags {
 
     /// The value of an option.
     pub fn value(&self, option: &str) -> Option<&str> {
-        self.values.iter().find(|(k, _)| k == option).map(|(_, v)| v.as_str())
+        self.values
+            .iter()
+            .find(|(k, _)| k == option)
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// The workspace root.
 pub fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root exists")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root exists")
 }

@@ -19,12 +19,20 @@ const NODES_MAX: usize = 16;
 pub fn cmd_run(args: &[String]) -> Result<(), String> {
     let flags = Flags::parse(args, &["--release", "--kvm"], &["--nodes"])?;
     setup::ensure_qemu()?;
-    let profile = if flags.has("--release") { Profile::Release } else { Profile::Debug };
+    let profile = if flags.has("--release") {
+        Profile::Release
+    } else {
+        Profile::Debug
+    };
     let nodes = match flags.value("--nodes") {
         None => None,
         Some(n) => match n.parse::<usize>() {
             Ok(n) if (1..=NODES_MAX).contains(&n) => Some(n),
-            _ => return Err(format!("--nodes wants a number of nodes from 1 to {NODES_MAX}, not '{n}'")),
+            _ => {
+                return Err(format!(
+                    "--nodes wants a number of nodes from 1 to {NODES_MAX}, not '{n}'"
+                ))
+            }
         },
     };
     let image = image::build_image(profile, Flavor::Shell, Firmware::Bios)?;
@@ -43,10 +51,18 @@ pub fn cmd_run(args: &[String]) -> Result<(), String> {
 
 /// Starts the fabric and nodes 2..=N in the background, then node 1 on this terminal.
 /// When node 1's QEMU exits, the others are killed and the fabric stops.
-fn run_cluster(image: &std::path::Path, dir: &std::path::Path, count: usize, flags: &Flags) -> Result<(), String> {
+fn run_cluster(
+    image: &std::path::Path,
+    dir: &std::path::Path,
+    count: usize,
+    flags: &Flags,
+) -> Result<(), String> {
     let ids: Vec<u32> = (1..=count as u32).collect();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
-    let fabric = Fabric::start(FabricConfig::new(dir, &ids, seed)).map_err(|e| format!("starting the fabric: {e:?}"))?;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs());
+    let fabric = Fabric::start(FabricConfig::new(dir, &ids, seed))
+        .map_err(|e| format!("starting the fabric: {e:?}"))?;
     let mut specs = cluster::specs(image, &fabric, count, flags.has("--kvm"));
     for spec in &mut specs {
         spec.extra_args.extend(flags.passthrough.iter().cloned());
@@ -56,7 +72,10 @@ fn run_cluster(image: &std::path::Path, dir: &std::path::Path, count: usize, fla
     for spec in specs {
         let name = spec.name.clone();
         let node = Node::start(spec, dir).map_err(|e| format!("starting {name}: {e}"))?;
-        eprintln!("==> {name} started (console log {})", dir.join(&name).join("console.log").display());
+        eprintln!(
+            "==> {name} started (console log {})",
+            dir.join(&name).join("console.log").display()
+        );
         others.push(node);
     }
     // Let the others get going so node 1's first pings find them.
@@ -80,7 +99,10 @@ fn run_interactive(spec: &NodeSpec, dir: &std::path::Path) -> Result<(), String>
         if spec.kvm { "KVM" } else { "TCG" },
         events.display()
     );
-    let status = spec.command("stdio", &events).status().map_err(|e| format!("starting QEMU: {e}"))?;
+    let status = spec
+        .command("stdio", &events)
+        .status()
+        .map_err(|e| format!("starting QEMU: {e}"))?;
     match status.code() {
         Some(0) => Ok(()),
         Some(99) => Err("the kernel panicked (QEMU exit status 99)".into()),

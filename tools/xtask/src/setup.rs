@@ -15,13 +15,19 @@ pub fn ensure_qemu() -> Result<(), String> {
             qemu_tests::qemu::QEMU
         ));
     }
-    eprintln!("==> {} missing: installing {QEMU_PACKAGE} with apt-get (one time)", qemu_tests::qemu::QEMU);
+    eprintln!(
+        "==> {} missing: installing {QEMU_PACKAGE} with apt-get (one time)",
+        qemu_tests::qemu::QEMU
+    );
     run_apt(&["update"])?;
     run_apt(&["install", "-y", "--no-install-recommends", QEMU_PACKAGE])?;
     if qemu_tests::qemu::available() {
         Ok(())
     } else {
-        Err(format!("installed {QEMU_PACKAGE} but {} still does not run", qemu_tests::qemu::QEMU))
+        Err(format!(
+            "installed {QEMU_PACKAGE} but {} still does not run",
+            qemu_tests::qemu::QEMU
+        ))
     }
 }
 

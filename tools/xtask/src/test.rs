@@ -1,6 +1,6 @@
 //! `cargo xtask test` and `cargo xtask qemu-cluster`.
 //!
-//! Three tiers, in order: host unit tests of every pure crate and the simulators
+//! Lints first (rustfmt and clippy, `lint.rs`), then three tiers, in order: host unit tests of every pure crate and the simulators
 //! (`cargo test --release`), in-kernel tests (a `ktest` kernel that reports through QEMU's
 //! exit status), and QEMU scenarios — the single-node suite, then the multi-node cluster
 //! suite (`qemu-cluster` runs the latter alone). Every step prints progress; the last line
@@ -24,7 +24,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn fail(&mut self, what: String) {
+    pub fn fail(&mut self, what: String) {
         self.failed += 1;
         self.failures.push(what);
     }
@@ -94,13 +94,18 @@ fn host_tests(tally: &mut Tally) {
         Ok(dir) => dir,
         Err(why) => return tally.fail(format!("building payloads: {why}")),
     };
+    eprintln!("==> lints (rustfmt --check, clippy -D warnings)");
+    crate::lint::lints(tally, &payloads);
     eprintln!("==> host unit tests (cargo test --release)");
     let started = Instant::now();
     let output = cargo()
         .current_dir(crate::root())
         .env("XYLEM_PAYLOAD_DIR", &payloads)
         // The envelope decoder's seeded fuzz runner gets a full minute (the short run).
-        .env("NET_FUZZ_SECS", std::env::var("NET_FUZZ_SECS").unwrap_or_else(|_| "60".into()))
+        .env(
+            "NET_FUZZ_SECS",
+            std::env::var("NET_FUZZ_SECS").unwrap_or_else(|_| "60".into()),
+        )
         .args(["test", "--release", "--no-fail-fast"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -111,16 +116,27 @@ fn host_tests(tally: &mut Tally) {
     };
     let text = String::from_utf8_lossy(&output.stdout);
     let (passed, failed) = count_cargo_results(&text);
-    for line in text.lines().filter(|l| l.contains("FAILED") || l.contains("panicked")) {
+    for line in text
+        .lines()
+        .filter(|l| l.contains("FAILED") || l.contains("panicked"))
+    {
         println!("    {line}");
     }
-    println!("    host tests: {passed} passed, {failed} failed in {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "    host tests: {passed} passed, {failed} failed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     tally.passed += passed;
     if failed > 0 {
         tally.failed += failed;
-        tally.failures.push(format!("{failed} host unit test(s) failed (see output above)"));
+        tally.failures.push(format!(
+            "{failed} host unit test(s) failed (see output above)"
+        ));
     } else if !output.status.success() {
-        tally.fail(format!("cargo test failed without a test failure ({}): a build error?", output.status));
+        tally.fail(format!(
+            "cargo test failed without a test failure ({}): a build error?",
+            output.status
+        ));
     }
 }
 
@@ -149,7 +165,10 @@ fn run_named(env: &Env, name: &str, tally: &mut Tally) {
 }
 
 fn run_scenarios(env: &Env, suite: Suite, only: Option<&str>, tally: &mut Tally) {
-    let chosen: Vec<_> = scenarios::ALL.iter().filter(|s| s.suite == suite && only.is_none_or(|n| n == s.name)).collect();
+    let chosen: Vec<_> = scenarios::ALL
+        .iter()
+        .filter(|s| s.suite == suite && only.is_none_or(|n| n == s.name))
+        .collect();
     if let Some(name) = only {
         if chosen.is_empty() {
             tally.fail(format!("no {suite:?} scenario named '{name}'"));
@@ -162,7 +181,11 @@ fn run_scenarios(env: &Env, suite: Suite, only: Option<&str>, tally: &mut Tally)
         match (scenario.run)(env) {
             Ok(()) => {
                 tally.passed += 1;
-                println!("scenario {} ok ({:.1} s)", scenario.name, started.elapsed().as_secs_f64());
+                println!(
+                    "scenario {} ok ({:.1} s)",
+                    scenario.name,
+                    started.elapsed().as_secs_f64()
+                );
             }
             Err(why) => {
                 println!("scenario {} FAILED: {why}", scenario.name);

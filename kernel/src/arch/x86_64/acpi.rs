@@ -52,7 +52,11 @@ impl Platform {
             .iter()
             .find(|(source, _)| *source == irq)
             .map(|(_, route)| *route)
-            .unwrap_or(IsaRoute { gsi: u32::from(irq), level_triggered: false, active_low: false })
+            .unwrap_or(IsaRoute {
+                gsi: u32::from(irq),
+                level_triggered: false,
+                active_low: false,
+            })
     }
 
     /// The I/O APIC (virtual base, first GSI) that serves `gsi`.
@@ -78,12 +82,17 @@ pub enum PlatformError {
 pub fn discover(rsdp_phys: Option<u64>) -> Result<Platform, PlatformError> {
     let rsdp = rsdp_phys.ok_or(PlatformError::NoRsdp)?;
     // SAFETY: the bootloader reports the RSDP's physical address; the handler maps it.
-    let tables = unsafe { AcpiTables::from_rsdp(WindowHandler, rsdp as usize) }.map_err(PlatformError::Tables)?;
+    let tables = unsafe { AcpiTables::from_rsdp(WindowHandler, rsdp as usize) }
+        .map_err(PlatformError::Tables)?;
     let info = tables.platform_info().map_err(PlatformError::Tables)?;
     let InterruptModel::Apic(apic) = info.interrupt_model else {
         return Err(PlatformError::NotApic);
     };
-    let io_apics = apic.io_apics.iter().map(|io| (u64::from(io.address), io.global_system_interrupt_base)).collect();
+    let io_apics = apic
+        .io_apics
+        .iter()
+        .map(|io| (u64::from(io.address), io.global_system_interrupt_base))
+        .collect();
     let overrides = apic
         .interrupt_source_overrides
         .iter()
@@ -101,5 +110,10 @@ pub fn discover(rsdp_phys: Option<u64>) -> Result<Platform, PlatformError> {
         .ok()
         .and_then(|fadt| fadt.pm1a_control_block().ok())
         .and_then(|block| u16::try_from(block.address).ok());
-    Ok(Platform { local_apic_phys: apic.local_apic_address, io_apics, overrides, pm1a_control_port })
+    Ok(Platform {
+        local_apic_phys: apic.local_apic_address,
+        io_apics,
+        overrides,
+        pm1a_control_port,
+    })
 }

@@ -84,8 +84,19 @@ pub fn timer_start_periodic(vector: u8, initial_count: u32) {
 
 /// Routes global system interrupt `gsi` of the I/O APIC at `virt_base` (whose first GSI is
 /// `gsi_base`) to `vector` on APIC id `dest`.
-pub fn ioapic_route(virt_base: u64, gsi_base: u32, gsi: u32, vector: u8, dest: u32, level_triggered: bool, active_low: bool) {
-    assert!(gsi >= gsi_base, "GSI {gsi} is below this I/O APIC's base {gsi_base}");
+pub fn ioapic_route(
+    virt_base: u64,
+    gsi_base: u32,
+    gsi: u32,
+    vector: u8,
+    dest: u32,
+    level_triggered: bool,
+    active_low: bool,
+) {
+    assert!(
+        gsi >= gsi_base,
+        "GSI {gsi} is below this I/O APIC's base {gsi_base}"
+    );
     let pin = gsi - gsi_base;
     let mut low = u32::from(vector);
     if active_low {

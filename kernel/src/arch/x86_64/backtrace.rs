@@ -28,19 +28,29 @@ pub fn set_readable_probe(probe: fn(u64) -> bool) {
 
 /// Prints the faulting RIP and then the chain of callers above the current frame.
 pub fn print_from_interrupt(w: &mut impl Write, rip: u64) {
-    let _ = writeln!(w, "    backtrace (innermost first; ELF offsets for llvm-addr2line):");
+    let _ = writeln!(
+        w,
+        "    backtrace (innermost first; ELF offsets for llvm-addr2line):"
+    );
     print_frame(w, 0, rip);
     walk(w, cpu::frame_pointer(), 1);
 }
 
 /// Prints the chain of callers of the current function.
 pub fn print_here(w: &mut impl Write) {
-    let _ = writeln!(w, "    backtrace (innermost first; ELF offsets for llvm-addr2line):");
+    let _ = writeln!(
+        w,
+        "    backtrace (innermost first; ELF offsets for llvm-addr2line):"
+    );
     walk(w, cpu::frame_pointer(), 0);
 }
 
 fn print_frame(w: &mut impl Write, index: usize, addr: u64) {
-    let _ = writeln!(w, "      #{index:<2} {addr:#018x}  (elf +{:#x})", addr.wrapping_sub(KERNEL_TEXT_START));
+    let _ = writeln!(
+        w,
+        "      #{index:<2} {addr:#018x}  (elf +{:#x})",
+        addr.wrapping_sub(KERNEL_TEXT_START)
+    );
 }
 
 fn walk(w: &mut impl Write, mut rbp: u64, first_index: usize) {
@@ -50,7 +60,7 @@ fn walk(w: &mut impl Write, mut rbp: u64, first_index: usize) {
     };
     let mut index = first_index;
     for _ in 0..MAX_FRAMES {
-        if rbp == 0 || rbp % 8 != 0 || !readable(rbp) || !readable(rbp + 8) {
+        if rbp == 0 || !rbp.is_multiple_of(8) || !readable(rbp) || !readable(rbp + 8) {
             return;
         }
         // SAFETY: both words were just checked to be mapped; they are read as plain

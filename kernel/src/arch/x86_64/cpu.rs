@@ -49,7 +49,10 @@ pub fn frame_pointer() -> u64 {
 /// write raises a page fault before touching memory. Exists for the fault-report test.
 #[cfg(feature = "ktest")]
 pub fn fault_on_write(addr: u64) {
-    assert!(addr < 0x0000_8000_0000_0000, "only lower-half addresses are guaranteed unmapped");
+    assert!(
+        addr < 0x0000_8000_0000_0000,
+        "only lower-half addresses are guaranteed unmapped"
+    );
     // SAFETY: kernel tasks run on the kernel's page tables, whose lower half is empty, so
     // this write faults instead of modifying memory; the fault handler does not return.
     unsafe { core::ptr::write_volatile(addr as *mut u8, 1) };

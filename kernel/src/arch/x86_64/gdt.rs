@@ -55,7 +55,10 @@ pub fn init() {
     // reading the TSS; the IST stacks are static and used only by the CPU through the TSS.
     unsafe {
         let tss = &mut *TSS.0.get();
-        for (slot, stack) in [DOUBLE_FAULT_IST, NMI_IST, MACHINE_CHECK_IST].into_iter().enumerate() {
+        for (slot, stack) in [DOUBLE_FAULT_IST, NMI_IST, MACHINE_CHECK_IST]
+            .into_iter()
+            .enumerate()
+        {
             let base = VirtAddr::from_ptr(addr_of!(IST_STACKS[slot]));
             tss.interrupt_stack_table[stack as usize] = base + IST_STACK_BYTES as u64;
         }
@@ -68,7 +71,16 @@ pub fn init() {
         let user_code = gdt.append(Descriptor::user_code_segment());
         // SAFETY: TSS is a static that lives forever and is never moved.
         let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
-        (gdt, Selectors { kernel_code, kernel_data, user_data, user_code, tss })
+        (
+            gdt,
+            Selectors {
+                kernel_code,
+                kernel_data,
+                user_data,
+                user_code,
+                tss,
+            },
+        )
     });
     gdt.load();
     // SAFETY: the selectors point at valid descriptors of the GDT just loaded.

@@ -56,10 +56,12 @@ static UNHANDLED_IRQS: AtomicU64 = AtomicU64::new(0);
 /// must not block; EOI is sent by the dispatcher after it returns.
 pub fn register_irq(vector: u8, handler: IrqHandler) {
     let slot = usize::from(vector - IRQ_BASE);
-    assert!(slot < IRQ_COUNT, "vector {vector:#x} is not a device vector");
+    assert!(
+        slot < IRQ_COUNT,
+        "vector {vector:#x} is not a device vector"
+    );
     IRQ_HANDLERS[slot].store(handler as usize, Ordering::Release);
 }
-
 
 /// Runs after every device interrupt and timer tick, once EOI is sent: the scheduler's
 /// chance to switch to a task the interrupt woke.
@@ -121,10 +123,36 @@ macro_rules! irq_entries {
 }
 
 irq_entries!(
-    irq1 = 1, irq2 = 2, irq3 = 3, irq4 = 4, irq5 = 5, irq6 = 6, irq7 = 7, irq8 = 8, irq9 = 9,
-    irq10 = 10, irq11 = 11, irq12 = 12, irq13 = 13, irq14 = 14, irq15 = 15, irq16 = 16,
-    irq17 = 17, irq18 = 18, irq19 = 19, irq20 = 20, irq21 = 21, irq22 = 22, irq23 = 23,
-    irq24 = 24, irq25 = 25, irq26 = 26, irq27 = 27, irq28 = 28, irq29 = 29, irq30 = 30,
+    irq1 = 1,
+    irq2 = 2,
+    irq3 = 3,
+    irq4 = 4,
+    irq5 = 5,
+    irq6 = 6,
+    irq7 = 7,
+    irq8 = 8,
+    irq9 = 9,
+    irq10 = 10,
+    irq11 = 11,
+    irq12 = 12,
+    irq13 = 13,
+    irq14 = 14,
+    irq15 = 15,
+    irq16 = 16,
+    irq17 = 17,
+    irq18 = 18,
+    irq19 = 19,
+    irq20 = 20,
+    irq21 = 21,
+    irq22 = 22,
+    irq23 = 23,
+    irq24 = 24,
+    irq25 = 25,
+    irq26 = 26,
+    irq27 = 27,
+    irq28 = 28,
+    irq29 = 29,
+    irq30 = 30,
     irq31 = 31,
 );
 
@@ -143,26 +171,36 @@ fn build() -> InterruptDescriptorTable {
     idt.overflow.set_handler_fn(overflow);
     idt.bound_range_exceeded.set_handler_fn(bound_range);
     idt.invalid_opcode.set_handler_fn(invalid_opcode);
-    idt.device_not_available.set_handler_fn(device_not_available);
+    idt.device_not_available
+        .set_handler_fn(device_not_available);
     idt.invalid_tss.set_handler_fn(invalid_tss);
     idt.segment_not_present.set_handler_fn(segment_not_present);
     idt.stack_segment_fault.set_handler_fn(stack_segment);
-    idt.general_protection_fault.set_handler_fn(general_protection);
+    idt.general_protection_fault
+        .set_handler_fn(general_protection);
     idt.page_fault.set_handler_fn(page_fault);
     idt.x87_floating_point.set_handler_fn(x87_floating_point);
     idt.alignment_check.set_handler_fn(alignment_check);
     idt.simd_floating_point.set_handler_fn(simd_floating_point);
     idt.virtualization.set_handler_fn(virtualization);
-    idt.cp_protection_exception.set_handler_fn(control_protection);
+    idt.cp_protection_exception
+        .set_handler_fn(control_protection);
     idt.hv_injection_exception.set_handler_fn(hv_injection);
-    idt.vmm_communication_exception.set_handler_fn(vmm_communication);
+    idt.vmm_communication_exception
+        .set_handler_fn(vmm_communication);
     idt.security_exception.set_handler_fn(security);
     // SAFETY: each IST index names a stack gdt::init placed in the TSS, used by no other
     // handler.
     unsafe {
-        idt.double_fault.set_handler_fn(double_fault).set_stack_index(gdt::DOUBLE_FAULT_IST);
-        idt.non_maskable_interrupt.set_handler_fn(nmi).set_stack_index(gdt::NMI_IST);
-        idt.machine_check.set_handler_fn(machine_check).set_stack_index(gdt::MACHINE_CHECK_IST);
+        idt.double_fault
+            .set_handler_fn(double_fault)
+            .set_stack_index(gdt::DOUBLE_FAULT_IST);
+        idt.non_maskable_interrupt
+            .set_handler_fn(nmi)
+            .set_stack_index(gdt::NMI_IST);
+        idt.machine_check
+            .set_handler_fn(machine_check)
+            .set_stack_index(gdt::MACHINE_CHECK_IST);
     }
     idt[TIMER_VECTOR].set_handler_fn(timer_entry);
     for &(vector, entry) in IRQ_ENTRIES {
@@ -173,7 +211,13 @@ fn build() -> InterruptDescriptorTable {
 }
 
 /// Reports a fault. Ring-3 faults go to the cell supervisor; kernel faults panic.
-fn fault(name: &str, vector: u8, frame: &InterruptStackFrame, error_code: Option<u64>, addr: Option<u64>) {
+fn fault(
+    name: &str,
+    vector: u8,
+    frame: &InterruptStackFrame,
+    error_code: Option<u64>,
+    addr: Option<u64>,
+) {
     let from_user = frame.code_segment.rpl() == PrivilegeLevel::Ring3;
     if from_user {
         if let Some(handler) = USER_FAULT_HANDLER.get() {
@@ -185,14 +229,28 @@ fn fault(name: &str, vector: u8, frame: &InterruptStackFrame, error_code: Option
         }
     }
     report(name, vector, frame, error_code, addr, from_user);
-    panic!("{name} (vector {vector}) in {} mode", if from_user { "user" } else { "kernel" });
+    panic!(
+        "{name} (vector {vector}) in {} mode",
+        if from_user { "user" } else { "kernel" }
+    );
 }
 
-fn report(name: &str, vector: u8, frame: &InterruptStackFrame, error_code: Option<u64>, addr: Option<u64>, from_user: bool) {
+fn report(
+    name: &str,
+    vector: u8,
+    frame: &InterruptStackFrame,
+    error_code: Option<u64>,
+    addr: Option<u64>,
+    from_user: bool,
+) {
     use core::fmt::Write;
     let mut w = serial::emergency_writer();
     let _ = writeln!(w, "\n!!! CPU EXCEPTION: {name}");
-    let _ = write!(w, "    vector={vector} rip={:#018x}", frame.instruction_pointer.as_u64());
+    let _ = write!(
+        w,
+        "    vector={vector} rip={:#018x}",
+        frame.instruction_pointer.as_u64()
+    );
     if let Some(code) = error_code {
         let _ = write!(w, " error_code={code:#x}");
     }
@@ -234,21 +292,42 @@ fault_handler!(bound_range, "bound range exceeded (#BR)", 5);
 fault_handler!(invalid_opcode, "invalid opcode (#UD)", 6);
 fault_handler!(device_not_available, "device not available (#NM)", 7);
 fault_handler!(invalid_tss, "invalid TSS (#TS)", 10, error_code);
-fault_handler!(segment_not_present, "segment not present (#NP)", 11, error_code);
+fault_handler!(
+    segment_not_present,
+    "segment not present (#NP)",
+    11,
+    error_code
+);
 fault_handler!(stack_segment, "stack-segment fault (#SS)", 12, error_code);
-fault_handler!(general_protection, "general protection fault (#GP)", 13, error_code);
+fault_handler!(
+    general_protection,
+    "general protection fault (#GP)",
+    13,
+    error_code
+);
 fault_handler!(x87_floating_point, "x87 floating point (#MF)", 16);
 fault_handler!(alignment_check, "alignment check (#AC)", 17, error_code);
 fault_handler!(simd_floating_point, "SIMD floating point (#XM)", 19);
 fault_handler!(virtualization, "virtualization (#VE)", 20);
-fault_handler!(control_protection, "control protection (#CP)", 21, error_code);
+fault_handler!(
+    control_protection,
+    "control protection (#CP)",
+    21,
+    error_code
+);
 fault_handler!(hv_injection, "hypervisor injection (#HV)", 28);
 fault_handler!(vmm_communication, "VMM communication (#VC)", 29, error_code);
 fault_handler!(security, "security exception (#SX)", 30, error_code);
 
 extern "x86-interrupt" fn page_fault(frame: InterruptStackFrame, code: PageFaultErrorCode) {
     let addr = Cr2::read_raw();
-    fault("page fault (#PF)", 14, &frame, Some(code.bits()), Some(addr));
+    fault(
+        "page fault (#PF)",
+        14,
+        &frame,
+        Some(code.bits()),
+        Some(addr),
+    );
 }
 
 extern "x86-interrupt" fn double_fault(frame: InterruptStackFrame, code: u64) -> ! {

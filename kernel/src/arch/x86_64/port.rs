@@ -32,7 +32,6 @@ pub unsafe fn outw(port: u16, value: u16) {
     unsafe { Port::<u16>::new(port).write(value) }
 }
 
-
 /// Writes a 32-bit word to an I/O port.
 ///
 /// # Safety

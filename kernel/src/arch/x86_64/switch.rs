@@ -29,17 +29,18 @@ impl KernelStack {
     /// Allocates a zeroed stack of `bytes` (rounded up to 16).
     pub fn new(bytes: usize) -> KernelStack {
         assert!(bytes >= 4096, "kernel stack of {bytes} bytes is too small");
-        KernelStack { memory: vec![0u128; bytes.div_ceil(16)].into_boxed_slice() }
+        KernelStack {
+            memory: vec![0u128; bytes.div_ceil(16)].into_boxed_slice(),
+        }
     }
 
     /// One past the highest address (16-byte aligned).
     pub fn top(&self) -> u64 {
         let base = self.memory.as_ptr() as u64;
         let top = base + (self.memory.len() * 16) as u64;
-        debug_assert!(top % 16 == 0);
+        debug_assert!(top.is_multiple_of(16));
         top
     }
-
 }
 
 /// A saved execution context: the stack pointer of a switched-out task. Atomic so the
@@ -53,7 +54,9 @@ impl Context {
     /// An empty context: for code already running (the boot path), which gets its value
     /// the first time it is switched away from, or a table slot not yet in use.
     pub const fn empty() -> Context {
-        Context { rsp: AtomicU64::new(0) }
+        Context {
+            rsp: AtomicU64::new(0),
+        }
     }
 
     /// Prepares this context so that, when switched to, it starts `entry` on `stack`.
@@ -78,17 +81,28 @@ impl Context {
 /// Saves the current context into `from` and resumes `to`. Returns when something later
 /// switches back to `from`.
 ///
-/// Interrupts must be disabled by the caller (the scheduler), so nothing can observe a
-/// half-switched state. The scheduler's invariant keeps this sound: a context is resumed at
-/// most once per save, and a task's stack is freed only after it has exited and another
-/// task is running (see `sched::reap`), so `to` always refers to a live stack.
-pub fn switch(from: &Context, to: &Context) {
-    debug_assert!(!x86_64::instructions::interrupts::are_enabled(), "switch with interrupts on");
+/// # Safety
+///
+/// 1. Interrupts are disabled (so nothing observes a half-switched state).
+/// 2. `to` holds a context built by [`Context::new`] on a stack that is still allocated, or
+///    saved by an earlier `switch` whose task has not been resumed since (a context is resumed
+///    at most once per save).
+/// 3. `to`'s stack is freed only after its task has exited and another task is running (the
+///    scheduler's `reap` keeps this).
+pub unsafe fn switch(from: &Context, to: &Context) {
+    debug_assert!(
+        !x86_64::instructions::interrupts::are_enabled(),
+        "switch with interrupts on"
+    );
     let load = to.rsp.load(Ordering::Acquire);
-    assert!(load != 0, "switch to a context that was never saved or built");
+    assert!(
+        load != 0,
+        "switch to a context that was never saved or built"
+    );
     // SAFETY: `from.rsp` is a valid, live place to store RSP (we hold a reference to it);
     // `load` was produced by `Context::new` on a live stack or by a previous save in this
-    // function (scheduler invariant above). Interrupts are off, so the switch is atomic.
+    // function (the caller's contract, points 2 and 3). Interrupts are off (point 1), so the
+    // switch is atomic.
     unsafe { switch_context(from.rsp.as_ptr(), load) }
 }
 

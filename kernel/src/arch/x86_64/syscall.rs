@@ -60,16 +60,36 @@ static USER_RSP_SCRATCH: AtomicU64 = AtomicU64::new(0);
 pub fn init(handler: SyscallHandler) {
     HANDLER.call_once(|| handler);
     let sel = gdt::selectors();
-    assert_eq!(u64::from(sel.user_code.0), USER_CS, "GDT layout does not match USER_CS");
-    assert_eq!(u64::from(sel.user_data.0), USER_SS, "GDT layout does not match USER_SS");
+    assert_eq!(
+        u64::from(sel.user_code.0),
+        USER_CS,
+        "GDT layout does not match USER_CS"
+    );
+    assert_eq!(
+        u64::from(sel.user_data.0),
+        USER_SS,
+        "GDT layout does not match USER_SS"
+    );
     // SAFETY: enabling SCE and NXE changes no existing mapping's meaning: NX bits the
     // bootloader set become enforced, which is what they were set for.
-    unsafe { Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS | EferFlags::NO_EXECUTE_ENABLE)) };
-    if let Err(err) = Star::write(sel.user_code, sel.user_data, sel.kernel_code, sel.kernel_data) {
+    unsafe {
+        Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS | EferFlags::NO_EXECUTE_ENABLE))
+    };
+    if let Err(err) = Star::write(
+        sel.user_code,
+        sel.user_data,
+        sel.kernel_code,
+        sel.kernel_data,
+    ) {
         panic!("STAR rejected the GDT layout: {err}");
     }
     LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
-    SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK);
+    SFMask::write(
+        RFlags::INTERRUPT_FLAG
+            | RFlags::TRAP_FLAG
+            | RFlags::DIRECTION_FLAG
+            | RFlags::ALIGNMENT_CHECK,
+    );
     // SAFETY: the kernel is soft-float and never executes x87/SSE instructions, so making
     // them fault affects only cells, which is the intent (see module docs).
     unsafe {
@@ -93,7 +113,11 @@ extern "C" fn dispatch(frame: &mut SyscallFrame) {
     handler(frame);
     // `sysret` to a non-canonical RIP would fault in ring 0 on the user's stack; RCX comes
     // from the `syscall` instruction itself, so this holds unless the kernel broke it.
-    assert!(frame.rcx < 0x0000_8000_0000_0000, "sysret to non-user RIP {:#x}", frame.rcx);
+    assert!(
+        frame.rcx < 0x0000_8000_0000_0000,
+        "sysret to non-user RIP {:#x}",
+        frame.rcx
+    );
     x86_64::instructions::interrupts::disable();
 }
 
@@ -132,12 +156,21 @@ unsafe extern "C" fn syscall_entry() {
 }
 
 /// Drops to ring 3 at `rip` with stack `rsp`, interrupts enabled, all other registers zero.
-/// The caller must have loaded the cell's address space (CR3) and set its kernel stack.
-pub fn enter_user(rip: u64, rsp: u64) -> ! {
-    assert!(rip < 0x0000_8000_0000_0000 && rsp < 0x0000_8000_0000_0000, "user entry in the kernel half");
+///
+/// # Safety
+///
+/// The running task's address space (CR3) must be the cell's, mapping `rip` executable and
+/// `rsp` writable for ring 3, and it must stay alive while the task can run; the task's kernel
+/// stack must be set in the TSS ([`set_task_kernel_stack`]) so syscalls and interrupts from
+/// ring 3 land on it.
+pub unsafe fn enter_user(rip: u64, rsp: u64) -> ! {
+    assert!(
+        rip < 0x0000_8000_0000_0000 && rsp < 0x0000_8000_0000_0000,
+        "user entry in the kernel half"
+    );
     // SAFETY: the frame built by iretq_to_user selects the user segments of our GDT; RIP
-    // and RSP are lower-half addresses the cell's own page tables map (checked by the
-    // loader), so whatever the user code does next can only fault in ring 3.
+    // and RSP are lower-half addresses (asserted above) that the loaded cell tables map (the
+    // caller's contract), so whatever the user code does next can only fault in ring 3.
     unsafe { iretq_to_user(rip, rsp) }
 }
 

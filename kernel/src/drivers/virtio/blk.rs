@@ -8,8 +8,8 @@
 //! to be physically contiguous. Every device failure becomes a typed [`DeviceError`]; no
 //! I/O path panics.
 
+use ::consensus::disk::{BlockDevice, DeviceError, SECTOR_BYTES};
 use core::sync::atomic::{AtomicU64, Ordering};
-use ::membership::raft::disk::{BlockDevice, DeviceError, SECTOR_BYTES};
 use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction};
 use virtio_drivers::transport::pci::PciTransport;
@@ -19,7 +19,10 @@ use super::hal::KernelHal;
 use crate::drivers::pci::{self, PortCam};
 use crate::mm::dma;
 
-const _: () = assert!(SECTOR_SIZE == SECTOR_BYTES, "virtio-blk and the Raft store agree on sectors");
+const _: () = assert!(
+    SECTOR_SIZE == SECTOR_BYTES,
+    "virtio-blk and the Raft store agree on sectors"
+);
 
 type Disk = VirtIOBlk<KernelHal, PciTransport>;
 
@@ -29,7 +32,10 @@ static BUSY_US: AtomicU64 = AtomicU64::new(0);
 
 /// (requests, total µs waited): how much of a commit the disk costs (`raft` shows it).
 pub fn stats() -> (u64, u64) {
-    (REQUESTS.load(Ordering::Relaxed), BUSY_US.load(Ordering::Relaxed))
+    (
+        REQUESTS.load(Ordering::Relaxed),
+        BUSY_US.load(Ordering::Relaxed),
+    )
 }
 
 /// Runs one request and counts it.
@@ -37,7 +43,10 @@ fn timed<T>(request: impl FnOnce() -> T) -> T {
     let start_us = crate::time::now_us();
     let result = request();
     REQUESTS.fetch_add(1, Ordering::Relaxed);
-    BUSY_US.fetch_add(crate::time::now_us().saturating_sub(start_us), Ordering::Relaxed);
+    BUSY_US.fetch_add(
+        crate::time::now_us().saturating_sub(start_us),
+        Ordering::Relaxed,
+    );
     result
 }
 
@@ -107,7 +116,8 @@ pub fn probe() -> Result<BlkDevice, ProbeError> {
     let mut root = pci::root();
     let (_, command) = root.get_status_command(df);
     root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
-    let transport = PciTransport::new::<KernelHal, PortCam>(&mut root, df).map_err(ProbeError::Transport)?;
+    let transport =
+        PciTransport::new::<KernelHal, PortCam>(&mut root, df).map_err(ProbeError::Transport)?;
     assert_eq!(transport.device_type(), DeviceType::Block);
     let mut disk = Disk::new(transport).map_err(ProbeError::Device)?;
     if disk.readonly() {
@@ -116,9 +126,13 @@ pub fn probe() -> Result<BlkDevice, ProbeError> {
     disk.disable_interrupts();
     let (phys, virt) = dma::alloc_zeroed(1).ok_or(ProbeError::NoDmaPage)?;
     let sectors = disk.capacity();
-    Ok(BlkDevice { disk, bounce: Bounce { phys, virt }, sectors, location: df })
+    Ok(BlkDevice {
+        disk,
+        bounce: Bounce { phys, virt },
+        sectors,
+        location: df,
+    })
 }
-
 
 impl BlkDevice {
     /// Capacity in KiB (for `describe`).

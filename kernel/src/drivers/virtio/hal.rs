@@ -16,9 +16,15 @@ pub struct KernelHal;
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         let Some((phys, virt)) = dma::alloc_zeroed(pages) else {
-            panic!("DMA pool exhausted ({pages} pages wanted, usage {:?})", dma::usage());
+            panic!(
+                "DMA pool exhausted ({pages} pages wanted, usage {:?})",
+                dma::usage()
+            );
         };
-        (phys, NonNull::new(virt as *mut u8).expect("the physical window is never at 0"))
+        (
+            phys,
+            NonNull::new(virt as *mut u8).expect("the physical window is never at 0"),
+        )
     }
 
     unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
@@ -34,7 +40,10 @@ unsafe impl Hal for KernelHal {
         let virt = buffer.as_ptr() as *mut u8 as u64;
         match dma::virt_to_phys(virt, buffer.len()) {
             Some(phys) => phys,
-            None => panic!("virtio buffer at {virt:#x} (+{}) is not contiguous physical memory", buffer.len()),
+            None => panic!(
+                "virtio buffer at {virt:#x} (+{}) is not contiguous physical memory",
+                buffer.len()
+            ),
         }
     }
 

@@ -7,7 +7,9 @@ pub mod hal;
 pub mod net;
 
 /// The virtio device type of a PCI function, if it is a virtio device.
-pub fn device_type(d: &crate::drivers::pci::PciDevice) -> Option<virtio_drivers::transport::DeviceType> {
+pub fn device_type(
+    d: &crate::drivers::pci::PciDevice,
+) -> Option<virtio_drivers::transport::DeviceType> {
     let info = virtio_drivers::transport::pci::bus::DeviceFunctionInfo {
         vendor_id: d.vendor_id,
         device_id: d.device_id,

@@ -94,13 +94,17 @@ pub fn probe() -> Result<NetDevice, ProbeError> {
     root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
     let isr_phys = isr_address(&mut root, df).ok_or(ProbeError::NoIsr)?;
     note_shared_line(&found);
-    let transport = PciTransport::new::<KernelHal, PortCam>(&mut root, df).map_err(ProbeError::Transport)?;
+    let transport =
+        PciTransport::new::<KernelHal, PortCam>(&mut root, df).map_err(ProbeError::Transport)?;
     assert_eq!(transport.device_type(), DeviceType::Network);
     let nic = Nic::new(transport, RX_BUFFER_BYTES).map_err(ProbeError::Device)?;
     ISR_VIRT.store(phys_to_virt(isr_phys), Ordering::Release);
-    Ok(NetDevice { nic, irq_line: found.interrupt_line, location: df })
+    Ok(NetDevice {
+        nic,
+        irq_line: found.interrupt_line,
+        location: df,
+    })
 }
-
 
 /// Which BAR holds a virtio function's ISR status byte, and at what offset (its ISR_CFG
 /// vendor capability).
@@ -136,7 +140,11 @@ fn foreign_isr_address(root: &PciRoot<PortCam>, df: DeviceFunction) -> Option<u6
     if low & 1 != 0 {
         return None; // an I/O BAR: not the modern layout
     }
-    let high = if (low >> 1) & 0b11 == 0b10 && bar < 5 { cam.read_word(df, BAR0_OFFSET + 4 * (bar + 1)) } else { 0 };
+    let high = if (low >> 1) & 0b11 == 0b10 && bar < 5 {
+        cam.read_word(df, BAR0_OFFSET + 4 * (bar + 1))
+    } else {
+        0
+    };
     let base = (u64::from(high) << 32) | u64::from(low & !0xf);
     (base != 0).then_some(base + offset)
 }
@@ -145,12 +153,19 @@ fn foreign_isr_address(root: &PciRoot<PortCam>, df: DeviceFunction) -> Option<u6
 fn note_shared_line(card: &pci::PciDevice) {
     let root = pci::root();
     let sharing = pci::enumerate().into_iter().filter(|d| {
-        d.vendor_id == 0x1af4 && d.function != card.function && d.interrupt_pin != 0 && d.interrupt_line == card.interrupt_line
+        d.vendor_id == 0x1af4
+            && d.function != card.function
+            && d.interrupt_pin != 0
+            && d.interrupt_line == card.interrupt_line
     });
     for (slot, other) in SHARED_ISRS.iter().zip(sharing) {
         if let Some(isr) = foreign_isr_address(&root, other.function) {
             slot.store(phys_to_virt(isr), Ordering::Release);
-            log::info!("net: IRQ {} is shared with virtio function {}; clearing its ISR too", card.interrupt_line, other.function);
+            log::info!(
+                "net: IRQ {} is shared with virtio function {}; clearing its ISR too",
+                card.interrupt_line,
+                other.function
+            );
         }
     }
 }

@@ -38,7 +38,9 @@ fn free_frames(node: &mut Node) -> Result<u64, HarnessError> {
 }
 
 fn wait_cell_exit(node: &Node, id: &str) -> Result<Event, HarnessError> {
-    node.wait_event(&format!("cell_exit of cell {id}"), EVENT_TIMEOUT, |e| e.kind == "cell_exit" && e.get("cell") == Some(id))
+    node.wait_event(&format!("cell_exit of cell {id}"), EVENT_TIMEOUT, |e| {
+        e.kind == "cell_exit" && e.get("cell") == Some(id)
+    })
 }
 
 /// Each crasher mode ends only its cell with the right reason; the node answers `mem`
@@ -61,44 +63,86 @@ pub fn crashers(env: &Env) -> Result<(), HarnessError> {
             "crasher {mode}: expected reason={reason} {key}={value}, got {exit:?}"
         );
         let up = node.command("uptime", COMMAND_TIMEOUT)?;
-        ensure!(up.starts_with("up "), "node unresponsive after crasher {mode}: {up:?}");
+        ensure!(
+            up.starts_with("up "),
+            "node unresponsive after crasher {mode}: {up:?}"
+        );
     }
     let logs = node.command("cell logs 5", COMMAND_TIMEOUT)?;
-    ensure!(logs.contains("EFAULT (14)"), "wild-pointer cell did not see EFAULT: {logs:?}");
+    ensure!(
+        logs.contains("EFAULT (14)"),
+        "wild-pointer cell did not see EFAULT: {logs:?}"
+    );
     // A cell that never yields is preempted: the shell stays responsive, then stop ends it.
     let out = node.command("cell run crasher spin-forever 0", COMMAND_TIMEOUT)?;
     let id = cell_id(&out)?;
     std::thread::sleep(Duration::from_millis(500));
     let ls = node.command("cell ls", COMMAND_TIMEOUT)?;
-    ensure!(ls.lines().any(|l| l.split_whitespace().next() == Some(&id) && l.contains("running")), "spinner not running: {ls:?}");
+    ensure!(
+        ls.lines()
+            .any(|l| l.split_whitespace().next() == Some(&id) && l.contains("running")),
+        "spinner not running: {ls:?}"
+    );
     let stopped = node.command(&format!("cell stop {id}"), COMMAND_TIMEOUT)?;
-    ensure!(stopped.trim_end() == format!("cell {id} stopped"), "stop output: {stopped:?}");
+    ensure!(
+        stopped.trim_end() == format!("cell {id} stopped"),
+        "stop output: {stopped:?}"
+    );
     let after = free_frames(&mut node)?;
-    ensure!(after == baseline, "free frames {baseline} before the crashers, {after} after");
+    ensure!(
+        after == baseline,
+        "free frames {baseline} before the crashers, {after} after"
+    );
     Ok(())
 }
 
 /// An on-failure crasher restarts with growing backoff and then trips the crash-loop gate.
 pub fn crash_loop(env: &Env) -> Result<(), HarnessError> {
     let mut node = boot(env, "cells-crashloop")?;
-    let out = node.command("cell run crasher pagefault 10 --restart on-failure", COMMAND_TIMEOUT)?;
+    let out = node.command(
+        "cell run crasher pagefault 10 --restart on-failure",
+        COMMAND_TIMEOUT,
+    )?;
     let id = cell_id(&out)?;
-    node.wait_event("cell_crashloop", Duration::from_secs(30), |e| e.kind == "cell_crashloop" && e.get("cell") == Some(&id))?;
+    node.wait_event("cell_crashloop", Duration::from_secs(30), |e| {
+        e.kind == "cell_crashloop" && e.get("cell") == Some(&id)
+    })?;
     let delays: Vec<u64> = node
         .events()
         .iter()
         .filter(|e| e.kind == "cell_restart" && e.get("cell") == Some(&id))
         .filter_map(|e| e.get("delay_ms")?.parse().ok())
         .collect();
-    ensure!(delays.len() >= 3, "expected several restarts before the crash loop, got delays {delays:?}");
-    ensure!(delays.windows(2).all(|w| w[1] > w[0]), "backoff does not grow: {delays:?}");
+    ensure!(
+        delays.len() >= 3,
+        "expected several restarts before the crash loop, got delays {delays:?}"
+    );
+    ensure!(
+        delays.windows(2).all(|w| w[1] > w[0]),
+        "backoff does not grow: {delays:?}"
+    );
     let ls = node.command("cell ls", COMMAND_TIMEOUT)?;
-    ensure!(ls.lines().any(|l| l.split_whitespace().next() == Some(&id) && l.contains("crash-loop")), "cell ls: {ls:?}");
+    ensure!(
+        ls.lines()
+            .any(|l| l.split_whitespace().next() == Some(&id) && l.contains("crash-loop")),
+        "cell ls: {ls:?}"
+    );
     // No more restarts once the gate tripped.
-    let restarts_then = node.events().iter().filter(|e| e.kind == "cell_start" && e.get("cell") == Some(&id)).count();
+    let restarts_then = node
+        .events()
+        .iter()
+        .filter(|e| e.kind == "cell_start" && e.get("cell") == Some(&id))
+        .count();
     std::thread::sleep(Duration::from_millis(1500));
-    let restarts_now = node.events().iter().filter(|e| e.kind == "cell_start" && e.get("cell") == Some(&id)).count();
-    ensure!(restarts_now == restarts_then, "cell kept restarting after the crash loop ({restarts_then} -> {restarts_now})");
+    let restarts_now = node
+        .events()
+        .iter()
+        .filter(|e| e.kind == "cell_start" && e.get("cell") == Some(&id))
+        .count();
+    ensure!(
+        restarts_now == restarts_then,
+        "cell kept restarting after the crash loop ({restarts_then} -> {restarts_now})"
+    );
     Ok(())
 }
 
@@ -117,6 +161,9 @@ pub fn bad_commands(env: &Env) -> Result<(), HarnessError> {
         ensure!(out.trim_end() == want, "{line:?} printed {out:?}, expected {want:?}");
     }
     let ls = node.command("cell ls", COMMAND_TIMEOUT)?;
-    ensure!(ls.lines().count() == 1, "cells exist after only bad commands: {ls:?}");
+    ensure!(
+        ls.lines().count() == 1,
+        "cells exist after only bad commands: {ls:?}"
+    );
     Ok(())
 }

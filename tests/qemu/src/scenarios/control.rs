@@ -26,32 +26,53 @@ pub fn wait_leader(cluster: &mut Cluster, ids: &[u64]) -> Result<u64, HarnessErr
         let mut leaders = Vec::new();
         for &id in ids {
             let out = cluster.node(id).command("raft", CMD)?;
-            leaders.push(out.split("(id ").nth(1).and_then(|s| s.split(')').next()).and_then(|s| s.parse::<u64>().ok()));
+            leaders.push(
+                out.split("(id ")
+                    .nth(1)
+                    .and_then(|s| s.split(')').next())
+                    .and_then(|s| s.parse::<u64>().ok()),
+            );
         }
         if let Some(Some(first)) = leaders.first() {
             if leaders.iter().all(|l| *l == Some(*first)) {
                 return Ok(*first);
             }
         }
-        ensure!(Instant::now() < deadline, "no agreed Raft leader among {ids:?}: {leaders:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "no agreed Raft leader among {ids:?}: {leaders:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 /// Cells of `service` each node reports running, from `xylem status` on `observer`:
 /// (node name, count).
-pub fn running_cells(cluster: &mut Cluster, observer: u64, service: &str) -> Result<Vec<String>, HarnessError> {
+pub fn running_cells(
+    cluster: &mut Cluster,
+    observer: u64,
+    service: &str,
+) -> Result<Vec<String>, HarnessError> {
     let status = cluster.node(observer).command("xylem status", CMD)?;
     Ok(status
         .lines()
         .skip_while(|l| !l.starts_with("CELLS") && !l.contains("CELL"))
         .filter(|l| l.split_whitespace().any(|w| w == service) && l.contains("running"))
-        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("worker") || *w == "witness").map(String::from))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("worker") || *w == "witness")
+                .map(String::from)
+        })
         .collect())
 }
 
 /// Waits until `observer` sees exactly `want` running cells of `service`, spread as `nodes`.
-pub fn wait_running(cluster: &mut Cluster, observer: u64, service: &str, want: &[&str]) -> Result<(), HarnessError> {
+pub fn wait_running(
+    cluster: &mut Cluster,
+    observer: u64,
+    service: &str,
+    want: &[&str],
+) -> Result<(), HarnessError> {
     let deadline = Instant::now() + CONVERGE;
     loop {
         let mut got = running_cells(cluster, observer, service)?;
@@ -63,28 +84,41 @@ pub fn wait_running(cluster: &mut Cluster, observer: u64, service: &str, want: &
         }
         if Instant::now() > deadline {
             let status = cluster.node(observer).command("xylem status", CMD)?;
-            return Err(HarnessError::Check(format!("{service}: expected running on {expected:?}, got {got:?}\n{status}")));
+            return Err(HarnessError::Check(format!(
+                "{service}: expected running on {expected:?}, got {got:?}\n{status}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(250));
     }
 }
 
 /// Waits until `observer` sees `n` running cells of `service`, wherever they run.
-pub fn wait_count(cluster: &mut Cluster, observer: u64, service: &str, n: usize) -> Result<Vec<String>, HarnessError> {
+pub fn wait_count(
+    cluster: &mut Cluster,
+    observer: u64,
+    service: &str,
+    n: usize,
+) -> Result<Vec<String>, HarnessError> {
     let deadline = Instant::now() + CONVERGE;
     loop {
         let cells = running_cells(cluster, observer, service)?;
         if cells.len() == n {
             return Ok(cells);
         }
-        ensure!(Instant::now() < deadline, "{service}: expected {n} running, got {cells:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "{service}: expected {n} running, got {cells:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
 
 /// Applies `service` (hello) with `replicas` on worker-1.
 pub fn apply(cluster: &mut Cluster, service: &str, replicas: u16) -> Result<(), HarnessError> {
-    let out = cluster.node(1).command(&format!("xylem apply {service} --payload hello --replicas {replicas}"), CMD)?;
+    let out = cluster.node(1).command(
+        &format!("xylem apply {service} --payload hello --replicas {replicas}"),
+        CMD,
+    )?;
     ensure!(out.starts_with("accepted"), "apply printed {out:?}");
     Ok(())
 }
@@ -97,7 +131,10 @@ pub fn kill_worker(env: &Env) -> Result<(), HarnessError> {
     cluster.node(2).signal(libc::SIGKILL)?;
     wait_running(&mut cluster, 1, "web", &["worker-1", "worker-1"])?;
     let status = cluster.node(1).command("xylem status", CMD)?;
-    ensure!(status.contains("Healthy"), "service not healthy after failover:\n{status}");
+    ensure!(
+        status.contains("Healthy"),
+        "service not healthy after failover:\n{status}"
+    );
     Ok(())
 }
 
@@ -112,23 +149,50 @@ pub struct Failover {
 
 /// Injects `signal` into worker-2 while `service` runs one replica on each worker, and
 /// measures until worker-1 runs the replacement.
-pub fn measure_failover(cluster: &mut Cluster, signal: i32, service: &str) -> Result<Failover, HarnessError> {
+pub fn measure_failover(
+    cluster: &mut Cluster,
+    signal: i32,
+    service: &str,
+) -> Result<Failover, HarnessError> {
     let origin = cluster.node(1).clock_origin()?;
     let mark = cluster.node(1).guest_now_us()?;
     let injected = Instant::now();
     cluster.node(2).signal(signal)?;
     let deadline = injected + CONVERGE;
-    let host_ms = |t_us: u64| (origin + Duration::from_micros(t_us)).saturating_duration_since(injected).as_secs_f64() * 1000.0;
+    let host_ms = |t_us: u64| {
+        (origin + Duration::from_micros(t_us))
+            .saturating_duration_since(injected)
+            .as_secs_f64()
+            * 1000.0
+    };
     loop {
-        let events: Vec<_> = cluster.node(1).events().into_iter().filter(|e| e.t_us > mark).collect();
-        let down = events.iter().find(|e| e.kind == "node_down" && e.get("peer") == Some("2"));
+        let events: Vec<_> = cluster
+            .node(1)
+            .events()
+            .into_iter()
+            .filter(|e| e.t_us > mark)
+            .collect();
+        let down = events
+            .iter()
+            .find(|e| e.kind == "node_down" && e.get("peer") == Some("2"));
         let assign = events.iter().find(|e| {
-            e.kind == "xylem_commit" && e.get("op") == Some("assign") && e.get("service") == Some(service) && e.get("target") == Some("1")
+            e.kind == "xylem_commit"
+                && e.get("op") == Some("assign")
+                && e.get("service") == Some(service)
+                && e.get("target") == Some("1")
         });
         let started = assign.and_then(|a| {
-            events.iter().find(|e| e.kind == "xylem_action" && e.get("action") == Some("spawn") && e.get("epoch") == a.get("epoch"))
+            events.iter().find(|e| {
+                e.kind == "xylem_action"
+                    && e.get("action") == Some("spawn")
+                    && e.get("epoch") == a.get("epoch")
+            })
         });
-        let running = started.and_then(|s| events.iter().find(|e| e.kind == "cell_start" && e.get("cell") == s.get("cell")));
+        let running = started.and_then(|s| {
+            events
+                .iter()
+                .find(|e| e.kind == "cell_start" && e.get("cell") == s.get("cell"))
+        });
         if let (Some(down), Some(assign), Some(running)) = (down, assign, running) {
             return Ok(Failover {
                 node_down_ms: host_ms(down.t_us),
@@ -136,15 +200,23 @@ pub fn measure_failover(cluster: &mut Cluster, signal: i32, service: &str) -> Re
                 cell_running_ms: host_ms(running.t_us),
             });
         }
-        ensure!(Instant::now() < deadline, "no failover within {CONVERGE:?}: node_down={down:?} assign={assign:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "no failover within {CONVERGE:?}: node_down={down:?} assign={assign:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Applies a service with an arbitrary spec line (after `xylem apply <name>`), on worker-1.
 fn apply_line(cluster: &mut Cluster, line: &str) -> Result<(), HarnessError> {
-    let out = cluster.node(1).command(&format!("xylem apply {line}"), CMD)?;
-    ensure!(out.starts_with("accepted"), "apply {line:?} printed {out:?}");
+    let out = cluster
+        .node(1)
+        .command(&format!("xylem apply {line}"), CMD)?;
+    ensure!(
+        out.starts_with("accepted"),
+        "apply {line:?} printed {out:?}"
+    );
     Ok(())
 }
 
@@ -161,7 +233,10 @@ pub fn hang_worker(env: &Env) -> Result<(), HarnessError> {
     wait_running(&mut cluster, 1, "web", &["worker-1", "worker-1"])?;
     wait_running(&mut cluster, 2, "web", &["worker-1", "worker-1"])?;
     let ls = cluster.node(2).command("cell ls", CMD)?;
-    ensure!(!ls.lines().any(|l| l.contains("running")), "worker-2 still runs a stale cell:\n{ls}");
+    ensure!(
+        !ls.lines().any(|l| l.contains("running")),
+        "worker-2 still runs a stale cell:\n{ls}"
+    );
     Ok(())
 }
 
@@ -181,24 +256,42 @@ pub fn kill_leader(env: &Env) -> Result<(), HarnessError> {
             if l != 3 {
                 break l;
             }
-            ensure!(Instant::now() < deadline, "no worker took over from the paused witness");
+            ensure!(
+                Instant::now() < deadline,
+                "no worker took over from the paused witness"
+            );
             std::thread::sleep(Duration::from_millis(200));
         };
         cluster.node(3).signal(libc::SIGCONT)?;
         eprintln!("    the witness led; paused it until worker-{leader} took over");
         wait_all_alive(&mut cluster, &[1, 2, 3])?;
-        ensure!(wait_leader(&mut cluster, &[1, 2, 3])? == leader, "leadership moved again when the witness returned");
+        ensure!(
+            wait_leader(&mut cluster, &[1, 2, 3])? == leader,
+            "leadership moved again when the witness returned"
+        );
         wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"])?;
     }
-    let (survivor, survivor_name) = if leader == 1 { (2, "worker-2") } else { (1, "worker-1") };
+    let (survivor, survivor_name) = if leader == 1 {
+        (2, "worker-2")
+    } else {
+        (1, "worker-1")
+    };
     cluster.node(leader).signal(libc::SIGKILL)?;
     // The survivors name the dead leader until their election timeout fires.
     let deadline = Instant::now() + CONVERGE;
     while wait_leader(&mut cluster, &[survivor, 3])? == leader {
-        ensure!(Instant::now() < deadline, "no new leader after killing node {leader}");
+        ensure!(
+            Instant::now() < deadline,
+            "no new leader after killing node {leader}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    wait_running(&mut cluster, survivor, "web", &[survivor_name, survivor_name])
+    wait_running(
+        &mut cluster,
+        survivor,
+        "web",
+        &[survivor_name, survivor_name],
+    )
 }
 
 /// Kill the witness: quorum holds (2 of 3), nothing moves.
@@ -211,7 +304,10 @@ pub fn kill_witness(env: &Env) -> Result<(), HarnessError> {
     wait_leader(&mut cluster, &[1, 2])?;
     wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"])?;
     let status = cluster.node(1).command("xylem status", CMD)?;
-    ensure!(status.contains("Healthy") && !status.contains("NO QUORUM"), "after the witness died:\n{status}");
+    ensure!(
+        status.contains("Healthy") && !status.contains("NO QUORUM"),
+        "after the witness died:\n{status}"
+    );
     Ok(())
 }
 
@@ -229,11 +325,17 @@ pub fn isolate_worker(env: &Env) -> Result<(), HarnessError> {
         if status.contains("NO QUORUM") {
             break;
         }
-        ensure!(Instant::now() < deadline, "isolated worker-2 never said NO QUORUM:\n{status}");
+        ensure!(
+            Instant::now() < deadline,
+            "isolated worker-2 never said NO QUORUM:\n{status}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     let refused = cluster.node(2).command("xylem scale web 3", CMD)?;
-    ensure!(refused.contains("NO QUORUM"), "the minority accepted a write: {refused:?}");
+    ensure!(
+        refused.contains("NO QUORUM"),
+        "the minority accepted a write: {refused:?}"
+    );
     cluster.nemesis().heal();
     wait_all_alive(&mut cluster, &[1, 2, 3])?;
     wait_running(&mut cluster, 1, "web", &["worker-1", "worker-1"])?;
@@ -247,7 +349,12 @@ pub fn scale(env: &Env) -> Result<(), HarnessError> {
     wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"])?;
     let out = cluster.node(2).command("xylem scale web 4", CMD)?;
     ensure!(out.starts_with("accepted"), "scale up printed {out:?}");
-    wait_running(&mut cluster, 1, "web", &["worker-1", "worker-1", "worker-2", "worker-2"])?;
+    wait_running(
+        &mut cluster,
+        1,
+        "web",
+        &["worker-1", "worker-1", "worker-2", "worker-2"],
+    )?;
     let out = cluster.node(1).command("xylem scale web 1", CMD)?;
     ensure!(out.starts_with("accepted"), "scale down printed {out:?}");
     wait_count(&mut cluster, 1, "web", 1)?;
@@ -260,20 +367,38 @@ pub fn scale(env: &Env) -> Result<(), HarnessError> {
 /// A service whose cell crash-loops is moved a bounded number of times, never forever.
 pub fn crash_loop_service(env: &Env) -> Result<(), HarnessError> {
     let mut cluster = start(env, "xylem-crashloop", 27)?;
-    apply_line(&mut cluster, "bad --payload crasher --args pagefault 10 --replicas 1 --restart on-failure")?;
+    apply_line(
+        &mut cluster,
+        "bad --payload crasher --args pagefault 10 --replicas 1 --restart on-failure",
+    )?;
     // Local supervision: 5 failures in 60 s trip the gate (backoff 100, 200, 400, 800 ms).
     std::thread::sleep(Duration::from_secs(25));
     let assigns = |cluster: &mut Cluster| -> usize {
-        cluster.node(1).events().iter().filter(|e| e.kind == "xylem_commit" && e.get("op") == Some("assign") && e.get("service") == Some("bad")).count()
+        cluster
+            .node(1)
+            .events()
+            .iter()
+            .filter(|e| {
+                e.kind == "xylem_commit"
+                    && e.get("op") == Some("assign")
+                    && e.get("service") == Some("bad")
+            })
+            .count()
     };
     let first = assigns(&mut cluster);
     ensure!(first >= 1, "the crash-looping service was never assigned");
     std::thread::sleep(Duration::from_secs(10));
     let later = assigns(&mut cluster);
-    ensure!(later <= 4, "unbounded rescheduling: {later} assignments of one slot");
+    ensure!(
+        later <= 4,
+        "unbounded rescheduling: {later} assignments of one slot"
+    );
     let ls1 = cluster.node(1).command("cell ls", CMD)?;
     let ls2 = cluster.node(2).command("cell ls", CMD)?;
-    ensure!(ls1.contains("crash-loop") || ls2.contains("crash-loop"), "no cell reached crash-loop:\n{ls1}\n{ls2}");
+    ensure!(
+        ls1.contains("crash-loop") || ls2.contains("crash-loop"),
+        "no cell reached crash-loop:\n{ls1}\n{ls2}"
+    );
     Ok(())
 }
 
@@ -288,24 +413,43 @@ pub fn bad_commands(env: &Env) -> Result<(), HarnessError> {
         ("xylem apply Bad_Name --payload hello", "service name has"),
         ("xylem apply api --payload hello --replicas 500", "replicas"),
         ("xylem apply api --replicas 2", "--payload is required"),
-        ("xylem apply api --payload hello --restart sometimes", "restart policy 'sometimes'"),
+        (
+            "xylem apply api --payload hello --restart sometimes",
+            "restart policy 'sometimes'",
+        ),
         ("xylem scale nosuch 2", "rejected, nothing committed"),
         ("xylem scale web many", "'many' is not a replica count"),
         ("xylem delete nosuch", "rejected, nothing committed"),
         ("xylem frobnicate", "error: usage: xylem"),
     ] {
         let out = cluster.node(1).command(line, CMD)?;
-        ensure!(out.starts_with("error:") && out.contains(want), "{line:?} printed {out:?}, expected an error mentioning {want:?}");
+        ensure!(
+            out.starts_with("error:") && out.contains(want),
+            "{line:?} printed {out:?}, expected an error mentioning {want:?}"
+        );
     }
     // Placement may legitimately move a replica meanwhile; what must not appear is any
     // service-level change.
     std::thread::sleep(Duration::from_secs(1));
-    let committed: Vec<_> = cluster.node(1).events().into_iter().filter(|e| {
-        e.t_us > mark && e.kind == "xylem_commit" && matches!(e.get("op"), Some("apply" | "scale" | "delete"))
-    }).collect();
-    ensure!(committed.is_empty(), "bad commands committed something: {committed:?}");
+    let committed: Vec<_> = cluster
+        .node(1)
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e.t_us > mark
+                && e.kind == "xylem_commit"
+                && matches!(e.get("op"), Some("apply" | "scale" | "delete"))
+        })
+        .collect();
+    ensure!(
+        committed.is_empty(),
+        "bad commands committed something: {committed:?}"
+    );
     let status = cluster.node(1).command("xylem status", CMD)?;
-    ensure!(status.lines().filter(|l| l.starts_with("web ")).count() == 1 && !status.contains("api"), "services changed:\n{status}");
+    ensure!(
+        status.lines().filter(|l| l.starts_with("web ")).count() == 1 && !status.contains("api"),
+        "services changed:\n{status}"
+    );
     Ok(())
 }
 
@@ -317,7 +461,11 @@ pub fn five_nodes(env: &Env) -> Result<(), HarnessError> {
     apply(&mut cluster, "web", 3)?;
     wait_count(&mut cluster, 1, "web", 3)?;
     let leader = wait_leader(&mut cluster, &[1, 2, 3, 4, 5])?;
-    let victims: Vec<u64> = [5, 4, 3, 2].into_iter().filter(|&id| id != leader).take(2).collect();
+    let victims: Vec<u64> = [5, 4, 3, 2]
+        .into_iter()
+        .filter(|&id| id != leader)
+        .take(2)
+        .collect();
     for &v in &victims {
         cluster.node(v).signal(libc::SIGKILL)?;
     }
@@ -326,11 +474,16 @@ pub fn five_nodes(env: &Env) -> Result<(), HarnessError> {
     let deadline = Instant::now() + CONVERGE;
     loop {
         let cells = running_cells(&mut cluster, observer, "web")?;
-        let on_dead = cells.iter().any(|n| victims.iter().any(|v| *n == format!("worker-{v}")));
+        let on_dead = cells
+            .iter()
+            .any(|n| victims.iter().any(|v| *n == format!("worker-{v}")));
         if cells.len() == 3 && !on_dead {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "after losing {victims:?}: running on {cells:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "after losing {victims:?}: running on {cells:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }

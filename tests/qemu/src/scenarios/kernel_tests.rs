@@ -13,7 +13,8 @@ fn boot_ktest(env: &Env, name: &str, selection: &str) -> Result<Node, HarnessErr
     let mut spec = NodeSpec::worker(1, &env.ktest_image);
     spec.name = name.to_string();
     spec.kvm = env.kvm;
-    spec.fw_cfg.push(("opt/xylem/ktest".into(), selection.into()));
+    spec.fw_cfg
+        .push(("opt/xylem/ktest".into(), selection.into()));
     Node::start(spec, &env.run_dir)
 }
 
@@ -25,8 +26,16 @@ pub fn all(env: &Env) -> Result<(), HarnessError> {
     for line in out.lines().filter(|l| l.starts_with("ktest ")) {
         println!("    {}", line.trim_end());
     }
-    let summary = out.lines().find(|l| l.starts_with("ktest: ")).unwrap_or("(no summary line)").trim();
-    ensure!(exit.code() == Some(status::TESTS_PASSED), "in-kernel tests: {summary}, exit status {:?}", exit.code());
+    let summary = out
+        .lines()
+        .find(|l| l.starts_with("ktest: "))
+        .unwrap_or("(no summary line)")
+        .trim();
+    ensure!(
+        exit.code() == Some(status::TESTS_PASSED),
+        "in-kernel tests: {summary}, exit status {:?}",
+        exit.code()
+    );
     ensure!(summary.ends_with(" 0 failed"), "in-kernel tests: {summary}");
     Ok(())
 }
@@ -37,9 +46,27 @@ pub fn fatal_pagefault(env: &Env) -> Result<(), HarnessError> {
     let mut node = boot_ktest(env, "ktest-pagefault", "fatal-pagefault")?;
     let exit = node.wait_exit(RUN_TIMEOUT)?;
     let out = node.output();
-    ensure!(exit.code() == Some(status::PANIC), "exit status {:?}, expected {} (panic)", exit.code(), status::PANIC);
-    for needle in ["CPU EXCEPTION: page fault", "vector=14", "rip=0x", "error_code=0x2", "cr2=0x00000000deadbeef", "backtrace", "#1 ", "KERNEL PANIC"] {
-        ensure!(out.contains(needle), "fault report lacks {needle:?}: {}", tail(&out));
+    ensure!(
+        exit.code() == Some(status::PANIC),
+        "exit status {:?}, expected {} (panic)",
+        exit.code(),
+        status::PANIC
+    );
+    for needle in [
+        "CPU EXCEPTION: page fault",
+        "vector=14",
+        "rip=0x",
+        "error_code=0x2",
+        "cr2=0x00000000deadbeef",
+        "backtrace",
+        "#1 ",
+        "KERNEL PANIC",
+    ] {
+        ensure!(
+            out.contains(needle),
+            "fault report lacks {needle:?}: {}",
+            tail(&out)
+        );
     }
     Ok(())
 }
@@ -49,9 +76,22 @@ pub fn fatal_panic(env: &Env) -> Result<(), HarnessError> {
     let mut node = boot_ktest(env, "ktest-panic", "fatal-panic")?;
     let exit = node.wait_exit(RUN_TIMEOUT)?;
     let out = node.output();
-    ensure!(exit.code() == Some(status::PANIC), "exit status {:?}, expected {}", exit.code(), status::PANIC);
-    ensure!(out.contains("KERNEL PANIC at kernel/src/ktest/mod.rs"), "panic location missing: {}", tail(&out));
-    ensure!(out.contains("deliberate panic"), "panic message missing: {}", tail(&out));
+    ensure!(
+        exit.code() == Some(status::PANIC),
+        "exit status {:?}, expected {}",
+        exit.code(),
+        status::PANIC
+    );
+    ensure!(
+        out.contains("KERNEL PANIC at kernel/src/ktest/mod.rs"),
+        "panic location missing: {}",
+        tail(&out)
+    );
+    ensure!(
+        out.contains("deliberate panic"),
+        "panic message missing: {}",
+        tail(&out)
+    );
     Ok(())
 }
 

@@ -14,7 +14,11 @@ const DETECT: Duration = Duration::from_secs(15);
 /// Waits until every running node's `members` lists all `ids` as alive.
 pub fn wait_all_alive(cluster: &mut Cluster, ids: &[u64]) -> Result<(), HarnessError> {
     let deadline = std::time::Instant::now() + CONVERGE;
-    for node in cluster.nodes.iter_mut().filter(|n| ids.contains(&n.spec.id)) {
+    for node in cluster
+        .nodes
+        .iter_mut()
+        .filter(|n| ids.contains(&n.spec.id))
+    {
         loop {
             let table = node.command("members", Duration::from_secs(10))?;
             let alive = ids.iter().all(|id| {
@@ -26,7 +30,11 @@ pub fn wait_all_alive(cluster: &mut Cluster, ids: &[u64]) -> Result<(), HarnessE
             if alive {
                 break;
             }
-            ensure!(std::time::Instant::now() < deadline, "{} never saw all of {ids:?} alive: {table}", node.spec.name);
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{} never saw all of {ids:?} alive: {table}",
+                node.spec.name
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     }
@@ -36,21 +44,34 @@ pub fn wait_all_alive(cluster: &mut Cluster, ids: &[u64]) -> Result<(), HarnessE
 fn incarnation_of(table: &str, id: u64) -> Option<u64> {
     table.lines().find_map(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
-        (cols.first() == Some(&id.to_string().as_str())).then(|| cols.get(3)?.parse().ok()).flatten()
+        (cols.first() == Some(&id.to_string().as_str()))
+            .then(|| cols.get(3)?.parse().ok())
+            .flatten()
     })
 }
 
 /// Each observer's clock just before a fault is injected: only events after it count
 /// (nodes that boot at different times see each other down and up once at boot).
 fn marks(cluster: &mut Cluster, observers: &[u64]) -> Result<Vec<u64>, HarnessError> {
-    observers.iter().map(|&id| cluster.node(id).guest_now_us()).collect()
+    observers
+        .iter()
+        .map(|&id| cluster.node(id).guest_now_us())
+        .collect()
 }
 
-fn wait_peer_event(cluster: &Cluster, observer: u64, kind: &str, peer: u64, after_us: u64) -> Result<(), HarnessError> {
+fn wait_peer_event(
+    cluster: &Cluster,
+    observer: u64,
+    kind: &str,
+    peer: u64,
+    after_us: u64,
+) -> Result<(), HarnessError> {
     let node = &cluster.nodes[observer as usize - 1];
-    node.wait_event(&format!("{kind} for peer {peer} on {}", node.spec.name), DETECT, |e| {
-        e.kind == kind && e.get("peer") == Some(&peer.to_string()) && e.t_us >= after_us
-    })?;
+    node.wait_event(
+        &format!("{kind} for peer {peer} on {}", node.spec.name),
+        DETECT,
+        |e| e.kind == kind && e.get("peer") == Some(&peer.to_string()) && e.t_us >= after_us,
+    )?;
     Ok(())
 }
 
@@ -58,8 +79,13 @@ fn wait_peer_event(cluster: &Cluster, observer: u64, kind: &str, peer: u64, afte
 pub fn all_alive(env: &Env) -> Result<(), HarnessError> {
     let mut cluster = Cluster::start(env, "members-alive", 3, 11)?;
     wait_all_alive(&mut cluster, &[1, 2, 3])?;
-    let table = cluster.node(1).command("members", Duration::from_secs(10))?;
-    ensure!(table.contains("worker-2") && table.contains("witness"), "members lacks names: {table}");
+    let table = cluster
+        .node(1)
+        .command("members", Duration::from_secs(10))?;
+    ensure!(
+        table.contains("worker-2") && table.contains("witness"),
+        "members lacks names: {table}"
+    );
     Ok(())
 }
 
@@ -80,8 +106,11 @@ pub fn kill(env: &Env) -> Result<(), HarnessError> {
 pub fn hang(env: &Env) -> Result<(), HarnessError> {
     let mut cluster = Cluster::start(env, "members-hang", 3, 13)?;
     wait_all_alive(&mut cluster, &[1, 2, 3])?;
-    let before = cluster.node(1).command("members", Duration::from_secs(10))?;
-    let inc_before = incarnation_of(&before, 2).ok_or_else(|| HarnessError::Check(format!("no row for 2: {before}")))?;
+    let before = cluster
+        .node(1)
+        .command("members", Duration::from_secs(10))?;
+    let inc_before = incarnation_of(&before, 2)
+        .ok_or_else(|| HarnessError::Check(format!("no row for 2: {before}")))?;
     let since = marks(&mut cluster, &[1, 3])?;
     cluster.node(2).signal(libc::SIGSTOP)?;
     for (observer, after) in [1, 3].into_iter().zip(since) {
@@ -90,9 +119,15 @@ pub fn hang(env: &Env) -> Result<(), HarnessError> {
     }
     cluster.node(2).signal(libc::SIGCONT)?;
     wait_all_alive(&mut cluster, &[1, 2, 3])?;
-    let after = cluster.node(1).command("members", Duration::from_secs(10))?;
-    let inc_after = incarnation_of(&after, 2).ok_or_else(|| HarnessError::Check(format!("no row for 2: {after}")))?;
-    ensure!(inc_after > inc_before, "worker-2 came back with incarnation {inc_after}, not above {inc_before}");
+    let after = cluster
+        .node(1)
+        .command("members", Duration::from_secs(10))?;
+    let inc_after = incarnation_of(&after, 2)
+        .ok_or_else(|| HarnessError::Check(format!("no row for 2: {after}")))?;
+    ensure!(
+        inc_after > inc_before,
+        "worker-2 came back with incarnation {inc_after}, not above {inc_before}"
+    );
     Ok(())
 }
 

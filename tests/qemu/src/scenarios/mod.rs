@@ -2,8 +2,8 @@
 //! kernel checks); `cargo xtask qemu-cluster` runs the `Cluster` suite.
 
 mod cells;
-pub mod control;
 mod cluster_net;
+pub mod control;
 mod kernel_tests;
 pub mod membership;
 pub mod raft;
@@ -34,32 +34,144 @@ pub struct Scenario {
 
 /// All scenarios, in run order.
 pub const ALL: &[Scenario] = &[
-    Scenario { name: "membership-all-alive", suite: Suite::Cluster, run: membership::all_alive },
-    Scenario { name: "membership-kill", suite: Suite::Cluster, run: membership::kill },
-    Scenario { name: "membership-hang", suite: Suite::Cluster, run: membership::hang },
-    Scenario { name: "membership-partition", suite: Suite::Cluster, run: membership::partition },
-    Scenario { name: "ktest-all", suite: Suite::Node, run: kernel_tests::all },
-    Scenario { name: "raft-kill-restart", suite: Suite::Cluster, run: raft::kill_restart },
-    Scenario { name: "raft-partition", suite: Suite::Cluster, run: raft::partition },
-    Scenario { name: "xylem-kill-worker", suite: Suite::Cluster, run: control::kill_worker },
-    Scenario { name: "xylem-hang-worker", suite: Suite::Cluster, run: control::hang_worker },
-    Scenario { name: "xylem-kill-leader", suite: Suite::Cluster, run: control::kill_leader },
-    Scenario { name: "xylem-kill-witness", suite: Suite::Cluster, run: control::kill_witness },
-    Scenario { name: "xylem-isolate-worker", suite: Suite::Cluster, run: control::isolate_worker },
-    Scenario { name: "xylem-scale", suite: Suite::Cluster, run: control::scale },
-    Scenario { name: "xylem-crash-loop", suite: Suite::Cluster, run: control::crash_loop_service },
-    Scenario { name: "xylem-bad-commands", suite: Suite::Cluster, run: control::bad_commands },
-    Scenario { name: "xylem-five-nodes", suite: Suite::Heavy, run: control::five_nodes },
-    Scenario { name: "ktest-fatal-pagefault", suite: Suite::Node, run: kernel_tests::fatal_pagefault },
-    Scenario { name: "ktest-fatal-panic", suite: Suite::Node, run: kernel_tests::fatal_panic },
-    Scenario { name: "shell-basics", suite: Suite::Node, run: shell::basics },
-    Scenario { name: "shell-line-editing", suite: Suite::Node, run: shell::line_editing },
-    Scenario { name: "shell-tasks", suite: Suite::Node, run: tasks::spawn_and_kill },
-    Scenario { name: "cells-crashers", suite: Suite::Node, run: cells::crashers },
-    Scenario { name: "cells-crash-loop", suite: Suite::Node, run: cells::crash_loop },
-    Scenario { name: "cells-bad-commands", suite: Suite::Node, run: cells::bad_commands },
-    Scenario { name: "net-ping-mesh", suite: Suite::Cluster, run: cluster_net::ping_mesh },
-    Scenario { name: "net-partition-heal", suite: Suite::Cluster, run: cluster_net::partition_heal },
-    Scenario { name: "net-lossy-links", suite: Suite::Cluster, run: cluster_net::lossy_links },
-    Scenario { name: "net-garbage-flood", suite: Suite::Cluster, run: cluster_net::garbage_flood },
+    Scenario {
+        name: "membership-all-alive",
+        suite: Suite::Cluster,
+        run: membership::all_alive,
+    },
+    Scenario {
+        name: "membership-kill",
+        suite: Suite::Cluster,
+        run: membership::kill,
+    },
+    Scenario {
+        name: "membership-hang",
+        suite: Suite::Cluster,
+        run: membership::hang,
+    },
+    Scenario {
+        name: "membership-partition",
+        suite: Suite::Cluster,
+        run: membership::partition,
+    },
+    Scenario {
+        name: "ktest-all",
+        suite: Suite::Node,
+        run: kernel_tests::all,
+    },
+    Scenario {
+        name: "raft-kill-restart",
+        suite: Suite::Cluster,
+        run: raft::kill_restart,
+    },
+    Scenario {
+        name: "raft-partition",
+        suite: Suite::Cluster,
+        run: raft::partition,
+    },
+    Scenario {
+        name: "xylem-kill-worker",
+        suite: Suite::Cluster,
+        run: control::kill_worker,
+    },
+    Scenario {
+        name: "xylem-hang-worker",
+        suite: Suite::Cluster,
+        run: control::hang_worker,
+    },
+    Scenario {
+        name: "xylem-kill-leader",
+        suite: Suite::Cluster,
+        run: control::kill_leader,
+    },
+    Scenario {
+        name: "xylem-kill-witness",
+        suite: Suite::Cluster,
+        run: control::kill_witness,
+    },
+    Scenario {
+        name: "xylem-isolate-worker",
+        suite: Suite::Cluster,
+        run: control::isolate_worker,
+    },
+    Scenario {
+        name: "xylem-scale",
+        suite: Suite::Cluster,
+        run: control::scale,
+    },
+    Scenario {
+        name: "xylem-crash-loop",
+        suite: Suite::Cluster,
+        run: control::crash_loop_service,
+    },
+    Scenario {
+        name: "xylem-bad-commands",
+        suite: Suite::Cluster,
+        run: control::bad_commands,
+    },
+    Scenario {
+        name: "xylem-five-nodes",
+        suite: Suite::Heavy,
+        run: control::five_nodes,
+    },
+    Scenario {
+        name: "ktest-fatal-pagefault",
+        suite: Suite::Node,
+        run: kernel_tests::fatal_pagefault,
+    },
+    Scenario {
+        name: "ktest-fatal-panic",
+        suite: Suite::Node,
+        run: kernel_tests::fatal_panic,
+    },
+    Scenario {
+        name: "shell-basics",
+        suite: Suite::Node,
+        run: shell::basics,
+    },
+    Scenario {
+        name: "shell-line-editing",
+        suite: Suite::Node,
+        run: shell::line_editing,
+    },
+    Scenario {
+        name: "shell-tasks",
+        suite: Suite::Node,
+        run: tasks::spawn_and_kill,
+    },
+    Scenario {
+        name: "cells-crashers",
+        suite: Suite::Node,
+        run: cells::crashers,
+    },
+    Scenario {
+        name: "cells-crash-loop",
+        suite: Suite::Node,
+        run: cells::crash_loop,
+    },
+    Scenario {
+        name: "cells-bad-commands",
+        suite: Suite::Node,
+        run: cells::bad_commands,
+    },
+    Scenario {
+        name: "net-ping-mesh",
+        suite: Suite::Cluster,
+        run: cluster_net::ping_mesh,
+    },
+    Scenario {
+        name: "net-partition-heal",
+        suite: Suite::Cluster,
+        run: cluster_net::partition_heal,
+    },
+    Scenario {
+        name: "net-lossy-links",
+        suite: Suite::Cluster,
+        run: cluster_net::lossy_links,
+    },
+    Scenario {
+        name: "net-garbage-flood",
+        suite: Suite::Cluster,
+        run: cluster_net::garbage_flood,
+    },
 ];

@@ -34,27 +34,46 @@ pub fn indexes(cluster: &mut Cluster, id: u64) -> Result<RaftIndexes, HarnessErr
             .skip_while(|w| *w != name)
             .nth(1)
             .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| HarnessError::Check(format!("node {id}: no '{name}' in raft output:\n{out}")))
+            .ok_or_else(|| {
+                HarnessError::Check(format!("node {id}: no '{name}' in raft output:\n{out}"))
+            })
     };
-    Ok(RaftIndexes { commit: field("commit")?, applied: field("applied")?, last: field("last")? })
+    Ok(RaftIndexes {
+        commit: field("commit")?,
+        applied: field("applied")?,
+        last: field("last")?,
+    })
 }
 
 /// `raft put` on `id`; Ok(output) only if it committed.
 pub fn put(cluster: &mut Cluster, id: u64, key: &str, value: &str) -> Result<String, HarnessError> {
-    let out = cluster.node(id).command(&format!("raft put {key} {value}"), CMD)?;
-    ensure!(out.contains(&format!("ok: {key} committed")), "node {id}: put {key}={value} did not commit:\n{out}");
+    let out = cluster
+        .node(id)
+        .command(&format!("raft put {key} {value}"), CMD)?;
+    ensure!(
+        out.contains(&format!("ok: {key} committed")),
+        "node {id}: put {key}={value} did not commit:\n{out}"
+    );
     Ok(out)
 }
 
 /// Waits until node `id` reads `key = value` (locally on followers, linearizably on the leader).
-pub fn wait_value(cluster: &mut Cluster, id: u64, key: &str, value: &str) -> Result<(), HarnessError> {
+pub fn wait_value(
+    cluster: &mut Cluster,
+    id: u64,
+    key: &str,
+    value: &str,
+) -> Result<(), HarnessError> {
     let deadline = Instant::now() + CONVERGE;
     loop {
         let out = cluster.node(id).command(&format!("raft get {key}"), CMD)?;
         if out.contains(&format!("{key} = {value}")) {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "node {id} never read {key} = {value}; last answer:\n{out}");
+        ensure!(
+            Instant::now() < deadline,
+            "node {id} never read {key} = {value}; last answer:\n{out}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -65,12 +84,23 @@ pub fn wait_value(cluster: &mut Cluster, id: u64, key: &str, value: &str) -> Res
 pub fn wait_converged(cluster: &mut Cluster, ids: &[u64]) -> Result<RaftIndexes, HarnessError> {
     let deadline = Instant::now() + CONVERGE;
     loop {
-        let all: Vec<Result<RaftIndexes, HarnessError>> = ids.iter().map(|&id| indexes(cluster, id)).collect();
-        let ok: Vec<RaftIndexes> = all.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
-        if ok.len() == ids.len() && ok.windows(2).all(|w| w[0].commit == w[1].commit && w[0].last == w[1].last) {
+        let all: Vec<Result<RaftIndexes, HarnessError>> =
+            ids.iter().map(|&id| indexes(cluster, id)).collect();
+        let ok: Vec<RaftIndexes> = all
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        if ok.len() == ids.len()
+            && ok
+                .windows(2)
+                .all(|w| w[0].commit == w[1].commit && w[0].last == w[1].last)
+        {
             return Ok(ok[0]);
         }
-        ensure!(Instant::now() < deadline, "Raft logs of {ids:?} did not converge: {all:?}");
+        ensure!(
+            Instant::now() < deadline,
+            "Raft logs of {ids:?} did not converge: {all:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -81,15 +111,24 @@ fn start(env: &Env, name: &str, seed: u64) -> Result<(Cluster, u64), HarnessErro
     wait_all_alive(&mut cluster, &[1, 2, 3])?;
     let leader = wait_leader(&mut cluster, &[1, 2, 3])?;
     for id in 1..=3 {
-        let recovery = cluster.node(id).wait_event("raft_recovery at boot", CMD, |e| e.kind == "raft_recovery")?;
-        ensure!(recovery.get("device") == Some("disk"), "node {id} has no Raft disk: {recovery:?}");
+        let recovery = cluster
+            .node(id)
+            .wait_event("raft_recovery at boot", CMD, |e| e.kind == "raft_recovery")?;
+        ensure!(
+            recovery.get("device") == Some("disk"),
+            "node {id} has no Raft disk: {recovery:?}"
+        );
     }
     Ok((cluster, leader))
 }
 
 /// SIGKILLs `leader`; returns the new leader among `survivors` and the ms from the signal
 /// to its `raft_role role=leader` event (guest clock mapped to the host's).
-pub fn kill_leader_timed(cluster: &mut Cluster, leader: u64, survivors: &[u64]) -> Result<(u64, f64), HarnessError> {
+pub fn kill_leader_timed(
+    cluster: &mut Cluster,
+    leader: u64,
+    survivors: &[u64],
+) -> Result<(u64, f64), HarnessError> {
     let mut marks = Vec::new();
     for &id in survivors {
         let node = cluster.node(id);
@@ -102,13 +141,21 @@ pub fn kill_leader_timed(cluster: &mut Cluster, leader: u64, survivors: &[u64]) 
     let deadline = killed + CONVERGE;
     loop {
         for &(id, origin, mark) in &marks {
-            let won = cluster.node(id).events().into_iter().find(|e| e.kind == "raft_role" && e.get("role") == Some("leader") && e.t_us > mark);
+            let won = cluster.node(id).events().into_iter().find(|e| {
+                e.kind == "raft_role" && e.get("role") == Some("leader") && e.t_us > mark
+            });
             if let Some(e) = won {
                 let at = origin + Duration::from_micros(e.t_us);
-                return Ok((id, at.saturating_duration_since(killed).as_secs_f64() * 1000.0));
+                return Ok((
+                    id,
+                    at.saturating_duration_since(killed).as_secs_f64() * 1000.0,
+                ));
             }
         }
-        ensure!(Instant::now() < deadline, "no survivor of {survivors:?} became leader after killing {leader}");
+        ensure!(
+            Instant::now() < deadline,
+            "no survivor of {survivors:?} became leader after killing {leader}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -124,23 +171,47 @@ pub fn kill_restart(env: &Env) -> Result<(), HarnessError> {
     let survivors: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
     let (new_leader, failover_ms) = kill_leader_timed(&mut cluster, leader, &survivors)?;
     eprintln!("    leader {leader} killed: node {new_leader} leads after {failover_ms:.0} ms");
-    ensure!(failover_ms < FAILOVER_BOUND_MS, "failover took {failover_ms:.0} ms (bound {FAILOVER_BOUND_MS} ms)");
-    ensure!(wait_leader(&mut cluster, &survivors)? == new_leader, "survivors disagree on the new leader");
+    ensure!(
+        failover_ms < FAILOVER_BOUND_MS,
+        "failover took {failover_ms:.0} ms (bound {FAILOVER_BOUND_MS} ms)"
+    );
+    ensure!(
+        wait_leader(&mut cluster, &survivors)? == new_leader,
+        "survivors disagree on the new leader"
+    );
     wait_value(&mut cluster, new_leader, "color", "blue")?;
     // Written while the victim is down: it can only learn this by catching up.
     put(&mut cluster, new_leader, "shape", "circle")?;
     let before = indexes(&mut cluster, new_leader)?;
     cluster.restart(leader)?;
-    let recovery = cluster.node(leader).wait_event("raft_recovery after restart", CMD, |e| e.kind == "raft_recovery")?;
-    let replayed: u64 = recovery.get("replayed").and_then(|v| v.parse().ok()).unwrap_or(0);
-    ensure!(recovery.get("device") == Some("disk") && replayed > 0 && recovery.get("clean") == Some("true"), "the restarted node did not recover from its disk: {recovery:?}");
+    let recovery = cluster
+        .node(leader)
+        .wait_event("raft_recovery after restart", CMD, |e| {
+            e.kind == "raft_recovery"
+        })?;
+    let replayed: u64 = recovery
+        .get("replayed")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    ensure!(
+        recovery.get("device") == Some("disk")
+            && replayed > 0
+            && recovery.get("clean") == Some("true"),
+        "the restarted node did not recover from its disk: {recovery:?}"
+    );
     eprintln!("    node {leader} restarted: replayed {replayed} records from disk");
     wait_all_alive(&mut cluster, &[1, 2, 3])?;
     wait_value(&mut cluster, leader, "shape", "circle")?;
     wait_value(&mut cluster, leader, "color", "blue")?;
     let after = wait_converged(&mut cluster, &[1, 2, 3])?;
-    ensure!(after.commit >= before.commit, "commit index went back: {before:?} -> {after:?}");
-    ensure!(wait_leader(&mut cluster, &[1, 2, 3])? == new_leader, "the restarted node disrupted the healthy leader");
+    ensure!(
+        after.commit >= before.commit,
+        "commit index went back: {before:?} -> {after:?}"
+    );
+    ensure!(
+        wait_leader(&mut cluster, &[1, 2, 3])? == new_leader,
+        "the restarted node disrupted the healthy leader"
+    );
     Ok(())
 }
 
@@ -152,21 +223,32 @@ pub fn partition(env: &Env) -> Result<(), HarnessError> {
     let majority: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
     cluster.nemesis().isolate(leader as u32);
     let refused = cluster.node(leader).command("raft put lost yes", CMD)?;
-    ensure!(!refused.contains("ok:") && refused.contains("error:"), "the isolated node committed a write:\n{refused}");
     ensure!(
-        refused.contains("not committed") || refused.contains("NO QUORUM") || refused.contains("not the Raft leader"),
+        !refused.contains("ok:") && refused.contains("error:"),
+        "the isolated node committed a write:\n{refused}"
+    );
+    ensure!(
+        refused.contains("not committed")
+            || refused.contains("NO QUORUM")
+            || refused.contains("not the Raft leader"),
         "the refusal does not say why:\n{refused}"
     );
     let new_leader = wait_leader(&mut cluster, &majority)?;
     put(&mut cluster, new_leader, "during", "2")?;
     let isolated = indexes(&mut cluster, leader)?;
     let majority_view = indexes(&mut cluster, new_leader)?;
-    ensure!(isolated.commit < majority_view.commit, "the minority's commit index advanced: {isolated:?} vs {majority_view:?}");
+    ensure!(
+        isolated.commit < majority_view.commit,
+        "the minority's commit index advanced: {isolated:?} vs {majority_view:?}"
+    );
     cluster.nemesis().heal();
     wait_all_alive(&mut cluster, &[1, 2, 3])?;
     wait_converged(&mut cluster, &[1, 2, 3])?;
     wait_value(&mut cluster, leader, "during", "2")?;
     let lost = cluster.node(leader).command("raft get lost", CMD)?;
-    ensure!(lost.contains("lost is not set"), "the minority's uncommitted write survived:\n{lost}");
+    ensure!(
+        lost.contains("lost is not set"),
+        "the minority's uncommitted write survived:\n{lost}"
+    );
     Ok(())
 }

@@ -23,34 +23,60 @@ fn boot(env: &Env, name: &str) -> Result<Node, HarnessError> {
 pub fn basics(env: &Env) -> Result<(), HarnessError> {
     let mut node = boot(env, "shell-basics")?;
     let boot = node.wait_event("boot event", COMMAND_TIMEOUT, |e| e.kind == "boot")?;
-    ensure!(boot.node == "shell-basics" && boot.get("id") == Some("7"), "boot event carries the fw_cfg identity: {boot:?}");
+    ensure!(
+        boot.node == "shell-basics" && boot.get("id") == Some("7"),
+        "boot event carries the fw_cfg identity: {boot:?}"
+    );
 
     let help = node.command("help", COMMAND_TIMEOUT)?;
     for cmd in ["help", "uptime", "mem", "poweroff", "echo"] {
-        ensure!(help.lines().any(|l| l.trim_start().starts_with(cmd)), "help does not list {cmd}: {help:?}");
+        ensure!(
+            help.lines().any(|l| l.trim_start().starts_with(cmd)),
+            "help does not list {cmd}: {help:?}"
+        );
     }
     let mem = node.command("mem", COMMAND_TIMEOUT)?;
-    ensure!(mem.contains("frames: total") && mem.contains("free") && mem.contains("heap:"), "mem output: {mem:?}");
-    let free = number_after(&mem, "free ").ok_or_else(|| HarnessError::Check(format!("no free count in {mem:?}")))?;
+    ensure!(
+        mem.contains("frames: total") && mem.contains("free") && mem.contains("heap:"),
+        "mem output: {mem:?}"
+    );
+    let free = number_after(&mem, "free ")
+        .ok_or_else(|| HarnessError::Check(format!("no free count in {mem:?}")))?;
     ensure!(free > 1000, "only {free} free frames on a 64 MiB node");
 
     let up = node.command("uptime", COMMAND_TIMEOUT)?;
-    ensure!(up.starts_with("up ") && up.contains("ticks"), "uptime output: {up:?}");
+    ensure!(
+        up.starts_with("up ") && up.contains("ticks"),
+        "uptime output: {up:?}"
+    );
     let echo = node.command("echo hello   cluster", COMMAND_TIMEOUT)?;
     ensure!(echo.trim_end() == "hello cluster", "echo output: {echo:?}");
 
     let unknown = node.command("frobnicate now", COMMAND_TIMEOUT)?;
-    ensure!(unknown.trim_end() == "error: unknown command 'frobnicate' (type 'help' for the list)", "unknown command: {unknown:?}");
+    ensure!(
+        unknown.trim_end() == "error: unknown command 'frobnicate' (type 'help' for the list)",
+        "unknown command: {unknown:?}"
+    );
     let bad = node.command("mem --all", COMMAND_TIMEOUT)?;
-    ensure!(bad.trim_end() == "error: usage: mem", "bad arguments: {bad:?}");
+    ensure!(
+        bad.trim_end() == "error: usage: mem",
+        "bad arguments: {bad:?}"
+    );
     let empty = node.command("", COMMAND_TIMEOUT)?;
     ensure!(empty.trim().is_empty(), "empty line printed {empty:?}");
 
     node.send_line("poweroff")?;
     node.expect("powering off", COMMAND_TIMEOUT)?;
     let status = node.wait_exit(COMMAND_TIMEOUT)?;
-    ensure!(status.code() == Some(0), "poweroff: QEMU exit status {:?}, expected 0 (ACPI S5)", status.code());
-    ensure!(node.events().iter().any(|e| e.kind == "poweroff"), "no poweroff event on COM2");
+    ensure!(
+        status.code() == Some(0),
+        "poweroff: QEMU exit status {:?}, expected 0 (ACPI S5)",
+        status.code()
+    );
+    ensure!(
+        node.events().iter().any(|e| e.kind == "poweroff"),
+        "no poweroff event on COM2"
+    );
     Ok(())
 }
 
@@ -69,13 +95,22 @@ pub fn line_editing(env: &Env) -> Result<(), HarnessError> {
     // An arrow key (ESC [ A) inside a line is dropped.
     node.send_bytes(b"ech\x1b[Ao hi\r")?;
     let out = node.expect(&prompt, COMMAND_TIMEOUT)?;
-    ensure!(out.contains("\r\nhi\r\n"), "escape sequence not ignored: {out:?}");
+    ensure!(
+        out.contains("\r\nhi\r\n"),
+        "escape sequence not ignored: {out:?}"
+    );
     let alive = node.command("uptime", COMMAND_TIMEOUT)?;
-    ensure!(alive.starts_with("up "), "node not responsive after editing: {alive:?}");
+    ensure!(
+        alive.starts_with("up "),
+        "node not responsive after editing: {alive:?}"
+    );
     Ok(())
 }
 
 fn number_after(text: &str, key: &str) -> Option<u64> {
     let rest = &text[text.find(key)? + key.len()..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }

@@ -4,7 +4,11 @@
 #[derive(Clone, Debug)]
 pub enum Applied {
     /// A committed entry (empty data = leader no-op).
-    Entry { index: u64, term: u64, data: Vec<u8> },
+    Entry {
+        index: u64,
+        term: u64,
+        data: Vec<u8>,
+    },
     /// A snapshot to load (from the leader, or the durable one after a restart).
     Snapshot { index: u64, data: Vec<u8> },
 }
@@ -22,7 +26,11 @@ pub struct Output<M> {
 
 impl<M> Default for Output<M> {
     fn default() -> Self {
-        Output { messages: Vec::new(), applied: Vec::new(), reads: Vec::new() }
+        Output {
+            messages: Vec::new(),
+            applied: Vec::new(),
+            reads: Vec::new(),
+        }
     }
 }
 

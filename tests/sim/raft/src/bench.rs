@@ -7,7 +7,11 @@ use crate::cluster::{Sim, SimConfig};
 use crate::schedule::NetFaults;
 
 /// The bench network: 1–2 ticks of latency (10–20 ms) and 2 % loss, no partitions.
-pub const BENCH_NET: NetFaults = NetFaults { loss_pct: 2, dup_pct: 0, max_delay_ticks: 2 };
+pub const BENCH_NET: NetFaults = NetFaults {
+    loss_pct: 2,
+    dup_pct: 0,
+    max_delay_ticks: 2,
+};
 
 /// Ticks between the first leader and the measured proposal.
 pub const SETTLE_TICKS: u64 = 10;
@@ -29,7 +33,10 @@ pub fn measure<R: RaftImpl>(seed: u64, nodes: u64) -> Result<(u64, u64), String>
     while sim.leader().is_none() {
         sim.step_tick()?;
         if sim.now() > limit {
-            return Err(format!("{} seed={seed}: no leader after {limit} ticks", R::NAME));
+            return Err(format!(
+                "{} seed={seed}: no leader after {limit} ticks",
+                R::NAME
+            ));
         }
     }
     let elect = sim.now();
@@ -45,7 +52,10 @@ pub fn measure<R: RaftImpl>(seed: u64, nodes: u64) -> Result<(u64, u64), String>
     while !sim.is_committed(value) {
         sim.step_tick()?;
         if sim.now() > proposed + limit {
-            return Err(format!("{} seed={seed}: no commit after {limit} ticks", R::NAME));
+            return Err(format!(
+                "{} seed={seed}: no commit after {limit} ticks",
+                R::NAME
+            ));
         }
     }
     Ok((elect, sim.now() - proposed))
@@ -60,7 +70,9 @@ pub fn median(mut v: Vec<u64>) -> u64 {
 /// p-th percentile (0..=100) of a sample.
 pub fn percentile(mut v: Vec<u64>, p: usize) -> u64 {
     v.sort_unstable();
-    v.get((v.len() * p / 100).min(v.len().saturating_sub(1))).copied().unwrap_or(0)
+    v.get((v.len() * p / 100).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Medians over `seeds` seeds (3 voters for even seeds, 5 for odd ones); the 90th
@@ -70,7 +82,8 @@ pub fn medians<R: RaftImpl>(seeds: u64) -> Result<(u64, u64), String> {
     let mut commit = Vec::new();
     for seed in 0..seeds {
         let nodes = if seed.is_multiple_of(2) { 3 } else { 5 };
-        let (e, c) = measure::<R>(seed, nodes).map_err(|e| format!("{e}\nreproduce with seed={seed}"))?;
+        let (e, c) =
+            measure::<R>(seed, nodes).map_err(|e| format!("{e}\nreproduce with seed={seed}"))?;
         elect.push(e);
         commit.push(c);
     }

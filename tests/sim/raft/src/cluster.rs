@@ -41,12 +41,25 @@ pub struct SimConfig {
 impl SimConfig {
     /// The short runs of the 10k-seed test.
     pub fn short(nodes: u64) -> SimConfig {
-        SimConfig { nodes, safety_ticks: 300, liveness_ticks_max: 600, faults: true, propose_every: 4, compact_every: 25, liveness_values: 5, net_override: None }
+        SimConfig {
+            nodes,
+            safety_ticks: 300,
+            liveness_ticks_max: 600,
+            faults: true,
+            propose_every: 4,
+            compact_every: 25,
+            liveness_values: 5,
+            net_override: None,
+        }
     }
 
     /// The long soak runs.
     pub fn long(nodes: u64) -> SimConfig {
-        SimConfig { safety_ticks: 5000, liveness_ticks_max: 1500, ..SimConfig::short(nodes) }
+        SimConfig {
+            safety_ticks: 5000,
+            liveness_ticks_max: 1500,
+            ..SimConfig::short(nodes)
+        }
     }
 }
 
@@ -121,9 +134,22 @@ impl<R: RaftImpl> Sim<R> {
         let voters: Vec<u64> = (1..=cfg.nodes).collect();
         let nodes = voters
             .iter()
-            .map(|&id| Node { id, raft: R::boot(id, &voters, seed), up: true, sm: Sm::default(), last_commit: 0, traced: None })
+            .map(|&id| Node {
+                id,
+                raft: R::boot(id, &voters, seed),
+                up: true,
+                sm: Sm::default(),
+                last_commit: 0,
+                traced: None,
+            })
             .collect();
-        let schedule = Schedule::generate(seed, cfg.nodes, cfg.safety_ticks, cfg.faults, cfg.propose_every);
+        let schedule = Schedule::generate(
+            seed,
+            cfg.nodes,
+            cfg.safety_ticks,
+            cfg.faults,
+            cfg.propose_every,
+        );
         Sim {
             seed,
             verbose,
@@ -162,11 +188,15 @@ impl<R: RaftImpl> Sim<R> {
         self.heal_all().map_err(|e| err(&self, e))?;
         let start = self.now;
         let first_value = (self.seed << 20) | 0xF_0000;
-        let values: Vec<u64> = (0..self.cfg.liveness_values).map(|i| first_value + i).collect();
+        let values: Vec<u64> = (0..self.cfg.liveness_values)
+            .map(|i| first_value + i)
+            .collect();
         let mut proposed_at: BTreeMap<u64, u64> = BTreeMap::new();
         while self.now < start + self.cfg.liveness_ticks_max {
             for &v in &values {
-                let due = proposed_at.get(&v).is_none_or(|&t| self.now >= t + REPROPOSE_TICKS);
+                let due = proposed_at
+                    .get(&v)
+                    .is_none_or(|&t| self.now >= t + REPROPOSE_TICKS);
                 if !self.committed_values.contains(&v) && due && self.propose_value(v, 8) {
                     proposed_at.insert(v, self.now);
                 }
@@ -183,18 +213,36 @@ impl<R: RaftImpl> Sim<R> {
                 self.report.converge_ticks = self.now - start;
                 self.report.committed = self.chain.len() as u64;
                 self.report.terms_with_leader = self.leaders.len() as u64;
-                self.log(format_args!("converged after {} ticks, {} entries", self.report.converge_ticks, self.chain.len()));
+                self.log(format_args!(
+                    "converged after {} ticks, {} entries",
+                    self.report.converge_ticks,
+                    self.chain.len()
+                ));
                 return Ok(self.report);
             }
         }
-        let status: Vec<String> = self.nodes.iter().map(|n| format!("{:?} sm={}", n.raft.status(), n.sm.index)).collect();
-        Err(err(&self, format!("liveness: no convergence after {} ticks: {status:?}", self.cfg.liveness_ticks_max)))
+        let status: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("{:?} sm={}", n.raft.status(), n.sm.index))
+            .collect();
+        Err(err(
+            &self,
+            format!(
+                "liveness: no convergence after {} ticks: {status:?}",
+                self.cfg.liveness_ticks_max
+            ),
+        ))
     }
 
     fn heal_all(&mut self) -> Check {
         self.log(format_args!("---- liveness phase: heal everything ----"));
         self.cut.clear();
-        self.faults = NetFaults { loss_pct: 0, dup_pct: 0, max_delay_ticks: 1 };
+        self.faults = NetFaults {
+            loss_pct: 0,
+            dup_pct: 0,
+            max_delay_ticks: 1,
+        };
         for i in 0..self.nodes.len() {
             if !self.nodes[i].up {
                 self.restart(i)?;
@@ -206,12 +254,20 @@ impl<R: RaftImpl> Sim<R> {
     fn converged(&self) -> bool {
         let len = self.chain.len() as u64;
         let leader = self.nodes.iter().any(|n| n.raft.status().leader);
-        leader && self.nodes.iter().all(|n| n.up && n.sm.index == len && n.raft.status().commit == len)
+        leader
+            && self
+                .nodes
+                .iter()
+                .all(|n| n.up && n.sm.index == len && n.raft.status().commit == len)
     }
 
     /// Current leader: the live leader with the highest term.
     pub fn leader(&self) -> Option<u64> {
-        self.nodes.iter().filter(|n| n.up && n.raft.status().leader).max_by_key(|n| n.raft.status().term).map(|n| n.id)
+        self.nodes
+            .iter()
+            .filter(|n| n.up && n.raft.status().leader)
+            .max_by_key(|n| n.raft.status().term)
+            .map(|n| n.id)
     }
 
     /// Ticks elapsed.
@@ -226,7 +282,9 @@ impl<R: RaftImpl> Sim<R> {
 
     /// Proposes `value` to the current leader; false if there is none or it refused.
     pub fn propose_value(&mut self, value: u64, pad_bytes: usize) -> bool {
-        let Some(leader) = self.leader() else { return false };
+        let Some(leader) = self.leader() else {
+            return false;
+        };
         let mut data = value.to_le_bytes().to_vec();
         data.extend((0..pad_bytes).map(|i| (value as usize + i) as u8));
         let ok = self.nodes[(leader - 1) as usize].raft.propose(data);
@@ -276,7 +334,12 @@ impl<R: RaftImpl> Sim<R> {
         // Give the node something to persist first, so the crash can tear a real batch:
         // the next message in flight to it (often an append), or a proposal if it leads.
         let to = (i + 1) as u64;
-        let keys: Vec<(u64, u64)> = self.net.iter().filter(|(_, m)| R::route(m).1 == to).map(|(k, _)| *k).collect();
+        let keys: Vec<(u64, u64)> = self
+            .net
+            .iter()
+            .filter(|(_, m)| R::route(m).1 == to)
+            .map(|(k, _)| *k)
+            .collect();
         for key in keys {
             let msg = self.net.remove(&key).expect("in flight");
             self.nodes[i].raft.step(msg);
@@ -300,10 +363,15 @@ impl<R: RaftImpl> Sim<R> {
         let mut out = Output::default();
         self.nodes[i].raft.restart(&mut out);
         let stats = self.nodes.iter().map(|n| n.raft.disk_fault_stats());
-        (self.report.torn_crashes, self.report.dirty_recoveries) = stats.fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        (self.report.torn_crashes, self.report.dirty_recoveries) =
+            stats.fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         self.nodes[i].up = true;
         self.nodes[i].last_commit = 0;
-        self.log(format_args!("node {} restarted: {:?}", i + 1, self.nodes[i].raft.status()));
+        self.log(format_args!(
+            "node {} restarted: {:?}",
+            i + 1,
+            self.nodes[i].raft.status()
+        ));
         self.handle_output(i, out)
     }
 
@@ -331,14 +399,20 @@ impl<R: RaftImpl> Sim<R> {
         if let Some(bytes) = R::encoded_bytes(&msg) {
             self.report.max_message_bytes = self.report.max_message_bytes.max(bytes);
             if bytes >= MAX_MESSAGE_BYTES {
-                return Err(format!("message of {bytes} bytes exceeds the envelope budget: {msg:?}"));
+                return Err(format!(
+                    "message of {bytes} bytes exceeds the envelope budget: {msg:?}"
+                ));
             }
         }
         let route = R::route(&msg);
         if self.cut.contains(&route) || self.rng.next_u32() % 100 < self.faults.loss_pct {
             return Ok(());
         }
-        let copies = if self.rng.next_u32() % 100 < self.faults.dup_pct { 2 } else { 1 };
+        let copies = if self.rng.next_u32() % 100 < self.faults.dup_pct {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = 1 + self.rng.next_u64() % self.faults.max_delay_ticks;
             self.seq += 1;
@@ -375,7 +449,12 @@ impl<R: RaftImpl> Sim<R> {
             }
             let status = self.nodes[i].raft.status();
             if status.applied != self.nodes[i].sm.index {
-                return Err(format!("node {} raft applied {} but state machine at {}", i + 1, status.applied, self.nodes[i].sm.index));
+                return Err(format!(
+                    "node {} raft applied {} but state machine at {}",
+                    i + 1,
+                    status.applied,
+                    self.nodes[i].sm.index
+                ));
             }
             if status.applied >= status.snapshot_index + self.cfg.compact_every {
                 let data = self.nodes[i].sm.encode();
@@ -408,7 +487,10 @@ impl<R: RaftImpl> Sim<R> {
     /// known committed when the read was issued is at or below `index`.
     fn check_read(&mut self, i: usize, ctx: u64, index: u64) -> Check {
         let Some(committed_at_issue) = self.pending_reads.remove(&ctx) else {
-            return Err(format!("node {} confirmed unknown or duplicate read {ctx}", i + 1));
+            return Err(format!(
+                "node {} confirmed unknown or duplicate read {ctx}",
+                i + 1
+            ));
         };
         if index < committed_at_issue {
             return Err(format!("linearizability: read {ctx} on node {} at index {index} misses committed entry {committed_at_issue}", i + 1));
@@ -425,7 +507,9 @@ impl<R: RaftImpl> Sim<R> {
                 let sm = Sm::decode(&data).ok_or(format!("node {id}: snapshot bytes corrupted"))?;
                 let want = self.chain.get((index - 1) as usize).map(|c| c.hash);
                 if sm.index != index || want != Some(sm.hash) {
-                    return Err(format!("node {id}: snapshot at {index} differs from the applied history"));
+                    return Err(format!(
+                        "node {id}: snapshot at {index} differs from the applied history"
+                    ));
                 }
                 self.log(format_args!("node {id} loaded snapshot at {index}"));
                 self.nodes[i].sm = sm;
@@ -438,12 +522,19 @@ impl<R: RaftImpl> Sim<R> {
                 let hash = mix(sm.hash, term, &data);
                 if let Some(existing) = self.chain.get((index - 1) as usize) {
                     if existing.term != term || existing.hash != hash {
-                        return Err(format!("state machine safety: node {id} applied a different entry at {index}"));
+                        return Err(format!(
+                            "state machine safety: node {id} applied a different entry at {index}"
+                        ));
                     }
                 } else {
-                    let value = (data.len() >= 8).then(|| u64::from_le_bytes(data[0..8].try_into().expect("8")));
+                    let value = (data.len() >= 8)
+                        .then(|| u64::from_le_bytes(data[0..8].try_into().expect("8")));
                     let observed_term = self.nodes[i].raft.status().term;
-                    self.chain.push(ChainEntry { term, hash, observed_term });
+                    self.chain.push(ChainEntry {
+                        term,
+                        hash,
+                        observed_term,
+                    });
                     if let Some(v) = value {
                         self.committed_values.insert(v);
                     }
@@ -456,12 +547,26 @@ impl<R: RaftImpl> Sim<R> {
 
     fn trace_roles(&mut self) {
         for i in 0..self.nodes.len() {
-            let now = if self.nodes[i].up { Some(self.nodes[i].raft.status()) } else { None };
+            let now = if self.nodes[i].up {
+                Some(self.nodes[i].raft.status())
+            } else {
+                None
+            };
             let key = now.map(|s| (s.term, s.leader));
             if key != self.nodes[i].traced {
                 self.nodes[i].traced = key;
                 if let Some(s) = now {
-                    self.log(format_args!("node {} term {} {} commit {}", i + 1, s.term, if s.leader { "LEADER" } else { "follower/candidate" }, s.commit));
+                    self.log(format_args!(
+                        "node {} term {} {} commit {}",
+                        i + 1,
+                        s.term,
+                        if s.leader {
+                            "LEADER"
+                        } else {
+                            "follower/candidate"
+                        },
+                        s.commit
+                    ));
                 }
             }
         }
@@ -473,7 +578,9 @@ impl<R: RaftImpl> Sim<R> {
         }
         self.check_election_safety()?;
         self.check_commit_monotonic()?;
-        let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].up).collect();
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up)
+            .collect();
         for (k, &a) in up.iter().enumerate() {
             for &b in &up[k + 1..] {
                 self.check_log_matching(a, b)?;
@@ -494,7 +601,10 @@ impl<R: RaftImpl> Sim<R> {
             }
             let leader = *self.leaders.entry(s.term).or_insert(n.id);
             if leader != n.id {
-                return Err(format!("election safety: nodes {leader} and {} both lead term {}", n.id, s.term));
+                return Err(format!(
+                    "election safety: nodes {leader} and {} both lead term {}",
+                    n.id, s.term
+                ));
             }
         }
         Ok(())
@@ -504,7 +614,10 @@ impl<R: RaftImpl> Sim<R> {
         for n in self.nodes.iter_mut().filter(|n| n.up) {
             let commit = n.raft.status().commit;
             if commit < n.last_commit {
-                return Err(format!("node {} commit went back {} -> {commit}", n.id, n.last_commit));
+                return Err(format!(
+                    "node {} commit went back {} -> {commit}",
+                    n.id, n.last_commit
+                ));
             }
             n.last_commit = commit;
         }
@@ -522,7 +635,11 @@ impl<R: RaftImpl> Sim<R> {
         }
         while i >= lo {
             if ra.log_term(i) != rb.log_term(i) {
-                return Err(format!("log matching: nodes {} and {} differ at {i} below a common entry", a + 1, b + 1));
+                return Err(format!(
+                    "log matching: nodes {} and {} differ at {i} below a common entry",
+                    a + 1,
+                    b + 1
+                ));
             }
             i -= 1;
         }
@@ -536,10 +653,18 @@ impl<R: RaftImpl> Sim<R> {
             if !s.leader {
                 continue;
             }
-            for (k, c) in self.chain.iter().enumerate().skip(s.snapshot_index as usize) {
+            for (k, c) in self
+                .chain
+                .iter()
+                .enumerate()
+                .skip(s.snapshot_index as usize)
+            {
                 let index = k as u64 + 1;
                 if c.observed_term < s.term && n.raft.log_term(index) != Some(c.term) {
-                    return Err(format!("leader completeness: leader {} of term {} lacks committed entry {index}", n.id, s.term));
+                    return Err(format!(
+                        "leader completeness: leader {} of term {} lacks committed entry {index}",
+                        n.id, s.term
+                    ));
                 }
             }
         }
@@ -551,12 +676,27 @@ impl<R: RaftImpl> Sim<R> {
         let quorum = self.nodes.len() / 2 + 1;
         for (k, c) in self.chain.iter().enumerate() {
             let index = k as u64 + 1;
-            let holders = self.nodes.iter().filter(|n| n.raft.durable_has(index, c.term)).count();
+            let holders = self
+                .nodes
+                .iter()
+                .filter(|n| n.raft.durable_has(index, c.term))
+                .count();
             if holders < quorum {
                 let detail: Vec<String> = self
                     .nodes
                     .iter()
-                    .map(|n| if n.up { format!("{}: up {:?} term@{index}={:?}", n.id, n.raft.status(), n.raft.log_term(index)) } else { format!("{}: down", n.id) })
+                    .map(|n| {
+                        if n.up {
+                            format!(
+                                "{}: up {:?} term@{index}={:?}",
+                                n.id,
+                                n.raft.status(),
+                                n.raft.log_term(index)
+                            )
+                        } else {
+                            format!("{}: down", n.id)
+                        }
+                    })
                     .collect();
                 return Err(format!("durability: committed entry {index} (term {}) is on {holders} disks; {detail:?}", c.term));
             }

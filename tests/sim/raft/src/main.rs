@@ -7,7 +7,11 @@ use sim_raft::{bench, run_seed};
 const BENCH_SEEDS: u64 = 5000;
 
 fn nodes_for(seed: u64) -> u64 {
-    if seed.is_multiple_of(2) { 3 } else { 5 }
+    if seed.is_multiple_of(2) {
+        3
+    } else {
+        5
+    }
 }
 
 fn main() {
@@ -18,7 +22,11 @@ fn main() {
         Some("seed") => {
             let seed: u64 = arg(1).and_then(|s| s.parse().ok()).expect("seed N");
             let long = args.iter().any(|a| a == "long");
-            let mut cfg = if long { SimConfig::long(nodes_for(seed)) } else { SimConfig::short(nodes_for(seed)) };
+            let mut cfg = if long {
+                SimConfig::long(nodes_for(seed))
+            } else {
+                SimConfig::short(nodes_for(seed))
+            };
             if args.iter().any(|a| a == "nocompact") {
                 cfg.compact_every = u64::MAX / 2;
             }
@@ -27,7 +35,11 @@ fn main() {
         }
         Some("diff") => {
             let count: u64 = arg(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
-            let compact_every = if args.iter().any(|a| a == "nocompact") { u64::MAX / 2 } else { 25 };
+            let compact_every = if args.iter().any(|a| a == "nocompact") {
+                u64::MAX / 2
+            } else {
+                25
+            };
             differential(count, compact_every)
         }
         Some("soak") => {
@@ -51,7 +63,11 @@ fn main() {
     std::process::exit(code);
 }
 
-fn replay(seed: u64, cfg: &SimConfig, raftrs: bool) -> Result<sim_raft::cluster::RunReport, String> {
+fn replay(
+    seed: u64,
+    cfg: &SimConfig,
+    raftrs: bool,
+) -> Result<sim_raft::cluster::RunReport, String> {
     if raftrs {
         #[cfg(feature = "oracle")]
         return run_seed::<sim_raft::oracle::RaftRs>(seed, cfg, true);
@@ -86,11 +102,15 @@ fn differential(count: u64, compact_every: u64) -> i32 {
 }
 
 fn summarize<R: sim_raft::adapter::RaftImpl>(count: u64, compact_every: u64) -> u32 {
-    let (mut failed, mut converge, mut first, mut terms, mut messages) = (0, Vec::new(), Vec::new(), 0, 0);
+    let (mut failed, mut converge, mut first, mut terms, mut messages) =
+        (0, Vec::new(), Vec::new(), 0, 0);
     let (mut heal_leader, mut heal_commit) = (Vec::new(), Vec::new());
     let mut slowest: Vec<(u64, u64)> = Vec::new();
     for seed in 0..count {
-        let cfg = SimConfig { compact_every, ..SimConfig::short(nodes_for(seed)) };
+        let cfg = SimConfig {
+            compact_every,
+            ..SimConfig::short(nodes_for(seed))
+        };
         match run_seed::<R>(seed, &cfg, false) {
             Ok(r) => {
                 converge.push(r.converge_ticks);
@@ -127,7 +147,11 @@ fn summarize<R: sim_raft::adapter::RaftImpl>(count: u64, compact_every: u64) -> 
         bench::percentile(heal_commit, 90),
     );
     slowest.sort_unstable_by(|a, b| b.cmp(a));
-    println!("{}: slowest convergence (ticks, seed): {:?}", R::NAME, &slowest[..slowest.len().min(3)]);
+    println!(
+        "{}: slowest convergence (ticks, seed): {:?}",
+        R::NAME,
+        &slowest[..slowest.len().min(3)]
+    );
     failed
 }
 

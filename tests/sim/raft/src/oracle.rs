@@ -56,7 +56,8 @@ impl RaftRs {
     fn fix_timeout(&mut self) {
         let node = self.node.as_mut().expect("node is up");
         let signature = (node.raft.term, node.raft.state, node.raft.leader_id);
-        let reset = self.last_signature != Some(signature) || node.raft.randomized_election_timeout() != self.last_timeout;
+        let reset = self.last_signature != Some(signature)
+            || node.raft.randomized_election_timeout() != self.last_timeout;
         if reset {
             let span = (ELECTION_TICKS_MAX - ELECTION_TICKS_MIN) as u64;
             let draw = ELECTION_TICKS_MIN + (self.rng.next_u64() % span) as usize;
@@ -76,7 +77,11 @@ impl RaftRs {
 }
 
 fn applied_entry(e: &Entry) -> Applied {
-    Applied::Entry { index: e.index, term: e.term, data: e.data.to_vec() }
+    Applied::Entry {
+        index: e.index,
+        term: e.term,
+        data: e.data.to_vec(),
+    }
 }
 
 impl RaftImpl for RaftRs {
@@ -87,7 +92,15 @@ impl RaftImpl for RaftRs {
         let storage = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ id.rotate_left(32));
-        let mut r = RaftRs { id, storage, node: None, rng, logger, last_signature: None, last_timeout: 0 };
+        let mut r = RaftRs {
+            id,
+            storage,
+            node: None,
+            rng,
+            logger,
+            last_signature: None,
+            last_timeout: 0,
+        };
         r.start(0);
         r
     }
@@ -108,7 +121,9 @@ impl RaftImpl for RaftRs {
     fn step(&mut self, msg: Message) {
         // raft-rs refuses only local-only message types or unknown peers, neither of which
         // the simulator sends; the result carries nothing else.
-        self.node().step(msg).expect("raft-rs accepts peer messages");
+        self.node()
+            .step(msg)
+            .expect("raft-rs accepts peer messages");
         self.fix_timeout();
     }
 
@@ -142,9 +157,13 @@ impl RaftImpl for RaftRs {
                 }
             }
             if !rd.snapshot().is_empty() {
-                storage.wl().apply_snapshot(rd.snapshot().clone()).expect("snapshot");
+                storage
+                    .wl()
+                    .apply_snapshot(rd.snapshot().clone())
+                    .expect("snapshot");
             }
-            out.applied.extend(rd.take_committed_entries().iter().map(applied_entry));
+            out.applied
+                .extend(rd.take_committed_entries().iter().map(applied_entry));
             if !rd.entries().is_empty() {
                 storage.wl().append(rd.entries()).expect("append");
             }
@@ -157,7 +176,8 @@ impl RaftImpl for RaftRs {
                 storage.wl().mut_hard_state().set_commit(commit);
             }
             msgs.extend(light.take_messages());
-            out.applied.extend(light.take_committed_entries().iter().map(applied_entry));
+            out.applied
+                .extend(light.take_committed_entries().iter().map(applied_entry));
             node.advance_apply();
             out.messages.extend(msgs);
         }

@@ -1,8 +1,8 @@
 //! Adapter for our core: `RawNode` persisting through `DiskStore` on a tearing `MemDevice`.
 
-use membership::raft::disk::mem::MemDevice;
-use membership::raft::disk::DiskStore;
-use membership::raft::{Config, DurableState, Message, RawNode, Role};
+use consensus::disk::mem::MemDevice;
+use consensus::disk::DiskStore;
+use consensus::{Config, DurableState, Message, RawNode, Role};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::adapter::{Applied, Output, RaftImpl, Status};
@@ -11,9 +11,15 @@ use crate::adapter::{Applied, Output, RaftImpl, Status};
 pub const DISK_SECTORS: u64 = 512;
 
 enum State {
-    Up { node: Box<RawNode>, store: DiskStore<MemDevice> },
+    Up {
+        node: Box<RawNode>,
+        store: DiskStore<MemDevice>,
+    },
     /// `recovered` is what a restart will find (computed once at the crash).
-    Down { dev: MemDevice, recovered: DurableState },
+    Down {
+        dev: MemDevice,
+        recovered: DurableState,
+    },
     Moving,
 }
 
@@ -56,11 +62,22 @@ impl RaftImpl for Ours {
     const NAME: &'static str = "ours";
 
     fn boot(id: u64, voters: &[u64], seed: u64) -> Self {
-        let mut ours = Ours { id, voters: voters.to_vec(), seed, restarts: 0, state: State::Moving, dirty_recoveries: 0, torn_crashes: 0 };
+        let mut ours = Ours {
+            id,
+            voters: voters.to_vec(),
+            seed,
+            restarts: 0,
+            state: State::Moving,
+            dirty_recoveries: 0,
+            torn_crashes: 0,
+        };
         let (store, report) = DiskStore::open(MemDevice::new(DISK_SECTORS)).expect("format");
         assert!(report.stop.is_clean());
         let node = RawNode::restart(ours.config(), store.state().clone()).expect("boot");
-        ours.state = State::Up { node: Box::new(node), store };
+        ours.state = State::Up {
+            node: Box::new(node),
+            store,
+        };
         ours
     }
 
@@ -93,15 +110,25 @@ impl RaftImpl for Ours {
         while node.has_ready() {
             let rd = node.ready();
             // Handling order of the crate docs: persist (snapshot, entries, hard state), send, apply.
-            store.persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref()).expect("disk");
+            store
+                .persist(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref())
+                .expect("disk");
             out.messages.extend(rd.messages.iter().cloned());
             if let Some(s) = &rd.snapshot {
-                out.applied.push(Applied::Snapshot { index: s.meta.index, data: s.data.clone() });
+                out.applied.push(Applied::Snapshot {
+                    index: s.meta.index,
+                    data: s.data.clone(),
+                });
             }
             for e in &rd.committed_entries {
-                out.applied.push(Applied::Entry { index: e.index, term: e.term, data: e.data.clone() });
+                out.applied.push(Applied::Entry {
+                    index: e.index,
+                    term: e.term,
+                    data: e.data.clone(),
+                });
             }
-            out.reads.extend(rd.read_states.iter().map(|r| (r.ctx, r.index)));
+            out.reads
+                .extend(rd.read_states.iter().map(|r| (r.ctx, r.index)));
             node.advance(rd);
         }
     }
@@ -115,13 +142,19 @@ impl RaftImpl for Ours {
     }
 
     fn crash(&mut self, tear: &mut Xoshiro256PlusPlus) {
-        let State::Up { mut node, mut store } = std::mem::replace(&mut self.state, State::Moving) else {
+        let State::Up {
+            mut node,
+            mut store,
+        } = std::mem::replace(&mut self.state, State::Moving)
+        else {
             panic!("crash of a down node");
         };
         // Power fails while the next Ready is half-written: its batch is never flushed.
         if node.has_ready() {
             let rd = node.ready();
-            store.append_batch(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref()).expect("disk");
+            store
+                .append_batch(rd.snapshot.as_ref(), &rd.entries, rd.hard_state.as_ref())
+                .expect("disk");
         }
         let mut dev = store.into_device();
         let damage = dev.crash(tear);
@@ -144,10 +177,16 @@ impl RaftImpl for Ours {
         self.restarts += 1;
         let durable = store.state().clone();
         if durable.snapshot.meta.index > 0 {
-            out.applied.push(Applied::Snapshot { index: durable.snapshot.meta.index, data: durable.snapshot.data.clone() });
+            out.applied.push(Applied::Snapshot {
+                index: durable.snapshot.meta.index,
+                data: durable.snapshot.data.clone(),
+            });
         }
         let node = RawNode::restart(self.config(), durable).expect("recovered state is consistent");
-        self.state = State::Up { node: Box::new(node), store };
+        self.state = State::Up {
+            node: Box::new(node),
+            store,
+        };
     }
 
     fn status(&self) -> Status {
@@ -180,6 +219,9 @@ impl RaftImpl for Ours {
         if index <= snap {
             return true;
         }
-        state.entries.get((index - snap - 1) as usize).is_some_and(|e| e.term == term)
+        state
+            .entries
+            .get((index - snap - 1) as usize)
+            .is_some_and(|e| e.term == term)
     }
 }

@@ -10,7 +10,10 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Replace the set of cut directed links (from, to); `kind` names it for traces.
-    Partition { kind: &'static str, cut: BTreeSet<(u64, u64)> },
+    Partition {
+        kind: &'static str,
+        cut: BTreeSet<(u64, u64)>,
+    },
     /// Remove every cut.
     Heal,
     /// Power loss on a node (torn unflushed writes on ours).
@@ -43,12 +46,27 @@ fn below(rng: &mut Xoshiro256PlusPlus, n: u64) -> u64 {
 
 impl Schedule {
     /// A schedule for `nodes` voters over `ticks` ticks; `faults` off gives only proposals.
-    pub fn generate(seed: u64, nodes: u64, ticks: u64, faults: bool, propose_every: u64) -> Schedule {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
+    pub fn generate(
+        seed: u64,
+        nodes: u64,
+        ticks: u64,
+        faults: bool,
+        propose_every: u64,
+    ) -> Schedule {
+        let mut rng =
+            Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
         let net = if faults {
-            NetFaults { loss_pct: below(&mut rng, 15) as u32, dup_pct: below(&mut rng, 10) as u32, max_delay_ticks: 1 + below(&mut rng, 4) }
+            NetFaults {
+                loss_pct: below(&mut rng, 15) as u32,
+                dup_pct: below(&mut rng, 10) as u32,
+                max_delay_ticks: 1 + below(&mut rng, 4),
+            }
         } else {
-            NetFaults { loss_pct: 0, dup_pct: 0, max_delay_ticks: 1 }
+            NetFaults {
+                loss_pct: 0,
+                dup_pct: 0,
+                max_delay_ticks: 1,
+            }
         };
         let mut events = Vec::new();
         let mut value = seed << 20;
@@ -57,8 +75,18 @@ impl Schedule {
             t += 1 + below(&mut rng, 2 * propose_every);
             value += 1;
             // Mostly small commands, one in ten up to the 900-byte maximum (batch-size checks).
-            let pad_bytes = if below(&mut rng, 10) == 0 { below(&mut rng, 892) } else { below(&mut rng, 64) };
-            events.push((t, Event::Propose { value, pad_bytes: pad_bytes as usize }));
+            let pad_bytes = if below(&mut rng, 10) == 0 {
+                below(&mut rng, 892)
+            } else {
+                below(&mut rng, 64)
+            };
+            events.push((
+                t,
+                Event::Propose {
+                    value,
+                    pad_bytes: pad_bytes as usize,
+                },
+            ));
         }
         if faults {
             fault_events(&mut rng, nodes, ticks, &mut events);
@@ -69,14 +97,37 @@ impl Schedule {
     }
 }
 
-fn fault_events(rng: &mut Xoshiro256PlusPlus, nodes: u64, ticks: u64, events: &mut Vec<(u64, Event)>) {
+fn fault_events(
+    rng: &mut Xoshiro256PlusPlus,
+    nodes: u64,
+    ticks: u64,
+    events: &mut Vec<(u64, Event)>,
+) {
     let mut t = below(rng, 40);
     let mut down: BTreeSet<u64> = BTreeSet::new();
     while t < ticks {
         match below(rng, 7) {
-            0 => events.push((t, Event::Partition { kind: "isolate-one", cut: isolate(nodes, 1 + below(rng, nodes)) })),
-            1 => events.push((t, Event::Partition { kind: "symmetric", cut: split(rng, nodes) })),
-            2 => events.push((t, Event::Partition { kind: "asymmetric", cut: one_way(rng, nodes) })),
+            0 => events.push((
+                t,
+                Event::Partition {
+                    kind: "isolate-one",
+                    cut: isolate(nodes, 1 + below(rng, nodes)),
+                },
+            )),
+            1 => events.push((
+                t,
+                Event::Partition {
+                    kind: "symmetric",
+                    cut: split(rng, nodes),
+                },
+            )),
+            2 => events.push((
+                t,
+                Event::Partition {
+                    kind: "asymmetric",
+                    cut: one_way(rng, nodes),
+                },
+            )),
             3 => events.push((t, Event::Heal)),
             4 | 5 => {
                 let node = 1 + below(rng, nodes);
@@ -119,7 +170,9 @@ fn isolate(nodes: u64, victim: u64) -> BTreeSet<(u64, u64)> {
 }
 
 fn split(rng: &mut Xoshiro256PlusPlus, nodes: u64) -> BTreeSet<(u64, u64)> {
-    let side: Vec<bool> = (0..nodes).map(|_| rng.next_u32().is_multiple_of(2)).collect();
+    let side: Vec<bool> = (0..nodes)
+        .map(|_| rng.next_u32().is_multiple_of(2))
+        .collect();
     let mut cut = BTreeSet::new();
     for a in 1..=nodes {
         for b in 1..=nodes {

@@ -31,7 +31,9 @@ impl Sm {
         out.extend_from_slice(&self.hash.to_le_bytes());
         let mut filler = self.hash;
         while out.len() < SNAPSHOT_BYTES {
-            filler = filler.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            filler = filler
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
             out.push((filler >> 56) as u8);
         }
         out

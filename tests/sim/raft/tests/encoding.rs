@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use membership::raft::{Config, Message, ProposeError, RawNode, Role};
+use consensus::{Config, Message, ProposeError, RawNode, Role};
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -25,7 +25,7 @@ impl Pair {
                         let bytes = postcard::to_allocvec(m).expect("encode").len();
                         assert!(bytes < 1200, "{bytes}-byte message: {:?}", m.body);
                         self.max_bytes = self.max_bytes.max(bytes);
-                        if let membership::raft::MessageBody::Append { entries, .. } = &m.body {
+                        if let consensus::MessageBody::Append { entries, .. } = &m.body {
                             self.max_batch = self.max_batch.max(entries.len());
                         }
                         if deliver && m.to <= 2 {
@@ -35,7 +35,9 @@ impl Pair {
                     node.advance(rd);
                 }
             }
-            let Some(m) = self.queue.pop_front() else { return };
+            let Some(m) = self.queue.pop_front() else {
+                return;
+            };
             self.nodes[(m.to - 1) as usize].step(m);
         }
         panic!("no quiescence");
@@ -47,7 +49,10 @@ fn catch_up_batches_of_any_entry_mix_fit_the_envelope() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
     let voters = [1, 2, 3];
     let mut pair = Pair {
-        nodes: [RawNode::new(Config::new(1, &voters, 1)).unwrap(), RawNode::new(Config::new(2, &voters, 2)).unwrap()],
+        nodes: [
+            RawNode::new(Config::new(1, &voters, 1)).unwrap(),
+            RawNode::new(Config::new(2, &voters, 2)).unwrap(),
+        ],
         queue: VecDeque::new(),
         max_bytes: 0,
         max_batch: 0,
@@ -59,11 +64,13 @@ fn catch_up_batches_of_any_entry_mix_fit_the_envelope() {
         // Follower 2 is cut off while the leader accepts a burst of commands...
         for _ in 0..40 {
             let len = match phase % 3 {
-                0 => (rng.next_u32() % 40) as usize,  // small: batches bound by count
+                0 => (rng.next_u32() % 40) as usize, // small: batches bound by count
                 1 => (rng.next_u32() % 901) as usize, // mixed: bound by bytes
-                _ => 476,                             // two fill the byte budget exactly
+                _ => 476,                            // two fill the byte budget exactly
             };
-            pair.nodes[0].propose(vec![0xFF; len]).expect("leader accepts");
+            pair.nodes[0]
+                .propose(vec![0xFF; len])
+                .expect("leader accepts");
             pair.pump(false);
         }
         // ...then reconnects and catches up through batched appends.
@@ -72,10 +79,23 @@ fn catch_up_batches_of_any_entry_mix_fit_the_envelope() {
             pair.nodes[1].tick();
             pair.pump(true);
         }
-        assert_eq!(pair.nodes[1].commit_index(), pair.nodes[0].last_index(), "phase {phase}");
+        assert_eq!(
+            pair.nodes[1].commit_index(),
+            pair.nodes[0].last_index(),
+            "phase {phase}"
+        );
     }
-    println!("largest message {} bytes, largest batch {} entries", pair.max_bytes, pair.max_batch);
+    println!(
+        "largest message {} bytes, largest batch {} entries",
+        pair.max_bytes, pair.max_batch
+    );
     assert!(pair.max_bytes > 900, "the test must reach large messages");
-    assert!(pair.max_batch > 10, "the test must build multi-entry batches");
-    assert!(matches!(pair.nodes[0].propose(vec![0; 901]), Err(ProposeError::TooLarge { .. })));
+    assert!(
+        pair.max_batch > 10,
+        "the test must build multi-entry batches"
+    );
+    assert!(matches!(
+        pair.nodes[0].propose(vec![0; 901]),
+        Err(ProposeError::TooLarge { .. })
+    ));
 }

@@ -12,11 +12,18 @@ use sim_raft::ours::Ours;
 use sim_raft::run_seed;
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn nodes_for(seed: u64) -> u64 {
-    if seed.is_multiple_of(2) { 3 } else { 5 }
+    if seed.is_multiple_of(2) {
+        3
+    } else {
+        5
+    }
 }
 
 /// Runs seeds on two threads (the machine has two cores); returns the failures.
@@ -30,9 +37,16 @@ fn run_many<R: RaftImpl>(seeds: std::ops::Range<u64>, long: bool) -> Vec<String>
                 if seed >= seeds.end {
                     return;
                 }
-                let cfg = if long { SimConfig::long(nodes_for(seed)) } else { SimConfig::short(nodes_for(seed)) };
+                let cfg = if long {
+                    SimConfig::long(nodes_for(seed))
+                } else {
+                    SimConfig::short(nodes_for(seed))
+                };
                 if let Err(e) = run_seed::<R>(seed, &cfg, false) {
-                    let line = format!("{e}\nreproduce with seed={seed}{}", if long { " (long)" } else { "" });
+                    let line = format!(
+                        "{e}\nreproduce with seed={seed}{}",
+                        if long { " (long)" } else { "" }
+                    );
                     eprintln!("{line}");
                     failures.lock().unwrap().push(line);
                 }
@@ -48,7 +62,12 @@ fn run_many<R: RaftImpl>(seeds: std::ops::Range<u64>, long: bool) -> Vec<String>
 fn ten_thousand_short_seeds_hold_every_invariant() {
     let seeds = env_u64("SIM_RAFT_SEEDS", 10_000);
     let failures = run_many::<Ours>(0..seeds, false);
-    assert!(failures.is_empty(), "{} of {seeds} seeds failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {seeds} seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -77,7 +96,8 @@ fn faults_are_really_injected() {
     let mut torn = 0;
     let mut reads = 0;
     for seed in 0..200 {
-        let r = run_seed::<Ours>(seed, &SimConfig::short(nodes_for(seed)), false).expect("seed passes");
+        let r =
+            run_seed::<Ours>(seed, &SimConfig::short(nodes_for(seed)), false).expect("seed passes");
         crashes += r.crashes;
         terms += r.terms_with_leader;
         dirty += r.dirty_recoveries;
@@ -87,9 +107,18 @@ fn faults_are_really_injected() {
     }
     assert!(crashes > 200, "only {crashes} crashes in 200 seeds");
     assert!(terms > 300, "only {terms} leader terms in 200 seeds");
-    assert!(torn > 60, "only {torn} crashes tore or lost unflushed writes in 200 seeds");
-    assert!(dirty > 10, "only {dirty} recoveries met a torn record in 200 seeds");
-    assert!(reads > 2000, "only {reads} linearizable reads checked in 200 seeds");
+    assert!(
+        torn > 60,
+        "only {torn} crashes tore or lost unflushed writes in 200 seeds"
+    );
+    assert!(
+        dirty > 10,
+        "only {dirty} recoveries met a torn record in 200 seeds"
+    );
+    assert!(
+        reads > 2000,
+        "only {reads} linearizable reads checked in 200 seeds"
+    );
 }
 
 #[cfg(feature = "oracle")]
@@ -102,7 +131,12 @@ mod differential {
     fn raft_rs_holds_every_invariant_on_the_same_schedules() {
         let seeds = env_u64("SIM_RAFT_ORACLE_SEEDS", 2_000);
         let theirs = run_many::<RaftRs>(0..seeds, false);
-        assert!(theirs.is_empty(), "raft-rs failed {} seeds:\n{}", theirs.len(), theirs.join("\n"));
+        assert!(
+            theirs.is_empty(),
+            "raft-rs failed {} seeds:\n{}",
+            theirs.len(),
+            theirs.join("\n")
+        );
     }
 
     #[test]

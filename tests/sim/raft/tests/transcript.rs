@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write;
 
-use membership::raft::{Config, Message, MessageBody, RawNode};
+use consensus::{Config, Message, MessageBody, RawNode};
 
 struct Script {
     nodes: BTreeMap<u64, RawNode>,
@@ -19,8 +19,18 @@ struct Script {
 impl Script {
     fn new(n: u64, seed: u64) -> Script {
         let voters: Vec<u64> = (1..=n).collect();
-        let nodes = voters.iter().map(|&id| (id, RawNode::new(Config::new(id, &voters, seed)).unwrap())).collect();
-        Script { nodes, cut: BTreeSet::new(), queue: VecDeque::new(), seen: BTreeMap::new(), out: String::new(), tick: 0 }
+        let nodes = voters
+            .iter()
+            .map(|&id| (id, RawNode::new(Config::new(id, &voters, seed)).unwrap()))
+            .collect();
+        Script {
+            nodes,
+            cut: BTreeSet::new(),
+            queue: VecDeque::new(),
+            seen: BTreeMap::new(),
+            out: String::new(),
+            tick: 0,
+        }
     }
 
     fn note(&mut self, line: &str) {
@@ -41,13 +51,20 @@ impl Script {
                         }
                     }
                     if let Some(s) = &rd.snapshot {
-                        writeln!(self.out, "t={:<4} node {id} installs snapshot at {}", self.tick, s.meta.index).unwrap();
+                        writeln!(
+                            self.out,
+                            "t={:<4} node {id} installs snapshot at {}",
+                            self.tick, s.meta.index
+                        )
+                        .unwrap();
                     }
                     node.advance(rd);
                 }
             }
             self.record();
-            let Some(m) = self.queue.pop_front() else { return };
+            let Some(m) = self.queue.pop_front() else {
+                return;
+            };
             if matches!(m.body, MessageBody::Snapshot { .. }) {
                 self.note(&format!("snapshot chunk {} -> {}", m.from, m.to));
             }
@@ -59,7 +76,18 @@ impl Script {
         let states: Vec<(u64, String)> = self
             .nodes
             .iter()
-            .map(|(&id, n)| (id, format!("{:?} term={} leader={:?} commit={}", n.role(), n.term(), n.leader(), n.commit_index())))
+            .map(|(&id, n)| {
+                (
+                    id,
+                    format!(
+                        "{:?} term={} leader={:?} commit={}",
+                        n.role(),
+                        n.term(),
+                        n.leader(),
+                        n.commit_index()
+                    ),
+                )
+            })
             .collect();
         for (id, state) in states {
             if self.seen.get(&id) != Some(&state) {
@@ -80,7 +108,12 @@ impl Script {
     }
 
     fn leader(&self) -> u64 {
-        *self.nodes.iter().find(|(_, n)| n.role() == membership::raft::Role::Leader).expect("a leader").0
+        *self
+            .nodes
+            .iter()
+            .find(|(_, n)| n.role() == consensus::Role::Leader)
+            .expect("a leader")
+            .0
     }
 
     fn check(self, name: &str) {
@@ -90,7 +123,11 @@ impl Script {
             return;
         }
         let golden = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(golden == self.out, "transcript {name} changed (UPDATE_TRANSCRIPTS=1 to accept):\n{}", self.out);
+        assert!(
+            golden == self.out,
+            "transcript {name} changed (UPDATE_TRANSCRIPTS=1 to accept):\n{}",
+            self.out
+        );
     }
 }
 
@@ -115,7 +152,11 @@ fn transcript_failover_and_snapshot_catch_up() {
     s.stabilize();
     s.ticks(5);
     let applied = s.nodes[&new].applied_index();
-    s.nodes.get_mut(&new).unwrap().compact(applied, vec![7; 2500]).unwrap();
+    s.nodes
+        .get_mut(&new)
+        .unwrap()
+        .compact(applied, vec![7; 2500])
+        .unwrap();
     s.note(&format!("node {new} compacts through {applied}"));
     s.note(&format!("heal {old}"));
     s.cut.clear();

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use sim_swim::median;
 use sim_swim::scenarios::{all_alive, disagreement};
-use sim_swim::{Bootstrap, Sim, SimConfig};
 use sim_swim::scenarios::{
-    crash_detection_ms, dissemination_rounds, false_positive_rate, fault_run, message_load, piggyback_only_rounds,
+    crash_detection_ms, dissemination_rounds, false_positive_rate, fault_run, message_load,
+    piggyback_only_rounds,
 };
+use sim_swim::{Bootstrap, Sim, SimConfig};
 
 /// Loss rate and cluster size of the false-positive metric.
 const FP_LOSS_PCT: u32 = 20;
@@ -29,7 +30,10 @@ fn main() -> ExitCode {
             fp(num(1, 100) as usize, num(2, 20) as u32, num(3, 60))
         }
         Some("join") => join(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200)),
-        _ => Err("usage: sim-swim bench | seed N | soak COUNT | join N | fp N LOSS_PCT SECONDS".to_string()),
+        _ => Err(
+            "usage: sim-swim bench | seed N | soak COUNT | join N | fp N LOSS_PCT SECONDS"
+                .to_string(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,13 +45,22 @@ fn main() -> ExitCode {
 }
 
 fn bench() -> Result<(), String> {
-    let three: Vec<u64> = (0..9).map(|s| crash_detection_ms(3, 3000 + s, 1).map(|t| t[0].1)).collect::<Result<_, _>>()?;
-    eprintln!("n=3: last-node detection {three:?}, median {} ms", median(&three));
+    let three: Vec<u64> = (0..9)
+        .map(|s| crash_detection_ms(3, 3000 + s, 1).map(|t| t[0].1))
+        .collect::<Result<_, _>>()?;
+    eprintln!(
+        "n=3: last-node detection {three:?}, median {} ms",
+        median(&three)
+    );
     for (n, crashes) in [(10usize, 7usize), (100, 15), (1000, 15)] {
         let times = crash_detection_ms(n, 1000 + n as u64, crashes)?;
         let last: Vec<u64> = times.iter().map(|t| t.1).collect();
         let first: Vec<u64> = times.iter().map(|t| t.0).collect();
-        eprintln!("n={n}: first-node median {} ms, last-node {:?}", median(&first), last);
+        eprintln!(
+            "n={n}: first-node median {} ms, last-node {:?}",
+            median(&first),
+            last
+        );
         println!("METRIC swim_detect_ms_n{n} {} ms", median(&last));
     }
     let (rate, pairs, suspects) = false_positive_rate(FP_N, 7, FP_LOSS_PCT, FP_DURATION_MS);
@@ -65,12 +78,18 @@ fn bench() -> Result<(), String> {
         println!("METRIC swim_dissemination_rounds_n{n} {med:.2} rounds");
     }
     for (n, loss) in [(100usize, 0u32), (1000, 0), (100, 20)] {
-        eprintln!("n={n} loss={loss}%: {:.1} messages/node/s", message_load(n, 5, loss, 10_000));
+        eprintln!(
+            "n={n} loss={loss}%: {:.1} messages/node/s",
+            message_load(n, 5, loss, 10_000)
+        );
     }
     for n in [10usize, 100, 1000] {
         let mut rounds = piggyback_only_rounds(n, 2000 + n as u64, 5)?;
         rounds.sort_by(f64::total_cmp);
-        eprintln!("n={n}: piggyback-only (no gossip rounds) median {:.2} rounds", rounds[rounds.len() / 2]);
+        eprintln!(
+            "n={n}: piggyback-only (no gossip rounds) median {:.2} rounds",
+            rounds[rounds.len() / 2]
+        );
     }
     Ok(())
 }
@@ -101,15 +120,21 @@ fn join(n: usize) -> Result<(), String> {
     config.bootstrap = Bootstrap::Seed { stagger_ms: 5 };
     let mut sim = Sim::new(config);
     let last_join_ms = 5 * (n as u64 - 1);
-    let full = |s: &Sim| (0..s.n()).all(|i| s.node(i).is_some_and(|w| w.members().count() == s.n()));
+    let full =
+        |s: &Sim| (0..s.n()).all(|i| s.node(i).is_some_and(|w| w.members().count() == s.n()));
     let done = sim.run_until_pred(last_join_ms + 120_000, 100, |s| full(s) && all_alive(s));
-    let dropped: u64 = (0..n).map(|i| sim.node(i).map_or(0, |w| w.gossip_dropped())).sum();
+    let dropped: u64 = (0..n)
+        .map(|i| sim.node(i).map_or(0, |w| w.gossip_dropped()))
+        .sum();
     match done {
         Some(t) => {
             println!("join n={n}: converged {} ms after the last join, {} messages, {dropped} gossip drops", t - last_join_ms, sim.net_stats.sent);
             Ok(())
         }
-        None => Err(format!("join n={n}: no convergence: {}", disagreement(&sim))),
+        None => Err(format!(
+            "join n={n}: no convergence: {}",
+            disagreement(&sim)
+        )),
     }
 }
 

@@ -22,9 +22,13 @@ pub fn crash_detection_ms(n: usize, seed: u64, crashes: usize) -> Result<Vec<(u6
         sim.crash(victim);
         let done = sim.run_until_pred(t0 + 30_000, 10, |s| s.all_see(victim, MemberState::Down));
         if done.is_none() {
-            return Err(format!("n={n}: crash of {victim} at {t0} not detected by all; reproduce with seed={seed}"));
+            return Err(format!(
+                "n={n}: crash of {victim} at {t0} not detected by all; reproduce with seed={seed}"
+            ));
         }
-        let (first, last) = sim.down_times(victim, t0).ok_or("NodeDown missing from the log")?;
+        let (first, last) = sim
+            .down_times(victim, t0)
+            .ok_or("NodeDown missing from the log")?;
         out.push((first - t0, last - t0));
         // Let the Dead gossip retire before the next crash.
         let settle = sim.now_ms() + 1_000;
@@ -46,14 +50,23 @@ fn pick_running(sim: &mut Sim) -> Option<usize> {
 /// observer ever logged NodeDown, over `duration_ms` with `loss_pct` % message loss.
 /// Also returns the number of pairs and of NodeSuspect events (suspicions that were
 /// refuted in time are not false positives, but show the detector was exercised).
-pub fn false_positive_rate(n: usize, seed: u64, loss_pct: u32, duration_ms: u64) -> (f64, usize, usize) {
+pub fn false_positive_rate(
+    n: usize,
+    seed: u64,
+    loss_pct: u32,
+    duration_ms: u64,
+) -> (f64, usize, usize) {
     let mut config = SimConfig::lan(n, seed);
     config.net = NetConfig::lossy(loss_pct);
     let mut sim = Sim::new(config);
     sim.run_until(duration_ms);
     let pairs = false_down_pairs(&sim);
     let total = n * (n - 1);
-    let suspects = sim.log.iter().filter(|r| matches!(r.event, Event::NodeSuspect { .. })).count();
+    let suspects = sim
+        .log
+        .iter()
+        .filter(|r| matches!(r.event, Event::NodeSuspect { .. }))
+        .count();
     (pairs.len() as f64 / total as f64, pairs.len(), suspects)
 }
 
@@ -107,11 +120,15 @@ fn dissemination_rounds_with(config: SimConfig, trials: usize) -> Result<Vec<f64
         });
         let reached = |s: &Sim| {
             (0..s.n()).filter(|&o| o != origin).all(|o| {
-                s.node(o).and_then(|sw| sw.member(origin as NodeId)).is_some_and(|m| m.incarnation >= incarnation)
+                s.node(o)
+                    .and_then(|sw| sw.member(origin as NodeId))
+                    .is_some_and(|m| m.incarnation >= incarnation)
             })
         };
         let Some(t_all) = sim.run_until_pred(t0 + 20_000, 1, reached) else {
-            return Err(format!("n={n}: update from {origin} never reached all; reproduce with seed={seed}"));
+            return Err(format!(
+                "n={n}: update from {origin} never reached all; reproduce with seed={seed}"
+            ));
         };
         out.push((t_all - t0) as f64 / period_ms);
         let settle = sim.now_ms() + 1_000;
@@ -150,7 +167,9 @@ pub fn fault_run(seed: u64, verbose: bool) -> Result<FaultSummary, String> {
         if verbose {
             println!("t_ms={} FAULT {fault}", sim.now_ms());
         }
-        summary.faults.push(format!("t_ms={} {fault}", sim.now_ms()));
+        summary
+            .faults
+            .push(format!("t_ms={} {fault}", sim.now_ms()));
         let next = sim.now_ms() + 500 + sim.rand_below(2_500);
         sim.run_until(next);
     }
@@ -162,7 +181,10 @@ pub fn fault_run(seed: u64, verbose: bool) -> Result<FaultSummary, String> {
     summary.digest = sim.log_digest();
     match converged {
         Some(_) => Ok(summary),
-        None => Err(format!("no convergence after faults: {}; reproduce with seed={seed}", disagreement(&sim))),
+        None => Err(format!(
+            "no convergence after faults: {}; reproduce with seed={seed}",
+            disagreement(&sim)
+        )),
     }
 }
 
@@ -211,14 +233,18 @@ fn lift_all_faults(sim: &mut Sim, crashed: &mut Vec<usize>, paused: &mut Vec<usi
         sim.resume(node);
     }
     for node in crashed.drain(..) {
-        let seed = (0..sim.n()).find(|&s| s != node && sim.is_up(s)).unwrap_or(0);
+        let seed = (0..sim.n())
+            .find(|&s| s != node && sim.is_up(s))
+            .unwrap_or(0);
         sim.restart(node, seed as NodeId);
     }
 }
 
 /// Every running node sees every other running node as Alive.
 pub fn all_alive(sim: &Sim) -> bool {
-    (0..sim.n()).filter(|&i| sim.is_up(i)).all(|i| sim.all_see(i, MemberState::Alive))
+    (0..sim.n())
+        .filter(|&i| sim.is_up(i))
+        .all(|i| sim.all_see(i, MemberState::Alive))
 }
 
 /// The first pair that disagrees, for failure messages.

@@ -28,12 +28,19 @@ pub struct NetConfig {
 impl NetConfig {
     /// A LAN: 1-2 ms one way, no loss.
     pub fn lan() -> Self {
-        Self { loss_ppm: 0, delay_ms: 1, jitter_ms: 1 }
+        Self {
+            loss_ppm: 0,
+            delay_ms: 1,
+            jitter_ms: 1,
+        }
     }
 
     /// The LAN with `percent` % loss.
     pub fn lossy(percent: u32) -> Self {
-        Self { loss_ppm: percent * 10_000, ..Self::lan() }
+        Self {
+            loss_ppm: percent * 10_000,
+            ..Self::lan()
+        }
     }
 }
 
@@ -59,7 +66,13 @@ pub struct SimConfig {
 impl SimConfig {
     /// `n` static LAN nodes with default SWIM timing.
     pub fn lan(n: usize, seed: u64) -> Self {
-        Self { n, seed, swim: Config::lan(), net: NetConfig::lan(), bootstrap: Bootstrap::Static }
+        Self {
+            n,
+            seed,
+            swim: Config::lan(),
+            net: NetConfig::lan(),
+            bootstrap: Bootstrap::Static,
+        }
     }
 }
 
@@ -73,9 +86,20 @@ pub struct Record {
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { to: usize, from: NodeId, epoch: u32, msg: Message },
-    Tick { node: usize, generation: u64 },
-    Join { node: usize, seed: NodeId },
+    Deliver {
+        to: usize,
+        from: NodeId,
+        epoch: u32,
+        msg: Message,
+    },
+    Tick {
+        node: usize,
+        generation: u64,
+    },
+    Join {
+        node: usize,
+        seed: NodeId,
+    },
 }
 
 struct Queued {
@@ -158,16 +182,29 @@ impl Sim {
         };
         for i in 0..n {
             let swim = sim.fresh_swim(i, 0);
-            sim.nodes.push(Node { swim: Some(swim), paused: false, epoch: 0, tick_generation: 0, tick_at_ms: None });
+            sim.nodes.push(Node {
+                swim: Some(swim),
+                paused: false,
+                epoch: 0,
+                tick_generation: 0,
+                tick_at_ms: None,
+            });
         }
         sim.bootstrap();
         sim
     }
 
     fn fresh_swim(&self, i: usize, epoch: u32) -> Swim {
-        let seed = self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((i as u64) << 20) ^ u64::from(epoch);
+        let seed = self.config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ ((i as u64) << 20)
+            ^ u64::from(epoch);
         let meta = format!("node-{i}");
-        Swim::new(self.config.swim.clone().with_seed(seed), i as NodeId, meta.as_bytes()).expect("valid config")
+        Swim::new(
+            self.config.swim.clone().with_seed(seed),
+            i as NodeId,
+            meta.as_bytes(),
+        )
+        .expect("valid config")
     }
 
     fn bootstrap(&mut self) {
@@ -179,8 +216,12 @@ impl Sim {
                     for j in 0..n {
                         if i != j {
                             let meta = format!("node-{j}");
-                            swim.add_member(j as NodeId, membership::swim::INITIAL_INCARNATION, meta.as_bytes())
-                                .expect("add member");
+                            swim.add_member(
+                                j as NodeId,
+                                membership::swim::INITIAL_INCARNATION,
+                                meta.as_bytes(),
+                            )
+                            .expect("add member");
                         }
                     }
                     // Pre-formed: the NodeUp of bootstrap are not interesting.
@@ -211,7 +252,11 @@ impl Sim {
 
     fn push(&mut self, t_ms: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse(Queued { t_ms, seq: self.seq, ev }));
+        self.queue.push(Reverse(Queued {
+            t_ms,
+            seq: self.seq,
+            ev,
+        }));
     }
 
     fn schedule_tick(&mut self, i: usize, t_ms: u64) {
@@ -222,7 +267,13 @@ impl Sim {
         node.tick_generation += 1;
         node.tick_at_ms = Some(t_ms);
         let generation = node.tick_generation;
-        self.push(t_ms, Ev::Tick { node: i, generation });
+        self.push(
+            t_ms,
+            Ev::Tick {
+                node: i,
+                generation,
+            },
+        );
     }
 
     /// Processes every event up to and including `t_ms`, then sets the clock to it.
@@ -241,7 +292,12 @@ impl Sim {
 
     /// Runs in `step_ms` slices until `done` holds or `deadline_ms`; returns the time it
     /// first held (checked at slice ends).
-    pub fn run_until_pred(&mut self, deadline_ms: u64, step_ms: u64, mut done: impl FnMut(&Sim) -> bool) -> Option<u64> {
+    pub fn run_until_pred(
+        &mut self,
+        deadline_ms: u64,
+        step_ms: u64,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Option<u64> {
         loop {
             if done(self) {
                 return Some(self.now_ms);
@@ -256,7 +312,12 @@ impl Sim {
 
     fn process(&mut self, ev: Ev) {
         match ev {
-            Ev::Deliver { to, from, epoch, msg } => {
+            Ev::Deliver {
+                to,
+                from,
+                epoch,
+                msg,
+            } => {
                 let node = &mut self.nodes[to];
                 if node.epoch != epoch || node.paused || node.swim.is_none() {
                     self.net_stats.lost += 1;
@@ -266,7 +327,10 @@ impl Sim {
                 node.swim.as_mut().unwrap().step(from, msg, self.now_ms);
                 self.after_call(to, false);
             }
-            Ev::Tick { node: i, generation } => {
+            Ev::Tick {
+                node: i,
+                generation,
+            } => {
                 let node = &mut self.nodes[i];
                 if node.tick_generation != generation {
                     return;
@@ -300,7 +364,11 @@ impl Sim {
                     if self.verbose {
                         println!("t_ms={} node={} {:?}", self.now_ms, i, event);
                     }
-                    self.log.push(Record { t_ms: self.now_ms, observer: i as NodeId, event });
+                    self.log.push(Record {
+                        t_ms: self.now_ms,
+                        observer: i as NodeId,
+                        event,
+                    });
                 }
             }
         }
@@ -318,14 +386,24 @@ impl Sim {
             self.net_stats.blocked += 1;
             return;
         }
-        if self.config.net.loss_ppm > 0 && (self.rng.next_u64() % 1_000_000) < u64::from(self.config.net.loss_ppm) {
+        if self.config.net.loss_ppm > 0
+            && (self.rng.next_u64() % 1_000_000) < u64::from(self.config.net.loss_ppm)
+        {
             self.net_stats.lost += 1;
             return;
         }
         let jitter = self.rng.next_u64() % (self.config.net.jitter_ms + 1);
         let t_ms = self.now_ms + self.config.net.delay_ms + jitter;
         let epoch = self.nodes[to].epoch;
-        self.push(t_ms, Ev::Deliver { to, from: from as NodeId, epoch, msg });
+        self.push(
+            t_ms,
+            Ev::Deliver {
+                to,
+                from: from as NodeId,
+                epoch,
+                msg,
+            },
+        );
     }
 
     // ----- faults -----
@@ -407,7 +485,9 @@ impl Sim {
 
     /// True if every running node other than `subject` sees it as `state`.
     pub fn all_see(&self, subject: usize, state: MemberState) -> bool {
-        (0..self.n()).filter(|&o| o != subject && self.is_up(o)).all(|o| self.view(o, subject) == Some(state))
+        (0..self.n())
+            .filter(|&o| o != subject && self.is_up(o))
+            .all(|o| self.view(o, subject) == Some(state))
     }
 
     /// First and last time (after `since_ms`) a running observer logged NodeDown for

@@ -4,8 +4,8 @@
 use membership::swim::{Event, MemberState};
 use membership::NodeId;
 use sim_swim::scenarios::{
-    all_alive, crash_detection_ms, disagreement, dissemination_rounds, false_down_pairs, false_positive_rate,
-    fault_run, piggyback_only_rounds,
+    all_alive, crash_detection_ms, disagreement, dissemination_rounds, false_down_pairs,
+    false_positive_rate, fault_run, piggyback_only_rounds,
 };
 use sim_swim::{median, Bootstrap, NetConfig, Sim, SimConfig};
 
@@ -15,7 +15,9 @@ fn events_about(sim: &Sim, subject: usize) -> Vec<(u64, NodeId, Event)> {
         .iter()
         .filter(|r| match r.event {
             Event::NodeUp { id: x } | Event::NodeLeft { id: x } => x == id,
-            Event::NodeSuspect { id: x, .. } | Event::NodeAlive { id: x, .. } | Event::NodeDown { id: x, .. } => x == id,
+            Event::NodeSuspect { id: x, .. }
+            | Event::NodeAlive { id: x, .. }
+            | Event::NodeDown { id: x, .. } => x == id,
         })
         .map(|r| (r.t_ms, r.observer, r.event))
         .collect()
@@ -27,9 +29,20 @@ fn no_suspicion_at_all_in_ten_idle_minutes_without_loss() {
         let seed = 11 + n as u64;
         let mut sim = Sim::new(SimConfig::lan(n, seed));
         sim.run_until(minutes * 60_000);
-        let bad: Vec<_> = sim.log.iter().filter(|r| !matches!(r.event, Event::NodeUp { .. })).take(3).collect();
-        assert!(bad.is_empty(), "n={n}: false suspicion {bad:?}; reproduce with seed={seed}");
-        assert!(sim.net_stats.delivered > n as u64 * minutes * 600, "the cluster was not probing");
+        let bad: Vec<_> = sim
+            .log
+            .iter()
+            .filter(|r| !matches!(r.event, Event::NodeUp { .. }))
+            .take(3)
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "n={n}: false suspicion {bad:?}; reproduce with seed={seed}"
+        );
+        assert!(
+            sim.net_stats.delivered > n as u64 * minutes * 600,
+            "the cluster was not probing"
+        );
     }
 }
 
@@ -80,7 +93,11 @@ fn dissemination_grows_at_most_logarithmically() {
         let mut pure = piggyback_only_rounds(n, 199 + n as u64, 3).unwrap();
         pure.sort_by(f64::total_cmp);
         let bound = (n as f64).log2() + 2.0;
-        assert!(pure[1] <= bound, "n={n}: piggyback-only {} rounds > {bound} ({pure:?})", pure[1]);
+        assert!(
+            pure[1] <= bound,
+            "n={n}: piggyback-only {} rounds > {bound} ({pure:?})",
+            pure[1]
+        );
     }
 }
 
@@ -95,13 +112,29 @@ fn paused_node_is_suspected_then_refutes_on_resume() {
         sim.resume(victim);
         sim.run_until(5_000);
         let events = events_about(&sim, victim);
-        let suspected = events.iter().any(|e| matches!(e.2, Event::NodeSuspect { .. }));
-        let refuted = events.iter().any(|e| matches!(e.2, Event::NodeAlive { incarnation, .. } if incarnation > 1));
+        let suspected = events
+            .iter()
+            .any(|e| matches!(e.2, Event::NodeSuspect { .. }));
+        let refuted = events
+            .iter()
+            .any(|e| matches!(e.2, Event::NodeAlive { incarnation, .. } if incarnation > 1));
         let downed = events.iter().any(|e| matches!(e.2, Event::NodeDown { .. }));
-        let why = format!("seed={} events {:?}", 500 + seed, &events[..events.len().min(6)]);
-        assert!(suspected && refuted && !downed, "{why}; reproduce with seed={}", 500 + seed);
+        let why = format!(
+            "seed={} events {:?}",
+            500 + seed,
+            &events[..events.len().min(6)]
+        );
+        assert!(
+            suspected && refuted && !downed,
+            "{why}; reproduce with seed={}",
+            500 + seed
+        );
         assert!(sim.node(victim).unwrap().incarnation() > 1);
-        assert!(sim.all_see(victim, MemberState::Alive), "{}", disagreement(&sim));
+        assert!(
+            sim.all_see(victim, MemberState::Alive),
+            "{}",
+            disagreement(&sim)
+        );
     }
 }
 
@@ -111,10 +144,16 @@ fn long_pause_is_declared_down_and_comes_back() {
     let mut sim = Sim::new(SimConfig::lan(20, seed));
     sim.run_until(2_000);
     sim.pause(7);
-    assert!(sim.run_until_pred(6_000, 10, |s| s.all_see(7, MemberState::Down)).is_some());
+    assert!(sim
+        .run_until_pred(6_000, 10, |s| s.all_see(7, MemberState::Down))
+        .is_some());
     sim.resume(7);
     let back = sim.run_until_pred(12_000, 10, all_alive);
-    assert!(back.is_some(), "{}; reproduce with seed={seed}", disagreement(&sim));
+    assert!(
+        back.is_some(),
+        "{}; reproduce with seed={seed}",
+        disagreement(&sim)
+    );
     assert!(sim.node(7).unwrap().incarnation() > 1);
 }
 
@@ -129,13 +168,25 @@ fn partition_both_sides_see_each_other_down_then_heal() {
     sim.run_until(7_000);
     for o in 0..n {
         for s in (0..n).filter(|&s| s != o) {
-            let expected = if groups[o] == groups[s] { MemberState::Alive } else { MemberState::Down };
-            assert_eq!(sim.view(o, s), Some(expected), "{o} sees {s}; reproduce with seed={seed}");
+            let expected = if groups[o] == groups[s] {
+                MemberState::Alive
+            } else {
+                MemberState::Down
+            };
+            assert_eq!(
+                sim.view(o, s),
+                Some(expected),
+                "{o} sees {s}; reproduce with seed={seed}"
+            );
         }
     }
     sim.heal();
     let healed = sim.run_until_pred(17_000, 10, all_alive);
-    assert!(healed.is_some(), "{}; reproduce with seed={seed}", disagreement(&sim));
+    assert!(
+        healed.is_some(),
+        "{}; reproduce with seed={seed}",
+        disagreement(&sim)
+    );
     eprintln!("partition healed in {} ms", healed.unwrap() - 7_000);
 }
 
@@ -163,14 +214,22 @@ fn isolated_node_is_declared_down_and_rejoins_after_heal() {
     sim.run_until(2_000);
     sim.partition((0..n).map(|i| u32::from(i == 5)).collect());
     let gone = sim.run_until_pred(6_000, 10, |s| s.all_see(5, MemberState::Down));
-    assert!(gone.is_some(), "{}; reproduce with seed={seed}", disagreement(&sim));
+    assert!(
+        gone.is_some(),
+        "{}; reproduce with seed={seed}",
+        disagreement(&sim)
+    );
     // Lifeguard: alone, node 5's failed probes slowed it down instead of making it
     // accuse everyone at full speed.
     assert!(sim.node(5).unwrap().local_health() > 0);
     sim.run_until(10_000);
     sim.heal();
     let back = sim.run_until_pred(25_000, 10, all_alive);
-    assert!(back.is_some(), "{}; reproduce with seed={seed}", disagreement(&sim));
+    assert!(
+        back.is_some(),
+        "{}; reproduce with seed={seed}",
+        disagreement(&sim)
+    );
 }
 
 #[test]
@@ -179,11 +238,20 @@ fn crashed_node_restarts_and_rejoins_through_a_seed() {
     let mut sim = Sim::new(SimConfig::lan(20, seed));
     sim.run_until(2_000);
     sim.crash(4);
-    assert!(sim.run_until_pred(6_000, 10, |s| s.all_see(4, MemberState::Down)).is_some());
+    assert!(sim
+        .run_until_pred(6_000, 10, |s| s.all_see(4, MemberState::Down))
+        .is_some());
     sim.restart(4, 0);
     let back = sim.run_until_pred(12_000, 10, all_alive);
-    assert!(back.is_some(), "{}; reproduce with seed={seed}", disagreement(&sim));
-    assert!(sim.node(4).unwrap().incarnation() > 1, "rejoined without outrunning its death");
+    assert!(
+        back.is_some(),
+        "{}; reproduce with seed={seed}",
+        disagreement(&sim)
+    );
+    assert!(
+        sim.node(4).unwrap().incarnation() > 1,
+        "rejoined without outrunning its death"
+    );
 }
 
 #[test]
@@ -195,7 +263,11 @@ fn nodes_joining_through_one_seed_converge() {
     let done = sim.run_until_pred(15_000, 50, |s| {
         (0..s.n()).all(|i| s.node(i).unwrap().members().count() == s.n()) && all_alive(s)
     });
-    assert!(done.is_some(), "{}; reproduce with seed={seed}", disagreement(&sim));
+    assert!(
+        done.is_some(),
+        "{}; reproduce with seed={seed}",
+        disagreement(&sim)
+    );
     let meta = sim.node(59).unwrap().member(0).unwrap().meta.clone();
     assert_eq!(meta, b"node-0".to_vec());
     assert!(false_down_pairs(&sim).is_empty());
@@ -212,7 +284,10 @@ fn graceful_leave_reaches_everyone_without_a_down() {
     sim.run_until(6_000);
     assert!(sim.node(9).unwrap().has_left());
     let events = events_about(&sim, 9);
-    assert!(events.iter().all(|e| matches!(e.2, Event::NodeLeft { .. })), "{events:?}");
+    assert!(
+        events.iter().all(|e| matches!(e.2, Event::NodeLeft { .. })),
+        "{events:?}"
+    );
     assert_eq!(events.len(), 29);
 }
 
@@ -236,7 +311,10 @@ fn randomized_fault_runs_converge() {
 fn same_seed_same_run() {
     let a = fault_run(5, false).unwrap();
     let b = fault_run(5, false).unwrap();
-    assert_eq!((a.digest, a.messages, a.events), (b.digest, b.messages, b.events));
+    assert_eq!(
+        (a.digest, a.messages, a.events),
+        (b.digest, b.messages, b.events)
+    );
     let mut c1 = SimConfig::lan(50, 9);
     c1.net = NetConfig::lossy(10);
     let mut s1 = Sim::new(c1.clone());

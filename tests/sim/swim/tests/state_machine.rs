@@ -2,8 +2,8 @@
 //! Named after the paper sections they check (SWIM §4.x, Lifeguard §3.x).
 
 use membership::swim::{
-    ceil_log2, Config, ConfigError, DownReason, Error, Event, MemberState, Message, Output, Swim, Update,
-    INITIAL_INCARNATION, MAX_META_BYTES,
+    ceil_log2, Config, ConfigError, DownReason, Error, Event, MemberState, Message, Output, Swim,
+    Update, INITIAL_INCARNATION, MAX_META_BYTES,
 };
 use membership::NodeId;
 
@@ -29,7 +29,13 @@ fn outputs(s: &mut Swim) -> (Vec<(NodeId, Message)>, Vec<Event>) {
 }
 
 fn gossip(s: &mut Swim, from: NodeId, update: Update, now_ms: u64) -> Vec<Event> {
-    s.step(from, Message::Gossip { updates: vec![update] }, now_ms);
+    s.step(
+        from,
+        Message::Gossip {
+            updates: vec![update],
+        },
+        now_ms,
+    );
     outputs(s).1
 }
 
@@ -53,28 +59,143 @@ fn swim_4_2_incarnation_precedence() {
     s.tick(0);
     outputs(&mut s);
     // A suspicion of an older incarnation is stale.
-    assert!(gossip(&mut s, 3, Update::Suspect { id: 2, incarnation: 0, from: 3 }, 1).is_empty());
+    assert!(gossip(
+        &mut s,
+        3,
+        Update::Suspect {
+            id: 2,
+            incarnation: 0,
+            from: 3
+        },
+        1
+    )
+    .is_empty());
     assert_eq!(s.state_of(2), Some(MemberState::Alive));
     // Same incarnation: Suspect beats Alive.
-    let ev = gossip(&mut s, 3, Update::Suspect { id: 2, incarnation: 1, from: 3 }, 2);
-    assert_eq!(ev, vec![Event::NodeSuspect { id: 2, incarnation: 1 }]);
+    let ev = gossip(
+        &mut s,
+        3,
+        Update::Suspect {
+            id: 2,
+            incarnation: 1,
+            from: 3,
+        },
+        2,
+    );
+    assert_eq!(
+        ev,
+        vec![Event::NodeSuspect {
+            id: 2,
+            incarnation: 1
+        }]
+    );
     // An Alive must carry a strictly higher incarnation to refute.
-    assert!(gossip(&mut s, 3, Update::Alive { id: 2, incarnation: 1, meta: vec![] }, 3).is_empty());
+    assert!(gossip(
+        &mut s,
+        3,
+        Update::Alive {
+            id: 2,
+            incarnation: 1,
+            meta: vec![]
+        },
+        3
+    )
+    .is_empty());
     assert_eq!(s.state_of(2), Some(MemberState::Suspect));
-    let ev = gossip(&mut s, 3, Update::Alive { id: 2, incarnation: 2, meta: vec![] }, 4);
-    assert_eq!(ev, vec![Event::NodeAlive { id: 2, incarnation: 2 }]);
+    let ev = gossip(
+        &mut s,
+        3,
+        Update::Alive {
+            id: 2,
+            incarnation: 2,
+            meta: vec![],
+        },
+        4,
+    );
+    assert_eq!(
+        ev,
+        vec![Event::NodeAlive {
+            id: 2,
+            incarnation: 2
+        }]
+    );
     // Dead at the same incarnation beats Alive; the reporter is carried in the reason.
-    let ev = gossip(&mut s, 3, Update::Dead { id: 2, incarnation: 2, from: 3 }, 5);
-    assert_eq!(ev, vec![Event::NodeDown { id: 2, reason: DownReason::ReportedBy { reporter: 3 } }]);
+    let ev = gossip(
+        &mut s,
+        3,
+        Update::Dead {
+            id: 2,
+            incarnation: 2,
+            from: 3,
+        },
+        5,
+    );
+    assert_eq!(
+        ev,
+        vec![Event::NodeDown {
+            id: 2,
+            reason: DownReason::ReportedBy { reporter: 3 }
+        }]
+    );
     // Suspect or equal Alive cannot resurrect a Down member; a newer Alive can.
-    assert!(gossip(&mut s, 3, Update::Suspect { id: 2, incarnation: 2, from: 3 }, 6).is_empty());
-    assert!(gossip(&mut s, 3, Update::Alive { id: 2, incarnation: 2, meta: vec![] }, 7).is_empty());
-    let ev = gossip(&mut s, 3, Update::Alive { id: 2, incarnation: 3, meta: b"v3".to_vec() }, 8);
+    assert!(gossip(
+        &mut s,
+        3,
+        Update::Suspect {
+            id: 2,
+            incarnation: 2,
+            from: 3
+        },
+        6
+    )
+    .is_empty());
+    assert!(gossip(
+        &mut s,
+        3,
+        Update::Alive {
+            id: 2,
+            incarnation: 2,
+            meta: vec![]
+        },
+        7
+    )
+    .is_empty());
+    let ev = gossip(
+        &mut s,
+        3,
+        Update::Alive {
+            id: 2,
+            incarnation: 3,
+            meta: b"v3".to_vec(),
+        },
+        8,
+    );
     assert_eq!(ev, vec![Event::NodeUp { id: 2 }]);
     assert_eq!(s.member(2).unwrap().meta, b"v3".to_vec());
     // Graceful leave is final for its incarnation.
-    assert_eq!(gossip(&mut s, 3, Update::Left { id: 2, incarnation: 3 }, 9), vec![Event::NodeLeft { id: 2 }]);
-    assert!(gossip(&mut s, 3, Update::Dead { id: 2, incarnation: 3, from: 3 }, 10).is_empty());
+    assert_eq!(
+        gossip(
+            &mut s,
+            3,
+            Update::Left {
+                id: 2,
+                incarnation: 3
+            },
+            9
+        ),
+        vec![Event::NodeLeft { id: 2 }]
+    );
+    assert!(gossip(
+        &mut s,
+        3,
+        Update::Dead {
+            id: 2,
+            incarnation: 3,
+            from: 3
+        },
+        10
+    )
+    .is_empty());
     assert_eq!(s.state_of(2), Some(MemberState::Left));
 }
 
@@ -82,15 +203,61 @@ fn swim_4_2_incarnation_precedence() {
 fn strangers_are_remembered_so_they_can_be_probed_or_pinged() {
     let mut s = node(1, &[2]);
     // Left strangers are ignored; Down strangers are remembered silently (never seen up).
-    assert!(gossip(&mut s, 2, Update::Left { id: 8, incarnation: 4 }, 0).is_empty());
+    assert!(gossip(
+        &mut s,
+        2,
+        Update::Left {
+            id: 8,
+            incarnation: 4
+        },
+        0
+    )
+    .is_empty());
     assert_eq!(s.state_of(8), None);
-    assert!(gossip(&mut s, 2, Update::Dead { id: 9, incarnation: 4, from: 2 }, 0).is_empty());
+    assert!(gossip(
+        &mut s,
+        2,
+        Update::Dead {
+            id: 9,
+            incarnation: 4,
+            from: 2
+        },
+        0
+    )
+    .is_empty());
     assert_eq!(s.state_of(9), Some(MemberState::Down));
-    let ev = gossip(&mut s, 2, Update::Alive { id: 9, incarnation: 5, meta: vec![] }, 0);
+    let ev = gossip(
+        &mut s,
+        2,
+        Update::Alive {
+            id: 9,
+            incarnation: 5,
+            meta: vec![],
+        },
+        0,
+    );
     assert_eq!(ev, vec![Event::NodeUp { id: 9 }]);
     // A suspected stranger is up-and-suspected: we will probe it ourselves.
-    let ev = gossip(&mut s, 2, Update::Suspect { id: 7, incarnation: 2, from: 2 }, 0);
-    assert_eq!(ev, vec![Event::NodeUp { id: 7 }, Event::NodeSuspect { id: 7, incarnation: 2 }]);
+    let ev = gossip(
+        &mut s,
+        2,
+        Update::Suspect {
+            id: 7,
+            incarnation: 2,
+            from: 2,
+        },
+        0,
+    );
+    assert_eq!(
+        ev,
+        vec![
+            Event::NodeUp { id: 7 },
+            Event::NodeSuspect {
+                id: 7,
+                incarnation: 2
+            }
+        ]
+    );
 }
 
 #[test]
@@ -99,18 +266,51 @@ fn swim_4_2_live_node_refutes_suspicion_with_higher_incarnation() {
     s.tick(0);
     outputs(&mut s);
     assert_eq!(s.incarnation(), INITIAL_INCARNATION);
-    gossip(&mut s, 2, Update::Suspect { id: 1, incarnation: 1, from: 2 }, 1);
+    gossip(
+        &mut s,
+        2,
+        Update::Suspect {
+            id: 1,
+            incarnation: 1,
+            from: 2,
+        },
+        1,
+    );
     assert_eq!(s.incarnation(), 2);
     assert_eq!(s.stats().refutations, 1);
     // The refutation goes out on the next gossip round.
     let (sends, _) = tick_span(&mut s, 20, 40);
-    let refuted = sends.iter().any(|(_, m)| m.updates().contains(&Update::Alive { id: 1, incarnation: 2, meta: b"me".to_vec() }));
+    let refuted = sends.iter().any(|(_, m)| {
+        m.updates().contains(&Update::Alive {
+            id: 1,
+            incarnation: 2,
+            meta: b"me".to_vec(),
+        })
+    });
     assert!(refuted, "refuting Alive was not gossiped: {sends:?}");
     // Being declared dead at a later incarnation (e.g. a past life) is refuted too.
-    gossip(&mut s, 2, Update::Dead { id: 1, incarnation: 7, from: 2 }, 41);
+    gossip(
+        &mut s,
+        2,
+        Update::Dead {
+            id: 1,
+            incarnation: 7,
+            from: 2,
+        },
+        41,
+    );
     assert_eq!(s.incarnation(), 8);
     // Stale news about ourselves changes nothing.
-    gossip(&mut s, 2, Update::Suspect { id: 1, incarnation: 3, from: 2 }, 42);
+    gossip(
+        &mut s,
+        2,
+        Update::Suspect {
+            id: 1,
+            incarnation: 3,
+            from: 2,
+        },
+        42,
+    );
     assert_eq!(s.incarnation(), 8);
     assert_eq!(s.stats().refutations, 2);
 }
@@ -121,34 +321,74 @@ fn swim_4_4_piggyback_retransmit_bound() {
     let mut s = node(1, &peers);
     s.tick(0);
     outputs(&mut s);
-    gossip(&mut s, 2, Update::Alive { id: 99, incarnation: 3, meta: vec![] }, 1);
+    gossip(
+        &mut s,
+        2,
+        Update::Alive {
+            id: 99,
+            incarnation: 3,
+            meta: vec![],
+        },
+        1,
+    );
     let n = s.active_count() as u64;
     let limit = (Config::lan().retransmit_mult * ceil_log2(n + 1)) as usize;
     let (sends, _) = tick_span(&mut s, 10, 5_000);
-    let carried = sends.iter().filter(|(_, m)| m.updates().iter().any(|u| u.id() == 99)).count();
-    assert_eq!(carried, limit, "update piggybacked {carried} times, limit {limit}");
+    let carried = sends
+        .iter()
+        .filter(|(_, m)| m.updates().iter().any(|u| u.id() == 99))
+        .count();
+    assert_eq!(
+        carried, limit,
+        "update piggybacked {carried} times, limit {limit}"
+    );
     assert_eq!(s.pending_updates(), 0);
 }
 
 #[test]
 fn encoded_messages_stay_under_the_datagram_budget() {
-    let mut s = Swim::new(Config::lan().with_seed(1), u64::MAX, &[0xAB; MAX_META_BYTES]).unwrap();
-    s.add_member(u64::MAX - 1, u64::MAX / 2, &[0xCD; MAX_META_BYTES]).unwrap();
+    let mut s = Swim::new(
+        Config::lan().with_seed(1),
+        u64::MAX,
+        &[0xAB; MAX_META_BYTES],
+    )
+    .unwrap();
+    s.add_member(u64::MAX - 1, u64::MAX / 2, &[0xCD; MAX_META_BYTES])
+        .unwrap();
     s.tick(0);
     // 300 worst-case Alive updates: maximal ids, incarnations and metadata.
     for i in 0..300u64 {
-        let update = Update::Alive { id: u64::MAX - 2 - i, incarnation: u64::MAX / 2, meta: vec![0xEF; MAX_META_BYTES] };
-        s.step(u64::MAX - 1, Message::Gossip { updates: vec![update] }, 1);
+        let update = Update::Alive {
+            id: u64::MAX - 2 - i,
+            incarnation: u64::MAX / 2,
+            meta: vec![0xEF; MAX_META_BYTES],
+        };
+        s.step(
+            u64::MAX - 1,
+            Message::Gossip {
+                updates: vec![update],
+            },
+            1,
+        );
     }
     s.step(u64::MAX - 1, Message::SyncReq { after: None }, 2);
-    s.step(u64::MAX - 1, Message::SyncReq { after: Some(u64::MAX - 200) }, 2);
+    s.step(
+        u64::MAX - 1,
+        Message::SyncReq {
+            after: Some(u64::MAX - 200),
+        },
+        2,
+    );
     let (mut sends, _) = outputs(&mut s);
     sends.extend(tick_span(&mut s, 10, 1_000).0);
     let mut largest = 0;
     let mut kinds = std::collections::HashSet::new();
     for (_, msg) in &sends {
         let bytes = postcard::to_allocvec(msg).unwrap();
-        assert!(bytes.len() <= msg.max_encoded_len(), "size bound is not an upper bound");
+        assert!(
+            bytes.len() <= msg.max_encoded_len(),
+            "size bound is not an upper bound"
+        );
         assert!(bytes.len() <= 1200, "{} bytes", bytes.len());
         let back: Message = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(&back, msg);
@@ -156,7 +396,10 @@ fn encoded_messages_stay_under_the_datagram_budget() {
         kinds.insert(std::mem::discriminant(msg));
     }
     eprintln!("largest encoded message: {largest} bytes");
-    assert!(largest > 900, "the test did not fill a message ({largest} bytes)");
+    assert!(
+        largest > 900,
+        "the test did not fill a message ({largest} bytes)"
+    );
     assert!(kinds.len() >= 3, "expected pings, gossip and sync pages");
 }
 
@@ -172,7 +415,9 @@ fn swim_4_1_indirect_probe_then_suspect_then_lifeguard_penalty() {
             _ => None,
         })
         .expect("a probe within one period");
-    assert!(sends.iter().all(|(to, m)| !matches!(m, Message::PingReq { .. }) || *to != target));
+    assert!(sends
+        .iter()
+        .all(|(to, m)| !matches!(m, Message::PingReq { .. }) || *to != target));
     let (more, later) = tick_span(&mut s, 160, 300);
     let sends: Vec<_> = sends.into_iter().chain(more).collect();
     let events: Vec<_> = events.into_iter().chain(later).collect();
@@ -181,8 +426,14 @@ fn swim_4_1_indirect_probe_then_suspect_then_lifeguard_penalty() {
         .filter(|(_, m)| matches!(m, Message::PingReq { seq: q, target: t, .. } if *q == seq && *t == target))
         .collect();
     assert_eq!(reqs.len(), 3, "k = 3 ping-reqs");
-    assert!(events.contains(&Event::NodeSuspect { id: target, incarnation: INITIAL_INCARNATION }));
-    assert!(s.local_health() >= 3, "three missing nacks raise the health multiplier");
+    assert!(events.contains(&Event::NodeSuspect {
+        id: target,
+        incarnation: INITIAL_INCARNATION
+    }));
+    assert!(
+        s.local_health() >= 3,
+        "three missing nacks raise the health multiplier"
+    );
 }
 
 #[test]
@@ -195,7 +446,15 @@ fn acked_probe_keeps_member_alive_and_health_good() {
         assert!(events.is_empty(), "{events:?}");
         for (to, msg) in sends {
             if let Message::Ping { seq, target, .. } = msg {
-                s.step(to, Message::Ack { seq, target, updates: vec![] }, t + 1);
+                s.step(
+                    to,
+                    Message::Ack {
+                        seq,
+                        target,
+                        updates: vec![],
+                    },
+                    t + 1,
+                );
             }
         }
     }
@@ -208,7 +467,15 @@ fn ping_req_relay_forwards_ack_or_nacks() {
     let mut s = node(1, &[2, 3]);
     s.tick(0);
     outputs(&mut s);
-    s.step(2, Message::PingReq { seq: 7, target: 3, updates: vec![] }, 1);
+    s.step(
+        2,
+        Message::PingReq {
+            seq: 7,
+            target: 3,
+            updates: vec![],
+        },
+        1,
+    );
     let (sends, _) = outputs(&mut s);
     let relay_seq = sends
         .iter()
@@ -217,15 +484,41 @@ fn ping_req_relay_forwards_ack_or_nacks() {
             _ => None,
         })
         .expect("relay ping to the target");
-    s.step(3, Message::Ack { seq: relay_seq, target: 3, updates: vec![] }, 2);
+    s.step(
+        3,
+        Message::Ack {
+            seq: relay_seq,
+            target: 3,
+            updates: vec![],
+        },
+        2,
+    );
     let (sends, _) = outputs(&mut s);
-    assert!(sends.iter().any(|(to, m)| *to == 2 && matches!(m, Message::Ack { seq: 7, target: 3, .. })));
+    assert!(sends.iter().any(|(to, m)| *to == 2
+        && matches!(
+            m,
+            Message::Ack {
+                seq: 7,
+                target: 3,
+                ..
+            }
+        )));
     // A second request that the target never answers is nacked at the probe timeout.
-    s.step(2, Message::PingReq { seq: 8, target: 3, updates: vec![] }, 10);
+    s.step(
+        2,
+        Message::PingReq {
+            seq: 8,
+            target: 3,
+            updates: vec![],
+        },
+        10,
+    );
     outputs(&mut s);
     s.tick(10 + Config::lan().probe_timeout_ms);
     let (sends, _) = outputs(&mut s);
-    assert!(sends.iter().any(|(to, m)| *to == 2 && *m == Message::Nack { seq: 8, target: 3 }));
+    assert!(sends
+        .iter()
+        .any(|(to, m)| *to == 2 && *m == Message::Nack { seq: 8, target: 3 }));
 }
 
 #[test]
@@ -234,17 +527,47 @@ fn lifeguard_3_2_suspicion_timeout_shrinks_with_confirmations() {
         let mut s = node(1, &[2, 3, 4, 5]);
         s.tick(0);
         outputs(&mut s);
-        gossip(&mut s, 3, Update::Suspect { id: 2, incarnation: 1, from: 3 }, 0);
+        gossip(
+            &mut s,
+            3,
+            Update::Suspect {
+                id: 2,
+                incarnation: 1,
+                from: 3,
+            },
+            0,
+        );
         if confirmed {
-            gossip(&mut s, 4, Update::Suspect { id: 2, incarnation: 1, from: 4 }, 5);
-            gossip(&mut s, 5, Update::Suspect { id: 2, incarnation: 1, from: 5 }, 5);
+            gossip(
+                &mut s,
+                4,
+                Update::Suspect {
+                    id: 2,
+                    incarnation: 1,
+                    from: 4,
+                },
+                5,
+            );
+            gossip(
+                &mut s,
+                5,
+                Update::Suspect {
+                    id: 2,
+                    incarnation: 1,
+                    from: 5,
+                },
+                5,
+            );
         }
         let mut down_at = None;
         let mut t = 10;
         while down_at.is_none() && t <= 2_000 {
             s.tick(t);
             let (_, events) = outputs(&mut s);
-            if events.contains(&Event::NodeDown { id: 2, reason: DownReason::SuspicionTimeout }) {
+            if events.contains(&Event::NodeDown {
+                id: 2,
+                reason: DownReason::SuspicionTimeout,
+            }) {
                 down_at = Some(t);
             }
             t += 10;
@@ -252,9 +575,15 @@ fn lifeguard_3_2_suspicion_timeout_shrinks_with_confirmations() {
         let down_at = down_at.expect("suspicion must time out");
         // n = 5: min = 200 ms, max = 3 * min; two of k = 3 confirmations: ~283 ms.
         if confirmed {
-            assert!((250..=320).contains(&down_at), "confirmed: down at {down_at}");
+            assert!(
+                (250..=320).contains(&down_at),
+                "confirmed: down at {down_at}"
+            );
         } else {
-            assert!((600..=620).contains(&down_at), "unconfirmed: down at {down_at}");
+            assert!(
+                (600..=620).contains(&down_at),
+                "unconfirmed: down at {down_at}"
+            );
         }
     }
 }
@@ -290,7 +619,16 @@ fn restarted_node_rejoins_by_refuting_its_old_death() {
     let seed = {
         let mut a = node(10, &[20]);
         a.tick(0);
-        gossip(&mut a, 20, Update::Dead { id: 20, incarnation: 5, from: 10 }, 1);
+        gossip(
+            &mut a,
+            20,
+            Update::Dead {
+                id: 20,
+                incarnation: 5,
+                from: 10,
+            },
+            1,
+        );
         a
     };
     // Node 20 restarts from scratch (incarnation 1) and joins through 10.
@@ -304,7 +642,10 @@ fn restarted_node_rejoins_by_refuting_its_old_death() {
         }
         events.extend(shuttle(&mut nodes, t));
     }
-    assert!(nodes[1].incarnation() > 5, "restarted node must outrun its death");
+    assert!(
+        nodes[1].incarnation() > 5,
+        "restarted node must outrun its death"
+    );
     assert_eq!(nodes[0].state_of(20), Some(MemberState::Alive));
     assert_eq!(nodes[0].member(20).unwrap().meta, b"again".to_vec());
     assert!(events.contains(&(10, Event::NodeUp { id: 20 })));
@@ -324,10 +665,16 @@ fn graceful_leave_is_announced_and_final() {
         events.extend(shuttle(&mut nodes, t));
     }
     assert!(nodes[2].has_left());
-    assert_eq!(nodes[2].next_deadline_ms(), u64::MAX, "a node that left has nothing to do");
+    assert_eq!(
+        nodes[2].next_deadline_ms(),
+        u64::MAX,
+        "a node that left has nothing to do"
+    );
     for observer in [1, 2] {
         assert!(events.contains(&(observer, Event::NodeLeft { id: 3 })));
-        assert!(!events.iter().any(|e| matches!(e, (o, Event::NodeDown { id: 3, .. }) if *o == observer)));
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, (o, Event::NodeDown { id: 3, .. }) if *o == observer)));
     }
 }
 
@@ -344,9 +691,20 @@ fn local_stall_does_not_blame_the_probe_target() {
 
 #[test]
 fn config_and_meta_are_validated() {
-    let bad = Config { probe_timeout_ms: 100, ..Config::lan() };
-    assert_eq!(Swim::new(bad, 1, b"").err(), Some(Error::InvalidConfig(ConfigError::ProbeTimeoutNotBelowInterval)));
-    assert_eq!(Swim::new(Config::lan(), 1, &[0; 65]).err(), Some(Error::MetaTooLarge { len: 65 }));
+    let bad = Config {
+        probe_timeout_ms: 100,
+        ..Config::lan()
+    };
+    assert_eq!(
+        Swim::new(bad, 1, b"").err(),
+        Some(Error::InvalidConfig(
+            ConfigError::ProbeTimeoutNotBelowInterval
+        ))
+    );
+    assert_eq!(
+        Swim::new(Config::lan(), 1, &[0; 65]).err(),
+        Some(Error::MetaTooLarge { len: 65 })
+    );
     assert!(Config::wan().validate().is_ok());
     let mut s = node(1, &[]);
     assert_eq!(s.add_peer(1), Err(Error::SelfAsPeer));
@@ -357,5 +715,12 @@ fn config_and_meta_are_validated() {
 fn members_view_lists_self_first() {
     let s = node(5, &[7, 3]);
     let rows: Vec<_> = s.members().map(|m| (m.id, m.state, m.is_self)).collect();
-    assert_eq!(rows, vec![(5, MemberState::Alive, true), (3, MemberState::Alive, false), (7, MemberState::Alive, false)]);
+    assert_eq!(
+        rows,
+        vec![
+            (5, MemberState::Alive, true),
+            (3, MemberState::Alive, false),
+            (7, MemberState::Alive, false)
+        ]
+    );
 }

@@ -19,16 +19,23 @@ fn transcript(sim: &Sim, script: &[String]) -> String {
 }
 
 fn check_golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata").join(format!("{name}.txt"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(format!("{name}.txt"));
     if std::env::var_os("SWIM_GOLDEN_UPDATE").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     for (i, (a, e)) in actual.lines().zip(expected.lines()).enumerate() {
         assert_eq!(a, e, "{name}.txt line {} differs", i + 1);
     }
-    assert_eq!(actual.lines().count(), expected.lines().count(), "{name}.txt length differs");
+    assert_eq!(
+        actual.lines().count(),
+        expected.lines().count(),
+        "{name}.txt length differs"
+    );
 }
 
 #[test]

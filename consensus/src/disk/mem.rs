@@ -31,7 +31,11 @@ pub struct CrashDamage {
 impl MemDevice {
     /// A zeroed device of `sectors` sectors.
     pub fn new(sectors: u64) -> MemDevice {
-        MemDevice { durable: vec![[0u8; SECTOR_BYTES]; sectors as usize], pending: Vec::new(), writes: 0 }
+        MemDevice {
+            durable: vec![[0u8; SECTOR_BYTES]; sectors as usize],
+            pending: Vec::new(),
+            writes: 0,
+        }
     }
 
     /// Unflushed writes outstanding.
@@ -92,7 +96,9 @@ impl BlockDevice for MemDevice {
     }
 
     fn read_block(&mut self, lba: u64, buf: &mut [u8; SECTOR_BYTES]) -> Result<(), DeviceError> {
-        let Some(sector) = self.durable.get(lba as usize) else { return Err(DeviceError::OutOfRange { lba }) };
+        let Some(sector) = self.durable.get(lba as usize) else {
+            return Err(DeviceError::OutOfRange { lba });
+        };
         *buf = match self.pending.iter().rev().find(|(l, _)| *l == lba) {
             Some((_, data)) => *data,
             None => *sector,

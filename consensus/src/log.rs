@@ -8,7 +8,7 @@
 
 use alloc::vec::Vec;
 
-use super::types::{Entry, Snapshot, SnapshotMeta};
+use crate::types::{Entry, Snapshot, SnapshotMeta};
 
 /// The log of one node; see the module docs for its cursors.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +25,13 @@ pub struct RaftLog {
 impl RaftLog {
     /// A log restored from durable state (all of it counts as persisted).
     pub fn restored(snapshot: Snapshot, entries: Vec<Entry>, commit: u64) -> RaftLog {
-        let mut log = RaftLog { snapshot, entries, committed: 0, applied: 0, persisted: 0 };
+        let mut log = RaftLog {
+            snapshot,
+            entries,
+            committed: 0,
+            applied: 0,
+            persisted: 0,
+        };
         log.persisted = log.last_index();
         log.applied = log.snapshot.meta.index;
         // A commit index beyond the durable log cannot be trusted (it was torn off); the
@@ -38,7 +44,10 @@ impl RaftLog {
     fn check(&self) {
         debug_assert!(self.applied <= self.committed && self.applied >= self.snapshot.meta.index);
         debug_assert!(self.persisted <= self.last_index() && self.applied <= self.persisted);
-        debug_assert!(self.entries.first().is_none_or(|e| e.index == self.snapshot.meta.index + 1));
+        debug_assert!(self
+            .entries
+            .first()
+            .is_none_or(|e| e.index == self.snapshot.meta.index + 1));
     }
 
     /// First index still held as an entry.
@@ -53,7 +62,9 @@ impl RaftLog {
 
     /// Term of the last entry.
     pub fn last_term(&self) -> u64 {
-        self.entries.last().map_or(self.snapshot.meta.term, |e| e.term)
+        self.entries
+            .last()
+            .map_or(self.snapshot.meta.term, |e| e.term)
     }
 
     /// Term at `index`, or `None` when compacted away or beyond the end.
@@ -81,7 +92,8 @@ impl RaftLog {
 
     /// §5.4.1: a candidate's log is at least as up-to-date as ours.
     pub fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// Largest index `<= index` whose term is `<= term` (or the first index we cannot see).
@@ -120,7 +132,11 @@ impl RaftLog {
     /// Advances the commit index (never backwards, never beyond the log).
     pub fn commit_to(&mut self, index: u64) {
         if index > self.committed {
-            assert!(index <= self.last_index(), "commit {index} beyond last {}", self.last_index());
+            assert!(
+                index <= self.last_index(),
+                "commit {index} beyond last {}",
+                self.last_index()
+            );
             self.committed = index;
         }
     }
@@ -134,13 +150,22 @@ impl RaftLog {
 
     /// Follower side of AppendEntries (§5.3). Returns the index of the last new entry when
     /// `prev_index`/`prev_term` match, else `None`. Conflicting suffixes are truncated.
-    pub fn maybe_append(&mut self, prev_index: u64, prev_term: u64, entries: &[Entry]) -> Option<u64> {
+    pub fn maybe_append(
+        &mut self,
+        prev_index: u64,
+        prev_term: u64,
+        entries: &[Entry],
+    ) -> Option<u64> {
         if !self.match_term(prev_index, prev_term) {
             return None;
         }
         let last_new = prev_index + entries.len() as u64;
         for (offset, entry) in entries.iter().enumerate() {
-            assert_eq!(entry.index, prev_index + 1 + offset as u64, "append batch not contiguous");
+            assert_eq!(
+                entry.index,
+                prev_index + 1 + offset as u64,
+                "append batch not contiguous"
+            );
             if entry.index <= self.snapshot.meta.index {
                 continue; // Covered by our snapshot, hence committed and identical.
             }
@@ -157,7 +182,11 @@ impl RaftLog {
 
     fn truncate_from(&mut self, index: u64) {
         // Committed entries are never overwritten: that would break state-machine safety.
-        assert!(index > self.committed, "truncating committed index {index} (commit {})", self.committed);
+        assert!(
+            index > self.committed,
+            "truncating committed index {index} (commit {})",
+            self.committed
+        );
         self.entries.truncate((index - self.first_index()) as usize);
         self.persisted = self.persisted.min(index - 1);
     }
@@ -209,7 +238,10 @@ impl RaftLog {
 
     /// Records that the application applied through `index`.
     pub fn applied_to(&mut self, index: u64) {
-        assert!(index <= self.committed && index <= self.persisted, "applying uncommitted {index}");
+        assert!(
+            index <= self.committed && index <= self.persisted,
+            "applying uncommitted {index}"
+        );
         if index > self.applied {
             self.applied = index;
         }
@@ -241,7 +273,10 @@ impl RaftLog {
         let term = self.term(index).expect("compaction index held");
         let drop = (index - self.snapshot.meta.index) as usize;
         self.entries.drain(..drop);
-        self.snapshot = Snapshot { meta: SnapshotMeta { index, term }, data };
+        self.snapshot = Snapshot {
+            meta: SnapshotMeta { index, term },
+            data,
+        };
         self.check();
         &self.snapshot
     }

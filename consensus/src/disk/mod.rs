@@ -29,8 +29,8 @@ pub mod mem;
 use alloc::vec::Vec;
 
 use self::codec::{crc32c, Record};
-use super::rawnode::DurableState;
-use super::types::{Entry, HardState, Snapshot};
+use crate::rawnode::DurableState;
+use crate::types::{Entry, HardState, Snapshot};
 
 /// Bytes per sector of the block device.
 pub const SECTOR_BYTES: usize = 512;
@@ -76,7 +76,10 @@ pub enum DiskError {
     /// Neither superblock is valid and the device is not blank: refuse to format over data.
     NoValidSuperblock,
     /// The durable state does not fit one region even after compaction.
-    Full { needed_sectors: u64, region_sectors: u64 },
+    Full {
+        needed_sectors: u64,
+        region_sectors: u64,
+    },
 }
 
 impl From<DeviceError> for DiskError {
@@ -109,7 +112,13 @@ pub enum StopReason {
 impl StopReason {
     /// Whether replay ended normally (nothing torn or corrupt at the stop point).
     pub fn is_clean(&self) -> bool {
-        matches!(self, StopReason::Formatted | StopReason::CleanEnd | StopReason::StaleGeneration { .. } | StopReason::RegionEnd)
+        matches!(
+            self,
+            StopReason::Formatted
+                | StopReason::CleanEnd
+                | StopReason::StaleGeneration { .. }
+                | StopReason::RegionEnd
+        )
     }
 }
 
@@ -153,7 +162,9 @@ impl<D: BlockDevice> DiskStore<D> {
         }
         let region_sectors = (sectors - 2) / 2;
         let (mut best, corrupt_superblocks) = read_superblocks(&mut dev)?;
-        if corrupt_superblocks > 0 && base_complete(&mut dev, best.unwrap_or(0) + 1, region_sectors)? {
+        if corrupt_superblocks > 0
+            && base_complete(&mut dev, best.unwrap_or(0) + 1, region_sectors)?
+        {
             // The newest superblock rotted (or was torn after its region was flushed), but the
             // region it describes holds a complete base: use it rather than older state.
             best = Some(best.unwrap_or(0) + 1);
@@ -164,7 +175,14 @@ impl<D: BlockDevice> DiskStore<D> {
             None => return Err(DiskError::NoValidSuperblock),
         };
         report.corrupt_superblocks = corrupt_superblocks;
-        let mut store = DiskStore { dev, generation: best.unwrap_or(0), region_sectors, tail_sector: 0, state, rewrites: 0 };
+        let mut store = DiskStore {
+            dev,
+            generation: best.unwrap_or(0),
+            region_sectors,
+            tail_sector: 0,
+            state,
+            rewrites: 0,
+        };
         store.rewrite()?;
         Ok((store, report))
     }
@@ -200,14 +218,24 @@ impl<D: BlockDevice> DiskStore<D> {
     }
 
     /// Persists one `Ready`'s snapshot, entries and hard state (in that order) and flushes.
-    pub fn persist(&mut self, snapshot: Option<&Snapshot>, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), DiskError> {
+    pub fn persist(
+        &mut self,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), DiskError> {
         self.append_batch(snapshot, entries, hard_state)?;
         self.sync()
     }
 
     /// Writes a batch without flushing (`persist` = this + `sync`). A snapshot in the batch
     /// triggers a compaction rewrite, which flushes.
-    pub fn append_batch(&mut self, snapshot: Option<&Snapshot>, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), DiskError> {
+    pub fn append_batch(
+        &mut self,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), DiskError> {
         let mut records = Vec::new();
         if let Some(s) = snapshot {
             records.push(Record::Snapshot(s.clone()));
@@ -267,16 +295,24 @@ impl<D: BlockDevice> DiskStore<D> {
         let batch = encode_batch(&records, next);
         let batch_sectors = (batch.len() / SECTOR_BYTES) as u64;
         if batch_sectors > self.region_sectors {
-            return Err(DiskError::Full { needed_sectors: batch_sectors, region_sectors: self.region_sectors });
+            return Err(DiskError::Full {
+                needed_sectors: batch_sectors,
+                region_sectors: self.region_sectors,
+            });
         }
-        write_sectors(&mut self.dev, region_base(next, self.region_sectors), &batch)?;
+        write_sectors(
+            &mut self.dev,
+            region_base(next, self.region_sectors),
+            &batch,
+        )?;
         // A zeroed sector after the base marks the clean end even if the region held more.
         if batch_sectors < self.region_sectors {
             let lba = region_base(next, self.region_sectors) + batch_sectors;
             self.dev.write_block(lba, &[0u8; SECTOR_BYTES])?;
         }
         self.dev.flush()?;
-        self.dev.write_block(next % 2, &encode_superblock(next, self.region_sectors))?;
+        self.dev
+            .write_block(next % 2, &encode_superblock(next, self.region_sectors))?;
         self.dev.flush()?;
         self.generation = next;
         self.tail_sector = batch_sectors;
@@ -301,7 +337,11 @@ fn region_base(generation: u64, region_sectors: u64) -> u64 {
     2 + (generation % 2) * region_sectors
 }
 
-fn write_sectors<D: BlockDevice>(dev: &mut D, first_lba: u64, bytes: &[u8]) -> Result<(), DeviceError> {
+fn write_sectors<D: BlockDevice>(
+    dev: &mut D,
+    first_lba: u64,
+    bytes: &[u8],
+) -> Result<(), DeviceError> {
     assert_eq!(bytes.len() % SECTOR_BYTES, 0, "unaligned batch");
     for (i, sector) in bytes.as_chunks::<SECTOR_BYTES>().0.iter().enumerate() {
         dev.write_block(first_lba + i as u64, sector)?;
@@ -378,15 +418,24 @@ fn apply_record(state: &mut DurableState, record: &Record) -> bool {
     match record {
         Record::HardState(hs) => state.hard_state = *hs,
         Record::Entries(entries) => {
-            let Some(first) = entries.first() else { return true };
-            let contiguous = entries.windows(2).all(|w| w[1].index == w[0].index + 1 && w[1].term >= w[0].term);
+            let Some(first) = entries.first() else {
+                return true;
+            };
+            let contiguous = entries
+                .windows(2)
+                .all(|w| w[1].index == w[0].index + 1 && w[1].term >= w[0].term);
             let snap_index = state.snapshot.meta.index;
             let last = snap_index + state.entries.len() as u64;
             if !contiguous || first.index <= snap_index || first.index > last + 1 {
                 return false;
             }
-            state.entries.truncate((first.index - snap_index - 1) as usize);
-            let prev_term = state.entries.last().map_or(state.snapshot.meta.term, |e| e.term);
+            state
+                .entries
+                .truncate((first.index - snap_index - 1) as usize);
+            let prev_term = state
+                .entries
+                .last()
+                .map_or(state.snapshot.meta.term, |e| e.term);
             if first.term < prev_term {
                 return false;
             }
@@ -396,7 +445,10 @@ fn apply_record(state: &mut DurableState, record: &Record) -> bool {
             let meta = snapshot.meta;
             let snap_index = state.snapshot.meta.index;
             let keeps_suffix = meta.index > snap_index
-                && state.entries.get((meta.index - snap_index - 1) as usize).is_some_and(|e| e.term == meta.term);
+                && state
+                    .entries
+                    .get((meta.index - snap_index - 1) as usize)
+                    .is_some_and(|e| e.term == meta.term);
             if keeps_suffix {
                 state.entries.drain(..(meta.index - snap_index) as usize);
             } else {
@@ -423,8 +475,16 @@ struct RegionReader {
 }
 
 impl RegionReader {
-    fn read<D: BlockDevice>(&mut self, dev: &mut D, offset: u64, len: u64) -> Result<Option<Vec<u8>>, DiskError> {
-        if offset.checked_add(len).is_none_or(|end| end > self.region_bytes) {
+    fn read<D: BlockDevice>(
+        &mut self,
+        dev: &mut D,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, DiskError> {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.region_bytes)
+        {
             return Ok(None);
         }
         let mut out = Vec::with_capacity(len as usize);
@@ -445,15 +505,24 @@ impl RegionReader {
         Ok(Some(out))
     }
 
-    fn parse<D: BlockDevice>(&mut self, dev: &mut D, offset: u64, generation: u64) -> Result<Parsed, DiskError> {
+    fn parse<D: BlockDevice>(
+        &mut self,
+        dev: &mut D,
+        offset: u64,
+        generation: u64,
+    ) -> Result<Parsed, DiskError> {
         let aligned = offset.is_multiple_of(SECTOR_BYTES as u64);
         // The magic's first byte is never zero, so a zero byte is padding (or the clean end).
-        let Some(first) = self.read(dev, offset, 1)? else { return Ok(Parsed::End(StopReason::RegionEnd)) };
+        let Some(first) = self.read(dev, offset, 1)? else {
+            return Ok(Parsed::End(StopReason::RegionEnd));
+        };
         if first[0] == 0 {
             if aligned {
                 return Ok(Parsed::End(StopReason::CleanEnd));
             }
-            return Ok(Parsed::Padding { next: offset.next_multiple_of(SECTOR_BYTES as u64) });
+            return Ok(Parsed::Padding {
+                next: offset.next_multiple_of(SECTOR_BYTES as u64),
+            });
         }
         let Some(header) = self.read(dev, offset, HEADER_BYTES as u64)? else {
             return Ok(Parsed::End(StopReason::BadLength { offset }));
@@ -473,7 +542,10 @@ impl RegionReader {
             return Ok(Parsed::End(StopReason::BadChecksum { offset }));
         }
         match Record::decode(header[2], &payload) {
-            Some(record) => Ok(Parsed::Record { record, next: offset + HEADER_BYTES as u64 + len }),
+            Some(record) => Ok(Parsed::Record {
+                record,
+                next: offset + HEADER_BYTES as u64 + len,
+            }),
             None => Ok(Parsed::End(StopReason::Malformed { offset })),
         }
     }
@@ -481,7 +553,11 @@ impl RegionReader {
 
 /// Whether the region of `generation` starts with a complete base batch of that generation
 /// (a rewrite always ends its base with a hard-state record, written before the superblock).
-fn base_complete<D: BlockDevice>(dev: &mut D, generation: u64, region_sectors: u64) -> Result<bool, DiskError> {
+fn base_complete<D: BlockDevice>(
+    dev: &mut D,
+    generation: u64,
+    region_sectors: u64,
+) -> Result<bool, DiskError> {
     let mut reader = RegionReader {
         base_lba: region_base(generation, region_sectors),
         region_bytes: region_sectors * SECTOR_BYTES as u64,
@@ -491,7 +567,10 @@ fn base_complete<D: BlockDevice>(dev: &mut D, generation: u64, region_sectors: u
     // A base holds at most three records: snapshot, entries, hard state.
     for _ in 0..3 {
         match reader.parse(dev, offset, generation)? {
-            Parsed::Record { record: Record::HardState(_), .. } => return Ok(true),
+            Parsed::Record {
+                record: Record::HardState(_),
+                ..
+            } => return Ok(true),
             Parsed::Record { next, .. } => offset = next,
             Parsed::Padding { .. } | Parsed::End(_) => return Ok(false),
         }
@@ -500,7 +579,11 @@ fn base_complete<D: BlockDevice>(dev: &mut D, generation: u64, region_sectors: u
 }
 
 /// Replays generation `generation`; returns the recovered state and the report.
-fn replay<D: BlockDevice>(dev: &mut D, generation: u64, region_sectors: u64) -> Result<(DurableState, RecoveryReport), DiskError> {
+fn replay<D: BlockDevice>(
+    dev: &mut D,
+    generation: u64,
+    region_sectors: u64,
+) -> Result<(DurableState, RecoveryReport), DiskError> {
     let mut reader = RegionReader {
         base_lba: region_base(generation, region_sectors),
         region_bytes: region_sectors * SECTOR_BYTES as u64,
@@ -533,7 +616,12 @@ fn replay<D: BlockDevice>(dev: &mut D, generation: u64, region_sectors: u64) -> 
 
 /// Counts records of `generation` after the stop point (they were never acknowledged, or
 /// follow a corrupt record): returns (count, end offset of the last one).
-fn scan_discarded<D: BlockDevice>(dev: &mut D, reader: &mut RegionReader, stop: u64, generation: u64) -> Result<(u64, u64), DiskError> {
+fn scan_discarded<D: BlockDevice>(
+    dev: &mut D,
+    reader: &mut RegionReader,
+    stop: u64,
+    generation: u64,
+) -> Result<(u64, u64), DiskError> {
     let sector = SECTOR_BYTES as u64;
     let mut count = 0;
     let mut end = stop;

@@ -1,5 +1,8 @@
 //! The in-kernel Raft consensus core: `#![no_std]`, sans-IO, shaped like raft-rs.
 //!
+//! Its own crate since the first wave: it shares nothing with `membership` (SWIM), and the two
+//! never import each other. The kernel drives both from its reactor.
+//!
 //! It implements the Raft paper (Ongaro & Ousterhout, "In Search of an Understandable
 //! Consensus Algorithm", 2014): leader election (§5.2) with randomized timeouts from the seeded
 //! generator in [`Config`], PreVote and CheckQuorum (Ongaro's thesis §9.6, §6.2), log
@@ -10,7 +13,7 @@
 //!
 //! Key types: [`RawNode`] (the driver API), [`Ready`], [`Message`], [`Entry`], [`HardState`],
 //! [`Snapshot`], [`Config`], and [`disk::DiskStore`], the durable log-structured store over a
-//! [`disk::BlockDevice`]. Neighbours: the kernel drives this module; `tests/sim/raft` simulates
+//! [`disk::BlockDevice`]. Neighbours: the kernel drives this crate (`kernel/src/cluster/consensus.rs`); `tests/sim/raft` simulates
 //! it and compares it with raft-rs. Design notes: `docs/raft.md`.
 //!
 //! # Handling order (the kernel's loop)
@@ -34,6 +37,14 @@
 //! On restart: `DiskStore::open` → `DurableState` (+ a `RecoveryReport` to log) →
 //! `RawNode::restart`; load `durable.snapshot.data`; committed entries after it come again.
 
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+/// A node's numeric identity (the same id SWIM and the control plane use).
+pub type NodeId = u64;
+
 mod config;
 pub mod disk;
 mod election;
@@ -52,6 +63,6 @@ pub use config::{Config, ConfigError, MAX_VOTERS};
 pub use progress::ProgressState;
 pub use rawnode::{DurableState, NewError, RawNode, Ready, MAX_APPLY_PER_READY};
 pub use types::{
-    CompactError, Entry, HardState, Message, MessageBody, ProposeError, ReadState, RestoreError, Role, Snapshot,
-    SnapshotMeta, ENTRY_OVERHEAD_BYTES,
+    CompactError, Entry, HardState, Message, MessageBody, ProposeError, ReadState, RestoreError,
+    Role, Snapshot, SnapshotMeta, ENTRY_OVERHEAD_BYTES,
 };

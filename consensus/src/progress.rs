@@ -145,7 +145,11 @@ impl Progress {
 
     /// Start streaming the snapshot at `index` from byte 0.
     pub fn become_snapshot(&mut self, index: u64) {
-        self.state = ProgressState::Snapshot { index, offset: 0, sent: 0 };
+        self.state = ProgressState::Snapshot {
+            index,
+            offset: 0,
+            sent: 0,
+        };
         self.paused = false;
         self.inflight.clear();
     }

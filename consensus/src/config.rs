@@ -100,7 +100,9 @@ impl Config {
         self.voters.sort_unstable();
         self.voters.dedup();
         if self.voters.is_empty() || self.voters.len() > MAX_VOTERS {
-            return Err(ConfigError::VoterCount { voters: self.voters.len() });
+            return Err(ConfigError::VoterCount {
+                voters: self.voters.len(),
+            });
         }
         if !self.voters.contains(&self.id) {
             return Err(ConfigError::SelfNotVoter);
@@ -116,10 +118,12 @@ impl Config {
         if zero {
             return Err(ConfigError::ZeroLimit);
         }
-        if self.election_ticks_min <= self.heartbeat_ticks || self.election_ticks_max <= self.election_ticks_min {
+        if self.election_ticks_min <= self.heartbeat_ticks
+            || self.election_ticks_max <= self.election_ticks_min
+        {
             return Err(ConfigError::ElectionRange);
         }
-        let entry_cost = self.max_entry_bytes + super::types::ENTRY_OVERHEAD_BYTES;
+        let entry_cost = self.max_entry_bytes + crate::types::ENTRY_OVERHEAD_BYTES;
         if entry_cost > self.max_append_bytes || self.snapshot_chunk_bytes > self.max_append_bytes {
             return Err(ConfigError::EntryExceedsBatch);
         }

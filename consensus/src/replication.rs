@@ -10,16 +10,18 @@
 
 use alloc::vec::Vec;
 
-use super::node::{IncomingSnapshot, Raft};
-use super::progress::ProgressState;
-use super::types::{Entry, MessageBody, Role, Snapshot, SnapshotMeta};
+use crate::node::{IncomingSnapshot, Raft};
+use crate::progress::ProgressState;
+use crate::types::{Entry, MessageBody, Role, Snapshot, SnapshotMeta};
 use crate::NodeId;
 
 impl Raft {
     /// Sends the next append (or snapshot chunk) to `to` if its window allows. Returns true
     /// when an append was sent. `allow_empty` sends a commit-carrying empty append.
     pub(crate) fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
-        let Some(pr) = self.progress.get(&to) else { return false };
+        let Some(pr) = self.progress.get(&to) else {
+            return false;
+        };
         if pr.is_paused() {
             return false;
         }
@@ -28,17 +30,27 @@ impl Raft {
         let Some(prev_term) = self.log.term(next - 1) else {
             // The follower needs entries we compacted: stream the snapshot instead (§7).
             let index = self.log.snapshot().meta.index;
-            self.progress.get_mut(&to).expect("peer").become_snapshot(index);
+            self.progress
+                .get_mut(&to)
+                .expect("peer")
+                .become_snapshot(index);
             self.send_snapshot_chunks(to);
             return false;
         };
-        let entries = self.log.slice(next, self.cfg.max_append_entries, self.cfg.max_append_bytes);
+        let entries = self
+            .log
+            .slice(next, self.cfg.max_append_entries, self.cfg.max_append_bytes);
         if entries.is_empty() && !allow_empty {
             return false;
         }
         let last_sent = entries.last().map(|e| e.index);
         let commit = self.log.committed();
-        let body = MessageBody::Append { prev_index: next - 1, prev_term, entries, commit };
+        let body = MessageBody::Append {
+            prev_index: next - 1,
+            prev_term,
+            entries,
+            commit,
+        };
         self.send(to, body);
         self.progress.get_mut(&to).expect("peer").on_sent(last_sent);
         true
@@ -80,7 +92,14 @@ impl Raft {
     }
 
     /// AppendEntries receiver (§5.3).
-    pub(crate) fn on_append(&mut self, from: NodeId, prev_index: u64, prev_term: u64, entries: &[Entry], commit: u64) {
+    pub(crate) fn on_append(
+        &mut self,
+        from: NodeId,
+        prev_index: u64,
+        prev_term: u64,
+        entries: &[Entry],
+        commit: u64,
+    ) {
         self.follow(from);
         if self.role == Role::Leader {
             return;
@@ -88,34 +107,65 @@ impl Raft {
         if prev_index < self.log.committed() {
             // Everything up to our commit index is known to match the leader.
             let index = self.log.committed();
-            self.send(from, MessageBody::AppendResponse { success: true, index, hint_index: 0, hint_term: 0 });
+            self.send(
+                from,
+                MessageBody::AppendResponse {
+                    success: true,
+                    index,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+            );
             return;
         }
         match self.log.maybe_append(prev_index, prev_term, entries) {
             Some(last_new) => {
                 self.log.commit_to(commit.min(last_new));
-                let reply = MessageBody::AppendResponse { success: true, index: last_new, hint_index: 0, hint_term: 0 };
+                let reply = MessageBody::AppendResponse {
+                    success: true,
+                    index: last_new,
+                    hint_index: 0,
+                    hint_term: 0,
+                };
                 self.send(from, reply);
             }
             None => {
                 let probe = prev_index.min(self.log.last_index());
                 let hint_index = self.log.find_conflict_by_term(probe, prev_term);
                 let hint_term = self.log.term(hint_index).unwrap_or(0);
-                let reply = MessageBody::AppendResponse { success: false, index: prev_index, hint_index, hint_term };
+                let reply = MessageBody::AppendResponse {
+                    success: false,
+                    index: prev_index,
+                    hint_index,
+                    hint_term,
+                };
                 self.send(from, reply);
             }
         }
     }
 
     /// Leader handles an append answer: advance or back off, then keep the pipe full.
-    pub(crate) fn on_append_response(&mut self, from: NodeId, success: bool, index: u64, hint_index: u64, hint_term: u64) {
+    pub(crate) fn on_append_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: u64,
+        hint_index: u64,
+        hint_term: u64,
+    ) {
         if self.role != Role::Leader {
             return;
         }
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         if !success {
-            let probe_hint = if hint_term > 0 { self.log.find_conflict_by_term(hint_index, hint_term) } else { hint_index };
+            let probe_hint = if hint_term > 0 {
+                self.log.find_conflict_by_term(hint_index, hint_term)
+            } else {
+                hint_index
+            };
             let pr = self.progress.get_mut(&from).expect("peer");
             if pr.maybe_decr_to(index, probe_hint) {
                 self.send_append(from, true);
@@ -128,7 +178,9 @@ impl Raft {
         }
         match pr.state {
             ProgressState::Probe => pr.become_replicate(),
-            ProgressState::Snapshot { index: snap_index, .. } if pr.match_index >= snap_index => pr.become_probe(),
+            ProgressState::Snapshot {
+                index: snap_index, ..
+            } if pr.match_index >= snap_index => pr.become_probe(),
             _ => {}
         }
         if self.maybe_commit() {
@@ -157,7 +209,9 @@ impl Raft {
             return;
         }
         let last_index = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         pr.paused = false;
         if pr.state == ProgressState::Replicate && pr.inflight_full() {
@@ -169,7 +223,11 @@ impl Raft {
             // Go back to what the follower holds and resend from there (covers lost chunks).
             let pr = self.progress.get_mut(&from).expect("peer");
             if let ProgressState::Snapshot { index, offset, .. } = pr.state {
-                pr.state = ProgressState::Snapshot { index, offset, sent: offset };
+                pr.state = ProgressState::Snapshot {
+                    index,
+                    offset,
+                    sent: offset,
+                };
             }
             self.send_snapshot_chunks(from);
         } else if behind {
@@ -185,23 +243,44 @@ impl Raft {
         let total = self.log.snapshot().data.len() as u64;
         let chunk = self.cfg.snapshot_chunk_bytes as u64;
         let window = chunk * self.cfg.max_inflight_appends as u64;
-        let Some(pr) = self.progress.get_mut(&to) else { return };
-        let ProgressState::Snapshot { index, .. } = pr.state else { return };
+        let Some(pr) = self.progress.get_mut(&to) else {
+            return;
+        };
+        let ProgressState::Snapshot { index, .. } = pr.state else {
+            return;
+        };
         if index != meta.index {
             pr.become_snapshot(meta.index); // We compacted again: restart with the new one.
         }
         for _ in 0..=self.cfg.max_inflight_appends {
             let pr = self.progress.get_mut(&to).expect("peer");
-            let ProgressState::Snapshot { index, offset, sent } = pr.state else { unreachable!() };
+            let ProgressState::Snapshot {
+                index,
+                offset,
+                sent,
+            } = pr.state
+            else {
+                unreachable!()
+            };
             let idle = sent <= offset; // Nothing in flight: send even an empty final chunk.
             if !idle && (sent >= total || sent - offset >= window) {
                 break;
             }
             let start = sent.min(total);
             let end = (start + chunk).min(total);
-            pr.state = ProgressState::Snapshot { index, offset, sent: end };
+            pr.state = ProgressState::Snapshot {
+                index,
+                offset,
+                sent: end,
+            };
             let data = self.log.snapshot().data[start as usize..end as usize].to_vec();
-            let body = MessageBody::Snapshot { meta, total_bytes: total, offset: start, data, done: end == total };
+            let body = MessageBody::Snapshot {
+                meta,
+                total_bytes: total,
+                offset: start,
+                data,
+                done: end == total,
+            };
             self.send(to, body);
             if end == total {
                 break;
@@ -210,13 +289,28 @@ impl Raft {
     }
 
     /// Leader: the follower holds `next_offset` bytes of the snapshot at `index`.
-    pub(crate) fn on_snapshot_response(&mut self, from: NodeId, index: u64, next_offset: u64, done: bool) {
+    pub(crate) fn on_snapshot_response(
+        &mut self,
+        from: NodeId,
+        index: u64,
+        next_offset: u64,
+        done: bool,
+    ) {
         if self.role != Role::Leader {
             return;
         }
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
-        let ProgressState::Snapshot { index: sending, offset, sent } = pr.state else { return };
+        let ProgressState::Snapshot {
+            index: sending,
+            offset,
+            sent,
+        } = pr.state
+        else {
+            return;
+        };
         if sending != index || done || next_offset == offset {
             // Stale, completion (arrives as an AppendResponse), or no progress: a lost chunk
             // is resent from `offset` on the next heartbeat answer, not once per duplicate.
@@ -224,20 +318,44 @@ impl Raft {
         }
         // Forward: the follower holds more. Backward: it lost what it held (it restarted, or
         // started over): resend from what it says it has, never from what we assumed.
-        let sent = if next_offset > offset { sent.max(next_offset) } else { next_offset };
-        pr.state = ProgressState::Snapshot { index, offset: next_offset, sent };
+        let sent = if next_offset > offset {
+            sent.max(next_offset)
+        } else {
+            next_offset
+        };
+        pr.state = ProgressState::Snapshot {
+            index,
+            offset: next_offset,
+            sent,
+        };
         self.send_snapshot_chunks(from);
     }
 
     /// InstallSnapshot receiver (§7): assemble chunks in order, install when complete.
-    pub(crate) fn on_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, total_bytes: u64, offset: u64, data: Vec<u8>, done: bool) {
+    pub(crate) fn on_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        total_bytes: u64,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    ) {
         self.follow(from);
         if self.role == Role::Leader {
             return;
         }
         if meta.index <= self.log.committed() {
             let index = self.log.committed();
-            self.send(from, MessageBody::AppendResponse { success: true, index, hint_index: 0, hint_term: 0 });
+            self.send(
+                from,
+                MessageBody::AppendResponse {
+                    success: true,
+                    index,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+            );
             return;
         }
         if total_bytes > self.cfg.max_snapshot_bytes as u64 {
@@ -245,20 +363,44 @@ impl Raft {
         }
         let held = self.accept_chunk(meta, total_bytes, offset, data);
         if !(done && held == total_bytes) {
-            self.send(from, MessageBody::SnapshotResponse { index: meta.index, next_offset: held, done: false });
+            self.send(
+                from,
+                MessageBody::SnapshotResponse {
+                    index: meta.index,
+                    next_offset: held,
+                    done: false,
+                },
+            );
             return;
         }
         let incoming = self.incoming_snapshot.take().expect("complete snapshot");
-        let snapshot = Snapshot { meta, data: incoming.data };
+        let snapshot = Snapshot {
+            meta,
+            data: incoming.data,
+        };
         if self.log.restore(snapshot.clone()) {
             self.pending_snapshot = Some(snapshot);
         }
         debug_assert!(self.log.committed() >= meta.index);
-        self.send(from, MessageBody::AppendResponse { success: true, index: meta.index, hint_index: 0, hint_term: 0 });
+        self.send(
+            from,
+            MessageBody::AppendResponse {
+                success: true,
+                index: meta.index,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        );
     }
 
     /// Adds a chunk to the snapshot being received; returns how many bytes are now held.
-    fn accept_chunk(&mut self, meta: SnapshotMeta, total_bytes: u64, offset: u64, data: Vec<u8>) -> u64 {
+    fn accept_chunk(
+        &mut self,
+        meta: SnapshotMeta,
+        total_bytes: u64,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> u64 {
         let term = self.term;
         let same = self
             .incoming_snapshot
@@ -268,7 +410,12 @@ impl Raft {
             if offset != 0 {
                 return 0; // Ask the leader to start over from byte 0.
             }
-            self.incoming_snapshot = Some(IncomingSnapshot { term, meta, total_bytes, data: Vec::new() });
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                term,
+                meta,
+                total_bytes,
+                data: Vec::new(),
+            });
         }
         let incoming = self.incoming_snapshot.as_mut().expect("incoming");
         let held = incoming.data.len() as u64;

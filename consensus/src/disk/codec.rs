@@ -6,7 +6,7 @@
 
 use alloc::vec::Vec;
 
-use super::super::types::{Entry, HardState, Snapshot, SnapshotMeta};
+use crate::types::{Entry, HardState, Snapshot, SnapshotMeta};
 
 /// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum iSCSI and ext4 use.
 pub fn crc32c(bytes: &[u8]) -> u32 {
@@ -31,7 +31,11 @@ const fn crc_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0x82F6_3B78 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -165,14 +169,21 @@ impl Record {
                 }
                 let mut entries = Vec::with_capacity(count);
                 for _ in 0..count {
-                    entries.push(Entry { term: r.u64()?, index: r.u64()?, data: r.bytes()? });
+                    entries.push(Entry {
+                        term: r.u64()?,
+                        index: r.u64()?,
+                        data: r.bytes()?,
+                    });
                 }
                 Record::Entries(entries)
             }
             KIND_SNAPSHOT => {
                 let index = r.u64()?;
                 let term = r.u64()?;
-                Record::Snapshot(Snapshot { meta: SnapshotMeta { index, term }, data: r.bytes()? })
+                Record::Snapshot(Snapshot {
+                    meta: SnapshotMeta { index, term },
+                    data: r.bytes()?,
+                })
             }
             _ => return None,
         };

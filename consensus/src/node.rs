@@ -12,11 +12,13 @@ use alloc::vec::Vec;
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::config::Config;
-use super::log::RaftLog;
-use super::progress::Progress;
-use super::read::ReadOnly;
-use super::types::{Entry, Message, MessageBody, ProposeError, ReadState, Role, Snapshot, SnapshotMeta};
+use crate::config::Config;
+use crate::log::RaftLog;
+use crate::progress::Progress;
+use crate::read::ReadOnly;
+use crate::types::{
+    Entry, Message, MessageBody, ProposeError, ReadState, Role, Snapshot, SnapshotMeta,
+};
 use crate::NodeId;
 
 /// A snapshot being received in chunks (§7 InstallSnapshot with offset/done).
@@ -117,7 +119,12 @@ impl Raft {
             self.dropped_messages += 1;
             return;
         }
-        self.outbox.push_back(Message { from: self.cfg.id, to, term, body });
+        self.outbox.push_back(Message {
+            from: self.cfg.id,
+            to,
+            term,
+            body,
+        });
     }
 
     // ----- role transitions (§5.2) -----
@@ -156,16 +163,27 @@ impl Raft {
     }
 
     pub(crate) fn become_leader(&mut self) {
-        assert_eq!(self.role, Role::Candidate, "only a candidate wins an election");
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate wins an election"
+        );
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id);
         self.votes.clear();
         self.reset_timers();
         let last = self.log.last_index();
         let window = self.cfg.max_inflight_appends;
-        self.progress = self.peers().map(|p| (p, Progress::new(last, window))).collect();
+        self.progress = self
+            .peers()
+            .map(|p| (p, Progress::new(last, window)))
+            .collect();
         // §8: a no-op of the new term lets the leader commit (and serve reads) promptly.
-        let noop = Entry { term: self.term, index: last + 1, data: Vec::new() };
+        let noop = Entry {
+            term: self.term,
+            index: last + 1,
+            data: Vec::new(),
+        };
         self.log.append(noop);
         self.bcast_append();
     }
@@ -226,7 +244,8 @@ impl Raft {
 
     /// Handles one message from a peer.
     pub fn step(&mut self, msg: Message) {
-        if msg.to != self.cfg.id || msg.from == self.cfg.id || !self.cfg.voters.contains(&msg.from) {
+        if msg.to != self.cfg.id || msg.from == self.cfg.id || !self.cfg.voters.contains(&msg.from)
+        {
             return; // Misrouted or from a non-member: never trust it.
         }
         if msg.term > self.term {
@@ -252,9 +271,16 @@ impl Raft {
         }
         match msg.body {
             MessageBody::Vote { pre_vote: true, .. } => {}
-            MessageBody::VoteResponse { pre_vote: true, granted: true } => {}
+            MessageBody::VoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => {}
             ref body => {
-                let leader = if body.is_from_leader() { Some(msg.from) } else { None };
+                let leader = if body.is_from_leader() {
+                    Some(msg.from)
+                } else {
+                    None
+                };
                 self.become_follower(msg.term, leader);
             }
         }
@@ -266,11 +292,22 @@ impl Raft {
             // Tell a deposed leader about the newer term so it steps down (needed with
             // CheckQuorum/PreVote, where our own vote requests may never reach it).
             ref body if body.is_from_leader() => {
-                let reply = MessageBody::AppendResponse { success: false, index: 0, hint_index: 0, hint_term: 0 };
+                let reply = MessageBody::AppendResponse {
+                    success: false,
+                    index: 0,
+                    hint_index: 0,
+                    hint_term: 0,
+                };
                 self.send(msg.from, reply);
             }
             MessageBody::Vote { pre_vote: true, .. } => {
-                self.send(msg.from, MessageBody::VoteResponse { pre_vote: true, granted: false });
+                self.send(
+                    msg.from,
+                    MessageBody::VoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    },
+                );
             }
             _ => {}
         }
@@ -280,30 +317,49 @@ impl Raft {
         let from = msg.from;
         let term = msg.term;
         match msg.body {
-            MessageBody::Vote { pre_vote, last_index, last_term } => {
-                self.on_vote(from, term, pre_vote, last_index, last_term)
+            MessageBody::Vote {
+                pre_vote,
+                last_index,
+                last_term,
+            } => self.on_vote(from, term, pre_vote, last_index, last_term),
+            MessageBody::VoteResponse { pre_vote, granted } => {
+                self.on_vote_response(from, term, pre_vote, granted)
             }
-            MessageBody::VoteResponse { pre_vote, granted } => self.on_vote_response(from, term, pre_vote, granted),
-            MessageBody::Append { prev_index, prev_term, entries, commit } => {
-                self.on_append(from, prev_index, prev_term, &entries, commit)
-            }
-            MessageBody::AppendResponse { success, index, hint_index, hint_term } => {
-                self.on_append_response(from, success, index, hint_index, hint_term)
-            }
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => self.on_append(from, prev_index, prev_term, &entries, commit),
+            MessageBody::AppendResponse {
+                success,
+                index,
+                hint_index,
+                hint_term,
+            } => self.on_append_response(from, success, index, hint_index, hint_term),
             MessageBody::Heartbeat { commit, ctx } => self.on_heartbeat(from, commit, ctx),
             MessageBody::HeartbeatResponse { ctx } => self.on_heartbeat_response(from, ctx),
-            MessageBody::Snapshot { meta, total_bytes, offset, data, done } => {
-                self.on_snapshot(from, meta, total_bytes, offset, data, done)
-            }
-            MessageBody::SnapshotResponse { index, next_offset, done } => {
-                self.on_snapshot_response(from, index, next_offset, done)
-            }
+            MessageBody::Snapshot {
+                meta,
+                total_bytes,
+                offset,
+                data,
+                done,
+            } => self.on_snapshot(from, meta, total_bytes, offset, data, done),
+            MessageBody::SnapshotResponse {
+                index,
+                next_offset,
+                done,
+            } => self.on_snapshot_response(from, index, next_offset, done),
         }
     }
 
     /// A message of the current term from the leader `from`: follow it.
     pub(crate) fn follow(&mut self, from: NodeId) {
-        debug_assert!(self.role != Role::Leader || self.leader != Some(from), "two leaders in one term");
+        debug_assert!(
+            self.role != Role::Leader || self.leader != Some(from),
+            "two leaders in one term"
+        );
         if self.role == Role::Leader {
             return; // Election safety violated by a peer; refuse to follow (checked in sim).
         }
@@ -319,17 +375,26 @@ impl Raft {
     /// Appends a command to the leader's log; returns its index.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<u64, ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         if data.len() > self.cfg.max_entry_bytes {
-            return Err(ProposeError::TooLarge { bytes: data.len(), max_bytes: self.cfg.max_entry_bytes });
+            return Err(ProposeError::TooLarge {
+                bytes: data.len(),
+                max_bytes: self.cfg.max_entry_bytes,
+            });
         }
         let uncommitted = self.log.last_index() - self.log.committed();
         if uncommitted >= self.cfg.max_uncommitted_entries {
             return Err(ProposeError::Backpressure { uncommitted });
         }
         let index = self.log.last_index() + 1;
-        self.log.append(Entry { term: self.term, index, data });
+        self.log.append(Entry {
+            term: self.term,
+            index,
+            data,
+        });
         self.bcast_append();
         debug_assert_eq!(self.log.last_index(), index);
         Ok(index)

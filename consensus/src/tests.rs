@@ -37,7 +37,14 @@ impl Net {
             tweak(&mut cfg);
             nodes.insert(id, RawNode::new(cfg).expect("valid config"));
         }
-        Net { nodes, applied: BTreeMap::new(), reads: BTreeMap::new(), queue: VecDeque::new(), cut: BTreeSet::new(), max_message_bytes: 0 }
+        Net {
+            nodes,
+            applied: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            max_message_bytes: 0,
+        }
     }
 
     fn node(&mut self, id: u64) -> &mut RawNode {
@@ -73,8 +80,14 @@ impl Net {
                         self.queue.push_back(m.clone());
                     }
                 }
-                self.applied.entry(id).or_default().extend(rd.committed_entries.iter().cloned());
-                self.reads.entry(id).or_default().extend(rd.read_states.iter().copied());
+                self.applied
+                    .entry(id)
+                    .or_default()
+                    .extend(rd.committed_entries.iter().cloned());
+                self.reads
+                    .entry(id)
+                    .or_default()
+                    .extend(rd.read_states.iter().copied());
                 self.nodes.get_mut(&id).expect("node").advance(rd);
             }
         }
@@ -83,7 +96,9 @@ impl Net {
     fn stabilize(&mut self) {
         for _ in 0..10_000 {
             self.process_ready();
-            let Some(m) = self.queue.pop_front() else { return };
+            let Some(m) = self.queue.pop_front() else {
+                return;
+            };
             if let Some(node) = self.nodes.get_mut(&m.to) {
                 node.step(m);
             }
@@ -101,7 +116,11 @@ impl Net {
     }
 
     fn leaders(&self) -> Vec<u64> {
-        self.nodes.values().filter(|n| n.role() == Role::Leader).map(|n| n.id()).collect()
+        self.nodes
+            .values()
+            .filter(|n| n.role() == Role::Leader)
+            .map(|n| n.id())
+            .collect()
     }
 
     fn elect(&mut self) -> u64 {
@@ -120,7 +139,9 @@ fn approx_encoded_len(m: &Message) -> usize {
     let fixed = 3 * 10 + 1;
     fixed
         + match &m.body {
-            MessageBody::Append { entries, .. } => 40 + entries.iter().map(|e| e.batch_cost_bytes()).sum::<usize>(),
+            MessageBody::Append { entries, .. } => {
+                40 + entries.iter().map(|e| e.batch_cost_bytes()).sum::<usize>()
+            }
             MessageBody::Snapshot { data, .. } => 60 + data.len(),
             _ => 40,
         }
@@ -164,7 +185,11 @@ fn test_vote_once_per_term_5_2() {
         from,
         to: 1,
         term,
-        body: MessageBody::Vote { pre_vote: false, last_index: 0, last_term: 0 },
+        body: MessageBody::Vote {
+            pre_vote: false,
+            last_index: 0,
+            last_term: 0,
+        },
     };
     net.node(1).step(vote(2, 5));
     net.node(1).step(vote(3, 5));
@@ -184,17 +209,51 @@ fn test_vote_once_per_term_5_2() {
 fn test_candidate_up_to_date_log_5_4_1() {
     // A voter holding an entry of term 2 refuses a candidate whose log is shorter or older.
     let durable = DurableState {
-        hard_state: HardState { term: 2, vote: None, commit: 0 },
+        hard_state: HardState {
+            term: 2,
+            vote: None,
+            commit: 0,
+        },
         snapshot: Snapshot::default(),
-        entries: vec![Entry { term: 1, index: 1, data: vec![] }, Entry { term: 2, index: 2, data: vec![] }],
+        entries: vec![
+            Entry {
+                term: 1,
+                index: 1,
+                data: vec![],
+            },
+            Entry {
+                term: 2,
+                index: 2,
+                data: vec![],
+            },
+        ],
     };
-    let cases = [(0, 0, false), (5, 1, false), (1, 2, false), (2, 2, true), (1, 3, true)];
+    let cases = [
+        (0, 0, false),
+        (5, 1, false),
+        (1, 2, false),
+        (2, 2, true),
+        (1, 3, true),
+    ];
     for (last_index, last_term, want) in cases {
-        let mut node = RawNode::restart(Config::new(1, &[1, 2, 3], 1), durable.clone()).expect("restart");
-        let body = MessageBody::Vote { pre_vote: false, last_index, last_term };
-        node.step(Message { from: 2, to: 1, term: 3, body });
+        let mut node =
+            RawNode::restart(Config::new(1, &[1, 2, 3], 1), durable.clone()).expect("restart");
+        let body = MessageBody::Vote {
+            pre_vote: false,
+            last_index,
+            last_term,
+        };
+        node.step(Message {
+            from: 2,
+            to: 1,
+            term: 3,
+            body,
+        });
         let rd = node.ready();
-        let granted = rd.messages.iter().any(|m| matches!(m.body, MessageBody::VoteResponse { granted: true, .. }));
+        let granted = rd
+            .messages
+            .iter()
+            .any(|m| matches!(m.body, MessageBody::VoteResponse { granted: true, .. }));
         assert_eq!(granted, want, "candidate log ({last_index}, {last_term})");
         node.advance(rd);
     }
@@ -212,7 +271,11 @@ fn test_log_replication_5_3() {
     net.tick(6);
     for (id, node) in &net.nodes {
         assert_eq!(node.commit_index(), last, "node {id}");
-        let data: Vec<Vec<u8>> = net.applied[id].iter().filter(|e| !e.data.is_empty()).map(|e| e.data.clone()).collect();
+        let data: Vec<Vec<u8>> = net.applied[id]
+            .iter()
+            .filter(|e| !e.data.is_empty())
+            .map(|e| e.data.clone())
+            .collect();
         assert_eq!(data.len(), 50);
         assert_eq!(data[49], vec![49u8; 10]);
     }
@@ -225,16 +288,24 @@ fn test_log_matching_5_3_conflicting_suffix_replaced() {
     // The old leader appends entries nobody else gets, then loses leadership.
     net.isolate(old);
     for i in 0..5u8 {
-        net.node(old).propose(vec![i]).expect("still thinks it leads");
+        net.node(old)
+            .propose(vec![i])
+            .expect("still thinks it leads");
     }
     net.stabilize();
     net.tick(80);
-    let new = net.leaders().into_iter().find(|&l| l != old).expect("new leader");
+    let new = net
+        .leaders()
+        .into_iter()
+        .find(|&l| l != old)
+        .expect("new leader");
     let committed = net.node(new).propose(b"new".to_vec()).expect("leader");
     net.stabilize();
     net.heal();
     net.tick(40);
-    let reference: Vec<(u64, u64)> = (1..=committed).map(|i| (i, net.nodes[&new].log_term(i).unwrap())).collect();
+    let reference: Vec<(u64, u64)> = (1..=committed)
+        .map(|i| (i, net.nodes[&new].log_term(i).unwrap()))
+        .collect();
     for node in net.nodes.values() {
         for &(i, t) in &reference {
             assert_eq!(node.log_term(i), Some(t), "node {} index {i}", node.id());
@@ -247,10 +318,16 @@ fn test_log_matching_5_3_conflicting_suffix_replaced() {
 fn test_fast_backtracking_5_3() {
     let mut net = Net::new(3, 6);
     let leader = net.elect();
-    let follower = *net.nodes.keys().find(|&&id| id != leader).expect("follower");
+    let follower = *net
+        .nodes
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("follower");
     net.isolate(follower);
     for i in 0..200u16 {
-        net.node(leader).propose(i.to_le_bytes().to_vec()).expect("leader");
+        net.node(leader)
+            .propose(i.to_le_bytes().to_vec())
+            .expect("leader");
         net.stabilize();
     }
     net.heal();
@@ -265,7 +342,11 @@ fn test_fast_backtracking_5_3() {
     }
     assert_eq!(net.nodes[&follower].commit_index(), before);
     assert!(appends <= 15, "catch-up took {appends} ticks");
-    assert!(net.max_message_bytes < 1200, "message of {} bytes", net.max_message_bytes);
+    assert!(
+        net.max_message_bytes < 1200,
+        "message of {} bytes",
+        net.max_message_bytes
+    );
 }
 
 #[test]
@@ -278,7 +359,11 @@ fn test_commit_only_current_term_5_4_2() {
     net.stabilize();
     let old_term = net.nodes[&leader].term();
     // Let exactly the entry reach one follower directly, without the new commit.
-    let follower = *net.nodes.keys().find(|&&id| id != leader).expect("follower");
+    let follower = *net
+        .nodes
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("follower");
     let rd_term = net.nodes[&leader].log_term(idx).unwrap();
     assert_eq!(rd_term, old_term);
     let append = Message {
@@ -295,7 +380,11 @@ fn test_commit_only_current_term_5_4_2() {
     net.node(follower).step(append);
     net.process_ready();
     net.queue.clear();
-    assert_eq!(net.nodes[&follower].commit_index(), idx - 1, "old-term entry not committed by replication count");
+    assert_eq!(
+        net.nodes[&follower].commit_index(),
+        idx - 1,
+        "old-term entry not committed by replication count"
+    );
 }
 
 #[test]
@@ -326,11 +415,28 @@ fn test_follower_propose_names_leader_5_1() {
     let mut net = Net::new(3, 11);
     let leader = net.elect();
     net.tick(6);
-    let follower = *net.nodes.keys().find(|&&id| id != leader).expect("follower");
-    assert_eq!(net.node(follower).propose(b"x".to_vec()), Err(ProposeError::NotLeader { leader: Some(leader) }));
-    assert_eq!(net.node(follower).read_index(1), Err(ProposeError::NotLeader { leader: Some(leader) }));
+    let follower = *net
+        .nodes
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("follower");
+    assert_eq!(
+        net.node(follower).propose(b"x".to_vec()),
+        Err(ProposeError::NotLeader {
+            leader: Some(leader)
+        })
+    );
+    assert_eq!(
+        net.node(follower).read_index(1),
+        Err(ProposeError::NotLeader {
+            leader: Some(leader)
+        })
+    );
     let big = vec![0u8; 901];
-    assert!(matches!(net.node(leader).propose(big), Err(ProposeError::TooLarge { .. })));
+    assert!(matches!(
+        net.node(leader).propose(big),
+        Err(ProposeError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -338,14 +444,22 @@ fn test_prevote_rejoin_does_not_disrupt_9_6() {
     let mut net = Net::new(3, 12);
     let leader = net.elect();
     let term = net.nodes[&leader].term();
-    let follower = *net.nodes.keys().find(|&&id| id != leader).expect("follower");
+    let follower = *net
+        .nodes
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("follower");
     net.isolate(follower);
     net.tick(200); // The isolated node times out repeatedly but cannot win a pre-vote.
     assert_eq!(net.nodes[&follower].term(), term, "pre-vote kept the term");
     net.heal();
     net.tick(20);
     assert_eq!(net.leaders(), vec![leader]);
-    assert_eq!(net.nodes[&leader].term(), term, "healthy term not disrupted");
+    assert_eq!(
+        net.nodes[&leader].term(),
+        term,
+        "healthy term not disrupted"
+    );
 }
 
 #[test]
@@ -354,7 +468,11 @@ fn test_check_quorum_partitioned_leader_steps_down_6_2() {
     let leader = net.elect();
     net.isolate(leader);
     net.tick(60);
-    assert_ne!(net.nodes[&leader].role(), Role::Leader, "cut-off leader stepped down");
+    assert_ne!(
+        net.nodes[&leader].role(),
+        Role::Leader,
+        "cut-off leader stepped down"
+    );
     let others: Vec<u64> = net.leaders();
     assert_eq!(others.len(), 1);
     assert_ne!(others[0], leader);
@@ -364,7 +482,11 @@ fn test_check_quorum_partitioned_leader_steps_down_6_2() {
 fn test_snapshot_chunked_install_7() {
     let mut net = Net::new(3, 14);
     let leader = net.elect();
-    let follower = *net.nodes.keys().find(|&&id| id != leader).expect("follower");
+    let follower = *net
+        .nodes
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("follower");
     net.isolate(follower);
     for i in 0..30u8 {
         net.node(leader).propose(vec![i; 20]).expect("leader");
@@ -373,7 +495,11 @@ fn test_snapshot_chunked_install_7() {
     net.tick(6);
     let applied = net.nodes[&leader].applied_index();
     let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
-    let snap = net.node(leader).compact(applied, data.clone()).expect("compact").clone();
+    let snap = net
+        .node(leader)
+        .compact(applied, data.clone())
+        .expect("compact")
+        .clone();
     assert_eq!(snap.meta.index, applied);
     assert!(net.nodes[&leader].first_index() > 1);
     net.heal();
@@ -397,13 +523,18 @@ fn test_snapshot_chunked_install_7() {
                     net.node(id).advance(rd);
                 }
             }
-            let Some(m) = net.queue.pop_front() else { break };
+            let Some(m) = net.queue.pop_front() else {
+                break;
+            };
             net.node(m.to).step(m);
         }
     }
     let installed = installed.expect("snapshot installed on the follower");
     assert_eq!(installed.data, data, "chunks reassembled byte for byte");
-    assert_eq!(net.nodes[&follower].commit_index(), net.nodes[&leader].commit_index());
+    assert_eq!(
+        net.nodes[&follower].commit_index(),
+        net.nodes[&leader].commit_index()
+    );
 }
 
 #[test]
@@ -441,7 +572,11 @@ fn test_bounded_inflight_window_and_backpressure() {
     }
     assert!(refused && accepted <= 20);
     let rd = net.node(leader).ready();
-    let appends = rd.messages.iter().filter(|m| matches!(m.body, MessageBody::Append { .. })).count();
+    let appends = rd
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Append { .. }))
+        .count();
     // Per follower: at most one probe (Probe state) — never unbounded.
     assert!(appends <= 2 * 8, "{appends} appends in flight");
     net.node(leader).advance(rd);
@@ -457,19 +592,38 @@ fn test_restart_from_durable_state_5_1() {
     let durable = DurableState {
         hard_state: node.hard_state(),
         snapshot: Snapshot::default(),
-        entries: (1..=node.last_index()).map(|i| node.entry(i).unwrap().clone()).collect(),
+        entries: (1..=node.last_index())
+            .map(|i| node.entry(i).unwrap().clone())
+            .collect(),
     };
-    let restarted = RawNode::restart(Config::new(leader, &[1, 2, 3], 17), durable).expect("restart");
+    let restarted =
+        RawNode::restart(Config::new(leader, &[1, 2, 3], 17), durable).expect("restart");
     assert_eq!(restarted.role(), Role::Follower);
     assert_eq!(restarted.commit_index(), idx);
-    let bad = DurableState { entries: vec![Entry { term: 1, index: 5, data: vec![] }], ..Default::default() };
-    assert!(matches!(RawNode::restart(Config::new(1, &[1, 2, 3], 1), bad), Err(NewError::Restore(_))));
+    let bad = DurableState {
+        entries: vec![Entry {
+            term: 1,
+            index: 5,
+            data: vec![],
+        }],
+        ..Default::default()
+    };
+    assert!(matches!(
+        RawNode::restart(Config::new(1, &[1, 2, 3], 1), bad),
+        Err(NewError::Restore(_))
+    ));
 }
 
 // ----- disk format -----
 
 fn entries(from: u64, n: u64, term: u64) -> Vec<Entry> {
-    (from..from + n).map(|i| Entry { term, index: i, data: vec![i as u8; (i % 40) as usize] }).collect()
+    (from..from + n)
+        .map(|i| Entry {
+            term,
+            index: i,
+            data: vec![i as u8; (i % 40) as usize],
+        })
+        .collect()
 }
 
 fn open(dev: MemDevice) -> (DiskStore<MemDevice>, disk::RecoveryReport) {
@@ -480,12 +634,23 @@ fn open(dev: MemDevice) -> (DiskStore<MemDevice>, disk::RecoveryReport) {
 fn test_disk_roundtrip_and_compaction() {
     let (mut store, report) = open(MemDevice::new(64));
     assert_eq!(report.stop, StopReason::Formatted);
-    let hs = HardState { term: 3, vote: Some(2), commit: 10 };
+    let hs = HardState {
+        term: 3,
+        vote: Some(2),
+        commit: 10,
+    };
     for batch in 0..200u64 {
-        store.persist(None, &entries(batch * 5 + 1, 5, 3), Some(&hs)).expect("persist");
+        store
+            .persist(None, &entries(batch * 5 + 1, 5, 3), Some(&hs))
+            .expect("persist");
         if batch % 20 == 19 {
             let index = batch * 5;
-            store.save_snapshot(&Snapshot { meta: SnapshotMeta { index, term: 3 }, data: vec![7; 700] }).expect("snap");
+            store
+                .save_snapshot(&Snapshot {
+                    meta: SnapshotMeta { index, term: 3 },
+                    data: vec![7; 700],
+                })
+                .expect("snap");
         }
     }
     let expected = store.state().clone();
@@ -502,7 +667,17 @@ fn test_disk_batches_of_every_length_roundtrip() {
     let (mut store, _) = open(MemDevice::new(2400));
     for (i, len) in (0..560usize).enumerate() {
         let index = i as u64 + 1;
-        store.persist(None, &[Entry { term: 1, index, data: vec![0xAB; len] }], None).unwrap();
+        store
+            .persist(
+                None,
+                &[Entry {
+                    term: 1,
+                    index,
+                    data: vec![0xAB; len],
+                }],
+                None,
+            )
+            .unwrap();
     }
     let expected = store.state().clone();
     let (store, report) = open(store.into_device());
@@ -514,7 +689,17 @@ fn test_disk_batches_of_every_length_roundtrip() {
 fn test_disk_truncating_append_replaces_suffix() {
     let (mut store, _) = open(MemDevice::new(64));
     store.persist(None, &entries(1, 10, 1), None).unwrap();
-    store.persist(None, &entries(6, 2, 2), Some(&HardState { term: 2, vote: None, commit: 0 })).unwrap();
+    store
+        .persist(
+            None,
+            &entries(6, 2, 2),
+            Some(&HardState {
+                term: 2,
+                vote: None,
+                commit: 0,
+            }),
+        )
+        .unwrap();
     let (store, _) = open(store.into_device());
     assert_eq!(store.state().entries.len(), 7);
     assert_eq!(store.state().entries[6].term, 2);
@@ -527,7 +712,17 @@ fn test_disk_every_corruption_detected_prefix_kept() {
     let (mut store, _) = open(MemDevice::new(40));
     let mut prefixes: Vec<usize> = vec![store.state().entries.len()];
     for b in 0..6u64 {
-        store.persist(None, &entries(b * 3 + 1, 3, 1), Some(&HardState { term: 1, vote: None, commit: b * 3 })).unwrap();
+        store
+            .persist(
+                None,
+                &entries(b * 3 + 1, 3, 1),
+                Some(&HardState {
+                    term: 1,
+                    vote: None,
+                    commit: b * 3,
+                }),
+            )
+            .unwrap();
         prefixes.push(store.state().entries.len());
     }
     let generation = store.generation();
@@ -541,7 +736,10 @@ fn test_disk_every_corruption_detected_prefix_kept() {
             let byte = (rng.next_u32() as usize) % SECTOR_BYTES;
             d.flip_bit(base + sector, byte, (rng.next_u32() % 8) as u8);
             let (s, report) = open(d);
-            assert!(prefixes.contains(&s.state().entries.len()), "not a prefix: {report:?}");
+            assert!(
+                prefixes.contains(&s.state().entries.len()),
+                "not a prefix: {report:?}"
+            );
             if !report.stop.is_clean() {
                 assert!(report.records_discarded >= 1);
             }
@@ -556,7 +754,9 @@ fn test_disk_torn_unflushed_tail() {
         let (mut store, _) = open(MemDevice::new(48));
         let mut durable_len = 0;
         for b in 0..8u64 {
-            store.persist(None, &entries(b * 4 + 1, 4, 1), None).unwrap();
+            store
+                .persist(None, &entries(b * 4 + 1, 4, 1), None)
+                .unwrap();
             durable_len = store.state().entries.len();
         }
         let full = store.state().entries.clone();
@@ -565,7 +765,10 @@ fn test_disk_torn_unflushed_tail() {
         store.device_mut().crash(&mut rng);
         let (s, report) = open(store.into_device());
         let got = &s.state().entries;
-        assert!(got.len() == durable_len || got.len() == durable_len + 20, "seed {seed}: {report:?}");
+        assert!(
+            got.len() == durable_len || got.len() == durable_len + 20,
+            "seed {seed}: {report:?}"
+        );
         assert_eq!(&got[..durable_len], &full[..], "flushed prefix kept");
     }
 }
@@ -575,7 +778,9 @@ fn test_disk_zeroed_tail_and_bad_superblock() {
     let (store, _) = open(MemDevice::new(48));
     let (mut store, _) = open(store.into_device()); // Two generations on disk.
     for b in 0..4u64 {
-        store.persist(None, &entries(b * 4 + 1, 4, 1), None).unwrap();
+        store
+            .persist(None, &entries(b * 4 + 1, 4, 1), None)
+            .unwrap();
     }
     let generation = store.generation();
     let dev = store.into_device();
@@ -591,7 +796,11 @@ fn test_disk_zeroed_tail_and_bad_superblock() {
     let (s, report) = open(rotted);
     assert_eq!(report.corrupt_superblocks, 1);
     assert_eq!(report.generation, generation);
-    assert_eq!(s.state().entries.len(), 16, "no roll-back to the older generation");
+    assert_eq!(
+        s.state().entries.len(),
+        16,
+        "no roll-back to the older generation"
+    );
     // Corrupt the superblock and the region's base too: fall back a generation.
     let mut worse = dev;
     worse.flip_bit(generation % 2, 13, 0);
@@ -611,8 +820,14 @@ fn test_disk_garbage_device_refused_not_panicking() {
         dev.write_block(lba, &s).unwrap();
     }
     dev.flush().unwrap();
-    assert!(matches!(DiskStore::open(dev), Err(disk::DiskError::NoValidSuperblock)));
-    assert!(matches!(DiskStore::open(MemDevice::new(10)), Err(disk::DiskError::TooSmall { .. })));
+    assert!(matches!(
+        DiskStore::open(dev),
+        Err(disk::DiskError::NoValidSuperblock)
+    ));
+    assert!(matches!(
+        DiskStore::open(MemDevice::new(10)),
+        Err(disk::DiskError::TooSmall { .. })
+    ));
 }
 
 #[test]
@@ -621,14 +836,20 @@ fn test_snapshot_resumes_after_follower_restart_7() {
     // lost its partial snapshot): the leader must go back, not wait forever.
     let mut net = Net::with(3, 18, |c| c.snapshot_chunk_bytes = 200);
     let leader = net.elect();
-    let follower = *net.nodes.keys().find(|&&id| id != leader).expect("follower");
+    let follower = *net
+        .nodes
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("follower");
     net.isolate(follower);
     for i in 0..10u8 {
         net.node(leader).propose(vec![i]).expect("leader");
         net.stabilize();
     }
     let applied = net.nodes[&leader].applied_index();
-    net.node(leader).compact(applied, vec![9; 1000]).expect("compact");
+    net.node(leader)
+        .compact(applied, vec![9; 1000])
+        .expect("compact");
     net.heal();
     // Deliver only the first chunk, then restart the follower from its durable state (which
     // never includes a partial snapshot).
@@ -636,7 +857,9 @@ fn test_snapshot_resumes_after_follower_restart_7() {
     let durable = DurableState {
         hard_state: f.hard_state(),
         snapshot: Snapshot::default(),
-        entries: (1..=f.last_index()).map(|i| f.entry(i).unwrap().clone()).collect(),
+        entries: (1..=f.last_index())
+            .map(|i| f.entry(i).unwrap().clone())
+            .collect(),
     };
     let mut first_chunk_seen = false;
     for _ in 0..30 {
@@ -660,10 +883,14 @@ fn test_snapshot_resumes_after_follower_restart_7() {
     }
     assert!(first_chunk_seen);
     net.queue.clear();
-    let restarted = RawNode::restart(Config::new(follower, &[1, 2, 3], 99), durable).expect("restart");
+    let restarted =
+        RawNode::restart(Config::new(follower, &[1, 2, 3], 99), durable).expect("restart");
     net.nodes.insert(follower, restarted);
     net.tick(40);
-    assert!(net.nodes[&follower].commit_index() >= applied, "follower caught up after losing its partial snapshot");
+    assert!(
+        net.nodes[&follower].commit_index() >= applied,
+        "follower caught up after losing its partial snapshot"
+    );
     assert_eq!(net.nodes[&follower].snapshot_meta().index, applied);
 }
 
@@ -674,9 +901,24 @@ fn test_disk_random_corruption_anywhere_never_panics() {
     // what was written, and a second open of the sealed result is clean.
     let (mut store, _) = open(MemDevice::new(64));
     for b in 0..30u64 {
-        store.persist(None, &entries(b * 3 + 1, 3, 1 + b / 10), Some(&HardState { term: 1 + b / 10, vote: None, commit: b * 3 })).unwrap();
+        store
+            .persist(
+                None,
+                &entries(b * 3 + 1, 3, 1 + b / 10),
+                Some(&HardState {
+                    term: 1 + b / 10,
+                    vote: None,
+                    commit: b * 3,
+                }),
+            )
+            .unwrap();
         if b == 12 {
-            store.save_snapshot(&Snapshot { meta: SnapshotMeta { index: 30, term: 1 }, data: vec![1; 600] }).unwrap();
+            store
+                .save_snapshot(&Snapshot {
+                    meta: SnapshotMeta { index: 30, term: 1 },
+                    data: vec![1; 600],
+                })
+                .unwrap();
         }
     }
     let full = store.state().clone();
@@ -699,9 +941,18 @@ fn test_disk_random_corruption_anywhere_never_panics() {
             Ok((s, _)) => {
                 let got = s.state();
                 // Either the current generation's prefix or the previous generation's state.
-                let is_prefix = got.entries.iter().all(|e| e.index <= full.snapshot.meta.index
-                    || full.entries.get((e.index - full.snapshot.meta.index - 1) as usize) == Some(e));
-                assert!(is_prefix || got.snapshot.meta.index < full.snapshot.meta.index, "{:?}", got.snapshot.meta);
+                let is_prefix = got.entries.iter().all(|e| {
+                    e.index <= full.snapshot.meta.index
+                        || full
+                            .entries
+                            .get((e.index - full.snapshot.meta.index - 1) as usize)
+                            == Some(e)
+                });
+                assert!(
+                    is_prefix || got.snapshot.meta.index < full.snapshot.meta.index,
+                    "{:?}",
+                    got.snapshot.meta
+                );
                 let (_, again) = DiskStore::open(s.into_device()).expect("sealed store reopens");
                 assert!(again.stop.is_clean(), "{again:?}");
             }

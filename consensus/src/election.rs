@@ -4,8 +4,8 @@
 //! changing its state; only when a quorum would vote for it does it bump the term and run the
 //! real election. Votes are granted to candidates whose log is at least as up-to-date (§5.4.1).
 
-use super::node::Raft;
-use super::types::{MessageBody, Role};
+use crate::node::Raft;
+use crate::types::{MessageBody, Role};
 use crate::NodeId;
 
 impl Raft {
@@ -27,7 +27,15 @@ impl Raft {
         let last_term = self.log.last_term();
         let peers: alloc::vec::Vec<NodeId> = self.peers().collect();
         for peer in peers {
-            self.send_with_term(peer, vote_term, MessageBody::Vote { pre_vote, last_index, last_term });
+            self.send_with_term(
+                peer,
+                vote_term,
+                MessageBody::Vote {
+                    pre_vote,
+                    last_index,
+                    last_term,
+                },
+            );
         }
     }
 
@@ -53,27 +61,55 @@ impl Raft {
     }
 
     /// RequestVote / PreVote (§5.2, §5.4.1, §9.6).
-    pub(crate) fn on_vote(&mut self, from: NodeId, term: u64, pre_vote: bool, last_index: u64, last_term: u64) {
+    pub(crate) fn on_vote(
+        &mut self,
+        from: NodeId,
+        term: u64,
+        pre_vote: bool,
+        last_index: u64,
+        last_term: u64,
+    ) {
         let free = self.vote.is_none() && self.leader.is_none();
         let can_vote = self.vote == Some(from) || free || (pre_vote && term > self.term);
         let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
         if granted {
             // A granted pre-vote answers in the candidate's future term so it counts it.
-            self.send_with_term(from, term, MessageBody::VoteResponse { pre_vote, granted: true });
+            self.send_with_term(
+                from,
+                term,
+                MessageBody::VoteResponse {
+                    pre_vote,
+                    granted: true,
+                },
+            );
             if !pre_vote {
                 debug_assert_eq!(term, self.term);
                 self.vote = Some(from);
                 self.election_elapsed = 0;
             }
         } else {
-            self.send(from, MessageBody::VoteResponse { pre_vote, granted: false });
+            self.send(
+                from,
+                MessageBody::VoteResponse {
+                    pre_vote,
+                    granted: false,
+                },
+            );
         }
     }
 
     /// An answer to our (pre-)vote request.
-    pub(crate) fn on_vote_response(&mut self, from: NodeId, term: u64, pre_vote: bool, granted: bool) {
+    pub(crate) fn on_vote_response(
+        &mut self,
+        from: NodeId,
+        term: u64,
+        pre_vote: bool,
+        granted: bool,
+    ) {
         let expected = match (self.role, pre_vote) {
-            (Role::PreCandidate, true) => granted && term == self.term + 1 || !granted && term == self.term,
+            (Role::PreCandidate, true) => {
+                granted && term == self.term + 1 || !granted && term == self.term
+            }
             (Role::Candidate, false) => term == self.term,
             _ => false,
         };

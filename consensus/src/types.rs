@@ -88,30 +88,59 @@ pub struct Message {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageBody {
     /// RequestVote RPC (§5.2), or a PreVote probe (§9.6) when `pre_vote` is set.
-    Vote { pre_vote: bool, last_index: u64, last_term: u64 },
+    Vote {
+        pre_vote: bool,
+        last_index: u64,
+        last_term: u64,
+    },
     /// Answer to [`MessageBody::Vote`].
     VoteResponse { pre_vote: bool, granted: bool },
     /// AppendEntries RPC (§5.3): entries follow `prev_index` whose term is `prev_term`.
-    Append { prev_index: u64, prev_term: u64, entries: Vec<Entry>, commit: u64 },
+    Append {
+        prev_index: u64,
+        prev_term: u64,
+        entries: Vec<Entry>,
+        commit: u64,
+    },
     /// Answer to [`MessageBody::Append`]. On success `index` is the follower's new match
     /// index; on rejection `index` is the rejected `prev_index` and `hint_index`/`hint_term`
     /// say where the follower's log may match (fast backtracking, §5.3 "optimization").
-    AppendResponse { success: bool, index: u64, hint_index: u64, hint_term: u64 },
+    AppendResponse {
+        success: bool,
+        index: u64,
+        hint_index: u64,
+        hint_term: u64,
+    },
     /// Empty AppendEntries used as heartbeat; `ctx` is the ReadIndex round it confirms.
     Heartbeat { commit: u64, ctx: u64 },
     /// Answer to [`MessageBody::Heartbeat`], echoing `ctx`.
     HeartbeatResponse { ctx: u64 },
     /// One chunk of InstallSnapshot (§7): `data` goes at byte `offset`; `done` marks the last.
-    Snapshot { meta: SnapshotMeta, total_bytes: u64, offset: u64, data: Vec<u8>, done: bool },
+    Snapshot {
+        meta: SnapshotMeta,
+        total_bytes: u64,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    },
     /// Answer to a snapshot chunk: the follower has the first `next_offset` bytes of the
     /// snapshot at `index` (so the leader resumes there); `done` once it is installed.
-    SnapshotResponse { index: u64, next_offset: u64, done: bool },
+    SnapshotResponse {
+        index: u64,
+        next_offset: u64,
+        done: bool,
+    },
 }
 
 impl MessageBody {
     /// Whether a leader of the message's term sends this kind (so the receiver learns a leader).
     pub fn is_from_leader(&self) -> bool {
-        matches!(self, MessageBody::Append { .. } | MessageBody::Heartbeat { .. } | MessageBody::Snapshot { .. })
+        matches!(
+            self,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. }
+        )
     }
 }
 
@@ -158,7 +187,10 @@ pub enum CompactError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RestoreError {
     /// Entries do not follow the snapshot contiguously.
-    NonContiguous { expected_index: u64, found_index: u64 },
+    NonContiguous {
+        expected_index: u64,
+        found_index: u64,
+    },
     /// An entry's term is lower than its predecessor's.
     TermRegression { index: u64 },
     /// The hard-state term is lower than the last entry's term.

@@ -6,11 +6,12 @@
 
 use alloc::vec::Vec;
 
-use super::config::{Config, ConfigError};
-use super::log::RaftLog;
-use super::node::Raft;
-use super::types::{
-    CompactError, Entry, HardState, Message, ProposeError, ReadState, RestoreError, Role, Snapshot, SnapshotMeta,
+use crate::config::{Config, ConfigError};
+use crate::log::RaftLog;
+use crate::node::Raft;
+use crate::types::{
+    CompactError, Entry, HardState, Message, ProposeError, ReadState, RestoreError, Role, Snapshot,
+    SnapshotMeta,
 };
 use crate::NodeId;
 
@@ -78,8 +79,16 @@ impl RawNode {
         let hs = durable.hard_state;
         let log = RaftLog::restored(durable.snapshot, durable.entries, hs.commit);
         let raft = Raft::new(cfg, log, hs.term, hs.vote);
-        let last_hard_state = HardState { term: hs.term, vote: hs.vote, commit: raft.log.committed() };
-        Ok(RawNode { raft, last_hard_state, outstanding: false })
+        let last_hard_state = HardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: raft.log.committed(),
+        };
+        Ok(RawNode {
+            raft,
+            last_hard_state,
+            outstanding: false,
+        })
     }
 
     /// Advances time by one tick (`Config` gives the periods in ticks).
@@ -127,12 +136,19 @@ impl RawNode {
         let ready = Ready {
             snapshot: r.pending_snapshot.take(),
             entries: r.log.unstable().to_vec(),
-            hard_state: if hs != self.last_hard_state { Some(hs) } else { None },
+            hard_state: if hs != self.last_hard_state {
+                Some(hs)
+            } else {
+                None
+            },
             messages: r.outbox.drain(..).collect(),
             committed_entries: r.log.to_apply(MAX_APPLY_PER_READY),
             read_states: core::mem::take(&mut r.read_states),
         };
-        debug_assert!(ready.entries.windows(2).all(|w| w[1].index == w[0].index + 1));
+        debug_assert!(ready
+            .entries
+            .windows(2)
+            .all(|w| w[1].index == w[0].index + 1));
         ready
     }
 
@@ -164,10 +180,16 @@ impl RawNode {
             return Err(CompactError::NotApplied { index, applied });
         }
         if index <= snapshot_index {
-            return Err(CompactError::AlreadyCompacted { index, snapshot_index });
+            return Err(CompactError::AlreadyCompacted {
+                index,
+                snapshot_index,
+            });
         }
         if data.len() > self.raft.cfg.max_snapshot_bytes {
-            return Err(CompactError::TooLarge { bytes: data.len(), max_bytes: self.raft.cfg.max_snapshot_bytes });
+            return Err(CompactError::TooLarge {
+                bytes: data.len(),
+                max_bytes: self.raft.cfg.max_snapshot_bytes,
+            });
         }
         Ok(self.raft.log.compact(index, data))
     }
@@ -192,7 +214,11 @@ impl RawNode {
     }
     /// Current hard state (term, vote, commit).
     pub fn hard_state(&self) -> HardState {
-        HardState { term: self.raft.term, vote: self.raft.vote, commit: self.raft.log.committed() }
+        HardState {
+            term: self.raft.term,
+            vote: self.raft.vote,
+            commit: self.raft.log.committed(),
+        }
     }
     /// Commit index.
     pub fn commit_index(&self) -> u64 {
@@ -237,7 +263,10 @@ fn check_durable(durable: &DurableState) -> Result<(), RestoreError> {
     let mut last_term = durable.snapshot.meta.term;
     for (expected_index, entry) in (durable.snapshot.meta.index + 1..).zip(&durable.entries) {
         if entry.index != expected_index {
-            return Err(RestoreError::NonContiguous { expected_index, found_index: entry.index });
+            return Err(RestoreError::NonContiguous {
+                expected_index,
+                found_index: entry.index,
+            });
         }
         if entry.term < last_term {
             return Err(RestoreError::TermRegression { index: entry.index });
@@ -245,7 +274,10 @@ fn check_durable(durable: &DurableState) -> Result<(), RestoreError> {
         last_term = entry.term;
     }
     if durable.hard_state.term < last_term {
-        return Err(RestoreError::HardStateBehindLog { term: durable.hard_state.term, last_term });
+        return Err(RestoreError::HardStateBehindLog {
+            term: durable.hard_state.term,
+            last_term,
+        });
     }
     Ok(())
 }

@@ -9,8 +9,8 @@
 
 use alloc::collections::{BTreeMap, VecDeque};
 
-use super::node::Raft;
-use super::types::{ProposeError, ReadState, Role};
+use crate::node::Raft;
+use crate::types::{ProposeError, ReadState, Role};
 use crate::NodeId;
 
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +37,11 @@ impl ReadOnly {
 
     /// The newest round that still has reads waiting (0 when none: plain heartbeat).
     pub fn last_round(&self) -> u64 {
-        if self.pending.is_empty() { 0 } else { self.round }
+        if self.pending.is_empty() {
+            0
+        } else {
+            self.round
+        }
     }
 }
 
@@ -45,7 +49,9 @@ impl Raft {
     /// Requests a linearizable read identified by `ctx`; the answer arrives as a `ReadState`.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         // Until an entry of its term commits, the leader may not know the latest commit (§6.4).
         if self.log.term(self.log.committed()) != Some(self.term) {
@@ -61,7 +67,9 @@ impl Raft {
         }
         self.read_only.round += 1;
         let round = self.read_only.round;
-        self.read_only.pending.push_back(PendingRead { ctx, index, round });
+        self.read_only
+            .pending
+            .push_back(PendingRead { ctx, index, round });
         self.bcast_heartbeat(round);
         Ok(())
     }
@@ -87,7 +95,10 @@ impl Raft {
                 break;
             }
             self.read_only.pending.pop_front();
-            self.read_states.push(ReadState { index: read.index, ctx: read.ctx });
+            self.read_states.push(ReadState {
+                index: read.index,
+                ctx: read.ctx,
+            });
         }
         debug_assert!(self.read_states.len() <= 2 * self.cfg.max_pending_reads + 1);
     }
