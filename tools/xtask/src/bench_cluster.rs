@@ -17,11 +17,7 @@ const VICTIM: u64 = 2;
 const OBSERVERS: [u64; 2] = [1, 3];
 
 /// `cargo xtask bench failure-detect [--idle-minutes N]`.
-pub fn failure_detect(args: &[String]) -> Result<(), String> {
-    let flags = crate::Flags::parse(args, &[], &["--idle-minutes"])?;
-    let idle_minutes: u64 = flags.value("--idle-minutes").map_or(Ok(0), |v| {
-        v.parse().map_err(|_| format!("bad --idle-minutes '{v}'"))
-    })?;
+pub fn failure_detect(idle_minutes: u64) -> Result<(), String> {
     setup::ensure_qemu()?;
     let env = image::test_env(false, "bench-failure-detect")?;
     let mut cluster = Cluster::start(&env, "detect", 3, 7).map_err(|e| e.to_string())?;

@@ -15,8 +15,7 @@ use crate::setup;
 const CMD: Duration = Duration::from_secs(10);
 
 /// Runs the demo; fails (non-zero exit) if the failover does not happen.
-pub fn cmd_demo(args: &[String]) -> Result<(), String> {
-    crate::Flags::parse(args, &[], &[])?;
+pub fn cmd_demo() -> Result<(), String> {
     setup::ensure_qemu()?;
     let env = image::test_env(false, "demo")?;
     let e = |err: qemu_tests::HarnessError| err.to_string();

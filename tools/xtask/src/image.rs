@@ -11,8 +11,6 @@ use std::time::Instant;
 
 use boot::Firmware;
 
-use crate::Flags;
-
 /// Kernel build profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
@@ -37,14 +35,13 @@ pub enum Flavor {
 }
 
 /// `cargo xtask build`.
-pub fn cmd_build(args: &[String]) -> Result<(), String> {
-    let flags = Flags::parse(args, &["--release", "--uefi"], &[])?;
-    let profile = if flags.has("--release") {
+pub fn cmd_build(args: &crate::BuildArgs) -> Result<(), String> {
+    let profile = if args.release {
         Profile::Release
     } else {
         Profile::Debug
     };
-    let firmware = if flags.has("--uefi") {
+    let firmware = if args.uefi {
         Firmware::Uefi
     } else {
         Firmware::Bios

@@ -15,43 +15,100 @@ mod test;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage: cargo xtask <command> [options]
+use clap::{Args, Parser, Subcommand};
 
-commands:
-  build [--release] [--uefi]      build the kernel and a bootable disk image; print its path
-  run [--release] [--kvm] [--nodes N] [-- QEMU-ARGS...]
-                                  boot one node with its console on this terminal
-                                  (Ctrl-A x quits QEMU; the event log goes to target/xylem/run/);
-                                  --nodes N: N nodes on the fabric, node 1 here, the others'
-                                  consoles logged under target/xylem/run/<name>/
-  test [--scenario NAME] [--heavy] run every test: host unit tests, in-kernel tests, QEMU scenarios;
-                                  ends with 'N passed, N failed'
-  demo                            the main job: boot a node and show the shell (see README)
-  qemu-cluster [--scenario NAME]  run the multi-node QEMU scenarios
-  bench boot                      METRIC boot_to_prompt_ms (median of 5 boots)
-  bench net                       METRIC ping_rtt_us, transport_rtt_us (two nodes on the fabric)
-  bench raft                      METRIC raft_commit_us, raft_failover_ms (3 voters, virtio-blk disks)
-  help                            this text";
+/// Build, run, test, demo and benchmark Xylem.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version = None)]
+#[command(about = "Build, run, test, demo and benchmark Xylem", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the kernel and a bootable disk image; print its path.
+    Build(BuildArgs),
+    /// Boot one node with its console on this terminal (Ctrl-A x quits QEMU), or a cluster.
+    Run(RunArgs),
+    /// Every test: lints, host unit tests, in-kernel tests, QEMU scenarios; ends with
+    /// 'N passed, N failed'.
+    Test(TestArgs),
+    /// The main job: a real failover on a three-node cluster, narrated (see README).
+    Demo,
+    /// The multi-node QEMU scenarios, heavy ones included.
+    QemuCluster(ClusterArgs),
+    /// Benchmarks; each prints 'METRIC <name> <value> <unit>' lines.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Bench,
+    },
+}
+
+/// `cargo xtask build`.
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Optimised kernel (the tests and benchmarks use it).
+    #[arg(long)]
+    pub release: bool,
+    /// A UEFI image instead of BIOS.
+    #[arg(long)]
+    pub uefi: bool,
+}
+
+/// `cargo xtask run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Optimised kernel.
+    #[arg(long)]
+    pub release: bool,
+    /// Use KVM instead of TCG (slow under nested virtualisation).
+    #[arg(long)]
+    pub kvm: bool,
+    /// N nodes on the fabric: node 1's console here, the others' logged under
+    /// target/xylem/run/<name>/.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub nodes: Option<u16>,
+    /// Extra arguments for QEMU (after --).
+    #[arg(last = true, value_name = "QEMU-ARGS")]
+    pub qemu_args: Vec<String>,
+}
+
+/// `cargo xtask test`.
+#[derive(Args)]
+pub struct TestArgs {
+    /// Run only this QEMU scenario (no lints or host tests).
+    #[arg(long, value_name = "NAME")]
+    pub scenario: Option<String>,
+    /// Add the heavy suite (the five-node scenario).
+    #[arg(long)]
+    pub heavy: bool,
+    /// Use KVM instead of TCG.
+    #[arg(long)]
+    pub kvm: bool,
+}
+
+/// `cargo xtask qemu-cluster`.
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// Run only this scenario.
+    #[arg(long, value_name = "NAME")]
+    pub scenario: Option<String>,
+    /// Use KVM instead of TCG.
+    #[arg(long)]
+    pub kvm: bool,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((command, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let result = match command.as_str() {
-        "build" => image::cmd_build(rest),
-        "run" => run::cmd_run(rest),
-        "test" => test::cmd_test(rest),
-        "demo" => demo::cmd_demo(rest),
-        "qemu-cluster" => test::cmd_qemu_cluster(rest),
-        "bench" => bench::cmd_bench(rest),
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        other => Err(format!("unknown command '{other}'\n\n{USAGE}")),
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Build(args) => image::cmd_build(args),
+        Command::Run(args) => run::cmd_run(args),
+        Command::Test(args) => test::cmd_test(args),
+        Command::Demo => demo::cmd_demo(),
+        Command::QemuCluster(args) => test::cmd_qemu_cluster(args),
+        Command::Bench { which } => bench::cmd_bench(which),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,55 +116,6 @@ fn main() -> ExitCode {
             eprintln!("xtask: error: {why}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Command-line flags: `--name` switches and `--name value` options, rejecting unknowns.
-pub struct Flags {
-    switches: Vec<String>,
-    values: Vec<(String, String)>,
-    /// Everything after `--`.
-    pub passthrough: Vec<String>,
-}
-
-impl Flags {
-    /// Parses `args` given the allowed switches and value options.
-    pub fn parse(args: &[String], switches: &[&str], options: &[&str]) -> Result<Flags, String> {
-        let mut flags = Flags {
-            switches: Vec::new(),
-            values: Vec::new(),
-            passthrough: Vec::new(),
-        };
-        let mut iter = args.iter();
-        while let Some(arg) = iter.next() {
-            if arg == "--" {
-                flags.passthrough = iter.cloned().collect();
-                break;
-            } else if switches.contains(&arg.as_str()) {
-                flags.switches.push(arg.clone());
-            } else if options.contains(&arg.as_str()) {
-                let value = iter.next().ok_or_else(|| format!("{arg} needs a value"))?;
-                flags.values.push((arg.clone(), value.clone()));
-            } else {
-                return Err(format!(
-                    "unexpected argument '{arg}' (try 'cargo xtask help')"
-                ));
-            }
-        }
-        Ok(flags)
-    }
-
-    /// Whether a switch was given.
-    pub fn has(&self, switch: &str) -> bool {
-        self.switches.iter().any(|s| s == switch)
-    }
-
-    /// The value of an option.
-    pub fn value(&self, option: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .find(|(k, _)| k == option)
-            .map(|(_, v)| v.as_str())
     }
 }
 

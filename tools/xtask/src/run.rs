@@ -10,42 +10,29 @@ use qemu_tests::node::Node;
 use qemu_tests::qemu::NodeSpec;
 
 use crate::image::{self, Flavor, Profile};
-use crate::{setup, Flags};
-
-/// Most nodes `--nodes` starts (fabric addresses go up to .254; this bounds the host).
-const NODES_MAX: usize = 16;
+use crate::{setup, RunArgs};
 
 /// Boots one node interactively, or a cluster with `--nodes N`.
-pub fn cmd_run(args: &[String]) -> Result<(), String> {
-    let flags = Flags::parse(args, &["--release", "--kvm"], &["--nodes"])?;
+pub fn cmd_run(args: &RunArgs) -> Result<(), String> {
     setup::ensure_qemu()?;
-    let profile = if flags.has("--release") {
+    let profile = if args.release {
         Profile::Release
     } else {
         Profile::Debug
     };
-    let nodes = match flags.value("--nodes") {
-        None => None,
-        Some(n) => match n.parse::<usize>() {
-            Ok(n) if (1..=NODES_MAX).contains(&n) => Some(n),
-            _ => {
-                return Err(format!(
-                    "--nodes wants a number of nodes from 1 to {NODES_MAX}, not '{n}'"
-                ))
-            }
-        },
-    };
+    // clap bounds --nodes to 1..=16 (fabric addresses go up to .254; this bounds the host).
+    let nodes = args.nodes.map(usize::from);
     let image = image::build_image(profile, Flavor::Shell, Firmware::Bios)?;
     let dir = image::fresh_dir(&image::xylem_dir().join("run"))?;
     match nodes {
         None => {
             let mut spec = NodeSpec::worker(1, &image);
             spec.memory_mib = 128;
-            spec.kvm = flags.has("--kvm");
-            spec.extra_args = flags.passthrough.clone();
+            spec.kvm = args.kvm;
+            spec.extra_args = args.qemu_args.clone();
             run_interactive(&spec, &dir)
         }
-        Some(count) => run_cluster(&image, &dir, count, &flags),
+        Some(count) => run_cluster(&image, &dir, count, args),
     }
 }
 
@@ -55,7 +42,7 @@ fn run_cluster(
     image: &std::path::Path,
     dir: &std::path::Path,
     count: usize,
-    flags: &Flags,
+    args: &RunArgs,
 ) -> Result<(), String> {
     let ids: Vec<u32> = (1..=count as u32).collect();
     let seed = std::time::SystemTime::now()
@@ -63,9 +50,9 @@ fn run_cluster(
         .map_or(1, |d| d.as_secs());
     let fabric = Fabric::start(FabricConfig::new(dir, &ids, seed))
         .map_err(|e| format!("starting the fabric: {e:?}"))?;
-    let mut specs = cluster::specs(image, &fabric, count, flags.has("--kvm"));
+    let mut specs = cluster::specs(image, &fabric, count, args.kvm);
     for spec in &mut specs {
-        spec.extra_args.extend(flags.passthrough.iter().cloned());
+        spec.extra_args.extend(args.qemu_args.iter().cloned());
     }
     let first = specs.remove(0);
     let mut others = Vec::new();

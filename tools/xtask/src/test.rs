@@ -13,7 +13,7 @@ use qemu_tests::scenarios::{self, Suite};
 use qemu_tests::Env;
 
 use crate::image::{self, cargo};
-use crate::{setup, Flags};
+use crate::{setup, ClusterArgs, TestArgs};
 
 /// Pass/fail counts.
 #[derive(Default)]
@@ -46,22 +46,21 @@ impl Tally {
 }
 
 /// `cargo xtask test [--scenario NAME]`.
-pub fn cmd_test(args: &[String]) -> Result<(), String> {
-    let flags = Flags::parse(args, &["--kvm", "--heavy"], &["--scenario"])?;
+pub fn cmd_test(args: &TestArgs) -> Result<(), String> {
     let started = Instant::now();
     let mut tally = Tally::default();
     setup::ensure_qemu()?;
-    if flags.value("--scenario").is_none() {
+    if args.scenario.is_none() {
         host_tests(&mut tally);
     }
-    match image::test_env(flags.has("--kvm"), "test") {
-        Ok(env) => match flags.value("--scenario") {
+    match image::test_env(args.kvm, "test") {
+        Ok(env) => match args.scenario.as_deref() {
             // One scenario, whichever suite it is in.
             Some(name) => run_named(&env, name, &mut tally),
             None => {
                 run_scenarios(&env, Suite::Node, None, &mut tally);
                 run_scenarios(&env, Suite::Cluster, None, &mut tally);
-                if flags.has("--heavy") {
+                if args.heavy {
                     run_scenarios(&env, Suite::Heavy, None, &mut tally);
                 }
             }
@@ -73,12 +72,11 @@ pub fn cmd_test(args: &[String]) -> Result<(), String> {
 }
 
 /// `cargo xtask qemu-cluster [--scenario NAME]`.
-pub fn cmd_qemu_cluster(args: &[String]) -> Result<(), String> {
-    let flags = Flags::parse(args, &["--kvm"], &["--scenario"])?;
+pub fn cmd_qemu_cluster(args: &ClusterArgs) -> Result<(), String> {
     setup::ensure_qemu()?;
-    let env = image::test_env(flags.has("--kvm"), "cluster")?;
+    let env = image::test_env(args.kvm, "cluster")?;
     let mut tally = Tally::default();
-    match flags.value("--scenario") {
+    match args.scenario.as_deref() {
         Some(name) => run_named(&env, name, &mut tally),
         None => {
             run_scenarios(&env, Suite::Cluster, None, &mut tally);
