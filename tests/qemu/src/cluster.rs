@@ -5,9 +5,17 @@
 //! everyone, so `ping worker-2` works on every node. Three-node clusters are the demo
 //! layout: `worker-1`, `worker-2` and `witness` (role witness). Dropping a `Cluster` kills
 //! every QEMU (each `Node` does on drop) and then stops the fabric.
+//!
+//! Every cluster keeps a journal (`harness.log` in its directory, `timeline::journal`):
+//! each node's clock is read once it has booted and again when the cluster is dropped,
+//! and signals, restarts and nemesis acts are recorded, so `cargo xtask timeline` can draw
+//! the run on one clock.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use timeline::journal::{self, Journal};
 
 use crate::fabric::{Fabric, FabricConfig, Mac, Nemesis};
 use crate::node::Node;
@@ -107,6 +115,7 @@ pub struct Cluster {
     // Field order matters: nodes drop (and die) before the fabric stops.
     pub nodes: Vec<Node>,
     pub fabric: Fabric,
+    journal: Arc<Journal>,
     /// How often each node was restarted (names the restarted node's log directory).
     restarts: std::collections::BTreeMap<u64, u32>,
 }
@@ -118,12 +127,22 @@ impl Cluster {
         let dir = env.run_dir.join(name);
         // A previous run of this scenario may have left sockets and logs.
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| HarnessError::Io(format!("creating {}", dir.display()), e))?;
+        let journal = Arc::new(
+            Journal::create(&dir)
+                .map_err(|e| HarnessError::Io("creating the journal".into(), e))?,
+        );
         let ids: Vec<u32> = (1..=count as u32).collect();
-        let fabric = Fabric::start(FabricConfig::new(&dir, &ids, seed))
-            .map_err(|e| HarnessError::Check(format!("fabric: {e:?}")))?;
+        let mut config = FabricConfig::new(&dir, &ids, seed);
+        config.journal = Some(Arc::clone(&journal));
+        let fabric =
+            Fabric::start(config).map_err(|e| HarnessError::Check(format!("fabric: {e:?}")))?;
         let mut nodes = Vec::new();
         for spec in specs(&env.image, &fabric, count, env.kvm) {
-            nodes.push(Node::start(spec, &dir)?);
+            let mut node = Node::start(spec, &dir)?;
+            node.set_journal(Arc::clone(&journal), 0);
+            nodes.push(node);
         }
         for node in &mut nodes {
             // The network comes up (and says so) before the shell's first prompt.
@@ -135,12 +154,30 @@ impl Cluster {
         std::thread::sleep(SETTLE);
         for node in &mut nodes {
             node.command("echo ready", BOOT_TIMEOUT)?;
+            node.clock_sample()?;
         }
         Ok(Cluster {
             nodes,
             fabric,
+            journal,
             restarts: std::collections::BTreeMap::new(),
         })
+    }
+
+    /// The run's journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// Reads the clock of every node that can answer (not killed, not stopped); the
+    /// readings go to the journal and sharpen the clock fit of timelines.
+    pub fn sync_clocks(&mut self, timeout: Duration) {
+        for node in &mut self.nodes {
+            if node.is_responsive() {
+                // A node that cannot answer now is simply not sampled.
+                let _ = node.clock_sample_within(timeout);
+            }
+        }
     }
 
     /// The node with id `id` (1-based).
@@ -165,9 +202,18 @@ impl Cluster {
         let _ = std::fs::remove_file(crate::fabric::node_path(&dir, id as u32));
         let restarts = self.restarts.entry(id).or_insert(0);
         *restarts += 1;
-        let mut node = Node::start(spec, &dir.join(format!("restart-{restarts}")))?;
-        node.wait_for_prompt(BOOT_TIMEOUT)?;
+        let incarnation = *restarts;
+        self.journal.record(
+            Instant::now(),
+            journal::kind::RESTART,
+            &[("target", &spec.name), ("incarnation", &incarnation)],
+        );
+        let mut node = Node::start(spec, &dir.join(format!("restart-{incarnation}")))?;
+        node.set_journal(Arc::clone(&self.journal), incarnation);
+        let booted = node.wait_for_prompt(BOOT_TIMEOUT);
         self.nodes.insert(index, node);
+        booted?;
+        self.nodes[index].clock_sample()?;
         Ok(())
     }
 
@@ -177,6 +223,14 @@ impl Cluster {
             .iter()
             .map(|n| (n.spec.id, n.spec.name.clone()))
             .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A last reading of every clock, so timelines can fit each clock's rate over the
+        // whole run (the boot readings alone span too little time).
+        self.sync_clocks(crate::node::FINAL_SAMPLE_TIMEOUT);
     }
 }
 

@@ -12,6 +12,7 @@ mod lint;
 mod run;
 mod setup;
 mod test;
+mod timeline;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,8 @@ enum Command {
     Demo,
     /// The multi-node QEMU scenarios, heavy ones included.
     QemuCluster(ClusterArgs),
+    /// One HTML picture of a cluster run (default: the newest under target/xylem/).
+    Timeline(TimelineArgs),
     /// Benchmarks; each prints 'METRIC <name> <value> <unit>' lines.
     Bench {
         #[command(subcommand)]
@@ -89,6 +92,18 @@ pub struct TestArgs {
     pub kvm: bool,
 }
 
+/// `cargo xtask timeline`.
+#[derive(Args)]
+pub struct TimelineArgs {
+    /// The run directory (one holding <node>/events.log); default: the newest run.
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dir: Option<std::path::PathBuf>,
+    /// Also screenshot the page in headless Chromium (installed from apt when missing and
+    /// root), next to it as timeline.png.
+    #[arg(long)]
+    pub screenshot: bool,
+}
+
 /// `cargo xtask qemu-cluster`.
 #[derive(Args)]
 pub struct ClusterArgs {
@@ -108,6 +123,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::cmd_test(args),
         Command::Demo => demo::cmd_demo(),
         Command::QemuCluster(args) => test::cmd_qemu_cluster(args),
+        Command::Timeline(args) => timeline::cmd_timeline(args),
         Command::Bench { which } => bench::cmd_bench(which),
     };
     match result {

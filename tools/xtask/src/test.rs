@@ -176,6 +176,7 @@ fn run_scenarios(env: &Env, suite: Suite, only: Option<&str>, tally: &mut Tally)
     eprintln!("==> {} QEMU scenario(s), {:?} suite", chosen.len(), suite);
     for scenario in chosen {
         let started = Instant::now();
+        let started_at = std::time::SystemTime::now();
         match (scenario.run)(env) {
             Ok(()) => {
                 tally.passed += 1;
@@ -187,6 +188,7 @@ fn run_scenarios(env: &Env, suite: Suite, only: Option<&str>, tally: &mut Tally)
             }
             Err(why) => {
                 println!("scenario {} FAILED: {why}", scenario.name);
+                crate::timeline::after_failure(&env.run_dir, started_at);
                 tally.fail(format!("scenario {}: {why}", scenario.name));
             }
         }

@@ -9,6 +9,7 @@ pub mod membership;
 pub mod raft;
 mod shell;
 mod tasks;
+mod timeline;
 
 use crate::{Env, HarnessError};
 
@@ -108,6 +109,11 @@ pub const ALL: &[Scenario] = &[
         name: "xylem-bad-commands",
         suite: Suite::Cluster,
         run: control::bad_commands,
+    },
+    Scenario {
+        name: "timeline-failover",
+        suite: Suite::Cluster,
+        run: timeline::failover,
     },
     Scenario {
         name: "xylem-five-nodes",
