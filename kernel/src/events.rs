@@ -64,6 +64,8 @@ pub enum EventKind {
         frames_kib: u64,
         heap_kib: u64,
         tsc_mhz: u64,
+        /// Worst-case rate error of the clock calibration, in ppm.
+        tsc_err_ppm: u64,
     },
     /// A task ended (the scheduler's ground truth).
     TaskExit {
@@ -184,9 +186,9 @@ impl fmt::Display for EventKind {
     /// The `key=value` fields after `kind=`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EventKind::Boot { id, role, frames_kib, heap_kib, tsc_mhz } => write!(
+            EventKind::Boot { id, role, frames_kib, heap_kib, tsc_mhz, tsc_err_ppm } => write!(
                 f,
-                "id={id} role={role} version={} frames_kib={frames_kib} heap_kib={heap_kib} tsc_mhz={tsc_mhz}",
+                "id={id} role={role} version={} frames_kib={frames_kib} heap_kib={heap_kib} tsc_mhz={tsc_mhz} tsc_err_ppm={tsc_err_ppm}",
                 env!("CARGO_PKG_VERSION")
             ),
             EventKind::TaskExit { task, name, reason, cpu_ticks } => {

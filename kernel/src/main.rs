@@ -98,6 +98,7 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
         frames_kib: total_kib,
         heap_kib: heap_bytes / 1024,
         tsc_mhz: calibration.tsc_hz / 1_000_000,
+        tsc_err_ppm: time::calibration_error_ppm(),
     });
     start_tasks();
     sched::run_idle()

@@ -260,10 +260,18 @@ pub fn build(run: &RunLogs) -> Timeline {
         .chain(journal.iter().map(|e| e.t_us as HostUs))
         .max()
         .unwrap_or(0);
-    let mut lanes = Vec::new();
-    for name in lane_order(run, &ids) {
-        lanes.push(lane(&name, run, &maps, &placed, &journal, &ids, run_end));
-    }
+    let order = lane_order(run, &ids);
+    let boots: BTreeMap<String, Vec<Incarnation>> = order
+        .iter()
+        .map(|name| {
+            let list = incarnations_of(name, run, &maps, &placed, &journal, run_end);
+            (name.clone(), list)
+        })
+        .collect();
+    let lanes: Vec<Lane> = order
+        .iter()
+        .map(|name| lane(name, &boots, &placed, &journal, &ids, run_end))
+        .collect();
     for lane in &lanes {
         for inc in &lane.incarnations {
             notes.push(format!(
@@ -438,40 +446,38 @@ fn faults(journal: &[Event], ids: &BTreeMap<String, u64>) -> Vec<Marker> {
         .collect()
 }
 
-/// Builds one node's lane.
-fn lane(
+/// The boots of node `name`, on the host clock.
+fn incarnations_of(
     name: &str,
     run: &RunLogs,
     maps: &[ClockMap],
     placed: &[Placed],
     journal: &[Event],
-    ids: &BTreeMap<String, u64>,
     run_end: HostUs,
-) -> Lane {
+) -> Vec<Incarnation> {
     let mine: Vec<usize> = (0..run.nodes.len())
         .filter(|&i| run.nodes[i].name == name)
-        .collect();
-    let signals: Vec<&Event> = journal
-        .iter()
-        .filter(|e| e.kind == kind::SIGNAL && e.get("target") == Some(name))
         .collect();
     let mut incarnations = Vec::new();
     for (k, &i) in mine.iter().enumerate() {
         let node = &run.nodes[i];
-        let events: Vec<&Placed> = placed
-            .iter()
-            .filter(|p| p.node == name && p.incarnation == node.incarnation)
-            .collect();
         let from_us = maps[i].origin_us();
         let next_start = mine.get(k + 1).map(|&j| maps[j].origin_us());
-        let killed = signals.iter().find(|s| {
-            s.get("signal") == Some("SIGKILL")
+        let killed = journal.iter().find(|s| {
+            s.kind == kind::SIGNAL
+                && s.get("target") == Some(name)
+                && s.get("signal") == Some("SIGKILL")
                 && s.get_u64("incarnation") == Some(u64::from(node.incarnation))
         });
         let to_us = match (killed, next_start) {
             (Some(kill), _) => kill.t_us as HostUs,
             // It stopped on its own before the next boot: its last word is the best bound.
-            (None, Some(_)) => events.last().map_or(from_us, |p| p.at_us),
+            (None, Some(_)) => placed
+                .iter()
+                .filter(|p| p.node == name && p.incarnation == node.incarnation)
+                .map(|p| p.at_us)
+                .max()
+                .unwrap_or(from_us),
             (None, None) => run_end,
         };
         incarnations.push(Incarnation {
@@ -482,12 +488,29 @@ fn lane(
             garbage: node.log.garbage,
         });
     }
+    incarnations
+}
+
+/// Builds one node's lane; `boots` holds every node's incarnations.
+fn lane(
+    name: &str,
+    boots: &BTreeMap<String, Vec<Incarnation>>,
+    placed: &[Placed],
+    journal: &[Event],
+    ids: &BTreeMap<String, u64>,
+    run_end: HostUs,
+) -> Lane {
+    let signals: Vec<&Event> = journal
+        .iter()
+        .filter(|e| e.kind == kind::SIGNAL && e.get("target") == Some(name))
+        .collect();
+    let incarnations = boots.get(name).cloned().unwrap_or_default();
     let own: Vec<&Placed> = placed.iter().filter(|p| p.node == name).collect();
     Lane {
         node: name.to_string(),
         id: ids.get(name).copied(),
         process: process_spans(&incarnations, &signals, journal, name, run_end),
-        membership: membership_strips(name, ids, placed, &incarnations, run_end),
+        membership: membership_strips(name, ids, placed, boots),
         raft: raft_spans(&own, &incarnations),
         cells: cell_bars(&own, &incarnations),
         incarnations,
@@ -607,48 +630,55 @@ fn membership_strips(
     name: &str,
     ids: &BTreeMap<String, u64>,
     placed: &[Placed],
-    incarnations: &[Incarnation],
-    run_end: HostUs,
+    boots: &BTreeMap<String, Vec<Incarnation>>,
 ) -> Vec<Strip> {
     let Some(&id) = ids.get(name) else {
         return Vec::new();
     };
-    let first_boot = incarnations.first().map_or(0, |i| i.from_us);
-    let observers: BTreeSet<&str> = placed
-        .iter()
-        .map(|p| p.node.as_str())
+    let first_boot = boots
+        .get(name)
+        .and_then(|b| b.first())
+        .map_or(0, |i| i.from_us);
+    let mut order: Vec<&str> = boots
+        .keys()
+        .map(String::as_str)
         .filter(|n| *n != name)
         .collect();
-    let mut order: Vec<&str> = observers.into_iter().collect();
     order.sort_by_key(|n| (ids.get(*n).copied().unwrap_or(u64::MAX), n.to_string()));
     order
         .into_iter()
         .map(|observer| {
-            let mut spans: Vec<Span<Member>> = Vec::new();
-            for p in placed.iter().filter(|p| p.node == observer) {
-                if p.at_us < first_boot || p.event.get_u64("peer") != Some(id) {
-                    continue;
-                }
-                let verdict = match p.event.kind.as_str() {
-                    "node_up" | "node_alive" => Member::Alive,
-                    "node_suspect" => Member::Suspect,
-                    "node_down" => Member::Down,
-                    "node_left" => Member::Left,
-                    _ => continue,
-                };
-                // A late suspicion from a slower observer does not undo its own down verdict.
-                if verdict == Member::Suspect
-                    && spans.last().is_some_and(|s| s.state == Member::Down)
+            let mut all = Vec::new();
+            // Each boot of the observer starts its view afresh and ends it when it dies.
+            for inc in &boots[observer] {
+                let mut spans: Vec<Span<Member>> = Vec::new();
+                for p in placed
+                    .iter()
+                    .filter(|p| p.node == observer && p.incarnation == inc.number)
                 {
-                    continue;
+                    if p.at_us < first_boot || p.event.get_u64("peer") != Some(id) {
+                        continue;
+                    }
+                    let verdict = match p.event.kind.as_str() {
+                        "node_up" | "node_alive" => Member::Alive,
+                        "node_suspect" => Member::Suspect,
+                        "node_down" => Member::Down,
+                        "node_left" => Member::Left,
+                        _ => continue,
+                    };
+                    // A late suspicion does not undo the observer's own down verdict.
+                    if verdict == Member::Suspect
+                        && spans.last().is_some_and(|s| s.state == Member::Down)
+                    {
+                        continue;
+                    }
+                    switch(&mut spans, p.at_us, verdict, &p.event.raw);
                 }
-                switch(&mut spans, p.at_us, verdict, &p.event.raw);
+                all.extend(close(spans, inc.to_us));
             }
-            // A verdict holds until the observer's next one (or the run's end): an observer
-            // that died keeps its last view, which the process track puts in context.
             Strip {
                 observer: observer.to_string(),
-                spans: close(spans, run_end),
+                spans: all,
             }
         })
         .collect()

@@ -83,6 +83,7 @@ fn failover_run() -> RunLogs {
     let mut worker2 = String::new();
     for (h, rest) in [
         (1_205_000, "boot id=2 role=worker"),
+        (1_300_000, "node_up peer=1"),
         (1_600_000, "raft_role role=follower term=1 leader=1"),
         (
             3_050_000,
@@ -206,6 +207,11 @@ fn each_observer_keeps_its_own_membership_view() {
     let down = &w2.membership[0].spans[2];
     assert!((down.from_us - 10_400_000).abs() <= 2);
     assert!(down.raw.contains("node_down"));
+    // A dead observer has no view: worker-2's view of worker-1 ends with its kill.
+    let w1 = lane(&tl, "worker-1");
+    assert_eq!(w1.membership[0].observer, "worker-2");
+    assert_eq!(w1.membership[0].spans.len(), 1);
+    assert_eq!(w1.membership[0].spans[0].to_us, KILL_US);
     // The witness never saw worker-2 come back: its last verdict holds to the end.
     assert_eq!(w2.membership[1].spans.last().unwrap().state, Member::Down);
     assert_eq!(
