@@ -66,6 +66,8 @@ pub enum EventKind {
         tsc_mhz: u64,
         /// Worst-case rate error of the clock calibration, in ppm.
         tsc_err_ppm: u64,
+        /// This boot's random id (crash records name the boot that panicked with it).
+        boot_id: u64,
     },
     /// A task ended (the scheduler's ground truth).
     TaskExit {
@@ -186,9 +188,9 @@ impl fmt::Display for EventKind {
     /// The `key=value` fields after `kind=`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EventKind::Boot { id, role, frames_kib, heap_kib, tsc_mhz, tsc_err_ppm } => write!(
+            EventKind::Boot { id, role, frames_kib, heap_kib, tsc_mhz, tsc_err_ppm, boot_id } => write!(
                 f,
-                "id={id} role={role} version={} frames_kib={frames_kib} heap_kib={heap_kib} tsc_mhz={tsc_mhz} tsc_err_ppm={tsc_err_ppm}",
+                "id={id} role={role} version={} frames_kib={frames_kib} heap_kib={heap_kib} tsc_mhz={tsc_mhz} tsc_err_ppm={tsc_err_ppm} boot_id={boot_id:016x}",
                 env!("CARGO_PKG_VERSION")
             ),
             EventKind::TaskExit { task, name, reason, cpu_ticks } => {
@@ -255,6 +257,19 @@ pub fn push(kind: EventKind) {
             .push(Event { t_us, kind });
     });
     CONSUMERS.wake_all();
+}
+
+/// Writes one COM2 line in the event format without queueing an event: for records too
+/// large for the queue's inline events, such as the previous boot's panic (`last_panic`).
+pub fn log_only(kind: &str, fields: fmt::Arguments) {
+    serial::write_fmt(
+        Line::EventLog,
+        format_args!(
+            "t_us={} node={} kind={kind} {fields}\n",
+            time::now_us(),
+            node::name()
+        ),
+    );
 }
 
 /// Takes the next event, blocking until one arrives.

@@ -26,6 +26,7 @@ mod mm;
 mod cells;
 mod cluster;
 mod console;
+mod crash;
 mod events;
 mod klog;
 #[cfg(feature = "ktest")]
@@ -79,6 +80,7 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     cells::init();
     let calibration = platform::init(boot_info.rsdp_addr.into_option());
     let node = node::init();
+    let boot_id = crash::init_boot_id();
     arch::cpu::enable_interrupts();
     // Bytes typed before the COM1 route existed raised no interrupt; collect them now.
     console::on_receive_interrupt();
@@ -99,6 +101,7 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
         heap_kib: heap_bytes / 1024,
         tsc_mhz: calibration.tsc_hz / 1_000_000,
         tsc_err_ppm: time::calibration_error_ppm(),
+        boot_id,
     });
     start_tasks();
     sched::run_idle()
@@ -109,6 +112,9 @@ fn start_tasks() {
     use kcore::run_queue::Priority;
     // The network first: probing must finish before other tasks run and measure things.
     netstack::start();
+    // Before the cluster: what the previous boot's panic left is reported first, and the
+    // node's status reports carry it from the start.
+    crash::check_previous_boot();
     // The cluster drivers log as they start (voters, disk recovery): do it before the shell
     // prints its first prompt, so nothing lands in the middle of a command's output.
     cluster::membership::init();

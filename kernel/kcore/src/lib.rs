@@ -11,6 +11,7 @@
 extern crate alloc;
 
 pub mod byte_ring;
+pub mod crash_record;
 pub mod event_ring;
 pub mod frame_filter;
 pub mod line_editor;

@@ -450,7 +450,8 @@ fn my_report() -> Option<NodeReport> {
                 }
             })
             .collect();
-        let report = NodeReport::new(me, c.report_seq, load, free_mib, cells);
+        let mut report = NodeReport::new(me, c.report_seq, load, free_mib, cells);
+        report.last_panic = crate::crash::last_panic_note();
         c.reports.insert(me, (report.clone(), now));
         report
     })

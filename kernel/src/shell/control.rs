@@ -365,6 +365,7 @@ pub fn render_status() -> String {
                     load_milli: report.map_or(0, |r| r.load_milli),
                     free_mib: report.map_or(0, |r| r.free_mib),
                     cells: report.map_or(0, |r| r.cell_count),
+                    last_panic: report.and_then(|r| r.last_panic.clone()),
                 }
             })
             .collect();

@@ -8,6 +8,7 @@ mod basic;
 mod cell;
 mod cluster;
 mod control;
+mod crash;
 mod net;
 mod tasks;
 
@@ -43,6 +44,7 @@ fn commands() -> impl Iterator<Item = &'static Command> {
         .chain(cluster::COMMANDS)
         .chain(control::COMMANDS)
         .chain(net::COMMANDS)
+        .chain(crash::COMMANDS)
 }
 
 /// Runs the shell forever.

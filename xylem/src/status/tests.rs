@@ -17,6 +17,7 @@ fn node(name: &str, role: NodeRole, raft: RaftRole) -> NodeRow {
         load_milli: 420,
         free_mib: 912,
         cells: 1,
+        last_panic: None,
     }
 }
 
@@ -112,6 +113,13 @@ fn worst_case_fits_80_columns() {
         load_milli: u32::MAX,
         free_mib: u32::MAX,
         cells: u32::MAX,
+        last_panic: Some(crate::report::PanicNote::panicked(
+            u64::MAX,
+            u64::MAX,
+            Some(u8::MAX),
+            u64::MAX,
+            &"é".repeat(100),
+        )),
     }];
     input.services = vec![ServiceRow {
         name: long.clone(),
@@ -306,4 +314,36 @@ fn cell_rows_come_from_reports() {
     input.cells = rows;
     assert!(render(&input)
         .contains("12     web                         1 w2           backoff      4      9s"));
+}
+
+#[test]
+fn a_crashed_node_shows_its_last_panic() {
+    use crate::report::PanicNote;
+    let mut input = typical(true);
+    assert!(
+        !render(&input).contains("LAST PANIC"),
+        "no section without a panic"
+    );
+    input.nodes[1].last_panic = Some(PanicNote::panicked(
+        0xabc,
+        12_345,
+        Some(14),
+        0x1a2b,
+        "page fault (vector 14) in kernel mode",
+    ));
+    input.nodes[2].last_panic = Some(PanicNote::CorruptRecord);
+    let text = render(&input);
+    let section: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains("LAST PANIC"))
+        .collect();
+    assert_eq!(
+        section,
+        [
+            "NODE         LAST PANIC (previous boot)",
+            "w2           up 12.3s vector 14 elf+0x1a2b: page fault (vector 14) in kernel mo~",
+            "witness      crash record corrupt (torn or flipped; not trusted)",
+        ]
+    );
+    assert!(text.lines().all(|l| l.chars().count() <= WIDTH));
 }

@@ -7,17 +7,32 @@
 //! Data moves through one page of the DMA pool ([`Bounce`]) so a caller's buffer never has
 //! to be physically contiguous. Every device failure becomes a typed [`DeviceError`]; no
 //! I/O path panics.
+//!
+//! The device lives in one static slot ([`DISK`]) and every request takes it with interrupts
+//! masked, so a request is never interrupted half-way and the slot is free whenever no
+//! request runs. That is what lets the panic handler write a crash record with
+//! [`panic_write`]: it takes the slot without waiting (if a request was under way, the panic
+//! struck inside it and nothing is written), and issues polled, allocation-free writes.
+//!
+//! The disk is split in two views: the Raft store sees every sector but the last
+//! [`CRASH_AREA_SECTORS`] (its [`BlockDevice::sector_count`] is smaller), which hold crash
+//! records (`kcore::crash_record`, docs/observability.md).
 
 use ::consensus::disk::{BlockDevice, DeviceError, SECTOR_BYTES};
 use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
 use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceType, Transport};
 
 use super::hal::KernelHal;
+use crate::arch::cpu::without_interrupts;
 use crate::drivers::pci::{self, PortCam};
 use crate::mm::dma;
+
+/// Sectors at the end of the disk kept for crash records, out of the Raft store's view.
+pub const CRASH_AREA_SECTORS: u64 = kcore::crash_record::AREA_SECTORS;
 
 const _: () = assert!(
     SECTOR_SIZE == SECTOR_BYTES,
@@ -97,17 +112,46 @@ impl Drop for Bounce {
     }
 }
 
-/// A probed and initialised disk.
-pub struct BlkDevice {
+/// The probed disk: the device and its bounce page, taken one request at a time.
+struct Inner {
     disk: Disk,
     bounce: Bounce,
     sectors: u64,
+    location: DeviceFunction,
+}
+
+/// The one disk, once probed.
+static DISK: Mutex<Option<Inner>> = Mutex::new(None);
+
+/// A handle to the probed disk, as the Raft store sees it: every sector before the crash
+/// area. Requests go through the shared slot, one at a time.
+pub struct BlkDevice {
+    /// Sectors of the store's view.
+    sectors: u64,
+    /// The whole disk.
+    total_sectors: u64,
     /// Where the disk sits on the bus.
     pub location: DeviceFunction,
 }
 
-/// Finds the first virtio-blk function, enables it and sets up its queue (interrupts off).
+/// Finds the first virtio-blk function, enables it and sets up its queue (interrupts off);
+/// on later calls, returns another handle to the disk already probed.
 pub fn probe() -> Result<BlkDevice, ProbeError> {
+    let known = without_interrupts(|| {
+        DISK.lock()
+            .as_ref()
+            .map(|inner| (inner.sectors, inner.location))
+    });
+    if let Some((total, location)) = known {
+        return Ok(BlkDevice::new(total, location));
+    }
+    let inner = probe_device()?;
+    let (total, location) = (inner.sectors, inner.location);
+    without_interrupts(|| *DISK.lock() = Some(inner));
+    Ok(BlkDevice::new(total, location))
+}
+
+fn probe_device() -> Result<Inner, ProbeError> {
     let found = pci::enumerate()
         .into_iter()
         .find(|d| d.vendor_id == 0x1af4 && super::device_type(d) == Some(DeviceType::Block))
@@ -126,7 +170,7 @@ pub fn probe() -> Result<BlkDevice, ProbeError> {
     disk.disable_interrupts();
     let (phys, virt) = dma::alloc_zeroed(1).ok_or(ProbeError::NoDmaPage)?;
     let sectors = disk.capacity();
-    Ok(BlkDevice {
+    Ok(Inner {
         disk,
         bounce: Bounce { phys, virt },
         sectors,
@@ -134,27 +178,20 @@ pub fn probe() -> Result<BlkDevice, ProbeError> {
     })
 }
 
-impl BlkDevice {
-    /// Capacity in KiB (for `describe`).
-    pub fn size_kib(&self) -> u64 {
-        self.sectors / 2
-    }
-
-    fn check(&self, lba: u64) -> Result<usize, DeviceError> {
-        if lba >= self.sectors {
-            return Err(DeviceError::OutOfRange { lba });
-        }
-        usize::try_from(lba).map_err(|_| DeviceError::OutOfRange { lba })
-    }
+/// Runs one request on the disk with interrupts masked.
+fn with_disk<T>(
+    request: impl FnOnce(&mut Inner) -> Result<T, DeviceError>,
+) -> Result<T, DeviceError> {
+    without_interrupts(|| match DISK.lock().as_mut() {
+        Some(inner) => request(inner),
+        // Handles exist only after a successful probe, which filled the slot for good.
+        None => unreachable!("a BlkDevice handle without a probed disk"),
+    })
 }
 
-impl BlockDevice for BlkDevice {
-    fn sector_count(&self) -> u64 {
-        self.sectors
-    }
-
-    fn read_block(&mut self, lba: u64, buf: &mut [u8; SECTOR_BYTES]) -> Result<(), DeviceError> {
-        let block = self.check(lba)?;
+impl Inner {
+    fn read(&mut self, lba: u64, buf: &mut [u8; SECTOR_BYTES]) -> Result<(), DeviceError> {
+        let block = usize::try_from(lba).map_err(|_| DeviceError::OutOfRange { lba })?;
         let bounce = self.bounce.sector();
         let disk = &mut self.disk;
         timed(|| disk.read_blocks(block, bounce)).map_err(|_| DeviceError::Io { lba })?;
@@ -162,8 +199,8 @@ impl BlockDevice for BlkDevice {
         Ok(())
     }
 
-    fn write_block(&mut self, lba: u64, buf: &[u8; SECTOR_BYTES]) -> Result<(), DeviceError> {
-        let block = self.check(lba)?;
+    fn write(&mut self, lba: u64, buf: &[u8; SECTOR_BYTES]) -> Result<(), DeviceError> {
+        let block = usize::try_from(lba).map_err(|_| DeviceError::OutOfRange { lba })?;
         let bounce = self.bounce.sector();
         bounce.copy_from_slice(buf);
         let disk = &mut self.disk;
@@ -174,4 +211,119 @@ impl BlockDevice for BlkDevice {
         // A flush names no sector; u64::MAX marks "the flush itself" in the error.
         timed(|| self.disk.flush()).map_err(|_| DeviceError::Io { lba: u64::MAX })
     }
+
+    /// The first sector of the crash area.
+    fn crash_area_start(&self) -> Option<u64> {
+        self.sectors.checked_sub(CRASH_AREA_SECTORS)
+    }
+}
+
+impl BlkDevice {
+    fn new(total_sectors: u64, location: DeviceFunction) -> BlkDevice {
+        BlkDevice {
+            sectors: total_sectors.saturating_sub(CRASH_AREA_SECTORS),
+            total_sectors,
+            location,
+        }
+    }
+
+    /// Capacity of the whole disk in KiB (for `describe`).
+    pub fn size_kib(&self) -> u64 {
+        self.total_sectors / 2
+    }
+
+    fn check(&self, lba: u64) -> Result<u64, DeviceError> {
+        if lba >= self.sectors {
+            return Err(DeviceError::OutOfRange { lba });
+        }
+        Ok(lba)
+    }
+}
+
+impl BlockDevice for BlkDevice {
+    fn sector_count(&self) -> u64 {
+        self.sectors
+    }
+
+    fn read_block(&mut self, lba: u64, buf: &mut [u8; SECTOR_BYTES]) -> Result<(), DeviceError> {
+        let lba = self.check(lba)?;
+        with_disk(|d| d.read(lba, buf))
+    }
+
+    fn write_block(&mut self, lba: u64, buf: &[u8; SECTOR_BYTES]) -> Result<(), DeviceError> {
+        let lba = self.check(lba)?;
+        with_disk(|d| d.write(lba, buf))
+    }
+
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        with_disk(Inner::flush)
+    }
+}
+
+/// Why the crash area could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashAreaError {
+    /// No disk was probed (or it is smaller than the area).
+    NoDisk,
+    /// The panic struck while a disk request was under way; the device is mid-request.
+    Busy,
+    /// The device failed.
+    Device(DeviceError),
+}
+
+impl core::fmt::Display for CrashAreaError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CrashAreaError::NoDisk => write!(f, "no virtio-blk disk"),
+            CrashAreaError::Busy => write!(f, "the panic struck inside a disk request"),
+            CrashAreaError::Device(e) => write!(f, "disk error {e:?}"),
+        }
+    }
+}
+
+/// Reads sector `index` of the crash area (normal context: waits for the disk).
+pub fn crash_area_read(index: u64, buf: &mut [u8; SECTOR_BYTES]) -> Result<(), CrashAreaError> {
+    assert!(
+        index < CRASH_AREA_SECTORS,
+        "sector {index} is outside the crash area"
+    );
+    without_interrupts(|| {
+        let mut slot = DISK.lock();
+        let inner = slot.as_mut().ok_or(CrashAreaError::NoDisk)?;
+        let start = inner.crash_area_start().ok_or(CrashAreaError::NoDisk)?;
+        inner
+            .read(start + index, buf)
+            .map_err(CrashAreaError::Device)
+    })
+}
+
+/// Writes `sectors` at the start of the crash area and flushes (normal context).
+pub fn crash_area_write(sectors: &[[u8; SECTOR_BYTES]]) -> Result<(), CrashAreaError> {
+    without_interrupts(|| {
+        let mut slot = DISK.lock();
+        write_area(slot.as_mut().ok_or(CrashAreaError::NoDisk)?, sectors)
+    })
+}
+
+/// The panic path's write: like [`crash_area_write`], but never waits for the slot (the
+/// interrupted code may hold it) and allocates nothing: the sectors go through the bounce
+/// page, the request header lives on this stack, completion is polled.
+pub fn panic_write(sectors: &[[u8; SECTOR_BYTES]]) -> Result<(), CrashAreaError> {
+    let mut slot = DISK.try_lock().ok_or(CrashAreaError::Busy)?;
+    write_area(slot.as_mut().ok_or(CrashAreaError::NoDisk)?, sectors)
+}
+
+fn write_area(inner: &mut Inner, sectors: &[[u8; SECTOR_BYTES]]) -> Result<(), CrashAreaError> {
+    assert!(
+        sectors.len() as u64 <= CRASH_AREA_SECTORS,
+        "{} sectors do not fit the crash area",
+        sectors.len()
+    );
+    let start = inner.crash_area_start().ok_or(CrashAreaError::NoDisk)?;
+    for (i, sector) in sectors.iter().enumerate() {
+        inner
+            .write(start + i as u64, sector)
+            .map_err(CrashAreaError::Device)?;
+    }
+    inner.flush().map_err(CrashAreaError::Device)
 }

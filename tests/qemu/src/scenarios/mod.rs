@@ -4,6 +4,7 @@
 mod cells;
 mod cluster_net;
 pub mod control;
+mod crash;
 mod kernel_tests;
 pub mod membership;
 pub mod raft;
@@ -109,6 +110,11 @@ pub const ALL: &[Scenario] = &[
         name: "xylem-bad-commands",
         suite: Suite::Cluster,
         run: control::bad_commands,
+    },
+    Scenario {
+        name: "crash-record",
+        suite: Suite::Cluster,
+        run: crash::records,
     },
     Scenario {
         name: "timeline-failover",
