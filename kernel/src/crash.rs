@@ -153,8 +153,12 @@ pub fn check_previous_boot() {
         return;
     }
     let mut flat = [0u8; RECORD_BYTES];
-    for (i, chunk) in flat.chunks_exact_mut(SECTOR_BYTES).enumerate() {
-        let sector: &mut [u8; SECTOR_BYTES] = chunk.try_into().expect("exact chunks");
+    for (i, sector) in flat
+        .as_chunks_mut::<SECTOR_BYTES>()
+        .0
+        .iter_mut()
+        .enumerate()
+    {
         if let Err(err) = blk::crash_area_read(i as u64, sector) {
             log::warn!("crash records: cannot read the crash area: {err}");
             return;

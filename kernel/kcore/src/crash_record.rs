@@ -185,7 +185,9 @@ impl fmt::Display for Corruption {
     }
 }
 
-/// What a crash area holds.
+/// What a crash area holds. Decoded once per boot on the stack; boxing the record would
+/// need the heap, which the crash path avoids.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
     /// All zeros: no record.
