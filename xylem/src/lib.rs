@@ -15,7 +15,8 @@
 //!    plus a cached view of the nodes into `Assign`/`Unassign` commands to propose.
 //! 6. [`crashloop`]: the leader's bounded policy for moving crash-looping slots.
 //! 7. [`reconcile`]: each node's level-triggered local reconcile (spawn/stop its own cells).
-//! 8. [`status`]: the model and 80-column rendering of `xylem status`.
+//! 8. [`status`]: the model and 80-column rendering of `xylem status`; [`json`] the same
+//!    model (and the event history) as one JSON object for `--json`.
 //!
 //! [`config::Config`] holds the leader-local tunables (placement weights, crash-loop policy);
 //! limits that apply-time validation depends on are constants, identical on every node.
@@ -31,6 +32,7 @@ pub mod command;
 pub mod config;
 pub mod crashloop;
 pub mod desired;
+pub mod json;
 pub mod placement;
 pub mod reconcile;
 pub mod report;

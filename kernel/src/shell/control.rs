@@ -23,7 +23,7 @@ pub const COMMANDS: &[ShellCommand] = &[
     },
     ShellCommand {
         name: "xylem",
-        usage: "xylem status | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] | scale <svc> <N> | delete <svc> | events [N] | stats",
+        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] | scale <svc> <N> | delete <svc> | events [N] [--json] | stats",
         help: "the control plane: services, replicas, failover",
         run: xylem,
     },
@@ -206,6 +206,10 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
             crate::print!("{}", render_status());
             Ok(())
         }
+        Some((&"status", ["--json"])) => {
+            crate::println!("{}", xylem::json::status(&status_input(), node::name()));
+            Ok(())
+        }
         Some((&"apply", rest)) => apply(rest),
         Some((&"scale", [name, n])) => {
             let replicas = n
@@ -225,11 +229,7 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
             crate::println!("reconcile_us_median {median}");
             Ok(())
         }
-        Some((&"events", [])) => events(20),
-        Some((&"events", [n])) => events(
-            n.parse()
-                .map_err(|_| failed(format!("'{n}' is not a count")))?,
-        ),
+        Some((&"events", rest)) => events(rest),
         _ => Err(CommandError::Usage),
     }
 }
@@ -305,8 +305,26 @@ fn submit(command: Command) -> Result<(), CommandError> {
     }
 }
 
-fn events(n: usize) -> Result<(), CommandError> {
-    for (t_us, text) in control::history(n) {
+/// Events shown when no count is given.
+const EVENTS_DEFAULT: usize = 20;
+
+/// `xylem events [N] [--json]` (the flag may come first or last).
+fn events(args: &[&str]) -> Result<(), CommandError> {
+    let json = args.contains(&"--json");
+    let counts: Vec<&&str> = args.iter().filter(|a| **a != "--json").collect();
+    let n = match counts.as_slice() {
+        [] => EVENTS_DEFAULT,
+        [n] => n
+            .parse()
+            .map_err(|_| failed(format!("'{n}' is not a count")))?,
+        _ => return Err(CommandError::Usage),
+    };
+    let history = control::history(n);
+    if json {
+        crate::println!("{}", xylem::json::events(node::name(), &history));
+        return Ok(());
+    }
+    for (t_us, text) in history {
         crate::println!("{:>6}.{:06}  {text}", t_us / 1_000_000, t_us % 1_000_000);
     }
     Ok(())
@@ -324,6 +342,11 @@ fn member_state(id: u64) -> MemberState {
 
 /// Builds the `xylem status` screen from consensus, membership and the control plane.
 pub fn render_status() -> String {
+    status::render(&status_input())
+}
+
+/// The status model, from consensus, membership and the control plane.
+fn status_input() -> StatusInput {
     let raft = consensus::status();
     let me = node::config().id;
     let ids = control::all_nodes();
@@ -377,10 +400,10 @@ pub fn render_status() -> String {
         (nodes, services, cells)
     });
     let (nodes, services, cells) = view.unwrap_or_default();
-    status::render(&StatusInput {
+    StatusInput {
         quorum,
         nodes,
         services,
         cells,
-    })
+    }
 }

@@ -111,6 +111,39 @@ fn wait_status_panic(cluster: &mut Cluster, want: &str) -> Result<String, Harnes
     }
 }
 
+/// The leader's `xylem status --json` names worker-2's panic; `xylem events --json` parses.
+fn check_json(cluster: &mut Cluster, boot_id: &str) -> Result<(), HarnessError> {
+    let leader = wait_leader(cluster, &[1, 2, 3])?;
+    let parse = |text: &str| -> Result<serde_json::Value, HarnessError> {
+        serde_json::from_str(text.trim())
+            .map_err(|e| HarnessError::Check(format!("not one JSON object ({e}): {text:?}")))
+    };
+    let status = parse(&cluster.node(leader).command("xylem status --json", CMD)?)?;
+    let worker2 = status["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["name"] == "worker-2"))
+        .ok_or_else(|| HarnessError::Check(format!("no worker-2 in {status}")))?;
+    ensure!(
+        status["format"] == "xylem-status/1"
+            && status["quorum"]["ok"] == true
+            && worker2["last_panic"]["kind"] == "panicked"
+            && worker2["last_panic"]["boot_id"] == boot_id
+            && worker2["last_panic"]["message"]
+                .as_str()
+                .is_some_and(|m| MESSAGE.starts_with(m) && m.len() > 20),
+        "xylem status --json on the leader: {status}"
+    );
+    let events = parse(&cluster.node(leader).command("xylem events 5 --json", CMD)?)?;
+    ensure!(
+        events["format"] == "xylem-events/1"
+            && events["events"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty() && e.len() <= 5),
+        "xylem events --json: {events}"
+    );
+    Ok(())
+}
+
 fn restart_and_check_console(cluster: &mut Cluster, want: &str) -> Result<Event, HarnessError> {
     cluster.restart(VICTIM)?;
     let console = cluster.node(VICTIM).output();
@@ -126,6 +159,8 @@ fn restart_and_check_console(cluster: &mut Cluster, want: &str) -> Result<Event,
 
 pub fn records(env: &Env) -> Result<(), HarnessError> {
     let mut cluster = control::start(env, "crash-record", 32)?;
+    // Something in every node's control-plane history, for `xylem events --json`.
+    control::apply(&mut cluster, "web", 1)?;
     let dir = cluster.fabric.dir().to_path_buf();
     ensure!(
         crash_record::decode(&read_record(&dir, VICTIM)?) == Slot::Blank,
@@ -161,6 +196,7 @@ pub fn records(env: &Env) -> Result<(), HarnessError> {
     wait_all_alive(&mut cluster, &[1, 2, 3])?;
     let line = wait_status_panic(&mut cluster, &MESSAGE[..30])?;
     eprintln!("    leader's status: {line}");
+    check_json(&mut cluster, &boot_id)?;
     let Slot::Valid(acked) = crash_record::decode(&read_record(&dir, VICTIM)?) else {
         return Err(HarnessError::Check(
             "the record vanished after the report".into(),
