@@ -512,7 +512,6 @@ fn failover_group(f: &Failover, scale: Scale, lane_y: f64, lane_h: f64) -> Group
     } else {
         (x1 + 5.0, "start")
     };
-    let _ = width;
     g.append(titled(
         text(lx, y + 4.0, &label)
             .set("text-anchor", anchor)

@@ -313,3 +313,27 @@ fn the_page_parses_and_shows_what_the_model_holds() {
         assert!(!page.contains(needle), "page references {needle}");
     }
 }
+
+#[test]
+fn cells_are_named_by_what_the_events_carry() {
+    let log = "t_us=1 node=solo kind=boot id=1 role=worker\n\
+               t_us=10 node=solo kind=cell_start cell=5 task=1 payload=hello name=api/2@9\n\
+               t_us=20 node=solo kind=xylem_action action=spawn cell=6 service=web slot=1 epoch=4\n\
+               t_us=21 node=solo kind=cell_start cell=6 task=2 payload=hello\n\
+               t_us=30 node=solo kind=cell_start cell=7 task=3 payload=counter\n\
+               t_us=40 node=solo kind=cell_exit cell=7 reason=exited_code=0 restarts=0\n";
+    let run = RunLogs {
+        dir: PathBuf::from("solo"),
+        nodes: vec![node("solo", 0, log)],
+        journal: None,
+    };
+    let tl = build(&run);
+    let cells = &tl.lanes[0].cells;
+    let labels: Vec<&str> = cells.iter().map(|c| c.label.as_str()).collect();
+    assert_eq!(labels, ["api/2@9", "web/1@4", "counter#7"]);
+    assert_eq!(cells[2].ended.as_deref(), Some("exited_code=0"));
+    assert_eq!(cells[2].to_us - cells[2].from_us, 10);
+    // Overlapping bars stack in rows; the third starts after none has ended.
+    let rows: Vec<usize> = cells.iter().map(|c| c.row).collect();
+    assert_eq!(rows, [0, 1, 2]);
+}
