@@ -1,12 +1,17 @@
 //! Clock alignment: mapping a node's boot clock (`t_us` on COM2) to host time.
 //!
 //! The harness reads a node's clock with `uptime` and takes the midpoint of the round trip
-//! as the host instant of that reading (`Node::clock_origin` in tests/qemu; error about
-//! half the round trip, ~1 ms). Each reading is a [`ClockSample`] in the journal. One
-//! sample fixes the offset; two or more, spread over at least [`RATE_SPAN_MIN_US`], also fix
-//! the rate, which matters: the kernel calibrates its TSC against 10 ms of PIT at boot, and a
-//! rate error of 0.5 % is 2.5 ms over a half-second failover. Each node incarnation has its
-//! own [`ClockMap`] (a restarted node's clock starts again at 0).
+//! as the host instant of that reading (`Node::clock_origin` in tests/qemu; error up to
+//! half the round trip). Each reading is a [`ClockSample`] in the journal. One sample fixes
+//! the offset. Two or more, spread over at least [`RATE_SPAN_MIN_US`], may also fix the
+//! rate: a kernel whose TSC calibration was off runs its clock at the wrong speed (before
+//! the calibration fix, up to 2× slow on a loaded host), and a 0.5 % error is 2.5 ms over a
+//! half-second failover. But a fitted rate is only as good as the readings: over a few
+//! seconds, ±2.5 ms of round-trip noise makes a perfect clock look 0.1 % off. So the fitted
+//! rate is used only when it differs from 1 by more than [`RATE_SIGNIFICANCE`] standard
+//! errors (from each reading's round trip); otherwise the rate is 1 and the offset is the
+//! mean over all readings. Each node incarnation has its own [`ClockMap`] (a restarted
+//! node's clock starts again at 0).
 //!
 //! Without samples (a run not made by the harness), a node's clock zero is taken to be the
 //! moment its QEMU started (the file time of `qemu.stderr`): the boot firmware's second or
@@ -14,6 +19,8 @@
 
 /// Sample spread below which the rate is not estimated (noise would dominate).
 pub const RATE_SPAN_MIN_US: u64 = 500_000;
+/// How many standard errors a fitted rate must be away from 1 to be believed.
+pub const RATE_SIGNIFICANCE: f64 = 3.0;
 /// Rates outside this band mean the samples are wrong, not the clock; the map then falls
 /// back to rate 1.
 const RATE_BAND: (f64, f64) = (0.5, 2.0);
@@ -100,14 +107,19 @@ impl ClockMap {
             samples: kept.len(),
         };
         if kept.len() >= 2 && hi - lo >= RATE_SPAN_MIN_US {
-            let (mut sxy, mut sxx) = (0.0, 0.0);
+            let (mut sxy, mut sxx, mut noise) = (0.0, 0.0, 0.0);
             for s in &kept {
                 let (dx, dy) = (s.guest_us as f64 - mean_g, s.host_us as f64 - mean_h);
                 sxy += dx * dy;
                 sxx += dx * dx;
+                // A reading lies anywhere within its round trip: σ = half of it / √3.
+                let sigma = s.rtt_us as f64 / 2.0 / 3f64.sqrt();
+                noise += sigma * sigma * dx * dx;
             }
             let fitted = sxy / sxx;
-            if (RATE_BAND.0..=RATE_BAND.1).contains(&fitted) {
+            let standard_error = noise.sqrt() / sxx;
+            let significant = (fitted - 1.0).abs() > RATE_SIGNIFICANCE * standard_error;
+            if significant && (RATE_BAND.0..=RATE_BAND.1).contains(&fitted) {
                 rate = fitted;
                 alignment = Alignment::Fitted {
                     samples: kept.len(),
@@ -188,8 +200,31 @@ mod tests {
             sample(3_400_000, 2_000_000, 400_000),
         ])
         .unwrap();
-        assert_eq!(map.alignment, Alignment::Fitted { samples: 2 });
-        assert!((map.rate() - 1.0).abs() < 1e-9);
+        assert_eq!(map.alignment, Alignment::Offset { samples: 2 });
+        assert_eq!(map.host_us(3_000_000), 4_000_000);
+        // Readings a few seconds apart with ±2.5 ms of noise (5 ms round trips) claim a rate
+        // of 1.001 on a perfect clock; that is noise, and the offset is their mean.
+        let map = ClockMap::fit(&[
+            sample(1_000_000, 0, 5000),
+            sample(3_002_500, 2_000_000, 5000),
+            sample(5_002_000, 4_000_000, 5000),
+        ])
+        .unwrap();
+        assert_eq!(map.rate(), 1.0);
+        assert_eq!(map.alignment, Alignment::Offset { samples: 3 });
+        assert!(
+            (map.origin_us() - 1_001_500).abs() <= 1,
+            "{}",
+            map.origin_us()
+        );
+        // The same noise cannot hide a clock 2 % slow over 20 s.
+        let map = ClockMap::fit(&[
+            sample(1_000_000, 0, 5000),
+            sample(21_402_500, 20_000_000, 5000),
+            sample(41_800_000, 40_000_000, 5000),
+        ])
+        .unwrap();
+        assert!((map.rate() - 1.02).abs() < 0.001, "{}", map.rate());
         // A wild rate means broken samples: rate 1 instead.
         let map = ClockMap::fit(&[sample(0, 0, 10), sample(10_000_000, 1_000_000, 10)]).unwrap();
         assert_eq!(map.rate(), 1.0);
