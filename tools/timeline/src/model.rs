@@ -656,9 +656,12 @@ fn membership_strips(
                     .iter()
                     .filter(|p| p.node == observer && p.incarnation == inc.number)
                 {
-                    if p.at_us < first_boot || p.event.get_u64("peer") != Some(id) {
+                    if p.event.get_u64("peer") != Some(id) {
                         continue;
                     }
+                    // SWIM may call a configured peer up before it has booted (or the two
+                    // clocks' alignment errs by a few ms): that verdict holds from the boot.
+                    let at = p.at_us.max(first_boot);
                     let verdict = match p.event.kind.as_str() {
                         "node_up" | "node_alive" => Member::Alive,
                         "node_suspect" => Member::Suspect,
@@ -672,7 +675,7 @@ fn membership_strips(
                     {
                         continue;
                     }
-                    switch(&mut spans, p.at_us, verdict, &p.event.raw);
+                    switch(&mut spans, at, verdict, &p.event.raw);
                 }
                 all.extend(close(spans, inc.to_us));
             }

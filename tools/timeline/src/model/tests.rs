@@ -112,6 +112,7 @@ fn failover_run() -> RunLogs {
     let mut witness = String::new();
     for (h, rest) in [
         (1_105_000, "boot id=3 role=witness"),
+        (1_106_000, "node_up peer=2"),
         (10_300_000, "node_suspect peer=2 incarnation=0"),
         (10_500_000, "node_down peer=2 reason=suspicion_timeout"),
     ] {
@@ -207,6 +208,11 @@ fn each_observer_keeps_its_own_membership_view() {
     let down = &w2.membership[0].spans[2];
     assert!((down.from_us - 10_400_000).abs() <= 2);
     assert!(down.raw.contains("node_down"));
+    // A verdict given before the peer booted (SWIM starts configured peers as up) holds
+    // from the peer's boot: the witness called worker-2 up 94 ms before worker-2 booted.
+    let by_witness = &w2.membership[1];
+    assert_eq!(by_witness.spans[0].state, Member::Alive);
+    assert_eq!(by_witness.spans[0].from_us, w2.incarnations[0].from_us);
     // A dead observer has no view: worker-2's view of worker-1 ends with its kill.
     let w1 = lane(&tl, "worker-1");
     assert_eq!(w1.membership[0].observer, "worker-2");
