@@ -9,8 +9,11 @@
 //! supervision policy (`cell::supervise`) whether and when to restart. Restarts are
 //! started from [`on_tick`] when their backoff has passed.
 
+pub mod io;
 mod loader;
 pub mod payloads;
+mod sys_mem;
+mod sys_net;
 pub mod syscalls;
 pub mod table;
 
@@ -23,6 +26,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::run_queue::Priority;
 
+pub use self::io::Limits;
 use self::table::CellRecord;
 use crate::arch::idt::UserFault;
 use crate::arch::{cpu, syscall};
@@ -72,8 +76,15 @@ fn now_ms() -> u64 {
     time::now_us() / 1000
 }
 
-/// Starts a cell running `spec`, supervised with `policy`.
-pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
+/// Starts a cell running `spec`, supervised with `policy`, within `limits`. `name` is its
+/// cluster-wide name (`web/1@7`, what `cell_info` tells the payload); `None` names a local
+/// cell `cell-<id>`.
+pub fn run(
+    spec: PayloadSpec,
+    policy: RestartPolicy,
+    limits: Limits,
+    name: Option<&str>,
+) -> Result<u64, CellError> {
     if payloads::image(&spec.payload).is_none() {
         return Err(CellError::UnknownPayload(spec.payload.clone()));
     }
@@ -86,7 +97,18 @@ pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
     };
     let supervisor = Supervisor::new(config).map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
     let id = table::next_id();
-    table::with(|cells| cells.insert(CellRecord::new(id, spec, args_blob, supervisor, now_ms())));
+    let name = name.map_or_else(|| format!("cell-{id}"), String::from);
+    table::with(|cells| {
+        cells.insert(CellRecord::new(
+            id,
+            spec,
+            args_blob,
+            supervisor,
+            now_ms(),
+            name,
+            limits,
+        ))
+    });
     if let Err(err) = start_incarnation(id) {
         table::with(|cells| cells.remove(&id));
         return Err(err);

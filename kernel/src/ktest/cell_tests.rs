@@ -14,7 +14,8 @@ use crate::{cells, sched, time};
 
 fn run(spec: &str) -> Result<u64, String> {
     let spec = PayloadSpec::parse(spec).map_err(|e| format!("{e:?}"))?;
-    cells::run(spec, RestartPolicy::Never).map_err(|e| format!("{e}"))
+    cells::run(spec, RestartPolicy::Never, cells::Limits::default(), None)
+        .map_err(|e| format!("{e}"))
 }
 
 /// Waits (up to 5 s) until a cell reaches `state`.

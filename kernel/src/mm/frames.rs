@@ -35,6 +35,15 @@ impl Frame {
     pub fn addr(self) -> u64 {
         self.0
     }
+
+    /// The frame at `addr` (page-aligned), for code that found it in a page table it owns.
+    pub(super) fn from_addr(addr: u64) -> Frame {
+        assert!(
+            addr != 0 && addr.is_multiple_of(PAGE_BYTES),
+            "bad frame address {addr:#x}"
+        );
+        Frame(addr)
+    }
 }
 
 /// Adds a usable frame at boot.
