@@ -14,7 +14,7 @@ use kcore::map_regions::RegionError;
 use super::io::{self, with_cell};
 use super::table;
 use crate::mm::address_space::PagePerm;
-use crate::mm::{frames, PAGE_BYTES};
+use crate::mm::PAGE_BYTES;
 use crate::{netstack, node};
 
 /// Pages mapped (zeroed) or unmapped per interrupts-masked step.
@@ -40,15 +40,14 @@ pub fn sys_mem_map(len: u64, flags: u64) -> Result<u64, Errno> {
     }
     let worst_frames = pages + pages.div_ceil(512) + TABLE_SLACK_FRAMES;
     let addr = with_cell(|parts| {
+        // The cell's limit is checked up front; the node's frames as they are taken (so
+        // running the node dry raises `memory_low`, and the map is rolled back).
         io::check_room(
             parts.limits,
             parts.space,
             parts.io,
             worst_frames * PAGE_BYTES,
         )?;
-        if frames::free_frames() < worst_frames {
-            return Err(Errno::ENOMEM);
-        }
         parts.io.maps.reserve(pages).map_err(region_errno)
     })?;
     let mut done = 0;

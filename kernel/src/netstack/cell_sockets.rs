@@ -210,6 +210,21 @@ fn try_meta<T: Clone>(value: T, count: usize) -> Result<Vec<T>, Errno> {
 }
 
 impl Stack {
+    /// How many TCP sockets are in each state (the `net` command shows the non-zero ones).
+    pub fn tcp_states(&self) -> alloc::vec::Vec<(&'static str, u32)> {
+        let mut counts: alloc::vec::Vec<(&'static str, u32)> = alloc::vec::Vec::new();
+        for item in self.sockets.iter() {
+            if let smoltcp::socket::Socket::Tcp(socket) = &item.1 {
+                let name = state_name(socket.state());
+                match counts.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, count)) => *count += 1,
+                    None => counts.push((name, 1)),
+                }
+            }
+        }
+        counts
+    }
+
     fn charge(&mut self, bytes: usize) -> Result<(), Errno> {
         let budget = &mut self.cells.budget;
         if budget.used_bytes + bytes > budget.max_bytes {
@@ -382,6 +397,33 @@ pub struct CellSocket {
     nonblocking: bool,
 }
 
+fn state_name(state: tcp::State) -> &'static str {
+    match state {
+        tcp::State::Closed => "closed",
+        tcp::State::Listen => "listen",
+        tcp::State::SynSent => "syn-sent",
+        tcp::State::SynReceived => "syn-received",
+        tcp::State::Established => "established",
+        tcp::State::FinWait1 => "fin-wait-1",
+        tcp::State::FinWait2 => "fin-wait-2",
+        tcp::State::CloseWait => "close-wait",
+        tcp::State::Closing => "closing",
+        tcp::State::LastAck => "last-ack",
+        tcp::State::TimeWait => "time-wait",
+    }
+}
+
+/// Backlog sockets whose connection was reset before `accept` took it listen again, so the
+/// backlog keeps its size without waiting for the next `accept`.
+fn relisten_reset(stack: &mut Stack, backlog: &[SocketHandle], port: u16) {
+    for &handle in backlog {
+        let socket = stack.tcp(handle);
+        if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
+            let _ = socket.listen(IpListenEndpoint::from(port));
+        }
+    }
+}
+
 /// Whether an accepted-or-connected smoltcp socket has a connection ready for `accept`.
 fn acceptable(state: tcp::State) -> bool {
     !matches!(
@@ -520,13 +562,7 @@ impl CellSocket {
             return Err(Errno::EINVAL);
         };
         let port = *port;
-        // A connection reset before it was accepted: listen again on that socket.
-        for &handle in backlog.iter() {
-            let socket = stack.tcp(handle);
-            if socket.state() == tcp::State::Closed && socket.remote_endpoint().is_none() {
-                let _ = socket.listen(IpListenEndpoint::from(port));
-            }
-        }
+        relisten_reset(stack, backlog, port);
         let index = backlog
             .iter()
             .position(|&h| acceptable(stack.tcp(h).state()))
@@ -893,7 +929,8 @@ impl CellSocket {
         }
         match &self.state {
             State::TcpFresh { .. } => POLLHUP,
-            State::TcpListen { backlog, .. } => {
+            State::TcpListen { backlog, port, .. } => {
+                relisten_reset(stack, backlog, *port);
                 if backlog.iter().any(|&h| acceptable(stack.tcp(h).state())) {
                     POLLIN
                 } else {

@@ -116,7 +116,12 @@ fn net(args: &[&str]) -> Result<(), CommandError> {
             s.transport.endpoint().clone(),
             s.transport.pongs_sent,
             s.transport.send_errors,
-            (s.cells.counters, s.cells.budget, s.cells.lingering()),
+            (
+                s.cells.counters,
+                s.cells.budget,
+                s.cells.lingering(),
+                s.tcp_states(),
+            ),
         )
     }) else {
         crate::println!("net: no network card");
@@ -170,7 +175,7 @@ fn net(args: &[&str]) -> Result<(), CommandError> {
     }
     crate::println!("{drops} (total {})", endpoint.drops().total());
     print_inboxes();
-    let (counters, budget, lingering) = cells;
+    let (counters, budget, lingering, states) = cells;
     crate::println!(
         "cell sockets: open {}  lingering {}  created {}  accepted {}  lingered {}  aborted {}  buffers {}/{} bytes  refused {}",
         counters.created - counters.removed,
@@ -183,6 +188,11 @@ fn net(args: &[&str]) -> Result<(), CommandError> {
         budget.max_bytes,
         budget.refused
     );
+    let mut line = String::from("  tcp states:");
+    for (name, count) in states {
+        let _ = write!(line, " {name} {count}");
+    }
+    crate::println!("{line}");
     let (irqs, not_ours, wakeups) = netstack::activity();
     crate::println!("activity: irqs {irqs}  irqs_not_ours {not_ours}  net_wakeups {wakeups}");
     Ok(())

@@ -114,14 +114,28 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the fabric (seeded), then `count` nodes, and waits for every prompt.
     pub fn start(env: &Env, name: &str, count: usize, seed: u64) -> Result<Cluster, HarnessError> {
+        Cluster::start_with_ports(env, name, count, seed, &[])
+    }
+
+    /// As [`Cluster::start`], with `extra_ports` more fabric ports that no node uses (for a
+    /// host endpoint, `crate::hostnet`).
+    pub fn start_with_ports(
+        env: &Env,
+        name: &str,
+        count: usize,
+        seed: u64,
+        extra_ports: &[u32],
+    ) -> Result<Cluster, HarnessError> {
         assert!(count >= 1, "a cluster has nodes");
         let dir = env.run_dir.join(name);
         // A previous run of this scenario may have left sockets and logs.
         let _ = std::fs::remove_dir_all(&dir);
-        let ids: Vec<u32> = (1..=count as u32).collect();
+        let mut ids: Vec<u32> = (1..=count as u32).collect();
+        ids.extend_from_slice(extra_ports);
         let fabric = Fabric::start(FabricConfig::new(&dir, &ids, seed))
             .map_err(|e| HarnessError::Check(format!("fabric: {e:?}")))?;
         let mut nodes = Vec::new();
+        // Only the first `count` ports are nodes; the others belong to the caller.
         for spec in specs(&env.image, &fabric, count, env.kvm) {
             nodes.push(Node::start(spec, &dir)?);
         }

@@ -29,7 +29,7 @@ xylem_rt::entry!(main);
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNS: usize = 48;
 /// Listen backlog.
-const BACKLOG: u64 = 16;
+const BACKLOG: u64 = 32;
 /// A connection idle this long is closed.
 const IDLE_MS: u64 = 30_000;
 /// `poll` wakes at least this often to close idle connections.
