@@ -37,6 +37,61 @@ use crate::time;
 /// TSC just before the most recent drop to ring 3 (for `bench-cells`).
 pub static LAST_USER_ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
 
+/// The steps of starting a cell, in order, for the spawn breakdown of `bench-cells`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnStage {
+    /// `run` returned: spec checks, supervisor, table record, task (with its kernel stack).
+    Requested,
+    /// The cell's task started running (`cell_main`).
+    TaskRunning,
+    /// The payload's image was found in the cache (validated and its text built at boot,
+    /// `loader::prepare`).
+    Parsed,
+    /// The address space exists (top-level table, kernel half copied).
+    SpaceReady,
+    /// Every segment is mapped and filled.
+    SegmentsMapped,
+    /// The user stack is mapped.
+    StackMapped,
+    /// The table took the space; the cell is running.
+    Attached,
+}
+
+impl SpawnStage {
+    /// Every stage, in order.
+    pub const ALL: [SpawnStage; 7] = [
+        SpawnStage::Requested,
+        SpawnStage::TaskRunning,
+        SpawnStage::Parsed,
+        SpawnStage::SpaceReady,
+        SpawnStage::SegmentsMapped,
+        SpawnStage::StackMapped,
+        SpawnStage::Attached,
+    ];
+
+    /// The name the benchmark prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpawnStage::Requested => "request",
+            SpawnStage::TaskRunning => "schedule",
+            SpawnStage::Parsed => "image_lookup",
+            SpawnStage::SpaceReady => "address_space",
+            SpawnStage::SegmentsMapped => "segments",
+            SpawnStage::StackMapped => "stack",
+            SpawnStage::Attached => "attach",
+        }
+    }
+}
+
+/// TSC at each stage of the most recent cell start (for `bench-cells`).
+pub static SPAWN_STAGE_TSC: [AtomicU64; SpawnStage::ALL.len()] =
+    [const { AtomicU64::new(0) }; SpawnStage::ALL.len()];
+
+/// Records that the current cell start reached `stage`.
+pub fn stamp(stage: SpawnStage) {
+    SPAWN_STAGE_TSC[stage as usize].store(cpu::rdtsc(), Ordering::Relaxed);
+}
+
 /// Why a cell could not be started or stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CellError {
@@ -70,6 +125,15 @@ impl core::fmt::Display for CellError {
 pub fn init() {
     syscall::init(syscalls::on_syscall);
     crate::arch::idt::set_user_fault_handler(on_user_fault);
+    // Validate every payload and build its shared text once (see `loader`). A payload that
+    // fails here fails to load later (LoadFailed), with the reason in its cell's log.
+    for name in payloads::names() {
+        if let Some(image) = payloads::image(name) {
+            if let Err(err) = loader::prepare(name, image) {
+                log::error!("cells: payload '{name}' is unusable: {err:?}");
+            }
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -114,6 +178,7 @@ pub fn run(
         return Err(err);
     }
     table::purge_finished();
+    stamp(SpawnStage::Requested);
     Ok(id)
 }
 
@@ -135,12 +200,13 @@ fn start_incarnation(id: u64) -> Result<(), CellError> {
 // and drops to ring 3. Its two contracts are kept by the cell table (see the SAFETY lines).
 #[allow(unsafe_code)]
 fn cell_main(id: u64) {
+    stamp(SpawnStage::TaskRunning);
     let Some(payload) = table::with(|cells| cells.get(&id).map(|c| c.cell.spec().payload.clone()))
     else {
         return;
     };
     let image = payloads::image(&payload).expect("payload checked when the cell was created");
-    let loaded = match loader::load(image) {
+    let loaded = match loader::load(&payload, image) {
         Ok(loaded) => loaded,
         Err(err) => {
             table::with(|cells| {
@@ -162,6 +228,7 @@ fn cell_main(id: u64) {
     let attached = table::with(|cells| match cells.get_mut(&id) {
         Some(record) if !record.stop_requested => {
             record.attach_space(loaded.space, now_ms());
+            stamp(SpawnStage::Attached);
             true
         }
         // Stopped while loading: `loaded` is dropped here, and the task simply returns.

@@ -22,11 +22,15 @@ use x86_64::structures::paging::{
 };
 use x86_64::{PhysAddr, VirtAddr};
 
-use super::frames::{self, Frame};
+use super::frames::{self, Frame, StaticFrame};
 use super::{phys_to_virt, PAGE_BYTES};
 
 /// First address of the kernel half.
 const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
+/// A page-table entry bit the CPU ignores (one of bits 9..11, "available to software"):
+/// set on leaf entries that map a frame this space does not own ([`AddressSpace::map_shared`]),
+/// so dropping the space leaves that frame alone.
+const SHARED: PageTableFlags = PageTableFlags::BIT_9;
 const USER_TOP: u64 = 0x0000_8000_0000_0000;
 
 /// The kernel's own top-level table (the bootloader's), loaded for kernel tasks.
@@ -195,11 +199,53 @@ impl AddressSpace {
         }
     }
 
+    /// Maps `frame`, which this space does not own, read-only or read-execute at `vaddr`
+    /// (the image cache's shared text, `cells::loader`). The entry is marked [`SHARED`], so
+    /// drop and `unmap` never free the frame, and no write through a space reaches it; it is
+    /// not counted in [`Self::frames_held`]. A [`StaticFrame`] lives as long as the kernel.
+    pub fn map_shared(
+        &mut self,
+        vaddr: u64,
+        frame: StaticFrame,
+        perm: PagePerm,
+    ) -> Result<(), SpaceError> {
+        if !vaddr.is_multiple_of(PAGE_BYTES) || vaddr >= USER_TOP || perm == PagePerm::ReadWrite {
+            return Err(SpaceError::BadAddress(vaddr));
+        }
+        let mut flags = PageTableFlags::PRESENT | PageTableFlags::USER_ACCESSIBLE | SHARED;
+        if perm == PagePerm::ReadOnly {
+            flags |= PageTableFlags::NO_EXECUTE;
+        }
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
+        let phys = PhysFrame::containing_address(PhysAddr::new(frame.addr()));
+        let mut table_frames = self.table_frames;
+        let result = {
+            let mut mapper = self.mapper();
+            // SAFETY: a StaticFrame is never freed, so it outlives the mapping, and it is
+            // mapped without write access, so no cell can change what other cells see.
+            unsafe { mapper.map_to(page, phys, flags, &mut Counting(&mut table_frames)) }
+        };
+        self.table_frames = table_frames;
+        match result {
+            Ok(flush) => {
+                flush.ignore();
+                Ok(())
+            }
+            Err(x86_64::structures::paging::mapper::MapToError::PageAlreadyMapped(_)) => {
+                Err(SpaceError::AlreadyMapped(vaddr))
+            }
+            Err(_) => Err(SpaceError::OutOfFrames),
+        }
+    }
+
     /// Unmaps the user page at `vaddr` and frees its frame. Page tables stay (they are
     /// reused by later maps and freed with the space). Flushes the TLB entry when this
     /// space is the active one.
     pub fn unmap(&mut self, vaddr: u64) -> Result<(), SpaceError> {
         if !vaddr.is_multiple_of(PAGE_BYTES) || vaddr >= USER_TOP {
+            return Err(SpaceError::BadAddress(vaddr));
+        }
+        if self.is_shared(vaddr) {
             return Err(SpaceError::BadAddress(vaddr));
         }
         let active = Cr3::read().0.start_address().as_u64() == self.pml4.addr();
@@ -218,6 +264,25 @@ impl AddressSpace {
         unsafe { frames::free(Frame::from_addr(frame.start_address().as_u64())) };
         self.data_frames -= 1;
         Ok(())
+    }
+
+    /// Whether `vaddr` is mapped by a [`SHARED`] entry.
+    fn is_shared(&self, vaddr: u64) -> bool {
+        let mut table_phys = self.pml4.addr();
+        for level in (0..4).rev() {
+            let index = ((vaddr >> (12 + 9 * level)) & 0x1ff) as usize;
+            let table = phys_to_virt(table_phys) as *const PageTable;
+            // SAFETY: as in `translate_user`: a table of this space through the window.
+            let entry = unsafe { &(&*table)[index] };
+            if !entry.flags().contains(PageTableFlags::PRESENT) {
+                return false;
+            }
+            if level == 0 {
+                return entry.flags().contains(SHARED);
+            }
+            table_phys = entry.addr().as_u64();
+        }
+        false
     }
 
     /// Finds the physical address behind a user virtual address, checking that every level
@@ -316,6 +381,14 @@ impl AddressSpace {
 
     fn write(&mut self, addr: u64, data: &[u8], user_write: bool) -> Result<(), SpaceError> {
         let len = data.len() as u64;
+        // Shared frames (other cells' text too) are never written through a space.
+        let mut page = addr & !(PAGE_BYTES - 1);
+        while page < addr.saturating_add(len) {
+            if self.is_shared(page) {
+                return Err(SpaceError::BadUserAccess { addr, len });
+            }
+            page += PAGE_BYTES;
+        }
         let end = addr
             .checked_add(len)
             .ok_or(SpaceError::BadUserAccess { addr, len })?;
@@ -383,9 +456,13 @@ fn free_lower_half(pml4: u64) -> u64 {
             let child = entry.addr().as_u64();
             if level > 0 {
                 freed += walk(child, level - 1, 0..512);
+            } else if entry.flags().contains(SHARED) {
+                // Shared text: the image cache owns it.
+                continue;
             }
-            // SAFETY: each present lower-half entry names a frame this space allocated (a
-            // table or a data page) and only it refers to; it is freed once, bottom up.
+            // SAFETY: each present lower-half entry that is not shared names a frame this
+            // space allocated (a table or a data page) and only it refers to; it is freed
+            // once, bottom up.
             unsafe { frames::free(Frame::from_addr(child)) };
             freed += 1;
         }

@@ -22,6 +22,7 @@
 
 pub mod device;
 pub mod http;
+pub mod load;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
