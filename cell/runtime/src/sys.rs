@@ -276,17 +276,17 @@ pub fn recv_from(fd: u64, buf: &mut [u8]) -> Result<(usize, SockAddrV4), Errno> 
 pub fn poll(entries: &mut [PollFd], timeout_ms: u64) -> Result<usize, Errno> {
     let count = entries.len().min(abi::MAX_POLL_FDS as usize);
     let mut raw = [0u8; abi::MAX_POLL_FDS as usize * POLL_FD_BYTES];
-    for (entry, bytes) in entries.iter().zip(raw.chunks_exact_mut(POLL_FD_BYTES)) {
-        bytes.copy_from_slice(&entry.encode());
+    let (records, _) = raw.as_chunks_mut::<POLL_FD_BYTES>();
+    for (entry, record) in entries.iter().zip(records.iter_mut()) {
+        *record = entry.encode();
     }
     // SAFETY: `raw` is a live, exclusively borrowed buffer of `count` records that the
     // kernel reads and rewrites in place.
     let rax = unsafe { syscall3(nr::POLL, raw.as_mut_ptr() as u64, count as u64, timeout_ms) };
     let ready = abi::decode_result(rax)? as usize;
-    for (entry, bytes) in entries.iter_mut().zip(raw.chunks_exact(POLL_FD_BYTES)) {
-        let mut record = [0u8; POLL_FD_BYTES];
-        record.copy_from_slice(bytes);
-        entry.revents = PollFd::decode(record).revents;
+    let (records, _) = raw.as_chunks::<POLL_FD_BYTES>();
+    for (entry, record) in entries.iter_mut().zip(records) {
+        entry.revents = PollFd::decode(*record).revents;
     }
     Ok(ready)
 }
@@ -308,7 +308,7 @@ pub fn set_option(fd: u64, option: abi::SockOpt, on: bool) -> Result<(), Errno> 
 /// below `abi::USER_CODE_BASE` (never mapped) or at or above `abi::USER_MAX_ADDR` (not user
 /// memory at all), so the kernel cannot read or write the cell's memory through it.
 pub fn call_without_memory(number: u64, arg0: u64, arg1: u64, arg2: u64) -> Result<u64, Errno> {
-    let harmless = |value: u64| value < abi::USER_CODE_BASE || value >= abi::USER_MAX_ADDR;
+    let harmless = |value: u64| !(abi::USER_CODE_BASE..abi::USER_MAX_ADDR).contains(&value);
     if !(harmless(arg0) && harmless(arg1) && harmless(arg2)) {
         return Err(Errno::EPERM);
     }

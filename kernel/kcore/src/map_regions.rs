@@ -48,7 +48,7 @@ impl Regions {
     pub fn new(base: u64, end: u64, page_bytes: u64, max_regions: usize) -> Regions {
         assert!(page_bytes.is_power_of_two(), "page size {page_bytes}");
         assert!(
-            base < end && base % page_bytes == 0 && end % page_bytes == 0,
+            base < end && base.is_multiple_of(page_bytes) && end.is_multiple_of(page_bytes),
             "window {base:#x}..{end:#x}"
         );
         Regions {

@@ -70,6 +70,7 @@ impl SpawnStage {
     ];
 
     /// The name the benchmark prints.
+    #[cfg(feature = "ktest")]
     pub fn name(self) -> &'static str {
         match self {
             SpawnStage::Requested => "request",

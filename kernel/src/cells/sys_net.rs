@@ -359,10 +359,9 @@ pub fn sys_poll(entries: u64, count: u64, timeout_ms: u64) -> Result<u64, Errno>
             return Step::Done(Err(Errno::EFAULT));
         }
         let mut ready = 0u64;
-        for (entry, bytes) in table.iter_mut().zip(raw.chunks_exact(POLL_FD_BYTES)) {
-            let mut record = [0u8; POLL_FD_BYTES];
-            record.copy_from_slice(bytes);
-            *entry = PollFd::decode(record);
+        let (records, _) = raw.as_chunks::<POLL_FD_BYTES>();
+        for (entry, record) in table.iter_mut().zip(records) {
+            *entry = PollFd::decode(*record);
             entry.revents = match socket_mut(&mut parts, Fd(u64::from(entry.fd))) {
                 Ok(socket) => socket.readiness(stack, now) & (entry.events | POLLERR | POLLHUP),
                 Err(_) => POLLNVAL,
@@ -382,8 +381,9 @@ pub fn sys_poll(entries: u64, count: u64, timeout_ms: u64) -> Result<u64, Errno>
             }
             return Step::Wait(wake_at);
         }
-        for (entry, bytes) in table.iter().zip(raw.chunks_exact_mut(POLL_FD_BYTES)) {
-            bytes.copy_from_slice(&entry.encode());
+        let (records, _) = raw.as_chunks_mut::<POLL_FD_BYTES>();
+        for (entry, record) in table.iter().zip(records) {
+            *record = entry.encode();
         }
         match parts.space.copy_to_user(buf.addr, raw) {
             Ok(()) => Step::Done(Ok(ready)),

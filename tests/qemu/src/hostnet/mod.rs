@@ -549,7 +549,7 @@ mod tests {
                         return;
                     }
                     match client.connect(node_addr(251, 80), Duration::from_secs(5)) {
-                        Ok(stream) if i % 2 == 0 => stream.close(),
+                        Ok(stream) if i.is_multiple_of(2) => stream.close(),
                         Ok(stream) => stream.abort(),
                         Err(e) => failures.lock().unwrap().push(format!("{i}: {e}")),
                     }

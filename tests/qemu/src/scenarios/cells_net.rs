@@ -87,10 +87,7 @@ pub fn cell_sockets(node: &mut Node) -> Result<(u64, u64, u64), HarnessError> {
         .ok_or_else(|| HarnessError::Check(format!("no cell sockets line in {out:?}")))?;
     let field = |name: &str| -> Option<u64> {
         let rest = line.split(&format!(" {name} ")).nth(1)?;
-        rest.split(|c: char| c == ' ' || c == '/')
-            .next()?
-            .parse()
-            .ok()
+        rest.split([' ', '/']).next()?.parse().ok()
     };
     match (field("open"), field("lingering"), field("buffers")) {
         (Some(open), Some(lingering), Some(bytes)) => Ok((open, lingering, bytes)),
