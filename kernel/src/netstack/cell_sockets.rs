@@ -123,6 +123,10 @@ impl CellNet {
             ..Ports::default()
         };
         ports.udp.extend(reserved_udp.iter().copied());
+        // The linger list's room is taken once (a close under memory pressure must not need
+        // an allocation; if it did not fit, closes abort instead of lingering).
+        let mut lingering = Vec::new();
+        let _ = lingering.try_reserve_exact(LINGER_MAX);
         CellNet {
             budget: Budget {
                 max_bytes,
@@ -130,8 +134,14 @@ impl CellNet {
             },
             counters: SocketCounters::default(),
             ports,
-            lingering: Vec::new(),
+            lingering,
         }
+    }
+
+    /// The most smoltcp sockets cells may hold at once: the budget over the smallest
+    /// socket. The stack's socket table is sized for this, so it never grows.
+    pub fn sockets_max(&self) -> usize {
+        self.budget.max_bytes / UDP_SOCKET_BYTES.min(TCP_SOCKET_BYTES)
     }
 
     /// Closing sockets not yet removed.
@@ -226,8 +236,10 @@ impl Stack {
     }
 
     fn charge(&mut self, bytes: usize) -> Result<(), Errno> {
+        let alive = self.cells.counters.created - self.cells.counters.removed;
+        let full = alive as usize >= self.cells.sockets_max();
         let budget = &mut self.cells.budget;
-        if budget.used_bytes + bytes > budget.max_bytes {
+        if full || budget.used_bytes + bytes > budget.max_bytes {
             budget.refused += 1;
             return Err(Errno::ENOBUFS);
         }

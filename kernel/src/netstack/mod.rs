@@ -198,7 +198,11 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
             .push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN))
             .expect("one address fits");
     });
-    let mut sockets = SocketSet::new(alloc::vec::Vec::new());
+    // Sized once for every socket the node may ever hold (the kernel's two plus the cells'
+    // most, `cell_sockets::CellNet::sockets_max`), so adding a socket never reallocates:
+    // no growth under load, and no infallible allocation that could fail.
+    let cells = cell_sockets::CellNet::new(cell_socket_budget_bytes(), &[transport::PORT]);
+    let mut sockets = SocketSet::new(alloc::vec::Vec::with_capacity(cells.sockets_max() + 2));
     let udp = sockets.add(transport::new_socket());
     let icmp = sockets.add(ping::new_socket());
     Stack {
@@ -209,7 +213,7 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
         icmp,
         transport: transport::Service::new(id),
         pinger: ping::Pinger::new(),
-        cells: cell_sockets::CellNet::new(cell_socket_budget_bytes(), &[transport::PORT]),
+        cells,
     }
 }
 
