@@ -293,10 +293,13 @@ pub fn http_serves(env: &Env) -> Result<(), HarnessError> {
 }
 
 /// `nettest` checks the socket calls' error paths from inside a cell (bad descriptors,
-/// pointers and arguments, limits, `ECONNREFUSED` from the host endpoint).
+/// including one another cell holds, pointers and arguments, limits, `ECONNREFUSED` from
+/// the host endpoint).
 pub fn net_errors(env: &Env) -> Result<(), HarnessError> {
     let (mut cluster, _host) = start(env, "cells-net-errors")?;
     let node = cluster.node(1);
+    // Another cell holds descriptors 3..=66 (nettest checks that 40 is not its own).
+    let hog = run_cell(node, "sockhog 64 20000", "holding 64 sockets")?;
     let ip = hostnet::fabric_ip(hostnet::HOST_ID);
     let out = node.command(&format!("cell run nettest {ip}"), COMMAND_TIMEOUT)?;
     let id = cell_id(&out)?;
@@ -312,6 +315,7 @@ pub fn net_errors(env: &Env) -> Result<(), HarnessError> {
         exit.get("reason") == Some("exited") && exit.get("code") == Some("0"),
         "nettest exit: {exit:?}"
     );
+    node.command(&format!("cell stop {hog}"), COMMAND_TIMEOUT)?;
     wait_sockets_settle(node, 0)?;
     Ok(())
 }
