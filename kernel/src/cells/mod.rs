@@ -9,8 +9,11 @@
 //! supervision policy (`cell::supervise`) whether and when to restart. Restarts are
 //! started from [`on_tick`] when their backoff has passed.
 
+pub mod io;
 mod loader;
 pub mod payloads;
+mod sys_mem;
+mod sys_net;
 pub mod syscalls;
 pub mod table;
 
@@ -23,6 +26,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::run_queue::Priority;
 
+pub use self::io::Limits;
 use self::table::CellRecord;
 use crate::arch::idt::UserFault;
 use crate::arch::{cpu, syscall};
@@ -32,6 +36,62 @@ use crate::time;
 
 /// TSC just before the most recent drop to ring 3 (for `bench-cells`).
 pub static LAST_USER_ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// The steps of starting a cell, in order, for the spawn breakdown of `bench-cells`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnStage {
+    /// `run` returned: spec checks, supervisor, table record, task (with its kernel stack).
+    Requested,
+    /// The cell's task started running (`cell_main`).
+    TaskRunning,
+    /// The payload's image was found in the cache (validated and its text built at boot,
+    /// `loader::prepare`).
+    Parsed,
+    /// The address space exists (top-level table, kernel half copied).
+    SpaceReady,
+    /// Every segment is mapped and filled.
+    SegmentsMapped,
+    /// The user stack is mapped.
+    StackMapped,
+    /// The table took the space; the cell is running.
+    Attached,
+}
+
+impl SpawnStage {
+    /// Every stage, in order.
+    pub const ALL: [SpawnStage; 7] = [
+        SpawnStage::Requested,
+        SpawnStage::TaskRunning,
+        SpawnStage::Parsed,
+        SpawnStage::SpaceReady,
+        SpawnStage::SegmentsMapped,
+        SpawnStage::StackMapped,
+        SpawnStage::Attached,
+    ];
+
+    /// The name the benchmark prints.
+    #[cfg(feature = "ktest")]
+    pub fn name(self) -> &'static str {
+        match self {
+            SpawnStage::Requested => "request",
+            SpawnStage::TaskRunning => "schedule",
+            SpawnStage::Parsed => "image_lookup",
+            SpawnStage::SpaceReady => "address_space",
+            SpawnStage::SegmentsMapped => "segments",
+            SpawnStage::StackMapped => "stack",
+            SpawnStage::Attached => "attach",
+        }
+    }
+}
+
+/// TSC at each stage of the most recent cell start (for `bench-cells`).
+pub static SPAWN_STAGE_TSC: [AtomicU64; SpawnStage::ALL.len()] =
+    [const { AtomicU64::new(0) }; SpawnStage::ALL.len()];
+
+/// Records that the current cell start reached `stage`.
+pub fn stamp(stage: SpawnStage) {
+    SPAWN_STAGE_TSC[stage as usize].store(cpu::rdtsc(), Ordering::Relaxed);
+}
 
 /// Why a cell could not be started or stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,14 +126,30 @@ impl core::fmt::Display for CellError {
 pub fn init() {
     syscall::init(syscalls::on_syscall);
     crate::arch::idt::set_user_fault_handler(on_user_fault);
+    // Validate every payload and build its shared text once (see `loader`). A payload that
+    // fails here fails to load later (LoadFailed), with the reason in its cell's log.
+    for name in payloads::names() {
+        if let Some(image) = payloads::image(name) {
+            if let Err(err) = loader::prepare(name, image) {
+                log::error!("cells: payload '{name}' is unusable: {err:?}");
+            }
+        }
+    }
 }
 
 fn now_ms() -> u64 {
     time::now_us() / 1000
 }
 
-/// Starts a cell running `spec`, supervised with `policy`.
-pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
+/// Starts a cell running `spec`, supervised with `policy`, within `limits`. `name` is its
+/// cluster-wide name (`web/1@7`, what `cell_info` tells the payload); `None` names a local
+/// cell `cell-<id>`.
+pub fn run(
+    spec: PayloadSpec,
+    policy: RestartPolicy,
+    limits: Limits,
+    name: Option<&str>,
+) -> Result<u64, CellError> {
     if payloads::image(&spec.payload).is_none() {
         return Err(CellError::UnknownPayload(spec.payload.clone()));
     }
@@ -86,12 +162,24 @@ pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
     };
     let supervisor = Supervisor::new(config).map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
     let id = table::next_id();
-    table::with(|cells| cells.insert(CellRecord::new(id, spec, args_blob, supervisor, now_ms())));
+    let name = name.map_or_else(|| format!("cell-{id}"), String::from);
+    table::with(|cells| {
+        cells.insert(CellRecord::new(
+            id,
+            spec,
+            args_blob,
+            supervisor,
+            now_ms(),
+            name,
+            limits,
+        ))
+    });
     if let Err(err) = start_incarnation(id) {
         table::with(|cells| cells.remove(&id));
         return Err(err);
     }
     table::purge_finished();
+    stamp(SpawnStage::Requested);
     Ok(id)
 }
 
@@ -113,12 +201,13 @@ fn start_incarnation(id: u64) -> Result<(), CellError> {
 // and drops to ring 3. Its two contracts are kept by the cell table (see the SAFETY lines).
 #[allow(unsafe_code)]
 fn cell_main(id: u64) {
+    stamp(SpawnStage::TaskRunning);
     let Some(payload) = table::with(|cells| cells.get(&id).map(|c| c.cell.spec().payload.clone()))
     else {
         return;
     };
     let image = payloads::image(&payload).expect("payload checked when the cell was created");
-    let loaded = match loader::load(image) {
+    let loaded = match loader::load(&payload, image) {
         Ok(loaded) => loaded,
         Err(err) => {
             table::with(|cells| {
@@ -140,6 +229,7 @@ fn cell_main(id: u64) {
     let attached = table::with(|cells| match cells.get_mut(&id) {
         Some(record) if !record.stop_requested => {
             record.attach_space(loaded.space, now_ms());
+            stamp(SpawnStage::Attached);
             true
         }
         // Stopped while loading: `loaded` is dropped here, and the task simply returns.

@@ -12,9 +12,11 @@ use ::cell::lifecycle::{Cell, CellId, CellStatus, ExitReason as CellExit, Phase}
 use ::cell::logbuf::LogBuf;
 use ::cell::spec::PayloadSpec;
 use ::cell::supervise::Supervisor;
+use alloc::string::String;
 use alloc::vec::Vec;
 use spin::Mutex;
 
+use super::io::{CellIo, CellParts, Limits};
 use crate::arch::cpu::without_interrupts;
 use crate::mm::address_space::AddressSpace;
 use crate::sched::{self, TaskId};
@@ -27,6 +29,11 @@ pub const LOG_BYTES: usize = 16 * 1024;
 /// One cell.
 pub struct CellRecord {
     pub cell: Cell,
+    /// The cell's cluster-wide name (`web/1@7`), or `cell-<id>` for a local cell.
+    pub name: String,
+    pub limits: Limits,
+    /// The incarnation's sockets and mappings (emptied when it ends).
+    pub io: CellIo,
     pub args_blob: Vec<u8>,
     pub supervisor: Supervisor,
     pub log: LogBuf,
@@ -48,9 +55,14 @@ impl CellRecord {
         args_blob: Vec<u8>,
         supervisor: Supervisor,
         now_ms: u64,
+        name: String,
+        limits: Limits,
     ) -> CellRecord {
         CellRecord {
             cell: Cell::new(CellId(id), spec, now_ms),
+            name,
+            limits,
+            io: CellIo::new(),
             args_blob,
             supervisor,
             log: LogBuf::new(LOG_BYTES),
@@ -68,9 +80,19 @@ impl CellRecord {
         self.space.as_ref().ok_or(Errno::EFAULT)
     }
 
-    /// As [`CellRecord::space`], mutably.
-    pub fn space_mut(&mut self) -> Result<&mut AddressSpace, Errno> {
-        self.space.as_mut().ok_or(Errno::EFAULT)
+    /// The address space and the argument blob, borrowed together.
+    pub fn space_and_args(&mut self) -> Result<(&mut AddressSpace, &[u8]), Errno> {
+        Ok((self.space.as_mut().ok_or(Errno::EFAULT)?, &self.args_blob))
+    }
+
+    /// The running incarnation's limits, address space and descriptors, borrowed together.
+    pub fn parts(&mut self) -> Result<CellParts<'_>, Errno> {
+        Ok(CellParts {
+            limits: self.limits,
+            space: self.space.as_mut().ok_or(Errno::EFAULT)?,
+            io: &mut self.io,
+            cell: &mut self.cell,
+        })
     }
 
     /// Installs a freshly loaded address space and marks the cell running.
@@ -87,8 +109,9 @@ impl CellRecord {
         }
     }
 
-    /// Ends the incarnation: frees its memory and records the exit.
+    /// Ends the incarnation: closes its sockets, frees its memory and records the exit.
     pub fn detach(&mut self, reason: CellExit, cpu_ticks: u64, now_ms: u64) {
+        self.io.clear();
         if let Some(space) = self.space.take() {
             let held = space.frames_held();
             drop(space);

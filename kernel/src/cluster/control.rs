@@ -385,7 +385,8 @@ pub fn reconcile_now() {
                 restart,
             } if !witness => {
                 let spec = PayloadSpec { payload, args };
-                match cells::run(spec, restart) {
+                let name = format!("{service}/{slot}@{epoch}");
+                match cells::run(spec, restart, cells::Limits::default(), Some(&name)) {
                     Ok(cell) => {
                         with(|c| {
                             c.mine.push(Mine {

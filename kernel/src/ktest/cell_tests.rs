@@ -14,7 +14,8 @@ use crate::{cells, sched, time};
 
 fn run(spec: &str) -> Result<u64, String> {
     let spec = PayloadSpec::parse(spec).map_err(|e| format!("{e:?}"))?;
-    cells::run(spec, RestartPolicy::Never).map_err(|e| format!("{e}"))
+    cells::run(spec, RestartPolicy::Never, cells::Limits::default(), None)
+        .map_err(|e| format!("{e}"))
 }
 
 /// Waits (up to 5 s) until a cell reaches `state`.
@@ -83,11 +84,17 @@ pub fn fault_returns_frames() -> TestResult {
 }
 
 /// `METRIC cell_spawn_us` (request to the drop into ring 3) and `METRIC cell_teardown_us`
-/// (stop request to every frame returned), medians over 300 samples.
+/// (stop request to every frame returned), medians over 300 samples, and the spawn broken
+/// down by stage (`cells::SpawnStage`): the median of each stage's share, printed as
+/// `spawn_stage <name> <µs>` lines and one `METRIC cell_spawn_<stage>_us` per stage.
 pub fn bench() -> TestResult {
     const SAMPLES: usize = 300;
+    const BENCH_POLL_MS: u64 = 20;
+    const STAGES: usize = cells::SpawnStage::ALL.len();
     let mut spawn_ns = Vec::with_capacity(SAMPLES);
     let mut teardown_ns = Vec::with_capacity(SAMPLES);
+    // One vector per stage, plus the last step (attach to ring 3).
+    let mut stage_ns: Vec<Vec<u64>> = (0..=STAGES).map(|_| Vec::with_capacity(SAMPLES)).collect();
     for _ in 0..SAMPLES {
         cells::LAST_USER_ENTRY_TSC.store(0, Ordering::Relaxed);
         let t0 = cpu::rdtsc();
@@ -101,11 +108,19 @@ pub fn bench() -> TestResult {
             check(time::now_us() < deadline, || {
                 String::from("no ring-3 entry recorded")
             })?;
-            // Sleep, not yield: a yield never lets the lower-priority cell task run. The
-            // figure is unaffected, since the entry TSC is recorded on the cell's path.
-            sched::sleep_ms(1);
+            // Sleep, not yield: a yield never lets the lower-priority cell task run. Long
+            // enough that this (higher-priority) task does not wake in the middle of the
+            // cell's start and charge its own time to a stage.
+            sched::sleep_ms(BENCH_POLL_MS);
         };
         spawn_ns.push(time::tsc_to_ns(entered - t0));
+        let mut previous = t0;
+        for (index, stage) in cells::SPAWN_STAGE_TSC.iter().enumerate() {
+            let at = stage.load(Ordering::Relaxed);
+            stage_ns[index].push(time::tsc_to_ns(at.saturating_sub(previous)));
+            previous = at;
+        }
+        stage_ns[STAGES].push(time::tsc_to_ns(entered.saturating_sub(previous)));
         let t1 = cpu::rdtsc();
         cells::stop(id).map_err(|e| format!("{e}"))?;
         teardown_ns.push(time::tsc_to_ns(cpu::rdtsc() - t1));
@@ -113,6 +128,17 @@ pub fn bench() -> TestResult {
     spawn_ns.sort_unstable();
     teardown_ns.sort_unstable();
     let us = |ns: u64| format!("{}.{}", ns / 1000, (ns % 1000) / 100);
+    for (index, samples) in stage_ns.iter_mut().enumerate() {
+        samples.sort_unstable();
+        let name = cells::SpawnStage::ALL
+            .get(index)
+            .map_or("enter_user", |stage| stage.name());
+        crate::println!("spawn_stage {name} {} us", us(samples[SAMPLES / 2]));
+        crate::println!(
+            "METRIC cell_spawn_{name}_us {} us",
+            us(samples[SAMPLES / 2])
+        );
+    }
     crate::println!("METRIC cell_spawn_us {} us", us(spawn_ns[SAMPLES / 2]));
     crate::println!(
         "METRIC cell_teardown_us {} us",

@@ -21,6 +21,7 @@
 //! `169.254.77.<id>/24` — link-local, because the fabric is a private L2 segment that
 //! exists only inside the host's unix sockets.
 
+pub mod cell_sockets;
 mod device;
 pub mod ping;
 pub mod transport;
@@ -82,6 +83,8 @@ pub struct Stack {
     icmp: SocketHandle,
     pub(crate) transport: transport::Service,
     pub(crate) pinger: ping::Pinger,
+    /// Cells' sockets: budget, ports, closing streams (`cell_sockets`).
+    pub(crate) cells: cell_sockets::CellNet,
 }
 
 static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -195,7 +198,11 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
             .push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN))
             .expect("one address fits");
     });
-    let mut sockets = SocketSet::new(alloc::vec::Vec::new());
+    // Sized once for every socket the node may ever hold (the kernel's two plus the cells'
+    // most, `cell_sockets::CellNet::sockets_max`), so adding a socket never reallocates:
+    // no growth under load, and no infallible allocation that could fail.
+    let cells = cell_sockets::CellNet::new(cell_socket_budget_bytes(), &[transport::PORT]);
+    let mut sockets = SocketSet::new(alloc::vec::Vec::with_capacity(cells.sockets_max() + 2));
     let udp = sockets.add(transport::new_socket());
     let icmp = sockets.add(ping::new_socket());
     Stack {
@@ -206,7 +213,14 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
         icmp,
         transport: transport::Service::new(id),
         pinger: ping::Pinger::new(),
+        cells,
     }
+}
+
+/// The node-wide budget of cell socket buffers: a quarter of the kernel heap.
+fn cell_socket_budget_bytes() -> usize {
+    let (_, heap_bytes) = crate::mm::heap::usage();
+    usize::try_from(heap_bytes / 4).unwrap_or(usize::MAX)
 }
 
 /// Routes the card's INTx (an ISA IRQ number chosen by the firmware) through the I/O APIC.
@@ -316,6 +330,8 @@ impl Stack {
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         let more = more || self.device.budget_exhausted();
+        // Cells' closed streams that finished (or timed out) go away now.
+        self.reap_lingering(now_us);
         let smoltcp_at = self
             .iface
             .poll_at(now, &self.sockets)
@@ -324,6 +340,7 @@ impl Stack {
             smoltcp_at,
             self.transport.deadline_us(),
             self.pinger.deadline_us(),
+            self.cells.deadline_us(),
         ]
         .into_iter()
         .flatten()

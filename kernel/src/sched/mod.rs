@@ -17,6 +17,7 @@
 //! averages, context switches) that any context can read without a lock.
 
 pub mod wait;
+pub mod waker;
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};

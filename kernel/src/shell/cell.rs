@@ -10,7 +10,7 @@ use crate::cells;
 
 pub const COMMANDS: &[Command] = &[Command {
     name: "cell",
-    usage: "cell run <payload> [args...] [--restart always|on-failure|never] | cell ls | cell stop <id> | cell logs <id> [N]",
+    usage: "cell run <payload> [args...] [--restart always|on-failure|never] [--memory-mib N] | cell ls | cell stop <id> | cell logs <id> [N]",
     help: "run, list, stop cells and read their logs",
     run: cell,
 }];
@@ -31,6 +31,7 @@ fn cell(args: &[&str]) -> Result<(), CommandError> {
 
 fn run(args: &[&str]) -> Result<(), CommandError> {
     let mut policy = RestartPolicy::Never;
+    let mut limits = cells::Limits::default();
     let mut words: Vec<&str> = Vec::new();
     let mut iter = args.iter();
     while let Some(&word) = iter.next() {
@@ -41,6 +42,13 @@ fn run(args: &[&str]) -> Result<(), CommandError> {
                     "restart policy '{value}' is not always, on-failure or never"
                 ))
             })?;
+        } else if word == "--memory-mib" {
+            let value = iter.next().ok_or(CommandError::Usage)?;
+            let mib: u32 = value.parse().map_err(|_| {
+                CommandError::Failed(format!("memory limit '{value}' is not a number of MiB"))
+            })?;
+            limits = cells::Limits::with_memory_mib(mib)
+                .map_err(|e| CommandError::Failed(e.to_string()))?;
         } else {
             words.push(word);
         }
@@ -51,7 +59,8 @@ fn run(args: &[&str]) -> Result<(), CommandError> {
     let spec = PayloadSpec::parse(&words.join(" "))
         .map_err(|e| CommandError::Failed(format!("bad payload spec: {e:?}")))?;
     let payload = spec.payload.clone();
-    let id = cells::run(spec, policy).map_err(|e| CommandError::Failed(e.to_string()))?;
+    let id =
+        cells::run(spec, policy, limits, None).map_err(|e| CommandError::Failed(e.to_string()))?;
     crate::println!("cell {id} started: {payload} (restart {})", policy.as_str());
     Ok(())
 }

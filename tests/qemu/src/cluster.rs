@@ -123,6 +123,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts the fabric (seeded), then `count` nodes, and waits for every prompt.
     pub fn start(env: &Env, name: &str, count: usize, seed: u64) -> Result<Cluster, HarnessError> {
+        Cluster::start_with_ports(env, name, count, seed, &[])
+    }
+
+    /// As [`Cluster::start`], with `extra_ports` more fabric ports that no node uses (for a
+    /// host endpoint, `crate::hostnet`).
+    pub fn start_with_ports(
+        env: &Env,
+        name: &str,
+        count: usize,
+        seed: u64,
+        extra_ports: &[u32],
+    ) -> Result<Cluster, HarnessError> {
         assert!(count >= 1, "a cluster has nodes");
         let dir = env.run_dir.join(name);
         // A previous run of this scenario may have left sockets and logs.
@@ -133,12 +145,14 @@ impl Cluster {
             Journal::create(&dir)
                 .map_err(|e| HarnessError::Io("creating the journal".into(), e))?,
         );
-        let ids: Vec<u32> = (1..=count as u32).collect();
+        let mut ids: Vec<u32> = (1..=count as u32).collect();
+        ids.extend_from_slice(extra_ports);
         let mut config = FabricConfig::new(&dir, &ids, seed);
         config.journal = Some(Arc::clone(&journal));
         let fabric =
             Fabric::start(config).map_err(|e| HarnessError::Check(format!("fabric: {e:?}")))?;
         let mut nodes = Vec::new();
+        // Only the first `count` ports are nodes; the others belong to the caller.
         for spec in specs(&env.image, &fabric, count, env.kvm) {
             let mut node = Node::start(spec, &dir)?;
             node.set_journal(Arc::clone(&journal), 0);

@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod events;
 pub mod fabric;
+pub mod hostnet;
 pub mod node;
 pub mod qemu;
 pub mod scenarios;

@@ -2,6 +2,7 @@
 //! kernel checks); `cargo xtask qemu-cluster` runs the `Cluster` suite.
 
 mod cells;
+pub mod cells_net;
 mod cluster_net;
 pub mod control;
 mod crash;
@@ -165,6 +166,31 @@ pub const ALL: &[Scenario] = &[
         name: "cells-bad-commands",
         suite: Suite::Node,
         run: cells::bad_commands,
+    },
+    Scenario {
+        name: "cells-http",
+        suite: Suite::Node,
+        run: cells_net::http_serves,
+    },
+    Scenario {
+        name: "cells-net-errors",
+        suite: Suite::Node,
+        run: cells_net::net_errors,
+    },
+    Scenario {
+        name: "cells-sockets-freed",
+        suite: Suite::Node,
+        run: cells_net::sockets_freed_on_kill,
+    },
+    Scenario {
+        name: "cells-memory",
+        suite: Suite::Node,
+        run: cells_net::memory_limits,
+    },
+    Scenario {
+        name: "cells-conn-storm",
+        suite: Suite::Node,
+        run: cells_net::connection_storm,
     },
     Scenario {
         name: "net-ping-mesh",
