@@ -1,9 +1,11 @@
 //! The per-node status report: actual state flowing to the leader, outside the Raft log.
 //!
-//! Each node periodically (or piggybacked on gossip) sends a [`NodeReport`]: its load, free
-//! memory and, per cell, `(cell id, service, slot, epoch, state, restarts, uptime)`. The leader keeps the
-//! latest report per node (newer `seq` wins) and turns it into a
-//! [`crate::placement::NodeView`] for the scheduler and into rows for `xylem status`.
+//! Each node periodically sends a [`NodeReport`]: its load, free memory, the log index its
+//! desired state has applied, and, per cell, `(cell id, service, slot, epoch, state, restarts,
+//! uptime)`. Every node keeps the latest report per node (newer `seq` wins); the leader turns
+//! them into [`crate::placement::NodeView`]s for the scheduler, and every node into rows for
+//! `xylem status`. The applied index lets the leader tell that a node has seen a fenced slot's
+//! unbinding (see [`crate::lease`]).
 //! Reports are soft state: losing one only delays a decision; they never enter the log.
 //!
 //! Size is bounded: at most [`REPORT_CELLS_MAX`] cells, and a worst-case report (32-byte names,
@@ -18,10 +20,13 @@ use serde::{Deserialize, Serialize};
 
 /// Most cells carried by one report.
 pub const REPORT_CELLS_MAX: usize = 16;
-/// Upper bound on an encoded report, in bytes (tested against the worst case).
-pub const REPORT_BYTES_MAX: usize = 1000;
-/// The first byte of every encoded report.
-pub const REPORT_FORMAT_V1: u8 = 1;
+/// Upper bound on an encoded report, in bytes (tested against the worst case). A control
+/// datagram carries one report with a few bytes of framing, well inside the transport's
+/// 1400-byte payload.
+pub const REPORT_BYTES_MAX: usize = 1024;
+/// The first byte of every encoded report (format 2 added `applied_index`; reports are soft
+/// state between nodes of one image, so format 1 is simply refused).
+pub const REPORT_FORMAT_V2: u8 = 2;
 
 /// One cell in a report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +59,8 @@ pub struct NodeReport {
     pub load_milli: u32,
     /// Free physical memory, in MiB.
     pub free_mib: u32,
+    /// Index of the last committed entry the node's desired state applied.
+    pub applied_index: u64,
     /// Number of cells on the node (may exceed `cells.len()` when truncated).
     pub cell_count: u32,
     /// The cells, in `(service, slot, epoch)` order, at most [`REPORT_CELLS_MAX`].
@@ -83,6 +90,7 @@ impl NodeReport {
         seq: u64,
         load_milli: u32,
         free_mib: u32,
+        applied_index: u64,
         mut cells: Vec<CellReport>,
     ) -> Self {
         cells.sort_by(|a, b| (&a.service, a.slot, a.epoch).cmp(&(&b.service, b.slot, b.epoch)));
@@ -94,6 +102,7 @@ impl NodeReport {
             seq,
             load_milli,
             free_mib,
+            applied_index,
             cell_count,
             cells,
         }
@@ -111,7 +120,7 @@ impl NodeReport {
                 count: self.cells.len(),
             });
         }
-        let bytes = alloc::vec![REPORT_FORMAT_V1];
+        let bytes = alloc::vec![REPORT_FORMAT_V2];
         let bytes = postcard::to_extend(self, bytes).map_err(|_| ReportError::Malformed)?;
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
@@ -125,7 +134,7 @@ impl NodeReport {
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
         }
-        if version != REPORT_FORMAT_V1 {
+        if version != REPORT_FORMAT_V2 {
             return Err(ReportError::UnknownFormat { version });
         }
         let (report, rest) =
@@ -147,6 +156,16 @@ impl NodeReport {
             .iter()
             .filter(|c| c.state == CellState::CrashLoop)
             .map(|c| (c.service.as_str(), c.slot, c.epoch))
+    }
+
+    /// Whether the report proves the node runs no cell of `(service, slot)` at any epoch: it
+    /// lists every cell (not truncated) and none of that slot is live.
+    pub fn shows_no_live_cell(&self, service: &str, slot: Slot) -> bool {
+        !self.truncated()
+            && !self
+                .cells
+                .iter()
+                .any(|c| c.service == service && c.slot == slot && c.state.is_live())
     }
 }
 
@@ -172,11 +191,11 @@ mod tests {
     #[test]
     fn worst_case_report_fits_the_bound() {
         let cells = (0..REPORT_CELLS_MAX).map(worst_cell).collect();
-        let report = NodeReport::new(u64::MAX, u64::MAX, u32::MAX, u32::MAX, cells);
+        let report = NodeReport::new(u64::MAX, u64::MAX, u32::MAX, u32::MAX, u64::MAX, cells);
         let bytes = report.encode().unwrap();
         assert!(bytes.len() <= REPORT_BYTES_MAX, "{} bytes", bytes.len());
-        // 33 header bytes + 16 x 60 per cell: the bound is tight, keep it that way on purpose.
-        assert_eq!(bytes.len(), 993);
+        // 43 header bytes + 16 x 60 per cell: the bound is tight, keep it that way on purpose.
+        assert_eq!(bytes.len(), 1003);
         assert_eq!(NodeReport::decode(&bytes), Ok(report));
     }
 
@@ -191,14 +210,14 @@ mod tests {
             restarts: 0,
             uptime_s: 3600,
         }];
-        let bytes = NodeReport::new(2, 40, 250, 900, cells).encode().unwrap();
+        let bytes = NodeReport::new(2, 40, 250, 900, 0, cells).encode().unwrap();
         assert!(bytes.len() < 32, "{}", bytes.len());
     }
 
     #[test]
     fn big_cell_lists_are_truncated_in_order() {
         let cells: Vec<_> = (0..40).rev().map(worst_cell).collect();
-        let report = NodeReport::new(1, 1, 0, 0, cells);
+        let report = NodeReport::new(1, 1, 0, 0, 0, cells);
         assert_eq!(report.cells.len(), REPORT_CELLS_MAX);
         assert_eq!(report.cell_count, 40);
         assert!(report.truncated());
@@ -216,16 +235,16 @@ mod tests {
     fn garbage_is_a_typed_error() {
         assert_eq!(NodeReport::decode(&[]), Err(ReportError::Empty));
         assert_eq!(
-            NodeReport::decode(&[2]),
-            Err(ReportError::UnknownFormat { version: 2 })
+            NodeReport::decode(&[1]),
+            Err(ReportError::UnknownFormat { version: 1 })
         );
-        assert_eq!(NodeReport::decode(&[1, 0xff]), Err(ReportError::Malformed));
+        assert_eq!(NodeReport::decode(&[2, 0xff]), Err(ReportError::Malformed));
         assert!(matches!(
-            NodeReport::decode(&[1; 1001]),
+            NodeReport::decode(&[2; REPORT_BYTES_MAX + 1]),
             Err(ReportError::TooLarge { .. })
         ));
         // A forged report claiming 17 cells but small enough to pass the byte bound.
-        let mut forged = NodeReport::new(1, 1, 0, 0, vec![]);
+        let mut forged = NodeReport::new(1, 1, 0, 0, 0, vec![]);
         forged.cells = (0..17)
             .map(|_| CellReport {
                 cell_id: 1,
@@ -237,7 +256,7 @@ mod tests {
                 uptime_s: 0,
             })
             .collect();
-        let mut bytes = vec![REPORT_FORMAT_V1];
+        let mut bytes = vec![REPORT_FORMAT_V2];
         bytes.extend(postcard::to_allocvec(&forged).unwrap());
         assert_eq!(
             NodeReport::decode(&bytes),
@@ -249,7 +268,7 @@ mod tests {
     fn crashloops_are_listed() {
         let mut cells: Vec<_> = (0..3).map(worst_cell).collect();
         cells[1].state = CellState::Running;
-        let report = NodeReport::new(1, 1, 0, 0, cells);
+        let report = NodeReport::new(1, 1, 0, 0, 0, cells);
         assert_eq!(report.crashloops().count(), 2);
     }
 }

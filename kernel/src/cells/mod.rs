@@ -26,7 +26,7 @@ use kcore::run_queue::Priority;
 use self::table::CellRecord;
 use crate::arch::idt::UserFault;
 use crate::arch::{cpu, syscall};
-use crate::events::{self, EventKind, ExitReason};
+use crate::events::{self, CellLabel, EventKind, ExitReason};
 use crate::sched::{self, TaskId};
 use crate::time;
 
@@ -74,6 +74,15 @@ fn now_ms() -> u64 {
 
 /// Starts a cell running `spec`, supervised with `policy`.
 pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
+    run_labelled(spec, policy, None)
+}
+
+/// As [`run`], for a cell that serves a slot: its events carry `label`, its cluster-wide name.
+pub fn run_labelled(
+    spec: PayloadSpec,
+    policy: RestartPolicy,
+    label: Option<CellLabel>,
+) -> Result<u64, CellError> {
     if payloads::image(&spec.payload).is_none() {
         return Err(CellError::UnknownPayload(spec.payload.clone()));
     }
@@ -86,7 +95,9 @@ pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
     };
     let supervisor = Supervisor::new(config).map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
     let id = table::next_id();
-    table::with(|cells| cells.insert(CellRecord::new(id, spec, args_blob, supervisor, now_ms())));
+    let mut record = CellRecord::new(id, spec, args_blob, supervisor, now_ms());
+    record.label = label;
+    table::with(|cells| cells.insert(record));
     if let Err(err) = start_incarnation(id) {
         table::with(|cells| cells.remove(&id));
         return Err(err);
@@ -113,8 +124,11 @@ fn start_incarnation(id: u64) -> Result<(), CellError> {
 // and drops to ring 3. Its two contracts are kept by the cell table (see the SAFETY lines).
 #[allow(unsafe_code)]
 fn cell_main(id: u64) {
-    let Some(payload) = table::with(|cells| cells.get(&id).map(|c| c.cell.spec().payload.clone()))
-    else {
+    let Some((payload, label)) = table::with(|cells| {
+        cells
+            .get(&id)
+            .map(|c| (c.cell.spec().payload.clone(), c.label))
+    }) else {
         return;
     };
     let image = payloads::image(&payload).expect("payload checked when the cell was created");
@@ -155,6 +169,7 @@ fn cell_main(id: u64) {
         cell: id,
         task: sched::current_id(),
         payload: name,
+        name: label,
     });
     LAST_USER_ENTRY_TSC.store(cpu::rdtsc(), Ordering::Relaxed);
     // SAFETY: the cell's space is loaded (above), it maps `entry` and `stack_top` (checked by
@@ -192,10 +207,12 @@ pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
         let id = record.cell.id().0;
         let exit = to_cell_exit(reason, record.load_failed);
         record.detach(exit, cpu_ticks, now);
+        let label = record.label;
         to_emit.push(EventKind::CellExit {
             cell: id,
             reason: exit,
             restarts: record.cell.restarts(),
+            name: label,
         });
         if record.stop_requested {
             return;
@@ -207,6 +224,7 @@ pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
                     cell: id,
                     attempt: record.cell.restarts() + 1,
                     delay_ms: at_ms.saturating_sub(now),
+                    name: label,
                 });
             }
             Decision::CrashLoop => {
@@ -214,6 +232,7 @@ pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
                 to_emit.push(EventKind::CellCrashLoop {
                     cell: id,
                     failures: record.supervisor.failures_total(),
+                    name: label,
                 });
             }
             Decision::Stop => {}
