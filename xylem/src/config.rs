@@ -170,6 +170,23 @@ pub struct LeaseConfig {
     pub start_remaining_ms: u64,
     /// A grant round the leader has not seen confirmed by then is dropped. Default 1 000 ms.
     pub round_timeout_ms: u64,
+    /// A deliberately broken rule, for the simulation's mutation test only.
+    #[cfg(feature = "mutation")]
+    pub mutation: Mutation,
+}
+
+/// Deliberately broken fencing rules (feature `mutation`, tests only): the cluster simulation
+/// must find a seed that runs two cells of a fenced slot under each.
+#[cfg(feature = "mutation")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mutation {
+    /// The real rules.
+    #[default]
+    None,
+    /// The leader binds a vacated fenced slot at once, without waiting out the old lease.
+    NoFenceWait,
+    /// A node keeps its fenced cells running after its lease ran out.
+    IgnoreLeaseExpiry,
 }
 
 impl Default for LeaseConfig {
@@ -181,6 +198,8 @@ impl Default for LeaseConfig {
             margin_ms: 200,
             start_remaining_ms: 1_000,
             round_timeout_ms: 1_000,
+            #[cfg(feature = "mutation")]
+            mutation: Mutation::None,
         }
     }
 }

@@ -4,9 +4,12 @@
 //!
 //! - [`LeaseClient`], on every node holding (or about to start) a fenced cell: while it has
 //!   quorum it asks the leader for a lease every `renew_every_ms`, remembering when each
-//!   request was *sent*. A grant for request `seq` extends the lease to `sent_ms + lease_ms`.
-//!   The node stops its fenced cells when the lease runs out and starts one only with at least
-//!   `start_remaining_ms` left ([`crate::node::ControlNode`] enforces both).
+//!   request was *sent*. A grant for request `seq` extends the lease to `sent_ms + lease_ms`,
+//!   and carries the leader's applied index at the confirmation (a ReadIndex): the node starts
+//!   a fenced cell only once it has applied that far (so a node back from a crash with an old
+//!   log never starts a binding the cluster already moved), with at least
+//!   `start_remaining_ms` of lease left; it stops its fenced cells when the lease runs out
+//!   ([`crate::node::ControlNode`] enforces all three).
 //! - [`LeaseServer`], on the leader: it batches the requests it receives and answers them only
 //!   after a ReadIndex round (a heartbeat round acknowledged by a majority, thesis §6.4)
 //!   started *after* they arrived. It remembers when it last granted each node, and when it
@@ -51,6 +54,8 @@ pub struct LeaseClient {
     outstanding: VecDeque<(u64, u64)>,
     until_ms: u64,
     last_request_ms: Option<u64>,
+    /// The leader's applied index in the latest grant.
+    grant_index: u64,
 }
 
 impl LeaseClient {
@@ -62,6 +67,7 @@ impl LeaseClient {
             outstanding: VecDeque::new(),
             until_ms: 0,
             last_request_ms: None,
+            grant_index: 0,
         }
     }
 
@@ -84,9 +90,10 @@ impl LeaseClient {
         seq
     }
 
-    /// A grant for request `seq` arrived: the lease runs to `sent + lease_ms` (never shorter
-    /// than it already was). Unknown or repeated grants are ignored; returns whether it counted.
-    pub fn on_grant(&mut self, cfg: &LeaseConfig, seq: u64) -> bool {
+    /// A grant for request `seq`, confirmed at the leader's applied `index`, arrived: the
+    /// lease runs to `sent + lease_ms` (never shorter than it already was). Unknown or repeated
+    /// grants are ignored; returns whether it counted.
+    pub fn on_grant(&mut self, cfg: &LeaseConfig, seq: u64, index: u64) -> bool {
         let Some(pos) = self.outstanding.iter().position(|(s, _)| *s == seq) else {
             return false;
         };
@@ -94,7 +101,13 @@ impl LeaseClient {
         // Requests up to this one are answered or superseded.
         self.outstanding.drain(..=pos);
         self.until_ms = self.until_ms.max(sent_ms.saturating_add(cfg.lease_ms));
+        self.grant_index = self.grant_index.max(index);
         true
+    }
+
+    /// The log index this node must have applied before it starts a fenced cell.
+    pub fn grant_index(&self) -> u64 {
+        self.grant_index
     }
 
     /// Whether the lease is valid at `now_ms`.
@@ -278,12 +291,13 @@ mod tests {
         assert!(!c.valid(0) && c.due(&cfg, 0));
         let seq = c.request(1_000);
         assert!(!c.due(&cfg, 1_100) && c.due(&cfg, 1_250));
-        assert!(c.on_grant(&cfg, seq));
+        assert!(c.on_grant(&cfg, seq, 7));
+        assert_eq!(c.grant_index(), 7);
         assert!(c.valid(2_999) && !c.valid(3_000));
         assert_eq!(c.left_ms(2_500), 500);
         // A repeated or unknown grant does not extend it.
-        assert!(!c.on_grant(&cfg, seq));
-        assert!(!c.on_grant(&cfg, 99));
+        assert!(!c.on_grant(&cfg, seq, 7));
+        assert!(!c.on_grant(&cfg, 99, 7));
         assert!(!c.valid(3_000));
     }
 
@@ -293,10 +307,10 @@ mod tests {
         let mut c = LeaseClient::new(0);
         let first = c.request(0);
         let second = c.request(500);
-        assert!(c.on_grant(&cfg, second));
+        assert!(c.on_grant(&cfg, second, 7));
         assert_eq!(c.left_ms(0), 2_500);
         // The grant of the older request arrives after: it is superseded, not counted.
-        assert!(!c.on_grant(&cfg, first));
+        assert!(!c.on_grant(&cfg, first, 7));
         assert_eq!(c.left_ms(0), 2_500);
         for i in 0..100 {
             c.request(1_000 + i);

@@ -382,20 +382,33 @@ impl ControlNode {
         let restored = DesiredState::restore(bytes, self.desired.catalog().clone())?;
         self.desired = restored;
         self.applied_through = self.applied_through.max(index);
+        // The entries up to `index` are not seen one by one: a write waiting on one of them
+        // cannot learn its fate here (it times out, "outcome unknown"), never "lost".
+        self.recent_floor = self.recent_floor.max(index);
         Ok(())
     }
 
     /// Whether this node may act authoritatively: Raft works, a leader exists and is
-    /// reachable (it is us, or SWIM has not declared it down), and we applied everything it
-    /// committed (a ReadIndex-style check: a lagging node would act on stale assignments).
+    /// reachable (it is us, or SWIM has not declared it down), we applied everything Raft
+    /// handed us, and — a ReadIndex-style check — at least as far as the leader's latest
+    /// report (younger than `report_stale_ms`) says it applied. A follower's own commit index
+    /// is not enough: a node back from a crash, or long cut off, learns only the entries the
+    /// leader matched with its log, and would act on assignments the cluster moved on from.
     pub fn has_quorum(&self, obs: &Observed) -> bool {
         let r = &obs.raft;
         let Some(leader) = r.leader else {
             return false;
         };
-        !r.failed
-            && r.applied >= r.commit
-            && (leader == self.id || is_up(obs.members.get(&leader).copied()))
+        if r.failed || r.applied < r.commit {
+            return false;
+        }
+        if leader == self.id {
+            return true;
+        }
+        is_up(obs.members.get(&leader).copied())
+            && self
+                .fresh_report(leader, obs.now_ms)
+                .is_some_and(|report| self.desired.applied_index() >= report.applied_index)
     }
 
     fn leading(&self, obs: &Observed) -> bool {
@@ -428,6 +441,10 @@ impl ControlNode {
             self.out.push(Output::Event(Event::Leading {
                 term: obs.raft.term,
             }));
+            // Followers need a fresh report of the new leader before they act (has_quorum):
+            // send one now rather than at the next period.
+            self.last_report_ms = obs.now_ms;
+            self.broadcast_report(obs);
         } else if !leading && self.leading_term.is_some() {
             self.leading_term = None;
             self.lease_server.lost_leadership();
@@ -505,8 +522,8 @@ impl ControlNode {
                     self.stats.messages_dropped += 1;
                 }
             }
-            ControlMsg::LeaseGrant { seq } => {
-                self.lease.on_grant(&self.config.lease, seq);
+            ControlMsg::LeaseGrant { seq, index } => {
+                self.lease.on_grant(&self.config.lease, seq, index);
             }
         }
     }
@@ -597,14 +614,16 @@ impl ControlNode {
         self.resolve_writes();
     }
 
-    /// The driver's answer to `Output::ReadIndex`: confirmed by a majority, or refused.
+    /// The driver's answer to `Output::ReadIndex`: confirmed by a majority, or refused. The
+    /// grants carry the applied index now (at least the round's read index).
     pub fn on_read(&mut self, ctx: u64, ok: bool, obs: &Observed) {
         self.observe(obs);
+        let index = obs.raft.applied;
         for (node, seq) in self.lease_server.on_read(ctx, ok, obs.now_ms) {
             if node == self.id {
-                self.lease.on_grant(&self.config.lease, seq);
+                self.lease.on_grant(&self.config.lease, seq, index);
             } else {
-                self.send(node, &ControlMsg::LeaseGrant { seq });
+                self.send(node, &ControlMsg::LeaseGrant { seq, index });
             }
         }
     }
@@ -675,7 +694,7 @@ impl ControlNode {
                     restart,
                 } => {
                     let name = CellName::new(&service, slot, epoch);
-                    self.spawn(name, payload, args, restart, obs.now_ms);
+                    self.spawn(name, (payload, args, restart), obs);
                 }
             }
         }
@@ -701,11 +720,11 @@ impl ControlNode {
     fn spawn(
         &mut self,
         name: CellName,
-        payload: String,
-        args: Vec<String>,
-        restart: RestartPolicy,
-        now_ms: u64,
+        spec: (String, Vec<String>, RestartPolicy),
+        obs: &Observed,
     ) {
+        let (payload, args, restart) = spec;
+        let (now_ms, applied) = (obs.now_ms, obs.raft.applied);
         // A witness never runs cells, whatever an assignment says (placement never binds one).
         if self.role == NodeRole::Witness
             || self.spawning.contains(&name)
@@ -714,7 +733,8 @@ impl ControlNode {
             return;
         }
         if self.is_fenced(&name.service)
-            && self.lease.left_ms(now_ms) < self.config.lease.start_remaining_ms
+            && (self.lease.left_ms(now_ms) < self.config.lease.start_remaining_ms
+                || applied < self.lease.grant_index())
         {
             self.stats.lease_withheld_spawns += 1;
             return;
@@ -751,6 +771,10 @@ impl ControlNode {
     /// Stops every live fenced cell once the lease ran out, quorum or not (the one action a
     /// node without quorum takes). The cell stays listed, done, so the leader re-places it.
     fn enforce_lease(&mut self, obs: &Observed) {
+        #[cfg(feature = "mutation")]
+        if self.config.lease.mutation == crate::config::Mutation::IgnoreLeaseExpiry {
+            return;
+        }
         if self.lease.valid(obs.now_ms) {
             return;
         }
@@ -907,11 +931,16 @@ impl ControlNode {
             nodes: &nodes,
             now_ms: obs.now_ms,
         };
+        #[cfg(feature = "mutation")]
+        let no_wait = self.config.lease.mutation == crate::config::Mutation::NoFenceWait;
+        #[cfg(not(feature = "mutation"))]
+        let no_wait = false;
+        let fence: &dyn placement::FenceGate = if no_wait { &placement::NoFence } else { &gate };
         let plan = placement::plan(
             &self.desired,
             &views,
             &mut self.refill,
-            &gate,
+            fence,
             &self.config,
             obs.now_ms,
         );

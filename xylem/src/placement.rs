@@ -503,11 +503,13 @@ impl<'a> Planner<'a> {
         if let Some(old) = old {
             *per_node.get_mut(&old.node).expect("counted when decided") -= 1;
         }
-        // A crash-looping slot prefers nodes it has not failed on yet, but any node other
-        // than its current one will do.
+        // A slot that crash-looped prefers nodes it has not failed on yet, but when it failed
+        // on every candidate any node will do (other than its current one, if bound): the
+        // avoid list is a preference, and the refill backoff already sets the pace.
         let node = self.choose(spec, per_node, &avoid).or_else(|| {
             let current = bound.map(|a| a.node);
-            (reason == Reason::CrashLoop)
+            let retry = reason == Reason::CrashLoop || (bound.is_none() && !avoid.is_empty());
+            retry
                 .then(|| self.choose(spec, per_node, current.as_slice()))
                 .flatten()
         });

@@ -32,8 +32,9 @@ pub enum ControlMsg {
     },
     /// A lease request (fenced services), numbered by the requester.
     LeaseRequest { seq: u64 },
-    /// The leader's grant of request `seq`, sent after a ReadIndex round confirmed it leads.
-    LeaseGrant { seq: u64 },
+    /// The leader's grant of request `seq`, sent after a ReadIndex round confirmed it leads;
+    /// `index` is the leader's applied index then (the holder must catch up to it first).
+    LeaseGrant { seq: u64, index: u64 },
 }
 
 /// Why bytes are not a control message.
@@ -98,7 +99,7 @@ mod tests {
                 result: Ok(42),
             },
             ControlMsg::LeaseRequest { seq: 1 },
-            ControlMsg::LeaseGrant { seq: 1 },
+            ControlMsg::LeaseGrant { seq: 1, index: 9 },
         ];
         for m in msgs {
             let bytes = m.encode().unwrap();

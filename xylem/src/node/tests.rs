@@ -87,9 +87,11 @@ impl Harness {
             fail_next_spawn: false,
             failed_spawn_on: None,
         };
-        // The new leader's no-op.
+        // The new leader's no-op; its first report reaches the followers (they act only
+        // once they know they caught up with it).
         h.log.push(None);
         h.catch_up();
+        h.deliver();
         h
     }
 
