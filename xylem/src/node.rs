@@ -40,7 +40,7 @@ use crate::report::{CellReport, NodeReport};
 use crate::service::PayloadCatalog;
 use crate::status::{self, MemberState, NodeRow, QuorumView, RaftRole, StatusInput};
 use crate::wire::ControlMsg;
-use crate::write::{validate_write, Invalid, Refusal, WriteError};
+use crate::write::{check_static, validate_write, Invalid, Refusal, WriteError};
 use crate::{CellState, Epoch, NodeId, NodeRole, Slot};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
@@ -958,15 +958,23 @@ impl ControlNode {
     // ---------------------------------------------------------------------------------------
     // Writes
 
-    /// An operator write at this node: validated here (nothing invalid is proposed), then
-    /// proposed (leader) or forwarded to the leader. Poll [`ControlNode::take_result`].
+    /// An operator write at this node: validated (nothing invalid is ever proposed) and
+    /// proposed here if this node leads, or checked statically and forwarded to the leader,
+    /// which validates it against its state. Poll [`ControlNode::take_result`].
     pub fn submit(&mut self, command: Command, obs: &Observed) -> Result<u64, WriteError> {
         self.observe(obs);
-        let bytes = validate_write(&self.desired, &command)?;
+        check_static(&self.desired, &command)?;
         if !self.has_quorum(obs) {
             return Err(WriteError::NoQuorum);
         }
         let leader = obs.raft.leader.ok_or(WriteError::NoQuorum)?;
+        // The leader checks against its state (authoritative); a follower leaves the state
+        // part to the leader, whose answer comes back typed.
+        let bytes = if leader == self.id {
+            validate_write(&self.desired, &command)?
+        } else {
+            check_static(&self.desired, &command)?
+        };
         self.prune_answers(obs.now_ms);
         if self.local.len() >= LOCAL_REQUESTS_MAX {
             self.stats.busy += 1;

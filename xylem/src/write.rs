@@ -67,9 +67,11 @@ pub enum WriteError {
     Rejected { index: u64, error: ApplyError },
 }
 
-/// Checks an operator write against the desired state exactly as apply will (spec, then
-/// state), and encodes it. The leader runs this on forwarded writes too.
-pub fn validate_write(desired: &DesiredState, command: &Command) -> Result<Vec<u8>, WriteError> {
+/// The checks that do not depend on the desired state: an operator command (not a scheduler
+/// one), a valid spec (against the image's catalog, the same on every node), and an encoding
+/// that fits. A follower runs only these before forwarding: its own state may lag the leader's
+/// by a few milliseconds, and the leader checks the state part itself.
+pub fn check_static(desired: &DesiredState, command: &Command) -> Result<Vec<u8>, WriteError> {
     if matches!(command, Command::Assign { .. } | Command::Unassign { .. }) {
         return Err(WriteError::Invalid(Invalid::NotOperator));
     }
@@ -77,15 +79,22 @@ pub fn validate_write(desired: &DesiredState, command: &Command) -> Result<Vec<u
         spec.validate(desired.catalog())
             .map_err(|e| WriteError::Invalid(Invalid::Spec(e)))?;
     }
-    desired
-        .check(command)
-        .map_err(|e| WriteError::Invalid(Invalid::Apply(e)))?;
     command.encode().map_err(|e| {
         WriteError::Invalid(match e {
             EncodeError::TooLarge { len } => Invalid::TooLarge { len },
             EncodeError::Serialize => Invalid::TooLarge { len: usize::MAX },
         })
     })
+}
+
+/// Checks an operator write exactly as apply will (the static checks, then against the
+/// desired state), and encodes it. The leader runs this on its own and on forwarded writes.
+pub fn validate_write(desired: &DesiredState, command: &Command) -> Result<Vec<u8>, WriteError> {
+    let bytes = check_static(desired, command)?;
+    desired
+        .check(command)
+        .map_err(|e| WriteError::Invalid(Invalid::Apply(e)))?;
+    Ok(bytes)
 }
 
 impl fmt::Display for SpecError {

@@ -1,6 +1,7 @@
 //! The control plane on worker-1, worker-2 and a witness: failover when a worker dies or
 //! hangs, when the Raft leader dies, nothing moving when the witness dies, an isolated
-//! worker creating nothing, scaling, crash-looping services, and bad `xylem` commands.
+//! worker creating nothing, scaling, and bad `xylem` commands. The replica promise (refills,
+//! the crash-loop budget, fenced singletons, honest writes, status) is in `promise.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -226,15 +227,6 @@ pub fn measure_failover(
     }
 }
 
-/// Applies a service with an arbitrary spec line (after `xylem apply <name>`), on worker-1.
-fn apply_line(cluster: &mut Cluster, line: &str) -> Result<(), HarnessError> {
-    let out = cluster
-        .node(1)
-        .command(&format!("xylem apply {line}"), CMD)?;
-    ensure!(committed(&out), "apply {line:?} printed {out:?}");
-    Ok(())
-}
-
 /// SIGSTOP worker-2: its replica moves; SIGCONT: it rejoins, its stale cell is stopped
 /// (fencing), and exactly two replicas run.
 pub fn hang_worker(env: &Env) -> Result<(), HarnessError> {
@@ -376,44 +368,6 @@ pub fn scale(env: &Env) -> Result<(), HarnessError> {
     let out = cluster.node(1).command("xylem delete web", CMD)?;
     ensure!(committed(&out), "delete printed {out:?}");
     wait_count(&mut cluster, 1, "web", 0)?;
-    Ok(())
-}
-
-/// A service whose cell crash-loops is moved a bounded number of times, never forever.
-pub fn crash_loop_service(env: &Env) -> Result<(), HarnessError> {
-    let mut cluster = start(env, "xylem-crashloop", 27)?;
-    apply_line(
-        &mut cluster,
-        "bad --payload crasher --args pagefault 10 --replicas 1 --restart on-failure",
-    )?;
-    // Local supervision: 5 failures in 60 s trip the gate (backoff 100, 200, 400, 800 ms).
-    std::thread::sleep(Duration::from_secs(25));
-    let assigns = |cluster: &mut Cluster| -> usize {
-        cluster
-            .node(1)
-            .events()
-            .iter()
-            .filter(|e| {
-                e.kind == "xylem_commit"
-                    && e.get("op") == Some("assign")
-                    && e.get("service") == Some("bad")
-            })
-            .count()
-    };
-    let first = assigns(&mut cluster);
-    ensure!(first >= 1, "the crash-looping service was never assigned");
-    std::thread::sleep(Duration::from_secs(10));
-    let later = assigns(&mut cluster);
-    ensure!(
-        later <= 4,
-        "unbounded rescheduling: {later} assignments of one slot"
-    );
-    let ls1 = cluster.node(1).command("cell ls", CMD)?;
-    let ls2 = cluster.node(2).command("cell ls", CMD)?;
-    ensure!(
-        ls1.contains("crash-loop") || ls2.contains("crash-loop"),
-        "no cell reached crash-loop:\n{ls1}\n{ls2}"
-    );
     Ok(())
 }
 
