@@ -736,3 +736,74 @@ fn a_minority_node_neither_starts_nor_stops_plain_cells() {
     h.run(1_000);
     assert_eq!(h.running("web").len(), 2);
 }
+
+#[test]
+fn a_follower_behind_the_leader_s_report_has_no_quorum() {
+    let mut h = Harness::new();
+    h.write(W1, web(1)).unwrap();
+    h.run(300);
+    // W2's Raft says it applied everything it knows (a node back from a crash with an old
+    // log: its commit index is what the leader matched), but the leader reported more.
+    let members = h.members_view(W2);
+    let mut raft = h.raft(W2);
+    assert!(h.nodes[&W2].ctl.has_quorum(&Observed {
+        now_ms: h.now,
+        raft,
+        members: &members,
+        cells: None,
+        load_milli: 0,
+        free_mib: 0,
+    }));
+    let mut lagging = ControlNode::new(
+        NodeConfig {
+            id: W2,
+            members: vec![
+                (W1, NodeRole::Worker),
+                (W2, NodeRole::Worker),
+                (WIT, NodeRole::Witness),
+            ],
+            config: config(),
+            boot_seed: 9,
+        },
+        PayloadCatalog::new(&["hello"]),
+    );
+    raft.commit = 1;
+    raft.applied = 1;
+    let obs = Observed {
+        now_ms: h.now,
+        raft,
+        members: &members,
+        cells: Some(&[]),
+        load_milli: 0,
+        free_mib: 0,
+    };
+    lagging.on_committed(1, None, &obs);
+    assert!(!lagging.has_quorum(&obs), "no report from the leader yet");
+    // The leader's report says it applied index 2 (the service): not caught up.
+    let report = h.nodes.get_mut(&W1).unwrap().ctl.reports[&W1]
+        .0
+        .encode()
+        .unwrap();
+    let msg = ControlMsg::Report(report).encode().unwrap();
+    lagging.on_message(W1, &msg, &obs);
+    assert!(!lagging.has_quorum(&obs), "behind the leader's report");
+    assert!(lagging
+        .drain()
+        .iter()
+        .all(|o| !matches!(o, Output::Spawn(_))));
+    // Once it applied that far, it has quorum.
+    let last = h.log.len() as u64;
+    let caught_up = Observed {
+        raft: RaftView {
+            commit: last,
+            applied: last,
+            ..raft
+        },
+        ..obs
+    };
+    for index in 2..=last {
+        let entry = h.log[index as usize - 1].clone();
+        lagging.on_committed(index, entry.as_deref(), &caught_up);
+    }
+    assert!(lagging.has_quorum(&caught_up));
+}

@@ -657,3 +657,32 @@ fn unreported_members_keep_their_slots_but_get_nothing_new() {
     assert!(p.commands.is_empty());
     assert_eq!(p.pending[0].reason, PendingReason::NoFeasibleNode);
 }
+
+#[test]
+fn a_slot_that_crash_looped_everywhere_still_gets_a_node() {
+    // A fenced slot released after crash loops on both workers: its avoid list holds every
+    // candidate, yet it is placed (the backoff sets the pace, not the avoid list).
+    let mut w = World::new();
+    w.config.refill.crashloop_delay_ms = 0;
+    w.fenced("lock", 1);
+    w.converge(&cluster(), 0);
+    for round in 0..2u64 {
+        let a = w.ds.assignment("lock", 0).unwrap();
+        let mut nodes = cluster();
+        let holder = nodes.iter_mut().find(|n| n.id == a.node).unwrap();
+        holder
+            .done
+            .push(("lock".into(), 0, a.epoch, DoneKind::CrashLoop));
+        let p = w.converge(&nodes, 10_000 * (round + 1));
+        assert!(
+            matches!(p.commands[..], [Command::Unassign { .. }]),
+            "{p:?}"
+        );
+        let p = w.converge(&cluster(), 10_000 * (round + 1) + 1);
+        assert!(
+            matches!(p.commands[..], [Command::Assign { .. }]),
+            "round {round}: {p:?}"
+        );
+    }
+    assert_eq!(w.refill.tracker.avoid("lock", 0).len(), 2);
+}
