@@ -205,8 +205,14 @@ pub fn crash_loop_budget(env: &Env) -> Result<(), HarnessError> {
         let prefix = format!("bad/{slot}@");
         let mine: Vec<&(f64, u64, String)> =
             starts.iter().filter(|s| s.2.starts_with(&prefix)).collect();
-        let mut placements: Vec<(u64, u64)> = mine.iter().map(|s| (epoch_of(&s.2), s.1)).collect();
-        placements.dedup();
+        // Placements in epoch order (epochs grow with every placement; the guests' clocks,
+        // mapped to the host's, are too coarse to order events of two nodes under load).
+        let placements: Vec<(u64, u64)> = mine
+            .iter()
+            .map(|s| (epoch_of(&s.2), s.1))
+            .collect::<std::collections::BTreeMap<u64, u64>>()
+            .into_iter()
+            .collect();
         eprintln!(
             "    bad/{slot}: {} starts in {} placements within {} s: {placements:?}",
             mine.len(),
