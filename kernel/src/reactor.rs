@@ -53,7 +53,9 @@ fn on_event(kind: &EventKind) {
         EventKind::NodeSuspect { .. }
         | EventKind::RaftRole { .. }
         | EventKind::RaftRecovery { .. } => {}
-        EventKind::XylemCommit { .. } | EventKind::XylemAction { .. } => {}
+        EventKind::XylemCommit { .. }
+        | EventKind::XylemAction { .. }
+        | EventKind::LeaseExpired { .. } => {}
         EventKind::Boot { .. }
         | EventKind::Poweroff
         | EventKind::MemoryLow { .. }

@@ -30,7 +30,7 @@ pub use self::io::Limits;
 use self::table::CellRecord;
 use crate::arch::idt::UserFault;
 use crate::arch::{cpu, syscall};
-use crate::events::{self, EventKind, ExitReason};
+use crate::events::{self, CellLabel, EventKind, ExitReason};
 use crate::sched::{self, TaskId};
 use crate::time;
 
@@ -141,14 +141,14 @@ fn now_ms() -> u64 {
     time::now_us() / 1000
 }
 
-/// Starts a cell running `spec`, supervised with `policy`, within `limits`. `name` is its
-/// cluster-wide name (`web/1@7`, what `cell_info` tells the payload); `None` names a local
-/// cell `cell-<id>`.
+/// Starts a cell running `spec`, supervised with `policy`, within `limits`. `label` is its
+/// cluster-wide name (`web/1@7`: what its events carry and `cell_info` tells the payload) when
+/// the control plane started it for a slot; `None` names a local cell `cell-<id>`.
 pub fn run(
     spec: PayloadSpec,
     policy: RestartPolicy,
     limits: Limits,
-    name: Option<&str>,
+    label: Option<CellLabel>,
 ) -> Result<u64, CellError> {
     if payloads::image(&spec.payload).is_none() {
         return Err(CellError::UnknownPayload(spec.payload.clone()));
@@ -162,18 +162,10 @@ pub fn run(
     };
     let supervisor = Supervisor::new(config).map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
     let id = table::next_id();
-    let name = name.map_or_else(|| format!("cell-{id}"), String::from);
-    table::with(|cells| {
-        cells.insert(CellRecord::new(
-            id,
-            spec,
-            args_blob,
-            supervisor,
-            now_ms(),
-            name,
-            limits,
-        ))
-    });
+    let name = label.map_or_else(|| format!("cell-{id}"), |l| String::from(l.as_str()));
+    let mut record = CellRecord::new(id, spec, args_blob, supervisor, now_ms(), name, limits);
+    record.label = label;
+    table::with(|cells| cells.insert(record));
     if let Err(err) = start_incarnation(id) {
         table::with(|cells| cells.remove(&id));
         return Err(err);
@@ -202,8 +194,11 @@ fn start_incarnation(id: u64) -> Result<(), CellError> {
 #[allow(unsafe_code)]
 fn cell_main(id: u64) {
     stamp(SpawnStage::TaskRunning);
-    let Some(payload) = table::with(|cells| cells.get(&id).map(|c| c.cell.spec().payload.clone()))
-    else {
+    let Some((payload, label)) = table::with(|cells| {
+        cells
+            .get(&id)
+            .map(|c| (c.cell.spec().payload.clone(), c.label))
+    }) else {
         return;
     };
     let image = payloads::image(&payload).expect("payload checked when the cell was created");
@@ -245,6 +240,7 @@ fn cell_main(id: u64) {
         cell: id,
         task: sched::current_id(),
         payload: name,
+        name: label,
     });
     LAST_USER_ENTRY_TSC.store(cpu::rdtsc(), Ordering::Relaxed);
     // SAFETY: the cell's space is loaded (above), it maps `entry` and `stack_top` (checked by
@@ -282,10 +278,12 @@ pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
         let id = record.cell.id().0;
         let exit = to_cell_exit(reason, record.load_failed);
         record.detach(exit, cpu_ticks, now);
+        let label = record.label;
         to_emit.push(EventKind::CellExit {
             cell: id,
             reason: exit,
             restarts: record.cell.restarts(),
+            name: label,
         });
         if record.stop_requested {
             return;
@@ -297,6 +295,7 @@ pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
                     cell: id,
                     attempt: record.cell.restarts() + 1,
                     delay_ms: at_ms.saturating_sub(now),
+                    name: label,
                 });
             }
             Decision::CrashLoop => {
@@ -304,6 +303,7 @@ pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
                 to_emit.push(EventKind::CellCrashLoop {
                     cell: id,
                     failures: record.supervisor.failures_total(),
+                    name: label,
                 });
             }
             Decision::Stop => {}

@@ -18,6 +18,7 @@ use spin::Mutex;
 
 use super::io::{CellIo, CellParts, Limits};
 use crate::arch::cpu::without_interrupts;
+use crate::events::CellLabel;
 use crate::mm::address_space::AddressSpace;
 use crate::sched::{self, TaskId};
 
@@ -46,6 +47,9 @@ pub struct CellRecord {
     pub stop_requested: bool,
     /// Set by the loader when the image could not be loaded.
     pub load_failed: bool,
+    /// The cluster-wide name (`service/slot@epoch`) when the control plane started it for a
+    /// slot; carried in its events.
+    pub label: Option<CellLabel>,
 }
 
 impl CellRecord {
@@ -72,6 +76,7 @@ impl CellRecord {
             crash_looped: false,
             stop_requested: false,
             load_failed: false,
+            label: None,
         }
     }
 

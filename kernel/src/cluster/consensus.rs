@@ -211,10 +211,10 @@ fn drive(input: impl FnOnce(&mut Consensus)) {
                 return;
             }
             outbound.extend(rd.messages.iter().cloned());
+            // Every committed entry, no-ops included: the control plane learns which index
+            // holds what, to tell a write whose index another entry took.
             for entry in &rd.committed_entries {
-                if !entry.data.is_empty() {
-                    committed.push((entry.index, entry.data.clone()));
-                }
+                committed.push((entry.index, entry.data.clone()));
             }
             for read in &rd.read_states {
                 if let Some(slot) = raft.reads.get_mut(&read.ctx) {
@@ -268,10 +268,11 @@ fn apply(index: u64, data: &[u8]) {
             if let Ok((key, value)) = postcard::from_bytes::<(String, String)>(rest) {
                 with(|raft| raft.applied.kv.insert(key, value));
             }
+            super::control::on_committed(index, None);
         }
-        Some((&TAG_CONTROL, rest)) => super::control::apply(index, rest),
-        // Unknown tags are skipped on every node alike, so state stays identical.
-        _ => {}
+        Some((&TAG_CONTROL, rest)) => super::control::on_committed(index, Some(rest)),
+        // No-ops and unknown tags: skipped on every node alike, so state stays identical.
+        _ => super::control::on_committed(index, None),
     }
 }
 
@@ -316,9 +317,4 @@ pub fn status() -> Option<Status> {
 /// The commit index and the `time::now_us` at which it last advanced.
 pub fn last_commit_advance() -> Option<(u64, u64)> {
     with(|raft| raft.commit_seen)
-}
-
-/// Whether this node is the leader now.
-pub fn is_leader() -> bool {
-    with(|raft| raft.node.role() == Role::Leader).unwrap_or(false)
 }

@@ -5,14 +5,14 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use xylem::command::Command;
-use xylem::service::ServiceSpec;
-use xylem::status::{self, MemberState, NodeRow, QuorumView, RaftRole, StatusInput};
-use xylem::NodeRole;
+use xylem::service::{ServiceSpec, SpecError};
+use xylem::status;
+use xylem::write::{Invalid, WriteError};
 
 use super::{Command as ShellCommand, CommandError};
-use crate::cluster::control::{self, SubmitError, Submitted};
+use crate::cluster::control;
 use crate::cluster::{consensus, membership, peers};
-use crate::{node, sched, time};
+use crate::{cells, node, sched, time};
 
 pub const COMMANDS: &[ShellCommand] = &[
     ShellCommand {
@@ -23,8 +23,8 @@ pub const COMMANDS: &[ShellCommand] = &[
     },
     ShellCommand {
         name: "xylem",
-        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] | scale <svc> <N> | delete <svc> | events [N] [--json] | stats",
-        help: "the control plane: services, replicas, failover",
+        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--fence] | scale <svc> <N> | delete <svc> | events [N] [--json] | stats",
+        help: "the control plane: services, replicas, failover; writes answer once committed",
         run: xylem,
     },
 ];
@@ -207,7 +207,10 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
             Ok(())
         }
         Some((&"status", ["--json"])) => {
-            crate::println!("{}", xylem::json::status(&status_input(), node::name()));
+            match control::status() {
+                Some(input) => crate::println!("{}", xylem::json::status(&input, node::name())),
+                None => return Err(failed("the control plane is not running")),
+            }
             Ok(())
         }
         Some((&"apply", rest)) => apply(rest),
@@ -224,9 +227,24 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
             name: name.to_string(),
         }),
         Some((&"stats", [])) => {
-            let median =
-                control::reconcile_us_median().map_or(String::from("-"), |us| format!("{us}"));
-            crate::println!("reconcile_us_median {median}");
+            let median = control::tick_us_median().map_or(String::from("-"), |us| format!("{us}"));
+            crate::println!("control_tick_us_median {median}");
+            if let Some(s) = control::stats() {
+                crate::println!(
+                    "withheld_spawns {}  withheld_stops {}  lease_withheld_spawns {}  lease_expired_stops {}",
+                    s.withheld_spawns,
+                    s.withheld_stops,
+                    s.lease_withheld_spawns,
+                    s.lease_expired_stops
+                );
+                crate::println!(
+                    "spawn_failures {}  messages_dropped {}  forwards_refused {}  busy {}",
+                    s.spawn_failures,
+                    s.messages_dropped,
+                    s.forwards_refused,
+                    s.busy
+                );
+            }
             Ok(())
         }
         Some((&"events", rest)) => events(rest),
@@ -241,6 +259,7 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
     }
     let (mut payload, mut replicas, mut restart, mut call_args) =
         (None, 1u16, RestartPolicy::OnFailure, Vec::new());
+    let mut fenced = false;
     let mut i = 0;
     while i < rest.len() {
         let value = |i: usize| {
@@ -263,6 +282,11 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
                     ))
                 })?;
             }
+            "--fence" => {
+                fenced = true;
+                i += 1;
+                continue;
+            }
             "--args" => {
                 while i + 1 < rest.len() && !rest[i + 1].starts_with("--") {
                     call_args.push(rest[i + 1].to_string());
@@ -279,29 +303,26 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
     let mut spec = ServiceSpec::new(name, payload, replicas);
     spec.args = call_args;
     spec.restart = restart;
+    spec.fenced = fenced;
     submit(Command::ApplyService(spec))
 }
 
+/// Submits a write and answers only with its outcome: `committed at index N`, or an error
+/// saying exactly what happened (see `xylem::write`).
 fn submit(command: Command) -> Result<(), CommandError> {
     match control::submit(command) {
-        Ok(Submitted::Proposed(index)) => {
-            crate::println!("accepted: proposed at log index {index}");
+        Ok(index) => {
+            crate::println!("committed at index {index}");
             Ok(())
         }
-        Ok(Submitted::Forwarded(leader)) => {
-            crate::println!(
-                "accepted: forwarded to the leader {}",
-                peers::name_of(leader)
-            );
-            Ok(())
+        Err(WriteError::Invalid(Invalid::Spec(SpecError::UnknownPayload))) => {
+            let names: Vec<&str> = cells::payloads::names().collect();
+            Err(failed(format!(
+                "rejected, nothing committed: unknown payload (available: {})",
+                names.join(", ")
+            )))
         }
-        Err(SubmitError::Invalid(why)) => {
-            Err(failed(format!("rejected, nothing committed: {why}")))
-        }
-        Err(SubmitError::NoQuorum) => Err(failed(
-            "NO QUORUM: no reachable Raft leader, nothing can be created or changed",
-        )),
-        Err(SubmitError::Refused(why)) => Err(failed(format!("refused: {why}"))),
+        Err(err) => Err(failed(format!("{err}"))),
     }
 }
 
@@ -330,80 +351,10 @@ fn events(args: &[&str]) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn member_state(id: u64) -> MemberState {
-    use ::membership::swim::MemberState as Swim;
-    match membership::state_of(id) {
-        Some(Swim::Alive) => MemberState::Alive,
-        Some(Swim::Suspect) => MemberState::Suspect,
-        Some(Swim::Left) => MemberState::Left,
-        Some(Swim::Down) | None => MemberState::Dead,
-    }
-}
-
-/// Builds the `xylem status` screen from consensus, membership and the control plane.
+/// Builds the `xylem status` screen from the control node's status model.
 pub fn render_status() -> String {
-    status::render(&status_input())
-}
-
-/// The status model, from consensus, membership and the control plane.
-fn status_input() -> StatusInput {
-    let raft = consensus::status();
-    let me = node::config().id;
-    let ids = control::all_nodes();
-    let reachable = ids.iter().filter(|&&id| membership::is_up(id)).count() as u32;
-    let leader = raft.as_ref().and_then(|r| r.leader);
-    let quorum = QuorumView {
-        leader: leader.map(peers::name_of),
-        term: raft.as_ref().map_or(0, |r| r.term),
-        voters_reachable: reachable,
-        voters_total: ids.len() as u32,
-        quorum: control::has_quorum(),
-    };
-    let view = control::with_view(|desired, reports, pending| {
-        let nodes = ids
-            .iter()
-            .map(|&id| {
-                let report = reports.iter().find(|r| r.node == id);
-                let raft_role = if Some(id) == leader {
-                    RaftRole::Leader
-                } else if id == me {
-                    raft.as_ref().map_or(RaftRole::Unknown, |r| match r.role {
-                        ::consensus::Role::Leader => RaftRole::Leader,
-                        ::consensus::Role::Follower => RaftRole::Follower,
-                        _ => RaftRole::Candidate,
-                    })
-                } else if membership::is_alive(id) {
-                    RaftRole::Follower
-                } else {
-                    RaftRole::Unknown
-                };
-                NodeRow {
-                    name: peers::name_of(id),
-                    role: match membership::role_of(id) {
-                        Some(kcore::node_config::Role::Witness) => NodeRole::Witness,
-                        _ => NodeRole::Worker,
-                    },
-                    member: member_state(id),
-                    raft: raft_role,
-                    load_milli: report.map_or(0, |r| r.load_milli),
-                    free_mib: report.map_or(0, |r| r.free_mib),
-                    cells: report.map_or(0, |r| r.cell_count),
-                    last_panic: report.and_then(|r| r.last_panic.clone()),
-                }
-            })
-            .collect();
-        let services = status::service_rows(desired, reports, pending);
-        let cells = reports
-            .iter()
-            .flat_map(|r| status::cell_rows(&peers::name_of(r.node), r))
-            .collect();
-        (nodes, services, cells)
-    });
-    let (nodes, services, cells) = view.unwrap_or_default();
-    StatusInput {
-        quorum,
-        nodes,
-        services,
-        cells,
+    match control::status() {
+        Some(input) => status::render(&input),
+        None => String::from("the control plane is not running\n"),
     }
 }

@@ -51,11 +51,12 @@ pub fn node_names(count: usize) -> Vec<(u64, String, &'static str)> {
         .collect()
 }
 
-/// The `peers` config value for these nodes.
+/// The `peers` config value for these nodes, roles included (every node then shows the
+/// same role for every member).
 pub fn peers_value(names: &[(u64, String, &'static str)]) -> String {
     names
         .iter()
-        .map(|(id, name, _)| format!("{id}:{name}"))
+        .map(|(id, name, role)| format!("{id}:{name}:{role}"))
         .collect::<Vec<_>>()
         .join(";")
 }
@@ -286,9 +287,15 @@ mod tests {
     #[test]
     fn three_nodes_are_two_workers_and_a_witness() {
         let names = node_names(3);
-        assert_eq!(peers_value(&names), "1:worker-1;2:worker-2;3:witness");
+        assert_eq!(
+            peers_value(&names),
+            "1:worker-1:worker;2:worker-2:worker;3:witness:witness"
+        );
         assert_eq!(names[2].2, "witness");
-        assert_eq!(peers_value(&node_names(2)), "1:worker-1;2:worker-2");
+        assert_eq!(
+            peers_value(&node_names(2)),
+            "1:worker-1:worker;2:worker-2:worker"
+        );
         assert!(node_names(4).iter().all(|(_, _, role)| *role == "worker"));
     }
 }

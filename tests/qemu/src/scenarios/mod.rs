@@ -8,6 +8,7 @@ pub mod control;
 mod crash;
 mod kernel_tests;
 pub mod membership;
+pub mod promise;
 pub mod raft;
 mod shell;
 mod tasks;
@@ -105,7 +106,27 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "xylem-crash-loop",
         suite: Suite::Cluster,
-        run: control::crash_loop_service,
+        run: promise::crash_loop_budget,
+    },
+    Scenario {
+        name: "xylem-refill",
+        suite: Suite::Cluster,
+        run: promise::refill,
+    },
+    Scenario {
+        name: "xylem-fence-partition",
+        suite: Suite::Cluster,
+        run: promise::fence_partition,
+    },
+    Scenario {
+        name: "xylem-honest-writes",
+        suite: Suite::Cluster,
+        run: promise::honest_writes,
+    },
+    Scenario {
+        name: "xylem-status-roles",
+        suite: Suite::Cluster,
+        run: promise::status_roles,
     },
     Scenario {
         name: "xylem-bad-commands",
