@@ -389,6 +389,15 @@ impl Raft {
         if uncommitted >= self.cfg.max_uncommitted_entries {
             return Err(ProposeError::Backpressure { uncommitted });
         }
+        // Bytes bound the disk: the store must always fit the uncommitted tail (docs/raft.md).
+        let uncommitted_bytes = self.log.bytes_after(self.log.committed());
+        let cost = data.len() + crate::types::ENTRY_OVERHEAD_BYTES;
+        if uncommitted_bytes + cost > self.cfg.max_uncommitted_bytes {
+            return Err(ProposeError::BackpressureBytes {
+                uncommitted_bytes,
+                max_bytes: self.cfg.max_uncommitted_bytes,
+            });
+        }
         let index = self.log.last_index() + 1;
         self.log.append(Entry {
             term: self.term,
