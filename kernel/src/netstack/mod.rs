@@ -22,6 +22,7 @@
 //! exists only inside the host's unix sockets.
 
 mod device;
+mod neighbors;
 pub mod ping;
 pub mod transport;
 
@@ -82,6 +83,8 @@ pub struct Stack {
     icmp: SocketHandle,
     pub(crate) transport: transport::Service,
     pub(crate) pinger: ping::Pinger,
+    /// When the peers' static neighbour entries are next refreshed (`neighbors`).
+    neighbors_due_us: u64,
 }
 
 static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -206,6 +209,7 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
         icmp,
         transport: transport::Service::new(id),
         pinger: ping::Pinger::new(),
+        neighbors_due_us: 0,
     }
 }
 
@@ -301,6 +305,10 @@ impl Stack {
     /// whether frames are still waiting (the receive budget ran out) and the next deadline.
     fn service(&mut self, now_us: u64) -> (bool, Option<u64>) {
         let now = Instant::from_micros(now_us as i64);
+        if now_us >= self.neighbors_due_us {
+            self.seed_neighbors(now);
+            self.neighbors_due_us = now_us + neighbors::REFRESH_US;
+        }
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         let more = self.device.budget_exhausted();
@@ -324,11 +332,27 @@ impl Stack {
             smoltcp_at,
             self.transport.deadline_us(),
             self.pinger.deadline_us(),
+            Some(self.neighbors_due_us),
         ]
         .into_iter()
         .flatten()
         .min();
         (more, deadline)
+    }
+
+    /// Tells smoltcp every configured peer's fixed fabric address (see `neighbors`).
+    fn seed_neighbors(&mut self, now: Instant) {
+        let local = (
+            EthernetAddress(self.device.local.mac),
+            Ipv4Address::from(self.device.local.ipv4),
+        );
+        let me = node::config().id;
+        let peers = crate::cluster::peers::get()
+            .iter()
+            .filter(|p| p.id != me)
+            // ip_of first: it admits only fabric ids (1..=254), which mac_of accepts.
+            .filter_map(|p| ip_of(p.id).map(|ip| (EthernetAddress(mac_of(p.id)), ip)));
+        neighbors::seed(&mut self.iface, &mut self.sockets, now, local, peers);
     }
 
     /// Snapshot for the `net` command.

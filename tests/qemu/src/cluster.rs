@@ -171,6 +171,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// Zeroes node `id`'s Raft disk (after it was killed): it restarts as a replaced machine
+    /// with a blank disk, which the kernel formats.
+    pub fn wipe_disk(&self, id: u64) -> Result<(), HarnessError> {
+        let path = raft_disk(self.fabric.dir(), id);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| HarnessError::Io(format!("opening {}", path.display()), e))?;
+        file.set_len(0)
+            .and_then(|()| file.set_len(RAFT_DISK_BYTES))
+            .map_err(|e| HarnessError::Io(format!("wiping {}", path.display()), e))
+    }
+
     /// Every node's id and name.
     pub fn members(&self) -> Vec<(u64, String)> {
         self.nodes

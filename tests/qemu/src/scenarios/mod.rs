@@ -4,6 +4,7 @@
 mod cells;
 mod cluster_net;
 pub mod control;
+mod heal;
 mod kernel_tests;
 pub mod membership;
 pub mod raft;
@@ -108,6 +109,21 @@ pub const ALL: &[Scenario] = &[
         name: "xylem-bad-commands",
         suite: Suite::Cluster,
         run: control::bad_commands,
+    },
+    Scenario {
+        name: "heal-witness-first",
+        suite: Suite::Cluster,
+        run: heal::witness_first,
+    },
+    Scenario {
+        name: "heal-worker-first",
+        suite: Suite::Cluster,
+        run: heal::worker_first,
+    },
+    Scenario {
+        name: "heal-blank-witness",
+        suite: Suite::Cluster,
+        run: heal::blank_witness,
     },
     Scenario {
         name: "xylem-five-nodes",
