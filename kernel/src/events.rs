@@ -123,6 +123,25 @@ pub enum EventKind {
         discarded: u64,
         clean: bool,
     },
+    /// Raft: the log was compacted through `index` (`log_bytes` it held just before).
+    RaftCompact {
+        index: u64,
+        snapshot_bytes: u64,
+        log_bytes: u64,
+    },
+    /// Raft: a snapshot replaced the state machine (`action` "installed" from the leader,
+    /// "loaded" from this node's own disk at boot).
+    RaftSnapshot {
+        action: &'static str,
+        index: u64,
+        bytes: u64,
+    },
+    /// Raft: the store failed and the node stalls (`state` "stalled", `error` its kind), or
+    /// a retry worked and it resumes ("resumed").
+    RaftStore {
+        state: &'static str,
+        error: &'static str,
+    },
     /// Control plane: a command was committed and applied to the desired state.
     XylemCommit {
         index: u64,
@@ -167,6 +186,9 @@ impl EventKind {
             EventKind::NodeLeft { .. } => "node_left",
             EventKind::RaftRole { .. } => "raft_role",
             EventKind::RaftRecovery { .. } => "raft_recovery",
+            EventKind::RaftCompact { .. } => "raft_compact",
+            EventKind::RaftSnapshot { .. } => "raft_snapshot",
+            EventKind::RaftStore { .. } => "raft_store",
             EventKind::XylemCommit { .. } => "xylem_commit",
             EventKind::XylemAction { .. } => "xylem_action",
             EventKind::Poweroff => "poweroff",
@@ -210,6 +232,13 @@ impl fmt::Display for EventKind {
             EventKind::RaftRecovery { device, generation, replayed, discarded, clean } => {
                 write!(f, "device={device} generation={generation} replayed={replayed} discarded={discarded} clean={clean}")
             }
+            EventKind::RaftCompact { index, snapshot_bytes, log_bytes } => {
+                write!(f, "index={index} snapshot_bytes={snapshot_bytes} log_bytes={log_bytes}")
+            }
+            EventKind::RaftSnapshot { action, index, bytes } => {
+                write!(f, "action={action} index={index} bytes={bytes}")
+            }
+            EventKind::RaftStore { state, error } => write!(f, "state={state} error={error}"),
             EventKind::XylemCommit { index, op, service, slot, node, epoch } => {
                 write!(f, "index={index} op={op} service={service} slot={slot} target={node} epoch={epoch}")
             }

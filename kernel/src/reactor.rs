@@ -52,7 +52,10 @@ fn on_event(kind: &EventKind) {
         }
         EventKind::NodeSuspect { .. }
         | EventKind::RaftRole { .. }
-        | EventKind::RaftRecovery { .. } => {}
+        | EventKind::RaftRecovery { .. }
+        | EventKind::RaftCompact { .. }
+        | EventKind::RaftSnapshot { .. }
+        | EventKind::RaftStore { .. } => {}
         EventKind::XylemCommit { .. } | EventKind::XylemAction { .. } => {}
         EventKind::Boot { .. }
         | EventKind::Poweroff

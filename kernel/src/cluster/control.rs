@@ -599,3 +599,43 @@ pub fn with_view<R>(f: impl FnOnce(&DesiredState, &[NodeReport], &[Pending]) -> 
         f(&c.desired, &reports, &c.pending)
     })
 }
+
+// ----- Raft snapshots (owned by core-node; kept apart from the control plane's logic) -----
+
+/// The desired state serialized (`DesiredState::snapshot`), for a Raft snapshot taken at
+/// the index the state machine applied through. `None` before `init`.
+pub fn snapshot_desired() -> Option<Vec<u8>> {
+    with(|c| c.desired.snapshot())
+}
+
+/// Why a snapshot's desired state was not loaded.
+#[derive(Debug)]
+pub enum RestoreError {
+    /// The control plane is not running yet.
+    NotRunning,
+    /// The bytes are not a valid desired state for this node's payload catalog.
+    Invalid(xylem::desired::SnapshotError),
+}
+
+impl core::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RestoreError::NotRunning => write!(f, "the control plane is not running"),
+            RestoreError::Invalid(err) => write!(f, "invalid desired state: {err:?}"),
+        }
+    }
+}
+
+/// Replaces the desired state with a Raft snapshot's (installed from the leader, or this
+/// node's own at boot), then reconciles against it.
+pub fn restore_desired(index: u64, bytes: &[u8]) -> Result<(), RestoreError> {
+    let restored = DesiredState::restore(bytes, catalog()).map_err(RestoreError::Invalid)?;
+    with(|c| {
+        c.desired = restored;
+        c.inflight = None;
+        note(c, format!("#{index} desired state loaded from a snapshot"));
+    })
+    .ok_or(RestoreError::NotRunning)?;
+    reconcile_now();
+    Ok(())
+}

@@ -65,9 +65,35 @@ fn raft_status() -> Result<(), CommandError> {
         s.last_index,
         s.device
     );
+    crate::println!(
+        "log {} entries  log_bytes {}  snapshot {} ({} bytes)  compactions {}  installs {}",
+        s.log_entries,
+        s.log_bytes,
+        s.snapshot.0,
+        s.snapshot.1,
+        s.stats.compactions,
+        s.stats.snapshots_installed
+    );
+    crate::println!(
+        "store generation {}  used {} of {} sectors  failures {}  recoveries {}",
+        s.disk_generation,
+        s.disk_used_sectors,
+        s.disk_region_sectors,
+        s.stats.store_failures,
+        s.stats.store_recoveries
+    );
     let (requests, busy_us) = crate::drivers::virtio::blk::stats();
     if let Some(mean_us) = busy_us.checked_div(requests) {
-        crate::println!("disk: {requests} requests, {mean_us} us mean wait");
+        crate::println!(
+            "disk: {requests} requests, {mean_us} us mean wait, {}",
+            crate::drivers::virtio::blk::flush_mode()
+        );
+    }
+    if let Some((error, ms)) = s.stalled {
+        crate::println!(
+            "STALLED for {ms} ms: the store failed ({}); retrying",
+            consensus::disk_error_name(&error)
+        );
     }
     if let Some(why) = s.failed {
         crate::println!("FAILED: {why}");
