@@ -68,7 +68,18 @@ fn ls() {
         "CPU_TICKS",
         "UPTIME_S"
     );
-    for c in cells::list() {
+    let rows = cells::list();
+    let finished = rows
+        .iter()
+        .filter(|c| {
+            c.task.is_none()
+                && matches!(
+                    c.state,
+                    ::cell::lifecycle::CellStatus::Dead | ::cell::lifecycle::CellStatus::CrashLoop
+                )
+        })
+        .count();
+    for c in rows {
         let task = c.task.map_or(String::from("-"), |t| t.to_string());
         let last = c.last_exit.map_or(String::from("-"), |e| e.to_string());
         crate::println!(
@@ -84,6 +95,11 @@ fn ls() {
             c.uptime_ms % 1000
         );
     }
+    crate::println!(
+        "({finished} finished cells listed; at most {} are kept, holding at most {} KiB of heap)",
+        cells::table::FINISHED_KEPT,
+        cells::table::FINISHED_HEAP_BOUND_BYTES / 1024
+    );
 }
 
 fn parse_id(text: &str) -> Result<u64, CommandError> {
