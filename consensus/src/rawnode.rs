@@ -273,6 +273,14 @@ impl RawNode {
     pub fn dropped_messages(&self) -> u64 {
         self.raft.dropped_messages
     }
+    /// Election timeouts that started a (pre-)campaign.
+    pub fn election_timeouts(&self) -> u64 {
+        self.raft.election_timeouts
+    }
+    /// Leaderships given up by CheckQuorum.
+    pub fn check_quorum_stepdowns(&self) -> u64 {
+        self.raft.check_quorum_stepdowns
+    }
 }
 
 /// Validates recovered state before trusting it.

@@ -113,6 +113,8 @@ pub enum EventKind {
         role: &'static str,
         term: u64,
         leader: u64,
+        /// What caused it: election_timeout, check_quorum, newer_term or message.
+        why: &'static str,
     },
     /// Raft: the store was recovered at boot (`device` "disk" or "ram"; `clean` false when
     /// recovery stopped at a torn or corrupt record).
@@ -129,6 +131,9 @@ pub enum EventKind {
         snapshot_bytes: u64,
         log_bytes: u64,
     },
+    /// Raft: committed work waits for the state machine (the reactor applies it; not
+    /// written to COM2).
+    RaftApply,
     /// Raft: a snapshot replaced the state machine (`action` "installed" from the leader,
     /// "loaded" from this node's own disk at boot).
     RaftSnapshot {
@@ -186,6 +191,7 @@ impl EventKind {
             EventKind::NodeLeft { .. } => "node_left",
             EventKind::RaftRole { .. } => "raft_role",
             EventKind::RaftRecovery { .. } => "raft_recovery",
+            EventKind::RaftApply => "raft_apply",
             EventKind::RaftCompact { .. } => "raft_compact",
             EventKind::RaftSnapshot { .. } => "raft_snapshot",
             EventKind::RaftStore { .. } => "raft_store",
@@ -198,7 +204,10 @@ impl EventKind {
 
     /// Whether the event goes to COM2.
     fn logged(&self) -> bool {
-        !matches!(self, EventKind::Tick { .. } | EventKind::Message { .. })
+        !matches!(
+            self,
+            EventKind::Tick { .. } | EventKind::Message { .. } | EventKind::RaftApply
+        )
     }
 }
 
@@ -228,7 +237,7 @@ impl fmt::Display for EventKind {
             }
             EventKind::NodeDown { peer, reporter: None } => write!(f, "peer={peer} reason=suspicion_timeout"),
             EventKind::NodeDown { peer, reporter: Some(r) } => write!(f, "peer={peer} reason=reported_by reporter={r}"),
-            EventKind::RaftRole { role, term, leader } => write!(f, "role={role} term={term} leader={leader}"),
+            EventKind::RaftRole { role, term, leader, why } => write!(f, "role={role} term={term} leader={leader} why={why}"),
             EventKind::RaftRecovery { device, generation, replayed, discarded, clean } => {
                 write!(f, "device={device} generation={generation} replayed={replayed} discarded={discarded} clean={clean}")
             }
@@ -239,6 +248,7 @@ impl fmt::Display for EventKind {
                 write!(f, "action={action} index={index} bytes={bytes}")
             }
             EventKind::RaftStore { state, error } => write!(f, "state={state} error={error}"),
+            EventKind::RaftApply => Ok(()),
             EventKind::XylemCommit { index, op, service, slot, node, epoch } => {
                 write!(f, "index={index} op={op} service={service} slot={slot} target={node} epoch={epoch}")
             }

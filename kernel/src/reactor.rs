@@ -44,6 +44,7 @@ fn on_event(kind: &EventKind) {
             cells::on_tick();
         }
         EventKind::Message { kind, .. } => crate::netstack::transport::deliver(*kind),
+        EventKind::RaftApply => cluster::consensus::apply_pending(),
         EventKind::NodeUp { .. }
         | EventKind::NodeDown { .. }
         | EventKind::NodeLeft { .. }

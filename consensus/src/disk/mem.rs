@@ -15,6 +15,8 @@ pub struct MemDevice {
     pending: Vec<(u64, [u8; SECTOR_BYTES])>,
     /// Writes performed (for tests and statistics).
     pub writes: u64,
+    /// Flushes performed.
+    pub flushes: u64,
     /// Writes and flushes still to fail with `DeviceError::Io` (an injected transient fault:
     /// a failed write lands nothing, a failed flush makes nothing durable).
     failing_ops: u32,
@@ -38,6 +40,7 @@ impl MemDevice {
             durable: vec![[0u8; SECTOR_BYTES]; sectors as usize],
             pending: Vec::new(),
             writes: 0,
+            flushes: 0,
             failing_ops: 0,
         }
     }
@@ -67,6 +70,7 @@ impl MemDevice {
             durable: self.durable.clone(),
             pending: Vec::new(),
             writes: self.writes,
+            flushes: self.flushes,
             failing_ops: 0,
         }
     }
@@ -151,6 +155,7 @@ impl BlockDevice for MemDevice {
 
     fn flush(&mut self) -> Result<(), DeviceError> {
         self.injected_failure(u64::MAX)?;
+        self.flushes += 1;
         for (lba, data) in core::mem::take(&mut self.pending) {
             self.durable[lba as usize] = data;
         }

@@ -433,3 +433,25 @@ fn the_uncommitted_tail_is_bounded_in_bytes() {
     assert!(count < 2000 && count > 100);
     assert!(c.driver(leader).node().uncommitted_bytes() <= max_bytes);
 }
+
+#[test]
+fn a_commit_costs_one_flush_per_node() {
+    let mut c = Cluster::new(3, 2048, CompactionPolicy::default());
+    c.propose(vec![0; 10]);
+    let before: Vec<u64> = (1..=3)
+        .map(|id| c.driver(id).store.device_mut().flushes)
+        .collect();
+    for i in 0..100u8 {
+        c.propose(vec![i; 10]);
+    }
+    for (id, b) in (1..=3).zip(before) {
+        let d = c.driver(id);
+        let flushes = d.store.device_mut().flushes - b;
+        assert!(
+            (100..=110).contains(&flushes),
+            "node {id}: {flushes} flushes for 100 commits ({:?})",
+            d.stats()
+        );
+        assert!(d.stats().unflushed_commits >= 90, "{:?}", d.stats());
+    }
+}

@@ -17,7 +17,7 @@ use crate::{node, sched, time};
 pub const COMMANDS: &[ShellCommand] = &[
     ShellCommand {
         name: "raft",
-        usage: "raft | raft put <key> <value> | raft get <key> | raft bench <count>",
+        usage: "raft | raft put <key> <value> | raft get <key> | raft bench <count> | raft stall-disk <ms>",
         help: "the Raft group: role, term, leader, indexes; a test key/value map",
         run: raft,
     },
@@ -38,6 +38,16 @@ fn raft(args: &[&str]) -> Result<(), CommandError> {
         [] => raft_status(),
         ["put", key, value] => raft_put(key, value),
         ["get", key] => raft_get(key),
+        ["stall-disk", ms] => {
+            let ms: u64 = ms
+                .parse()
+                .ok()
+                .filter(|ms| (1..=10_000).contains(ms))
+                .ok_or_else(|| failed(format!("'{ms}' is not 1..=10000 ms")))?;
+            consensus::inject_disk_stall(ms);
+            crate::println!("the raft task's next pass spins {ms} ms, like a slow flush");
+            Ok(())
+        }
         ["bench", count] => raft_bench(
             count
                 .parse()
@@ -82,17 +92,32 @@ fn raft_status() -> Result<(), CommandError> {
         s.stats.store_failures,
         s.stats.store_recoveries
     );
-    let (requests, busy_us) = crate::drivers::virtio::blk::stats();
+    let (requests, busy_us, max_us) = crate::drivers::virtio::blk::stats();
     if let Some(mean_us) = busy_us.checked_div(requests) {
         crate::println!(
-            "disk: {requests} requests, {mean_us} us mean wait, {}",
+            "disk: {requests} requests, {mean_us} us mean wait, {max_us} us longest, {}",
             crate::drivers::virtio::blk::flush_mode()
         );
     }
-    if let Some((error, ms)) = s.stalled {
+    if let Some((error, since_us)) = s.stalled {
         crate::println!(
-            "STALLED for {ms} ms: the store failed ({}); retrying",
+            "STALLED for {} ms: the store failed ({}); retrying",
+            time::now_us().saturating_sub(since_us) / 1000,
             consensus::disk_error_name(&error)
+        );
+    }
+    crate::println!(
+        "raft task: longest pass {} us, gap {} us  longest leader silence {} us  covering heartbeat rounds {}  ticks read as a pause {}",
+        s.pass_max_us,
+        s.pass_gap_max_us,
+        s.leader_gap_max_us,
+        s.cover_rounds,
+        s.skipped_ticks
+    );
+    if s.inbound_dropped > 0 {
+        crate::println!(
+            "{} Raft messages dropped: the raft task's queue was full",
+            s.inbound_dropped
         );
     }
     if let Some(why) = s.failed {

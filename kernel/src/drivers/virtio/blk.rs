@@ -1,8 +1,12 @@
 //! The virtio-blk disk (VIRTIO 1.1 section 5.2) that holds the Raft store: discovery on PCI
-//! and a polled, synchronous [`BlockDevice`] over `virtio_drivers::device::blk::VirtIOBlk`.
+//! and a synchronous [`BlockDevice`] on a `virtio_drivers` queue, one request at a time.
 //!
 //! Raft persists before it sends (see `cluster::consensus`), so every request waits for its
-//! completion by polling the used ring. Durability: [`BlockDevice::flush`] issues
+//! completion. It does not busy-wait for long: after [`SPIN_US`] of polling the used ring
+//! the calling task sleeps a tick at a time. A host `fdatasync` behind a flush can take
+//! hundreds of milliseconds on a busy machine; spinning through it would burn the CPU the
+//! reactor and the cells need and keep the vCPU from ever idling (under TCG the emulator's
+//! own I/O thread then waits for it). Durability: [`BlockDevice::flush`] issues
 //! `VIRTIO_BLK_T_FLUSH` when the device offers `VIRTIO_BLK_F_FLUSH` (QEMU does whenever its
 //! cache mode keeps a volatile write cache, e.g. `cache=writeback`, and then the host
 //! `fdatasync`s); a device without the feature is write-through (section 5.2.6.2: each
@@ -20,7 +24,7 @@
 
 use ::consensus::disk::{BlockDevice, DeviceError, SECTOR_BYTES};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
+use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
@@ -30,13 +34,23 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 use super::hal::KernelHal;
 use crate::drivers::pci::{self, PortCam};
 use crate::mm::dma;
+use crate::{sched, time};
 
-const _: () = assert!(
-    SECTOR_SIZE == SECTOR_BYTES,
-    "virtio-blk and the Raft store agree on sectors"
-);
-
-type Disk = VirtIOBlk<KernelHal, BlkTransport>;
+/// Descriptors in the request queue (one request of three buffers at a time needs three).
+const QUEUE_SIZE: usize = 4;
+/// How long a request is polled before the task sleeps between polls.
+pub const SPIN_US: u64 = 200;
+/// Request types (section 5.2.6).
+const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+const T_FLUSH: u32 = 4;
+/// `VIRTIO_BLK_F_RO` (section 5.2.3).
+const F_RO: u64 = 1 << 5;
+/// `VIRTIO_F_VERSION_1` (section 6).
+const F_VERSION_1: u64 = 1 << 32;
+/// Where the request header and the status byte live in the bounce page, after the sector.
+const HEADER_AT: usize = SECTOR_BYTES;
+const STATUS_AT: usize = SECTOR_BYTES + 16;
 
 /// `VIRTIO_F_EVENT_IDX` (VIRTIO 1.1 section 6): never negotiated, see the module docs.
 const F_EVENT_IDX: u64 = 1 << 29;
@@ -129,27 +143,16 @@ impl Transport for BlkTransport {
 /// Requests completed (reads, writes, flushes) and the µs spent waiting for them.
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
 static BUSY_US: AtomicU64 = AtomicU64::new(0);
+static MAX_US: AtomicU64 = AtomicU64::new(0);
 
-/// (requests, total µs waited): how much of a commit the disk costs (`raft` shows it).
-pub fn stats() -> (u64, u64) {
+/// (requests, total µs waited, longest wait in µs): how much of a commit the disk costs
+/// (`raft` shows it).
+pub fn stats() -> (u64, u64, u64) {
     (
         REQUESTS.load(Ordering::Relaxed),
         BUSY_US.load(Ordering::Relaxed),
+        MAX_US.load(Ordering::Relaxed),
     )
-}
-
-/// Runs one request on `disk`, reads our ISR (deasserting the line should the device have
-/// raised it anyway), and counts it.
-fn timed<T>(disk: &mut Disk, request: impl FnOnce(&mut Disk) -> T) -> T {
-    let start_us = crate::time::now_us();
-    let result = request(disk);
-    let _ = disk.ack_interrupt();
-    REQUESTS.fetch_add(1, Ordering::Relaxed);
-    BUSY_US.fetch_add(
-        crate::time::now_us().saturating_sub(start_us),
-        Ordering::Relaxed,
-    );
-    result
 }
 
 /// Why no disk came up.
@@ -159,8 +162,10 @@ pub enum ProbeError {
     NotFound,
     /// virtio-drivers refused the transport.
     Transport(virtio_drivers::transport::pci::VirtioPciError),
-    /// virtio-drivers refused the device.
+    /// virtio-drivers refused the device's queue.
     Device(virtio_drivers::Error),
+    /// The device does not speak VIRTIO 1.0 or later.
+    Legacy,
     /// The disk is read-only: the store cannot persist.
     ReadOnly,
     /// The DMA pool has no page for the bounce buffer.
@@ -173,23 +178,24 @@ impl core::fmt::Display for ProbeError {
             ProbeError::NotFound => write!(f, "no virtio-blk disk on PCI bus 0"),
             ProbeError::Transport(err) => write!(f, "virtio PCI transport: {err}"),
             ProbeError::Device(err) => write!(f, "virtio-blk: {err}"),
+            ProbeError::Legacy => write!(f, "virtio-blk: not a VIRTIO 1.0 device"),
             ProbeError::ReadOnly => write!(f, "the disk is read-only"),
             ProbeError::NoDmaPage => write!(f, "no DMA page for the sector buffer"),
         }
     }
 }
 
-/// One DMA-pool page used as the sector buffer of every request.
+/// One DMA-pool page holding every request's sector, header and status byte.
 struct Bounce {
     phys: u64,
     virt: u64,
 }
 
 impl Bounce {
-    fn sector(&mut self) -> &mut [u8; SECTOR_BYTES] {
+    fn page(&mut self) -> &mut [u8; 4096] {
         // SAFETY: `virt` maps a page of the DMA pool owned by this struct alone (allocated
-        // in `probe`, freed in `drop`), and a page holds more than one sector.
-        unsafe { &mut *(self.virt as *mut [u8; SECTOR_BYTES]) }
+        // in `probe`, freed in `drop`).
+        unsafe { &mut *(self.virt as *mut [u8; 4096]) }
     }
 }
 
@@ -201,14 +207,16 @@ impl Drop for Bounce {
 
 /// A probed and initialised disk.
 pub struct BlkDevice {
-    disk: Disk,
+    transport: BlkTransport,
+    queue: VirtQueue<KernelHal, QUEUE_SIZE>,
     bounce: Bounce,
     sectors: u64,
     /// Where the disk sits on the bus.
     pub location: DeviceFunction,
 }
 
-/// Finds the first virtio-blk function, enables it and sets up its queue (interrupts off).
+/// Finds the first virtio-blk function, negotiates (FLUSH and RO if offered, never
+/// EVENT_IDX), sets up its queue with interrupts off, and reads its capacity.
 pub fn probe() -> Result<BlkDevice, ProbeError> {
     let found = pci::enumerate()
         .into_iter()
@@ -221,15 +229,30 @@ pub fn probe() -> Result<BlkDevice, ProbeError> {
     let transport =
         PciTransport::new::<KernelHal, PortCam>(&mut root, df).map_err(ProbeError::Transport)?;
     assert_eq!(transport.device_type(), DeviceType::Block);
-    let mut disk = Disk::new(BlkTransport(transport)).map_err(ProbeError::Device)?;
-    if disk.readonly() {
+    let mut transport = BlkTransport(transport);
+    // VIRTIO 1.1 section 3.1.1, the steps `Transport::begin_init` takes.
+    transport.set_status(DeviceStatus::empty());
+    transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+    let offered = transport.read_device_features();
+    if offered & F_VERSION_1 == 0 {
+        return Err(ProbeError::Legacy);
+    }
+    if offered & F_RO != 0 {
         return Err(ProbeError::ReadOnly);
     }
-    disk.disable_interrupts();
+    transport.write_driver_features(offered & (F_FLUSH | F_VERSION_1));
+    transport
+        .set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
+    let low: u32 = transport.read_config_space(0).map_err(ProbeError::Device)?;
+    let high: u32 = transport.read_config_space(4).map_err(ProbeError::Device)?;
+    let sectors = u64::from(low) | (u64::from(high) << 32);
+    let mut queue = VirtQueue::new(&mut transport, 0, false, false).map_err(ProbeError::Device)?;
+    transport.finish_init();
+    queue.set_dev_notify(false);
     let (phys, virt) = dma::alloc_zeroed(1).ok_or(ProbeError::NoDmaPage)?;
-    let sectors = disk.capacity();
     Ok(BlkDevice {
-        disk,
+        transport,
+        queue,
         bounce: Bounce { phys, virt },
         sectors,
         location: df,
@@ -242,11 +265,72 @@ impl BlkDevice {
         self.sectors / 2
     }
 
-    fn check(&self, lba: u64) -> Result<usize, DeviceError> {
+    fn check(&self, lba: u64) -> Result<(), DeviceError> {
         if lba >= self.sectors {
             return Err(DeviceError::OutOfRange { lba });
         }
-        usize::try_from(lba).map_err(|_| DeviceError::OutOfRange { lba })
+        Ok(())
+    }
+
+    /// Runs one request (`kind` on `sector`, with the bounce page's sector as data for
+    /// reads and writes) and waits for it; true when the device reports success.
+    fn request(&mut self, kind: u32, sector: u64) -> bool {
+        let start_us = time::now_us();
+        let page = self.bounce.page();
+        page[HEADER_AT..HEADER_AT + 4].copy_from_slice(&kind.to_le_bytes());
+        page[HEADER_AT + 4..HEADER_AT + 8].copy_from_slice(&0u32.to_le_bytes());
+        page[HEADER_AT + 8..HEADER_AT + 16].copy_from_slice(&sector.to_le_bytes());
+        page[STATUS_AT] = 0xff;
+        let (data, rest) = page.split_at_mut(SECTOR_BYTES);
+        let (header, rest) = rest.split_at_mut(16);
+        let status = &mut rest[..1];
+        let (queue, transport) = (&mut self.queue, &mut self.transport);
+        let ok = match kind {
+            T_IN => submit_wait(queue, transport, &[header], &mut [data, status]),
+            T_OUT => submit_wait(queue, transport, &[header, data], &mut [status]),
+            _ => submit_wait(queue, transport, &[header], &mut [status]),
+        };
+        // Should the device have raised its line anyway, reading our ISR lowers it.
+        let _ = self.transport.ack_interrupt();
+        let waited_us = time::now_us().saturating_sub(start_us);
+        REQUESTS.fetch_add(1, Ordering::Relaxed);
+        BUSY_US.fetch_add(waited_us, Ordering::Relaxed);
+        MAX_US.fetch_max(waited_us, Ordering::Relaxed);
+        ok && self.bounce.page()[STATUS_AT] == 0
+    }
+}
+
+/// Adds the buffers, notifies, waits for the device to use them, and pops them.
+fn submit_wait<'a>(
+    queue: &mut VirtQueue<KernelHal, QUEUE_SIZE>,
+    transport: &mut BlkTransport,
+    inputs: &'a [&'a [u8]],
+    outputs: &'a mut [&'a mut [u8]],
+) -> bool {
+    // SAFETY: the buffers are borrowed until `pop_used` below returns, and this function
+    // does not return before it does (or before `add` failed, when nothing was queued).
+    let token = match unsafe { queue.add(inputs, outputs) } {
+        Ok(token) => token,
+        Err(_) => return false,
+    };
+    if queue.should_notify() {
+        transport.notify(0);
+    }
+    wait_until(|| queue.can_pop());
+    // SAFETY: the same buffers as were passed to `add` with this token, unaccessed since.
+    unsafe { queue.pop_used(token, inputs, outputs) }.is_ok()
+}
+
+/// Polls `done` for [`SPIN_US`], then sleeps a tick at a time between polls — except on the
+/// idle task (the boot path opens the store there), which must never sleep.
+fn wait_until(mut done: impl FnMut() -> bool) {
+    let spin_until_us = time::now_us() + SPIN_US;
+    while !done() {
+        if time::now_us() < spin_until_us || sched::current_id() == sched::IDLE_TASK {
+            core::hint::spin_loop();
+        } else {
+            sched::sleep_until_us(time::now_us() + 1000);
+        }
     }
 }
 
@@ -256,24 +340,32 @@ impl BlockDevice for BlkDevice {
     }
 
     fn read_block(&mut self, lba: u64, buf: &mut [u8; SECTOR_BYTES]) -> Result<(), DeviceError> {
-        let block = self.check(lba)?;
-        let bounce = self.bounce.sector();
-        timed(&mut self.disk, |disk| disk.read_blocks(block, bounce))
-            .map_err(|_| DeviceError::Io { lba })?;
-        buf.copy_from_slice(bounce);
+        self.check(lba)?;
+        if !self.request(T_IN, lba) {
+            return Err(DeviceError::Io { lba });
+        }
+        buf.copy_from_slice(&self.bounce.page()[..SECTOR_BYTES]);
         Ok(())
     }
 
     fn write_block(&mut self, lba: u64, buf: &[u8; SECTOR_BYTES]) -> Result<(), DeviceError> {
-        let block = self.check(lba)?;
-        let bounce = self.bounce.sector();
-        bounce.copy_from_slice(buf);
-        timed(&mut self.disk, |disk| disk.write_blocks(block, bounce))
-            .map_err(|_| DeviceError::Io { lba })
+        self.check(lba)?;
+        self.bounce.page()[..SECTOR_BYTES].copy_from_slice(buf);
+        if !self.request(T_OUT, lba) {
+            return Err(DeviceError::Io { lba });
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), DeviceError> {
+        // Without VIRTIO_BLK_F_FLUSH the device is write-through: nothing to do.
+        if !FLUSH_NEGOTIATED.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         // A flush names no sector; u64::MAX marks "the flush itself" in the error.
-        timed(&mut self.disk, |disk| disk.flush()).map_err(|_| DeviceError::Io { lba: u64::MAX })
+        if !self.request(T_FLUSH, 0) {
+            return Err(DeviceError::Io { lba: u64::MAX });
+        }
+        Ok(())
     }
 }

@@ -71,6 +71,11 @@ pub const ALL: &[Scenario] = &[
         run: raft::partition,
     },
     Scenario {
+        name: "raft-slow-disk",
+        suite: Suite::Cluster,
+        run: raft::slow_disk,
+    },
+    Scenario {
         name: "xylem-kill-worker",
         suite: Suite::Cluster,
         run: control::kill_worker,

@@ -252,3 +252,64 @@ pub fn partition(env: &Env) -> Result<(), HarnessError> {
     );
     Ok(())
 }
+
+/// A leader whose disk is slow keeps its leadership (the reactor sends its heartbeats
+/// while the `raft` task waits, for up to 1 s), and one whose disk hangs longer loses it, so
+/// a stuck disk never holds the group hostage.
+pub fn slow_disk(env: &Env) -> Result<(), HarnessError> {
+    let (mut cluster, leader) = start(env, "raft-slow-disk", 43)?;
+    put(&mut cluster, leader, "before", "1")?;
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let marks: Vec<u64> = followers
+        .iter()
+        .map(|&id| cluster.node(id).guest_now_us())
+        .collect::<Result<_, _>>()?;
+    let out = cluster.node(leader).command("raft stall-disk 700", CMD)?;
+    ensure!(out.contains("spins 700 ms"), "stall-disk printed {out:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    put(&mut cluster, leader, "after-slow", "2")?;
+    for (&id, &mark) in followers.iter().zip(&marks) {
+        let timeouts: Vec<_> = cluster
+            .node(id)
+            .events()
+            .into_iter()
+            .filter(|e| e.t_us > mark && e.kind == "raft_role")
+            .collect();
+        ensure!(
+            timeouts.is_empty(),
+            "node {id} changed role while the leader's disk was slow: {timeouts:?}"
+        );
+    }
+    ensure!(
+        wait_leader(&mut cluster, &[1, 2, 3])? == leader,
+        "a 700 ms disk wait cost the leadership"
+    );
+    let status = cluster.node(leader).command("raft", CMD)?;
+    ensure!(
+        status
+            .split("covering heartbeat rounds ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= 5),
+        "the reactor did not cover the leader's heartbeats:\n{status}"
+    );
+    // A hang well past the covering bound: the followers elect a new leader meanwhile.
+    cluster.node(leader).command("raft stall-disk 4000", CMD)?;
+    let deadline = Instant::now() + CONVERGE;
+    let new_leader = loop {
+        let l = wait_leader(&mut cluster, &followers)?;
+        if l != leader {
+            break l;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the followers kept a leader whose disk hung"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    put(&mut cluster, new_leader, "after-hang", "3")?;
+    wait_converged(&mut cluster, &[1, 2, 3])?;
+    wait_value(&mut cluster, leader, "after-hang", "3")?;
+    Ok(())
+}

@@ -235,12 +235,14 @@ impl RaftImpl for Ours {
     }
 
     fn status(&self) -> Status {
-        let node = self.driver().node();
+        let driver = self.driver();
+        let node = driver.node();
         Status {
             term: node.term(),
             leader: node.role() == Role::Leader,
             commit: node.commit_index(),
-            applied: node.applied_index(),
+            // What the state machine was handed (Raft's own is ahead during a stall).
+            applied: driver.applied_index(),
             snapshot_index: node.snapshot_meta().index,
             last_index: node.last_index(),
         }
