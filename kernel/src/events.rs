@@ -21,7 +21,7 @@ use crate::sched::wait::WaitQueue;
 use crate::{node, time};
 
 /// Events the consumer has not taken yet, at most.
-const PENDING_CAP: usize = 1024;
+pub const PENDING_CAP: usize = 1024;
 /// Events remembered for `events [N]`.
 const HISTORY_CAP: usize = 256;
 

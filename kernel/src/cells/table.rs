@@ -233,6 +233,13 @@ pub fn with_current<R>(f: impl FnOnce(&mut CellRecord) -> Result<R, Errno>) -> R
     })
 }
 
+/// Heap the cells' logs hold now (they grow with use, so this varies with what the cells
+/// printed before they ended).
+#[cfg(feature = "ktest")]
+pub fn logs_heap_bytes() -> u64 {
+    with(|cells| cells.values().map(|c| c.log.heap_bytes() as u64).sum())
+}
+
 /// The scheduler's exit hook: records that `task` ended, in its cell's record (if it runs a
 /// cell). Runs with interrupts masked and allocates nothing.
 pub fn record_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {

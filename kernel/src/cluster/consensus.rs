@@ -169,6 +169,9 @@ static SM: spin::Mutex<Option<StateMachine>> = spin::Mutex::new(None);
 static STATUS: spin::Mutex<Option<Status>> = spin::Mutex::new(None);
 /// The `raft` task waits here for work.
 static RAFT_WAIT: WaitQueue = WaitQueue::new();
+/// Set once consensus runs: before (or without) it, nothing is queued for a task that does
+/// not exist.
+static RUNNING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 /// When the `raft` task's current pass began (0 while it waits for work).
 static PASS_SINCE_US: AtomicU64 = AtomicU64::new(0);
 /// When the reactor last sent covering heartbeats, and how many rounds it sent.
@@ -255,9 +258,12 @@ pub fn init() {
     publish(&mut consensus);
     *CONSENSUS.lock() = Some(consensus);
     transport::set_consumer(net::Kind::Raft, on_message);
-    if let Err(err) = sched::spawn("raft", Priority::NORMAL, raft_task) {
-        log::error!("raft: cannot start its task: {err:?}; consensus disabled");
-        without_interrupts(|| *STATUS.lock() = None);
+    match sched::spawn("raft", Priority::NORMAL, raft_task) {
+        Ok(_) => RUNNING.store(true, Ordering::Release),
+        Err(err) => {
+            log::error!("raft: cannot start its task: {err:?}; consensus disabled");
+            without_interrupts(|| *STATUS.lock() = None);
+        }
     }
 }
 
@@ -288,6 +294,9 @@ fn log_recovery(description: &'static str, report: &RecoveryReport) {
 
 /// A Raft message arrived (from the reactor): queued for the `raft` task.
 pub fn on_message(_from: NodeId, bytes: &[u8]) {
+    if !RUNNING.load(Ordering::Acquire) {
+        return;
+    }
     let Ok(msg) = postcard::from_bytes::<Message>(bytes) else {
         return;
     };
@@ -304,6 +313,9 @@ pub fn on_message(_from: NodeId, bytes: &[u8]) {
 /// A reactor tick (10 ms): Raft's clock (for the `raft` task), covering heartbeats, and
 /// the state machine's chance to apply what is waiting.
 pub fn on_tick() {
+    if !RUNNING.load(Ordering::Acquire) {
+        return;
+    }
     cover_heartbeats();
     inbound(|q| {
         if q.inputs.len() < INBOUND_MAX {

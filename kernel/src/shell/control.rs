@@ -17,7 +17,7 @@ use crate::{node, sched, time};
 pub const COMMANDS: &[ShellCommand] = &[
     ShellCommand {
         name: "raft",
-        usage: "raft | raft put <key> <value> | raft get <key> | raft bench <count> | raft stall-disk <ms>",
+        usage: "raft | raft put <key> <value> | raft get <key> | raft bench <count> | raft churn <svc> <count> | raft stall-disk <ms>",
         help: "the Raft group: role, term, leader, indexes; a test key/value map",
         run: raft,
     },
@@ -48,6 +48,12 @@ fn raft(args: &[&str]) -> Result<(), CommandError> {
             crate::println!("the raft task's next pass spins {ms} ms, like a slow flush");
             Ok(())
         }
+        ["churn", service, count] => raft_churn(
+            service,
+            count
+                .parse()
+                .map_err(|_| failed(format!("'{count}' is not a count")))?,
+        ),
         ["bench", count] => raft_bench(
             count
                 .parse()
@@ -248,6 +254,55 @@ fn raft_bench(count: usize) -> Result<(), CommandError> {
         pick(99),
         pick(100)
     );
+    Ok(())
+}
+
+/// Most scale commands one `raft churn` proposes.
+const CHURN_MAX: usize = 100_000;
+
+/// `raft churn <svc> <count>` on the leader: commits `count` control-plane commands that
+/// scale `svc` between 1 and 2 replicas and back, one at a time (each waits for its
+/// commit), so the log, compaction, snapshots and the planner all see a long, churny life.
+/// Stops at the first refusal or a commit that does not come within 2 s, and says how far
+/// it got (`committed=N`), so a caller can go on at the new leader.
+fn raft_churn(service: &str, count: usize) -> Result<(), CommandError> {
+    if count == 0 || count > CHURN_MAX {
+        return Err(failed(format!("count must be 1..={CHURN_MAX}")));
+    }
+    let started_us = time::now_us();
+    let mut last_index = 0;
+    for i in 0..count {
+        let command = Command::Scale {
+            name: service.to_string(),
+            replicas: 1 + (i % 2) as u16,
+        };
+        let bytes = command
+            .encode()
+            .map_err(|e| failed(format!("cannot encode: {e:?}")))?;
+        let index = match consensus::propose(consensus::TAG_CONTROL, &bytes) {
+            Ok(index) => index,
+            Err(err) => {
+                return Err(failed(format!(
+                    "raft churn: committed={i} last_index={last_index}; proposal refused: {err:?}"
+                )))
+            }
+        };
+        let deadline_us = time::now_us() + 2_000_000;
+        loop {
+            match consensus::last_commit_advance() {
+                Some((commit, _)) if commit >= index => break,
+                Some(_) if time::now_us() <= deadline_us => sched::sleep_ms(1),
+                _ => {
+                    return Err(failed(format!(
+                        "raft churn: committed={i} last_index={last_index}; index {index} not committed within 2 s"
+                    )))
+                }
+            }
+        }
+        last_index = index;
+    }
+    let ms = (time::now_us() - started_us) / 1000;
+    crate::println!("raft churn: committed={count} last_index={last_index} in {ms} ms");
     Ok(())
 }
 

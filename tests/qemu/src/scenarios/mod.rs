@@ -24,6 +24,8 @@ pub enum Suite {
     /// starve each other; see docs/control-plane.md). `qemu-cluster` always runs them;
     /// `cargo xtask test --heavy` adds them.
     Heavy,
+    /// Long soaks, only with `cargo xtask test --soak` (or `--scenario NAME`).
+    Soak,
 }
 
 /// A named scenario.
@@ -69,6 +71,11 @@ pub const ALL: &[Scenario] = &[
         name: "raft-partition",
         suite: Suite::Cluster,
         run: raft::partition,
+    },
+    Scenario {
+        name: "raft-soak",
+        suite: Suite::Soak,
+        run: raft::soak,
     },
     Scenario {
         name: "raft-slow-disk",
