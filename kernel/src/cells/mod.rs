@@ -56,6 +56,11 @@ pub enum CellError {
     },
     /// Every task slot is in use.
     TooManyTasks,
+    /// Physical memory cannot hold another cell and still keep the kernel's reserve.
+    OutOfFrames {
+        free_frames: u64,
+        needed_frames: u64,
+    },
 }
 
 impl core::fmt::Display for CellError {
@@ -81,6 +86,15 @@ impl core::fmt::Display for CellError {
                 "ENOMEM: out of kernel heap ({} KiB free, a cell needs {} KiB beyond the kernel's reserve); stop cells or give the node more memory",
                 free_bytes / 1024,
                 needed_bytes.div_ceil(1024)
+            ),
+            CellError::OutOfFrames {
+                free_frames,
+                needed_frames,
+            } => write!(
+                f,
+                "ENOMEM: out of physical memory ({} KiB free, a cell needs about {} KiB beyond the kernel's reserve); stop cells or give the node more memory",
+                free_frames * 4,
+                needed_frames * 4
             ),
             CellError::TooManyTasks => write!(
                 f,
@@ -112,6 +126,28 @@ pub fn init() {
     sched::set_exit_hook(table::record_exit);
 }
 
+/// Physical frames kept for the kernel (DMA, page tables of running cells, the network)
+/// that new cells never take: a sixteenth of all frames, at least 256 (1 MiB).
+fn frame_reserve() -> u64 {
+    (crate::mm::frames::total_frames() / 16).max(256)
+}
+
+/// Refuses a new cell when its image, stack and page tables would not fit in the free
+/// frames on top of the kernel's reserve (the loader would fail later otherwise).
+fn check_frame_headroom(image_bytes: usize) -> Result<(), CellError> {
+    let pages = |bytes: u64| bytes.div_ceil(crate::mm::PAGE_BYTES);
+    // Image (with zeroed bss, rounded), stack, and a handful of page-table pages.
+    let needed_frames = pages(image_bytes as u64) + pages(::cell::abi::USER_STACK_BYTES) + 8;
+    let free_frames = crate::mm::frames::free_frames();
+    if free_frames < needed_frames + frame_reserve() {
+        return Err(CellError::OutOfFrames {
+            free_frames,
+            needed_frames,
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a new cell when the heap could not hold it on top of the kernel's reserve.
 fn check_heap_headroom() -> Result<(), CellError> {
     let (used, size) = crate::mm::heap::usage();
@@ -132,9 +168,9 @@ fn now_ms() -> u64 {
 
 /// Starts a cell running `spec`, supervised with `policy`.
 pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
-    if payloads::image(&spec.payload).is_none() {
+    let Some(image) = payloads::image(&spec.payload) else {
         return Err(CellError::UnknownPayload(spec.payload.clone()));
-    }
+    };
     let args_blob = spec
         .encode_args()
         .map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
@@ -146,6 +182,7 @@ pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
     // Finished cells beyond the kept few go first: their memory may be what we need.
     table::purge_finished();
     check_heap_headroom()?;
+    check_frame_headroom(image.len())?;
     let id = table::next_id();
     let record = CellRecord::new(id, spec, args_blob, supervisor, now_ms());
     let inserted = table::with(|cells| {

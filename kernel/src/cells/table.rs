@@ -179,6 +179,15 @@ impl Cells {
         self.0.push(record);
     }
 
+    /// Gives back the table's spare capacity after a crowd of cells is gone (only when at
+    /// least three quarters of it are unused, so steady churn never reallocates).
+    pub fn shrink_if_oversized(&mut self) {
+        let (len, capacity) = (self.0.len(), self.0.capacity());
+        if capacity > 64 && len * 4 < capacity {
+            self.0.shrink_to(len * 2);
+        }
+    }
+
     pub fn remove(&mut self, id: &u64) -> Option<CellRecord> {
         let pos = self.0.iter().position(|c| c.cell.id().0 == *id)?;
         Some(self.0.remove(pos))
@@ -265,5 +274,6 @@ pub fn purge_finished() {
                 cells.remove(&id);
             }
         }
+        cells.shrink_if_oversized();
     });
 }

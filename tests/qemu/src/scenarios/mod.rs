@@ -6,6 +6,7 @@ mod cluster_net;
 pub mod control;
 mod heal;
 mod kernel_tests;
+mod limits;
 pub mod membership;
 pub mod raft;
 mod shell;
@@ -176,6 +177,21 @@ pub const ALL: &[Scenario] = &[
         name: "cells-crash-loop",
         suite: Suite::Node,
         run: cells::crash_loop,
+    },
+    Scenario {
+        name: "cells-to-the-limit",
+        suite: Suite::Node,
+        run: limits::to_the_limit,
+    },
+    Scenario {
+        name: "cells-low-memory",
+        suite: Suite::Node,
+        run: limits::low_memory,
+    },
+    Scenario {
+        name: "single-node",
+        suite: Suite::Node,
+        run: limits::single_node,
     },
     Scenario {
         name: "cells-bad-commands",
