@@ -25,6 +25,8 @@ struct Plan {
     order: [u64; 2],
     /// Whether the first node to return gets a blank disk (a replaced machine).
     first_blank: bool,
+    /// Whether the second one does.
+    second_blank: bool,
 }
 
 /// Kill worker-2 and the witness together; restart the witness first, on its disk.
@@ -36,6 +38,7 @@ pub fn witness_first(env: &Env) -> Result<(), HarnessError> {
         Plan {
             order: [3, 2],
             first_blank: false,
+            second_blank: false,
         },
     )
 }
@@ -49,6 +52,7 @@ pub fn worker_first(env: &Env) -> Result<(), HarnessError> {
         Plan {
             order: [2, 3],
             first_blank: false,
+            second_blank: false,
         },
     )
 }
@@ -62,6 +66,22 @@ pub fn blank_witness(env: &Env) -> Result<(), HarnessError> {
         Plan {
             order: [3, 2],
             first_blank: true,
+            second_blank: false,
+        },
+    )
+}
+
+/// Kill worker-2 and the witness together; both return on blank disks, worker-2 first:
+/// worker-1 alone holds the log and must lead the two newcomers.
+pub fn blank_both(env: &Env) -> Result<(), HarnessError> {
+    run(
+        env,
+        "heal-blank-both",
+        64,
+        Plan {
+            order: [2, 3],
+            first_blank: true,
+            second_blank: true,
         },
     )
 }
@@ -105,6 +125,9 @@ fn run(env: &Env, name: &str, seed: u64, plan: Plan) -> Result<(), HarnessError>
         wait_count(&mut cluster, 1, "web", 2)?;
     }
 
+    if plan.second_blank {
+        cluster.wipe_disk(second)?;
+    }
     cluster.restart(second)?;
     wait_reformed(&mut cluster, &[1, 2, 3])?;
     wait_count(&mut cluster, 1, "web", 2)?;

@@ -139,6 +139,11 @@ pub const ALL: &[Scenario] = &[
         run: heal::blank_witness,
     },
     Scenario {
+        name: "heal-blank-both",
+        suite: Suite::Cluster,
+        run: heal::blank_both,
+    },
+    Scenario {
         name: "xylem-five-nodes",
         suite: Suite::Heavy,
         run: control::five_nodes,
