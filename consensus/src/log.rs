@@ -109,6 +109,17 @@ impl RaftLog {
         probe
     }
 
+    /// Bytes (`Entry::batch_cost_bytes`) of the entries after `index` (all held entries when
+    /// `index` is at or below the snapshot).
+    pub fn bytes_after(&self, index: u64) -> usize {
+        let skip = index.saturating_sub(self.snapshot.meta.index) as usize;
+        self.entries
+            .iter()
+            .skip(skip)
+            .map(Entry::batch_cost_bytes)
+            .sum()
+    }
+
     /// The held snapshot (meta index 0 when none).
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot

@@ -51,6 +51,10 @@ pub struct Raft {
     pub(crate) outbox: VecDeque<Message>,
     /// Messages dropped because the outbox was full (Raft tolerates loss; counted for ops).
     pub dropped_messages: u64,
+    /// Election timeouts that started a (pre-)campaign, and leaderships given up by
+    /// CheckQuorum (for operators: why a role changed).
+    pub election_timeouts: u64,
+    pub check_quorum_stepdowns: u64,
     pub(crate) read_only: ReadOnly,
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
@@ -77,6 +81,8 @@ impl Raft {
             progress: BTreeMap::new(),
             outbox: VecDeque::new(),
             dropped_messages: 0,
+            election_timeouts: 0,
+            check_quorum_stepdowns: 0,
             read_only: ReadOnly::default(),
             read_states: Vec::new(),
             incoming_snapshot: None,
@@ -201,6 +207,7 @@ impl Raft {
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_timeout {
+            self.election_timeouts += 1;
             self.hup();
         }
     }
@@ -212,6 +219,7 @@ impl Raft {
             self.election_elapsed = 0;
             if self.cfg.check_quorum && !self.quorum_recently_active() {
                 // CheckQuorum: a leader cut off from a majority steps down (thesis §6.2).
+                self.check_quorum_stepdowns += 1;
                 let term = self.term;
                 self.become_follower(term, None);
                 return;
@@ -388,6 +396,15 @@ impl Raft {
         let uncommitted = self.log.last_index() - self.log.committed();
         if uncommitted >= self.cfg.max_uncommitted_entries {
             return Err(ProposeError::Backpressure { uncommitted });
+        }
+        // Bytes bound the disk: the store must always fit the uncommitted tail (docs/raft.md).
+        let uncommitted_bytes = self.log.bytes_after(self.log.committed());
+        let cost = data.len() + crate::types::ENTRY_OVERHEAD_BYTES;
+        if uncommitted_bytes + cost > self.cfg.max_uncommitted_bytes {
+            return Err(ProposeError::BackpressureBytes {
+                uncommitted_bytes,
+                max_bytes: self.cfg.max_uncommitted_bytes,
+            });
         }
         let index = self.log.last_index() + 1;
         self.log.append(Entry {

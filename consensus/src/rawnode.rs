@@ -248,6 +248,23 @@ impl RawNode {
     pub fn entry(&self, index: u64) -> Option<&Entry> {
         self.raft.log.entry(index)
     }
+    /// Bytes the log holds after its snapshot (`Entry::batch_cost_bytes` each): what
+    /// compaction reclaims, in memory and on disk.
+    pub fn log_bytes(&self) -> usize {
+        self.raft.log.bytes_after(0)
+    }
+    /// Bytes of the entries after `index`.
+    pub fn log_bytes_after(&self, index: u64) -> usize {
+        self.raft.log.bytes_after(index)
+    }
+    /// Bytes of the entries after the commit index.
+    pub fn uncommitted_bytes(&self) -> usize {
+        self.raft.log.bytes_after(self.raft.log.committed())
+    }
+    /// Bytes of the held snapshot's data.
+    pub fn snapshot_bytes(&self) -> usize {
+        self.raft.log.snapshot().data.len()
+    }
     /// The compacted prefix's metadata.
     pub fn snapshot_meta(&self) -> SnapshotMeta {
         self.raft.log.snapshot().meta
@@ -255,6 +272,14 @@ impl RawNode {
     /// Messages dropped because the outbox was full.
     pub fn dropped_messages(&self) -> u64 {
         self.raft.dropped_messages
+    }
+    /// Election timeouts that started a (pre-)campaign.
+    pub fn election_timeouts(&self) -> u64 {
+        self.raft.election_timeouts
+    }
+    /// Leaderships given up by CheckQuorum.
+    pub fn check_quorum_stepdowns(&self) -> u64 {
+        self.raft.check_quorum_stepdowns
     }
 }
 

@@ -266,8 +266,7 @@ mod tests {
     #[test]
     fn worst_case_report_fits_the_bound() {
         let cells = (0..REPORT_CELLS_MAX).map(worst_cell).collect();
-        let mut report =
-            NodeReport::new(u64::MAX, u64::MAX, u32::MAX, u32::MAX, u64::MAX, cells);
+        let mut report = NodeReport::new(u64::MAX, u64::MAX, u32::MAX, u32::MAX, u64::MAX, cells);
         report.last_panic = Some(worst_panic());
         let bytes = report.encode().unwrap();
         assert!(bytes.len() <= REPORT_BYTES_MAX, "{} bytes", bytes.len());

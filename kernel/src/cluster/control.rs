@@ -560,16 +560,13 @@ pub fn stats() -> Option<xylem::node::Stats> {
 // -------------------------------------------------------------------------------------------
 // Snapshots (for Raft log compaction and snapshot install)
 
-/// The desired state's snapshot bytes.
-// Called by Raft log compaction in `consensus.rs` (which lands separately).
-#[allow(dead_code)]
+/// The desired state's snapshot bytes (Raft log compaction in `consensus`).
 pub fn snapshot() -> Option<Vec<u8>> {
     without_interrupts(|| CONTROL.lock().as_ref().map(ControlNode::snapshot))
 }
 
-/// Installs a snapshot taken at log `index`.
-// Called by Raft snapshot install in `consensus.rs` (which lands separately).
-#[allow(dead_code)]
+/// Installs a snapshot taken at log `index` (from the leader, or this node's own at boot);
+/// the next tick reconciles against it.
 pub fn restore(index: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
     without_interrupts(|| match CONTROL.lock().as_mut() {
         Some(c) => c.restore(index, bytes),

@@ -23,6 +23,7 @@
 
 pub mod cell_sockets;
 mod device;
+mod neighbors;
 pub mod ping;
 pub mod transport;
 
@@ -85,6 +86,8 @@ pub struct Stack {
     pub(crate) pinger: ping::Pinger,
     /// Cells' sockets: budget, ports, closing streams (`cell_sockets`).
     pub(crate) cells: cell_sockets::CellNet,
+    /// When the peers' static neighbour entries are next refreshed (`neighbors`).
+    neighbors_due_us: u64,
 }
 
 static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -214,6 +217,7 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
         transport: transport::Service::new(id),
         pinger: ping::Pinger::new(),
         cells,
+        neighbors_due_us: 0,
     }
 }
 
@@ -315,6 +319,10 @@ impl Stack {
     /// whether frames are still waiting (the receive budget ran out) and the next deadline.
     fn service(&mut self, now_us: u64) -> (bool, Option<u64>) {
         let now = Instant::from_micros(now_us as i64);
+        if now_us >= self.neighbors_due_us {
+            self.seed_neighbors(now);
+            self.neighbors_due_us = now_us + neighbors::REFRESH_US;
+        }
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         let more = self.device.budget_exhausted();
@@ -341,11 +349,27 @@ impl Stack {
             self.transport.deadline_us(),
             self.pinger.deadline_us(),
             self.cells.deadline_us(),
+            Some(self.neighbors_due_us),
         ]
         .into_iter()
         .flatten()
         .min();
         (more, deadline)
+    }
+
+    /// Tells smoltcp every configured peer's fixed fabric address (see `neighbors`).
+    fn seed_neighbors(&mut self, now: Instant) {
+        let local = (
+            EthernetAddress(self.device.local.mac),
+            Ipv4Address::from(self.device.local.ipv4),
+        );
+        let me = node::config().id;
+        let peers = crate::cluster::peers::get()
+            .iter()
+            .filter(|p| p.id != me)
+            // ip_of first: it admits only fabric ids (1..=254), which mac_of accepts.
+            .filter_map(|p| ip_of(p.id).map(|ip| (EthernetAddress(mac_of(p.id)), ip)));
+        neighbors::seed(&mut self.iface, &mut self.sockets, now, local, peers);
     }
 
     /// Snapshot for the `net` command.

@@ -81,7 +81,18 @@ fn ls() {
         "CPU_TICKS",
         "UPTIME_S"
     );
-    for c in cells::list() {
+    let rows = cells::list();
+    let finished = rows
+        .iter()
+        .filter(|c| {
+            c.task.is_none()
+                && matches!(
+                    c.state,
+                    ::cell::lifecycle::CellStatus::Dead | ::cell::lifecycle::CellStatus::CrashLoop
+                )
+        })
+        .count();
+    for c in rows {
         let task = c.task.map_or(String::from("-"), |t| t.to_string());
         let last = c.last_exit.map_or(String::from("-"), |e| e.to_string());
         let name = control::name_of(c.id).map_or(String::from("-"), |n| n.to_string());
@@ -99,6 +110,11 @@ fn ls() {
             c.uptime_ms % 1000
         );
     }
+    crate::println!(
+        "({finished} finished cells listed; at most {} are kept, holding at most {} KiB of heap)",
+        cells::table::FINISHED_KEPT,
+        cells::table::FINISHED_HEAP_BOUND_BYTES / 1024
+    );
 }
 
 /// A local id (`3`) or a cluster-wide name (`web/1@7`) of a cell on this node.

@@ -78,12 +78,22 @@ pub fn raft_disk(fabric_dir: &Path, id: u64) -> std::path::PathBuf {
     path
 }
 
-/// The QEMU arguments attaching `disk` as the node's virtio-blk device.
+/// How QEMU caches the Raft disk: `writeback` keeps the host page cache but honours the
+/// guest's flushes (VIRTIO_BLK_F_FLUSH is offered and each VIRTIO_BLK_T_FLUSH becomes a
+/// host `fdatasync`), so an acknowledged Raft write is on the host's disk, and
+/// `raft_commit_us` includes a real flush. (`unsafe` would turn flushes into no-ops.)
+pub const RAFT_DISK_CACHE: &str = "writeback";
+
+/// The QEMU arguments attaching `disk` as the node's virtio-blk device. The environment
+/// variable `XYLEM_RAFT_DISK_CACHE` overrides the cache mode for experiments (say `unsafe`,
+/// to compare against flushes that cost nothing); every test and benchmark uses the default.
 pub fn raft_disk_args(disk: &Path) -> Vec<String> {
+    let cache =
+        std::env::var("XYLEM_RAFT_DISK_CACHE").unwrap_or_else(|_| RAFT_DISK_CACHE.to_string());
     vec![
         "-drive".into(),
         format!(
-            "file={},if=none,id=raftdisk,format=raw,cache=unsafe",
+            "file={},if=none,id=raftdisk,format=raw,cache={cache}",
             disk.display()
         ),
         "-device".into(),
@@ -232,6 +242,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// Zeroes node `id`'s Raft disk (after it was killed): it restarts as a replaced machine
+    /// with a blank disk, which the kernel formats.
+    pub fn wipe_disk(&self, id: u64) -> Result<(), HarnessError> {
+        let path = raft_disk(self.fabric.dir(), id);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| HarnessError::Io(format!("opening {}", path.display()), e))?;
+        file.set_len(0)
+            .and_then(|()| file.set_len(RAFT_DISK_BYTES))
+            .map_err(|e| HarnessError::Io(format!("wiping {}", path.display()), e))
+    }
+
     /// Every node's id and name.
     pub fn members(&self) -> Vec<(u64, String)> {
         self.nodes
@@ -280,6 +303,11 @@ mod tests {
         assert!(
             args[1].starts_with(&format!("file={},", path.display()))
                 && args[3].starts_with("virtio-blk-pci")
+        );
+        assert!(
+            args[1].contains("cache=writeback") && !args[1].contains("unsafe"),
+            "the Raft disk must honour flushes: {}",
+            args[1]
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

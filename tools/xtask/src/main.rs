@@ -87,6 +87,9 @@ pub struct TestArgs {
     /// Add the heavy suite (the five-node scenario).
     #[arg(long)]
     pub heavy: bool,
+    /// Add the soak suite (20,000 Raft commands through 2 MiB disks, minutes long).
+    #[arg(long)]
+    pub soak: bool,
     /// Use KVM instead of TCG.
     #[arg(long)]
     pub kvm: bool,

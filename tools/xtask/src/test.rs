@@ -63,6 +63,9 @@ pub fn cmd_test(args: &TestArgs) -> Result<(), String> {
                 if args.heavy {
                     run_scenarios(&env, Suite::Heavy, None, &mut tally);
                 }
+                if args.soak {
+                    run_scenarios(&env, Suite::Soak, None, &mut tally);
+                }
             }
         },
         Err(why) => tally.fail(format!("building kernel images: {why}")),

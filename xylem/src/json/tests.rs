@@ -149,9 +149,7 @@ fn status_is_one_line_with_the_documented_fields() {
     assert_eq!(v["services"][0]["health"], "reconciling");
     assert_eq!(
         keys(&v["cells"][0]),
-        [
-            "epoch", "id", "name", "node", "restarts", "service", "slot", "state", "uptime_s"
-        ]
+        ["epoch", "id", "name", "node", "restarts", "service", "slot", "state", "uptime_s"]
     );
     assert_eq!(v["cells"][0]["state"], "running");
     assert_eq!(v["cells"][0]["name"], "web/0@7");

@@ -6,7 +6,9 @@ pub mod cells_net;
 mod cluster_net;
 pub mod control;
 mod crash;
+mod heal;
 mod kernel_tests;
+mod limits;
 pub mod membership;
 pub mod promise;
 pub mod raft;
@@ -27,6 +29,8 @@ pub enum Suite {
     /// starve each other; see docs/control-plane.md). `qemu-cluster` always runs them;
     /// `cargo xtask test --heavy` adds them.
     Heavy,
+    /// Long soaks, only with `cargo xtask test --soak` (or `--scenario NAME`).
+    Soak,
 }
 
 /// A named scenario.
@@ -72,6 +76,16 @@ pub const ALL: &[Scenario] = &[
         name: "raft-partition",
         suite: Suite::Cluster,
         run: raft::partition,
+    },
+    Scenario {
+        name: "raft-soak",
+        suite: Suite::Soak,
+        run: raft::soak,
+    },
+    Scenario {
+        name: "raft-slow-disk",
+        suite: Suite::Cluster,
+        run: raft::slow_disk,
     },
     Scenario {
         name: "xylem-kill-worker",
@@ -144,6 +158,26 @@ pub const ALL: &[Scenario] = &[
         run: timeline::failover,
     },
     Scenario {
+        name: "heal-witness-first",
+        suite: Suite::Cluster,
+        run: heal::witness_first,
+    },
+    Scenario {
+        name: "heal-worker-first",
+        suite: Suite::Cluster,
+        run: heal::worker_first,
+    },
+    Scenario {
+        name: "heal-blank-witness",
+        suite: Suite::Cluster,
+        run: heal::blank_witness,
+    },
+    Scenario {
+        name: "heal-blank-both",
+        suite: Suite::Cluster,
+        run: heal::blank_both,
+    },
+    Scenario {
         name: "xylem-five-nodes",
         suite: Suite::Heavy,
         run: control::five_nodes,
@@ -182,6 +216,21 @@ pub const ALL: &[Scenario] = &[
         name: "cells-crash-loop",
         suite: Suite::Node,
         run: cells::crash_loop,
+    },
+    Scenario {
+        name: "cells-to-the-limit",
+        suite: Suite::Node,
+        run: limits::to_the_limit,
+    },
+    Scenario {
+        name: "cells-low-memory",
+        suite: Suite::Node,
+        run: limits::low_memory,
+    },
+    Scenario {
+        name: "single-node",
+        suite: Suite::Node,
+        run: limits::single_node,
     },
     Scenario {
         name: "cells-bad-commands",
