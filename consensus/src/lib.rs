@@ -48,6 +48,7 @@ pub type NodeId = u64;
 mod config;
 pub mod disk;
 mod election;
+pub mod guard;
 mod log;
 mod node;
 mod progress;
@@ -60,6 +61,7 @@ mod types;
 mod tests;
 
 pub use config::{Config, ConfigError, MAX_VOTERS};
+pub use guard::{RejectCounters, Rejection, PLAUSIBLE_MAX};
 pub use progress::ProgressState;
 pub use rawnode::{DurableState, NewError, RawNode, Ready, MAX_APPLY_PER_READY};
 pub use types::{

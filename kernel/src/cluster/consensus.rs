@@ -120,12 +120,21 @@ fn log_recovery(description: &'static str, report: &RecoveryReport) {
     });
 }
 
-/// A Raft message arrived (from the reactor).
-pub fn on_message(_from: NodeId, bytes: &[u8]) {
+/// A Raft message arrived (from the reactor). `from` is the sender the transport
+/// authenticated; the core refuses (and counts) a message claiming anyone else, a
+/// non-member, or one that would break a log invariant.
+pub fn on_message(from: NodeId, bytes: &[u8]) {
     let Ok(msg) = postcard::from_bytes::<Message>(bytes) else {
         return;
     };
-    drive(|raft| raft.node.step(msg));
+    drive(|raft| {
+        let _ = raft.node.step_from(from, msg);
+    });
+}
+
+/// Peer messages the Raft core refused, per reason (for `raft`).
+pub fn rejected() -> Option<::consensus::RejectCounters> {
+    with(|raft| *raft.node.rejected())
 }
 
 /// A reactor tick (10 ms).
