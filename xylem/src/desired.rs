@@ -34,6 +34,14 @@ pub const SERVICES_MAX: usize = 64;
 pub const DRAINING_MAX: usize = 64;
 /// The first byte of every snapshot.
 pub const SNAPSHOT_FORMAT_V1: u8 = 1;
+/// Epochs at or above this are implausible and refused on apply (2^62): a cluster that
+/// assigns a million slots a second needs 146,000 years to get there, and keeping every
+/// epoch below it means `epoch + 1` can never overflow (issue #15.4).
+pub const EPOCH_MAX: Epoch = 1 << 62;
+/// The largest jump above `epoch_high` one `Assign` may make. The leader hands out
+/// `epoch_high + 1, + 2, …` within one plan (at most `plan_commands_max` of them), so a
+/// jump of more than 2^20 can only come from a broken or forged proposal.
+pub const EPOCH_STEP_MAX: Epoch = 1 << 20;
 
 /// Where one slot runs and under which fencing epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +88,9 @@ pub enum ApplyError {
     SlotOutOfRange { slot: Slot, max_replicas: u16 },
     /// `Assign` epoch is not above `epoch_high` (stale or duplicated plan).
     StaleEpoch { epoch: Epoch, epoch_high: Epoch },
+    /// `Assign` epoch jumps more than [`EPOCH_STEP_MAX`] above `epoch_high`, or reaches
+    /// [`EPOCH_MAX`]: no correct leader proposes it.
+    ImplausibleEpoch { epoch: Epoch, epoch_high: Epoch },
     /// `Unassign` of a slot that is not bound.
     NotAssigned,
     /// `Unassign` whose epoch is not the slot's current epoch.
@@ -194,7 +205,7 @@ impl DesiredState {
     pub fn check(&self, command: &Command) -> Result<(), ApplyError> {
         let mut scratch = self.clone();
         scratch
-            .apply(self.state.applied_index + 1, command)
+            .apply(self.state.applied_index.saturating_add(1), command)
             .map(|_| ())
     }
 
@@ -317,6 +328,12 @@ impl DesiredState {
                 epoch_high: self.state.epoch_high,
             });
         }
+        if epoch >= EPOCH_MAX || epoch - self.state.epoch_high > EPOCH_STEP_MAX {
+            return Err(ApplyError::ImplausibleEpoch {
+                epoch,
+                epoch_high: self.state.epoch_high,
+            });
+        }
         self.state.epoch_high = epoch;
         let previous = entry.slots.insert(slot, Assignment { node, epoch });
         debug_assert!(previous.is_none_or(|p| p.epoch < epoch));
@@ -389,6 +406,12 @@ impl DesiredState {
         Ok(restored)
     }
 
+    /// Checks the structural invariants (for tests and fuzzers; `apply` checks them in
+    /// debug builds, `restore` always).
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        self.invariants()
+    }
+
     /// Checks the structural invariants (used after every apply in debug builds and on
     /// restore always).
     fn invariants(&self) -> Result<(), &'static str> {
@@ -398,6 +421,9 @@ impl DesiredState {
         }
         if s.draining.len() > DRAINING_MAX {
             return Err("too many draining nodes");
+        }
+        if s.epoch_high >= EPOCH_MAX {
+            return Err("epoch_high implausible");
         }
         for (name, entry) in &s.services {
             if *name != entry.spec.name {
@@ -506,6 +532,68 @@ mod tests {
             Some(Assignment { node: 1, epoch: 5 })
         );
         assert_eq!(ds.assignment("web", 1), None);
+    }
+
+    /// Issue #15: a forged `Assign` with epoch u64::MAX passed apply and then overflowed
+    /// the planner. Implausible epochs are refused, and the planner never overflows.
+    #[test]
+    fn implausible_epochs_are_refused() {
+        let (ds, results) = run(&[
+            web(2),
+            assign(0, 1, u64::MAX),
+            assign(0, 1, EPOCH_MAX),
+            assign(0, 1, EPOCH_STEP_MAX + 1),
+            assign(0, 1, EPOCH_STEP_MAX),
+            assign(1, 2, EPOCH_STEP_MAX + 1),
+        ]);
+        for (i, epoch_high) in [(1, 0), (2, 0), (3, 0)] {
+            assert!(
+                matches!(results[i], Err(ApplyError::ImplausibleEpoch { epoch_high: h, .. }) if h == epoch_high),
+                "{i}: {:?}",
+                results[i]
+            );
+        }
+        assert_eq!(results[4], Ok(Applied::Assigned { previous: None }));
+        assert_eq!(results[5], Ok(Applied::Assigned { previous: None }));
+        assert_eq!(ds.epoch_high(), EPOCH_STEP_MAX + 1);
+        assert!(ds.check_invariants().is_ok());
+        // A snapshot that claims an implausible epoch_high is refused on restore.
+        let mut evil = ds.state.clone();
+        evil.epoch_high = u64::MAX;
+        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V1];
+        bytes.extend(postcard::to_allocvec(&evil).unwrap());
+        assert_eq!(
+            DesiredState::restore(&bytes, catalog()),
+            Err(SnapshotError::Invariant("epoch_high implausible"))
+        );
+    }
+
+    /// At the very top of the epoch range the planner reports the slots pending instead of
+    /// overflowing, and whatever it proposes still applies.
+    #[test]
+    fn planner_stops_at_the_epoch_ceiling() {
+        use crate::placement::{self, NodeView, PendingReason};
+        let (ds, _) = run(&[web(2)]);
+        let mut top = ds.state.clone();
+        top.epoch_high = EPOCH_MAX - 2;
+        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V1];
+        bytes.extend(postcard::to_allocvec(&top).unwrap());
+        let mut ds = DesiredState::restore(&bytes, catalog()).unwrap();
+        let views = [1, 2].map(|id| NodeView {
+            free_mib: 1024,
+            ..NodeView::unreported(id, crate::NodeRole::Worker, true, false)
+        });
+        let mut tracker = crate::crashloop::CrashLoopTracker::new();
+        let config = crate::config::Config::default();
+        let plan = placement::plan(&ds, &views, &mut tracker, &config, 0);
+        assert_eq!(plan.commands.len(), 1, "{plan:?}");
+        assert_eq!(plan.pending.len(), 1);
+        assert_eq!(plan.pending[0].reason, PendingReason::EpochsExhausted);
+        let index = ds.applied_index() + 1;
+        assert!(ds.apply(index, &plan.commands[0]).is_ok());
+        assert_eq!(ds.epoch_high(), EPOCH_MAX - 1);
+        let plan = placement::plan(&ds, &views, &mut tracker, &config, 0);
+        assert!(plan.commands.is_empty());
     }
 
     #[test]

@@ -108,6 +108,9 @@ pub enum PendingReason {
     CrashLoopUntracked,
     /// The plan reached `plan_commands_max`; next round.
     PlanFull,
+    /// No fresh epoch is left below [`crate::desired::EPOCH_MAX`] (never reached by a real
+    /// cluster; defends against a corrupt or forged `epoch_high`).
+    EpochsExhausted,
 }
 
 /// A slot left as it is this round, and why.
@@ -159,6 +162,11 @@ struct PlaceSlot {
     crashloop: bool,
 }
 
+/// Whether `epoch` may still be handed out (below [`crate::desired::EPOCH_MAX`]).
+fn desired_epoch_ok(epoch: Epoch) -> bool {
+    epoch < crate::desired::EPOCH_MAX
+}
+
 struct Planner<'a> {
     cfg: &'a PlacementConfig,
     nodes: BTreeMap<NodeId, Tally>,
@@ -188,7 +196,7 @@ pub fn plan(
         planner.place_service(desired, spec, tracker, config, now_ms);
     }
     debug_assert!(planner.out.commands.len() <= config.placement.plan_commands_max);
-    debug_assert!(planner.next_epoch > desired.epoch_high());
+    debug_assert!(planner.next_epoch > desired.epoch_high() || desired.epoch_high() == Epoch::MAX);
     planner.out
 }
 
@@ -210,7 +218,9 @@ impl<'a> Planner<'a> {
                 crashloops.insert((service.as_str(), *slot, *epoch, v.id));
             }
         }
-        let next_epoch = desired.epoch_high() + 1;
+        // `epoch_high` is below EPOCH_MAX by apply's rule, so this cannot overflow; saturate
+        // anyway so a corrupt state can only exhaust epochs, never panic.
+        let next_epoch = desired.epoch_high().saturating_add(1);
         Self {
             cfg,
             nodes,
@@ -334,6 +344,10 @@ impl<'a> Planner<'a> {
             bound.is_none_or(|a| a.node != node),
             "a move goes elsewhere"
         );
+        if !desired_epoch_ok(self.next_epoch) {
+            self.pending(spec, slot, PendingReason::EpochsExhausted);
+            return;
+        }
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         *per_node.entry(node).or_insert(0) += 1;
