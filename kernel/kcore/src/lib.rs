@@ -18,5 +18,6 @@ pub mod line_editor;
 pub mod load;
 pub mod node_config;
 pub mod peers;
+pub mod rtc;
 pub mod run_queue;
 pub mod short_str;

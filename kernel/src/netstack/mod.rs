@@ -23,6 +23,7 @@
 
 mod device;
 pub mod ping;
+pub mod tls;
 pub mod transport;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -82,6 +83,8 @@ pub struct Stack {
     icmp: SocketHandle,
     pub(crate) transport: transport::Service,
     pub(crate) pinger: ping::Pinger,
+    /// Mutual-TLS sessions with the peers (empty unless datagrams are sealed).
+    pub(crate) tls: tls::Manager,
 }
 
 static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -181,6 +184,7 @@ fn try_start() -> Result<(), StartError> {
     with_stack(|s| s.device.nic.enable_interrupts());
     sched::spawn("net", Priority::HIGH, net_task).map_err(StartError::Spawn)?;
     sched::spawn("net-timer", Priority::HIGH, timer_task).map_err(StartError::Spawn)?;
+    tls::start().map_err(StartError::Spawn)?;
     log::info!("net: virtio-net at PCI {location}, IRQ {irq_line}: {ip}/{PREFIX_LEN}");
     Ok(())
 }
@@ -198,6 +202,7 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
     let mut sockets = SocketSet::new(alloc::vec::Vec::new());
     let udp = sockets.add(transport::new_socket());
     let icmp = sockets.add(ping::new_socket());
+    let tls = tls::Manager::new(&mut sockets);
     Stack {
         iface,
         sockets,
@@ -206,6 +211,7 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
         icmp,
         transport: transport::Service::new(id),
         pinger: ping::Pinger::new(),
+        tls,
     }
 }
 
@@ -312,6 +318,12 @@ impl Stack {
             .sockets
             .get_mut::<smoltcp::socket::icmp::Socket>(self.icmp);
         self.pinger.service(icmp, now_us);
+        let (tls_work, tls_at) =
+            self.tls
+                .service(self.iface.context(), &mut self.sockets, &mut self.transport);
+        if tls_work {
+            tls::wake();
+        }
         // Flush what the handlers queued (pongs, probes, echo requests).
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
@@ -324,11 +336,18 @@ impl Stack {
             smoltcp_at,
             self.transport.deadline_us(),
             self.pinger.deadline_us(),
+            tls_at,
         ]
         .into_iter()
         .flatten()
         .min();
         (more, deadline)
+    }
+
+    /// Takes back a handshake step the `tls` task ran.
+    pub(crate) fn finish_tls_job(&mut self, result: tls::JobResult) {
+        self.tls
+            .finish_job(result, &mut self.sockets, &mut self.transport);
     }
 
     /// Snapshot for the `net` command.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use timeline::journal::{self, Journal};
 
+use crate::certs::ClusterCa;
 use crate::fabric::{Fabric, FabricConfig, Mac, Nemesis};
 use crate::node::Node;
 use crate::qemu::NodeSpec;
@@ -90,24 +91,55 @@ pub fn raft_disk_args(disk: &Path) -> Vec<String> {
     ]
 }
 
-/// The specs of a cluster of `count` nodes on `fabric`.
+/// Whether the nodes authenticate each other (issue #15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// Every node gets a certificate from a fresh cluster CA: mutual TLS, sealed datagrams.
+    Sealed,
+    /// `trust=off`: no identities, plain datagrams (the unauthenticated build, for
+    /// comparisons and for playing a node without identity).
+    Off,
+}
+
+/// The specs of a cluster of `count` nodes on `fabric`, each with an identity from a new
+/// cluster CA (written to the fabric directory).
 pub fn specs(image: &Path, fabric: &Fabric, count: usize, kvm: bool) -> Vec<NodeSpec> {
+    specs_with(image, fabric, count, kvm, Trust::Sealed)
+        .map(|(specs, _)| specs)
+        .unwrap_or_else(|e| panic!("making node certificates: {e}"))
+}
+
+/// [`specs`] with a choice of [`Trust`]; also returns the CA (to issue more identities).
+pub fn specs_with(
+    image: &Path,
+    fabric: &Fabric,
+    count: usize,
+    kvm: bool,
+    trust: Trust,
+) -> Result<(Vec<NodeSpec>, Option<ClusterCa>), String> {
     let names = node_names(count);
     let peers = peers_value(&names);
-    names
-        .iter()
-        .map(|(id, name, role)| {
-            let mut spec = NodeSpec::worker(*id, image);
-            spec.name = name.clone();
-            spec.role = role.to_string();
-            spec.kvm = kvm;
-            spec.config_extra.push(("peers".into(), peers.clone()));
-            spec.extra_args = fabric.qemu_args(*id as u32, node_mac(*id));
-            spec.extra_args
-                .extend(raft_disk_args(&raft_disk(fabric.dir(), *id)));
-            spec
-        })
-        .collect()
+    let ca = match trust {
+        Trust::Sealed => Some(ClusterCa::create(fabric.dir(), "cluster")?),
+        Trust::Off => None,
+    };
+    let mut specs = Vec::new();
+    for (id, name, role) in &names {
+        let mut spec = NodeSpec::worker(*id, image);
+        spec.name = name.clone();
+        spec.role = role.to_string();
+        spec.kvm = kvm;
+        spec.config_extra.push(("peers".into(), peers.clone()));
+        match &ca {
+            Some(ca) => spec.fw_cfg_files = ca.issue(*id, name)?.fw_cfg(),
+            None => spec.config_extra.push(("trust".into(), "off".into())),
+        }
+        spec.extra_args = fabric.qemu_args(*id as u32, node_mac(*id));
+        spec.extra_args
+            .extend(raft_disk_args(&raft_disk(fabric.dir(), *id)));
+        specs.push(spec);
+    }
+    Ok((specs, ca))
 }
 
 /// A running cluster.
@@ -118,11 +150,25 @@ pub struct Cluster {
     journal: Arc<Journal>,
     /// How often each node was restarted (names the restarted node's log directory).
     restarts: std::collections::BTreeMap<u64, u32>,
+    /// The cluster CA (None for [`Trust::Off`]).
+    pub ca: Option<ClusterCa>,
 }
 
 impl Cluster {
-    /// Starts the fabric (seeded), then `count` nodes, and waits for every prompt.
+    /// Starts the fabric (seeded), then `count` nodes with identities, and waits for every
+    /// prompt.
     pub fn start(env: &Env, name: &str, count: usize, seed: u64) -> Result<Cluster, HarnessError> {
+        Cluster::start_with(env, name, count, seed, Trust::Sealed)
+    }
+
+    /// [`Cluster::start`] with a choice of [`Trust`].
+    pub fn start_with(
+        env: &Env,
+        name: &str,
+        count: usize,
+        seed: u64,
+        trust: Trust,
+    ) -> Result<Cluster, HarnessError> {
         assert!(count >= 1, "a cluster has nodes");
         let dir = env.run_dir.join(name);
         // A previous run of this scenario may have left sockets and logs.
@@ -138,8 +184,10 @@ impl Cluster {
         config.journal = Some(Arc::clone(&journal));
         let fabric =
             Fabric::start(config).map_err(|e| HarnessError::Check(format!("fabric: {e:?}")))?;
+        let (specs, ca) = specs_with(&env.image, &fabric, count, env.kvm, trust)
+            .map_err(|e| HarnessError::Check(format!("certificates: {e}")))?;
         let mut nodes = Vec::new();
-        for spec in specs(&env.image, &fabric, count, env.kvm) {
+        for spec in specs {
             let mut node = Node::start(spec, &dir)?;
             node.set_journal(Arc::clone(&journal), 0);
             nodes.push(node);
@@ -161,6 +209,7 @@ impl Cluster {
             fabric,
             journal,
             restarts: std::collections::BTreeMap::new(),
+            ca,
         })
     }
 
@@ -196,6 +245,13 @@ impl Cluster {
     pub fn restart(&mut self, id: u64) -> Result<(), HarnessError> {
         let index = usize::try_from(id).expect("small id") - 1;
         let spec = self.nodes[index].spec.clone();
+        self.restart_as(id, spec)
+    }
+
+    /// Replaces node `id` (after it was killed) with a QEMU of `spec` (e.g. the same node
+    /// with another identity), and waits for its prompt. Its disk, if any, is kept.
+    pub fn restart_as(&mut self, id: u64, spec: NodeSpec) -> Result<(), HarnessError> {
+        let index = usize::try_from(id).expect("small id") - 1;
         let dir = self.fabric.dir().to_path_buf();
         // The old QEMU must be gone (and its socket unlinked) before the new one binds.
         drop(self.nodes.remove(index));
