@@ -10,7 +10,8 @@
 //! 2. [`command`]: the Raft log entries ([`command::Command`]) and their postcard encoding.
 //! 3. [`desired`]: the replicated state machine ([`desired::DesiredState`]) every node applies
 //!    committed commands to, in log order; snapshots for log compaction; epoch fencing.
-//! 4. [`report`]: the per-node status report that flows to the leader outside the log.
+//! 4. [`report`]: the per-node status report that flows to the leader outside the log;
+//!    [`inbound`]: control messages from peers, checked before they touch anything.
 //! 5. [`placement`]: the leader's scheduler (feasibility, then scoring) that turns desired state
 //!    plus a cached view of the nodes into `Assign`/`Unassign` commands to propose.
 //! 6. [`crashloop`]: the leader's bounded policy for moving crash-looping slots.
@@ -32,6 +33,7 @@ pub mod command;
 pub mod config;
 pub mod crashloop;
 pub mod desired;
+pub mod inbound;
 pub mod json;
 pub mod placement;
 pub mod reconcile;

@@ -15,16 +15,16 @@
 
 use ::cell::spec::PayloadSpec;
 use ::membership::NodeId;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use kcore::node_config::Role;
-use serde::{Deserialize, Serialize};
 use spin::Mutex;
 use xylem::command::Command;
 use xylem::crashloop::CrashLoopTracker;
 use xylem::desired::DesiredState;
+use xylem::inbound::{self, Accepted, ControlMsg, Inbound};
 use xylem::placement::{self, NodeView, Pending};
 use xylem::reconcile::{self, Action, LocalCell};
 use xylem::report::{CellReport, NodeReport};
@@ -47,15 +47,6 @@ const INFLIGHT_TIMEOUT_MS: u64 = 1000;
 const REPORT_STALE_MS: u64 = 2000;
 const HISTORY_MAX: usize = 64;
 
-/// Control messages between nodes (postcard, `Kind::Control`).
-#[derive(Serialize, Deserialize)]
-enum ControlMsg {
-    /// A node's status report (`NodeReport::encode`).
-    Report(Vec<u8>),
-    /// A command a follower's shell forwards to the leader (`Command::encode`).
-    Forward(Vec<u8>),
-}
-
 /// A cell this node started for an assignment.
 struct Mine {
     cell: u64,
@@ -68,7 +59,9 @@ struct Control {
     desired: DesiredState,
     config: xylem::config::Config,
     tracker: CrashLoopTracker,
-    reports: BTreeMap<NodeId, (NodeReport, u64)>,
+    /// Peers' reports (bounded, members only) and the refusal counters of control
+    /// messages (`xylem::inbound`).
+    inbound: Inbound,
     report_seq: u64,
     mine: Vec<Mine>,
     pending: Vec<Pending>,
@@ -104,7 +97,7 @@ pub fn init() {
         desired: DesiredState::new(catalog()),
         config,
         tracker: CrashLoopTracker::new(),
-        reports: BTreeMap::new(),
+        inbound: Inbound::default(),
         report_seq: 0,
         mine: Vec::new(),
         pending: Vec::new(),
@@ -304,7 +297,7 @@ fn node_views(now: u64) -> Vec<NodeView> {
             .map(|&id| {
                 let alive = membership::is_up(id);
                 let draining = c.desired.is_draining(id);
-                match c.reports.get(&id) {
+                match c.inbound.reports.get(id) {
                     Some((report, at)) if now.saturating_sub(*at) < REPORT_STALE_MS => {
                         NodeView::from_report(report, node_role(id), alive, draining)
                     }
@@ -452,7 +445,7 @@ fn my_report() -> Option<NodeReport> {
             .collect();
         let mut report = NodeReport::new(me, c.report_seq, load, free_mib, cells);
         report.last_panic = crate::crash::last_panic_note();
-        c.reports.insert(me, (report.clone(), now));
+        c.inbound.reports.insert_own(report.clone(), now);
         report
     })
 }
@@ -469,24 +462,29 @@ fn broadcast_report() {
     }
 }
 
-/// A control message arrived (from the reactor).
+/// A control message arrived (from the reactor). `xylem::inbound` checks it: reports only
+/// from members, about themselves; forwarded commands only on the leader, only operator
+/// commands, and only if they pass the validation a local command gets.
 pub fn on_message(from: NodeId, bytes: &[u8]) {
-    match postcard::from_bytes::<ControlMsg>(bytes) {
-        Ok(ControlMsg::Report(report)) => {
-            if let Ok(report) = NodeReport::decode(&report) {
-                if report.node == from {
-                    let now = now_ms();
-                    with(|c| c.reports.insert(from, (report, now)));
-                }
-            }
-        }
-        Ok(ControlMsg::Forward(command)) => {
-            if consensus::is_leader() && Command::decode(&command).is_ok() {
-                let _ = consensus::propose(consensus::TAG_CONTROL, &command);
-            }
-        }
-        Err(_) => {}
+    let members = all_nodes();
+    let is_leader = consensus::is_leader();
+    let now = now_ms();
+    let outcome = with(|c| {
+        let view = inbound::View {
+            members: &members,
+            is_leader,
+            desired: &c.desired,
+        };
+        c.inbound.on_message(from, bytes, now, &view)
+    });
+    if let Some(Ok(Accepted::Propose(command))) = outcome {
+        let _ = consensus::propose(consensus::TAG_CONTROL, &command);
     }
+}
+
+/// Control messages refused, per reason (for `trust`).
+pub fn inbound_refusals() -> Vec<(&'static str, u64)> {
+    with(|c| c.inbound.refusals().collect()).unwrap_or_default()
 }
 
 /// Why a shell request was not accepted.
@@ -515,7 +513,8 @@ pub fn submit(command: Command) -> Result<Submitted, SubmitError> {
         spec.validate(&catalog())
             .map_err(|e| SubmitError::Invalid(spec_error(&e)))?;
     }
-    with(|c| c.desired.check(&command))
+    // The same check a forwarded command gets on the leader (`xylem::inbound`).
+    with(|c| inbound::validate_operator_command(&command, &c.desired))
         .ok_or(SubmitError::NoQuorum)?
         .map_err(|e| SubmitError::Invalid(format!("{e:?}")))?;
     if !has_quorum() {
@@ -590,6 +589,7 @@ pub fn with_view<R>(f: impl FnOnce(&DesiredState, &[NodeReport], &[Pending]) -> 
     let now = now_ms();
     with(|c| {
         let reports: Vec<NodeReport> = c
+            .inbound
             .reports
             .iter()
             .filter(|(id, (_, at))| {

@@ -95,6 +95,14 @@ fn trust(args: &[&str]) -> Result<(), CommandError> {
         seal.dropped_total(),
         drops.join("  ")
     );
+    let control: Vec<String> = crate::cluster::control::inbound_refusals()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| alloc::format!("{name} {n}"))
+        .collect();
+    if !control.is_empty() {
+        crate::println!("control messages refused: {}", control.join("  "));
+    }
     if let Some(last) = handshakes.last() {
         let mut sorted = handshakes.clone();
         sorted.sort_unstable();
