@@ -52,9 +52,13 @@ pub const TLS_PORT: u16 = 7401;
 pub const KEEPALIVE_MS: u64 = 300;
 /// A handshake (TCP connect included) that takes longer is abandoned.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// A TCP connect not answered this fast is retried (after the backoff). The first SYN to a
+/// peer whose MAC is not in the ARP cache yet is dropped by smoltcp while it asks, and
+/// smoltcp would retransmit only after its 1 s initial RTO; a fabric round trip is a few ms.
+pub const CONNECT_RETRY_MS: u64 = 250;
 /// First and last reconnect delay of a dialler (doubling in between).
 pub const BACKOFF_MIN_MS: u64 = 100;
-pub const BACKOFF_MAX_MS: u64 = 2_000;
+pub const BACKOFF_MAX_MS: u64 = 1_000;
 /// Listening sockets beyond one per lower-id peer (a restarted peer's new connection
 /// arrives while the old one is still open).
 const SPARE_LISTENERS: usize = 2;
@@ -225,7 +229,8 @@ impl Manager {
         manager
     }
 
-    /// Handshake durations (ms) of the recent sessions this node dialled, oldest first.
+    /// Handshake durations (ms, TCP established to keys installed) of the recent sessions
+    /// this node dialled, oldest first.
     pub fn handshake_ms(&self) -> impl Iterator<Item = u64> + '_ {
         self.handshake_ms.iter().copied()
     }
@@ -271,9 +276,8 @@ impl Manager {
                 !link.busy && (link.start || (!link.inbox.is_empty() && link.session.is_some()));
             let next = match link.state {
                 State::Idle { retry_at_ms } => Some(retry_at_ms),
-                State::Connecting | State::Handshaking => {
-                    Some(link.started_ms + HANDSHAKE_TIMEOUT_MS)
-                }
+                State::Connecting => Some(link.started_ms + CONNECT_RETRY_MS),
+                State::Handshaking => Some(link.started_ms + HANDSHAKE_TIMEOUT_MS),
                 _ => None,
             };
             deadline = match (deadline, next) {
@@ -361,6 +365,8 @@ impl Manager {
                     let link = &mut self.links[index];
                     link.state = State::Handshaking;
                     link.start = true;
+                    // The handshake's own clock (and timeout) starts now.
+                    link.started_ms = now;
                 } else if !socket.is_open()
                     || now >= self.links[index].started_ms + HANDSHAKE_TIMEOUT_MS
                 {
@@ -418,6 +424,14 @@ impl Manager {
                 self.counters.closed += 1;
             } else if timed_out {
                 self.refuse(addr_id, Refusal::Timeout, "handshake too slow".into());
+            } else {
+                // The peer gave up mid-handshake: it refused our certificate (its alert is
+                // the last thing it sent), or it died.
+                self.refuse(
+                    addr_id,
+                    Refusal::Handshake,
+                    "connection closed during the handshake".into(),
+                );
             }
             self.end(index, now, sockets, transport);
         }

@@ -169,6 +169,19 @@ impl Cluster {
         seed: u64,
         trust: Trust,
     ) -> Result<Cluster, HarnessError> {
+        Cluster::start_with_spare_ports(env, name, count, seed, trust, 0)
+    }
+
+    /// [`Cluster::start_with`], plus `spare` fabric ports (ids after the nodes') for nodes a
+    /// scenario starts itself, e.g. a rogue.
+    pub fn start_with_spare_ports(
+        env: &Env,
+        name: &str,
+        count: usize,
+        seed: u64,
+        trust: Trust,
+        spare: usize,
+    ) -> Result<Cluster, HarnessError> {
         assert!(count >= 1, "a cluster has nodes");
         let dir = env.run_dir.join(name);
         // A previous run of this scenario may have left sockets and logs.
@@ -179,7 +192,7 @@ impl Cluster {
             Journal::create(&dir)
                 .map_err(|e| HarnessError::Io("creating the journal".into(), e))?,
         );
-        let ids: Vec<u32> = (1..=count as u32).collect();
+        let ids: Vec<u32> = (1..=(count + spare) as u32).collect();
         let mut config = FabricConfig::new(&dir, &ids, seed);
         config.journal = Some(Arc::clone(&journal));
         let fabric =
