@@ -142,6 +142,32 @@ pub fn specs_with(
     Ok((specs, ca))
 }
 
+/// How long the sessions of a booted cluster may take to come up.
+pub const SESSIONS_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Waits until `node`'s `trust` lists session keys for all `count - 1` other nodes.
+pub fn wait_session_mesh(node: &mut Node, count: usize) -> Result<(), HarnessError> {
+    let deadline = std::time::Instant::now() + SESSIONS_TIMEOUT;
+    loop {
+        let out = node.command("trust", Duration::from_secs(10))?;
+        let keyed = out
+            .lines()
+            .find_map(|l| l.strip_prefix("keys: "))
+            .map_or(0, |rest| rest.split_whitespace().filter(|w| w.contains(':')).count());
+        if keyed + 1 >= count {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(HarnessError::Check(format!(
+                "{} has sessions with {keyed} of {} peers:\n{out}",
+                node.spec.name,
+                count - 1
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A running cluster.
 pub struct Cluster {
     // Field order matters: nodes drop (and die) before the fabric stops.
@@ -216,6 +242,13 @@ impl Cluster {
         for node in &mut nodes {
             node.command("echo ready", BOOT_TIMEOUT)?;
             node.clock_sample()?;
+        }
+        if trust == Trust::Sealed {
+            // Until a node holds a session with a peer, nothing it sends reaches that peer
+            // (not even its status report): a cluster is up when every pair has one.
+            for node in &mut nodes {
+                wait_session_mesh(node, count)?;
+            }
         }
         Ok(Cluster {
             nodes,

@@ -144,9 +144,13 @@ pub fn sessions(env: &Env) -> Result<(), HarnessError> {
         before[0].keys,
         before[1].keys
     );
-    if let Some(ms) = before[0].count_handshake() {
-        println!("METRIC tls_handshake_ms {ms} ms (worker-1 dialling, TCG)");
-    }
+    // (Handshake times here are taken while three guests boot at once on shared cores;
+    // `cargo xtask bench trust` measures `tls_handshake_ms` on a settled pair.)
+    ensure!(
+        before[0].count_handshake().is_some(),
+        "worker-1 reports no handshake time:\n{}",
+        before[0].text
+    );
     cluster.node(2).signal(libc::SIGKILL)?;
     cluster.restart(2)?;
     wait_sessions(&mut cluster, &[1, 2, 3])?;
