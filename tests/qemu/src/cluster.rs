@@ -142,6 +142,9 @@ pub fn specs_with(
     Ok((specs, ca))
 }
 
+/// Two report periods of the control plane.
+const REPORTS_AFTER_SESSIONS: Duration = Duration::from_millis(600);
+
 /// How long the sessions of a booted cluster may take to come up.
 pub const SESSIONS_TIMEOUT: Duration = Duration::from_secs(40);
 
@@ -153,7 +156,9 @@ pub fn wait_session_mesh(node: &mut Node, count: usize) -> Result<(), HarnessErr
         let keyed = out
             .lines()
             .find_map(|l| l.strip_prefix("keys: "))
-            .map_or(0, |rest| rest.split_whitespace().filter(|w| w.contains(':')).count());
+            .map_or(0, |rest| {
+                rest.split_whitespace().filter(|w| w.contains(':')).count()
+            });
         if keyed + 1 >= count {
             return Ok(());
         }
@@ -249,6 +254,9 @@ impl Cluster {
             for node in &mut nodes {
                 wait_session_mesh(node, count)?;
             }
+            // And let the first status reports (every 250 ms) cross the new sessions, so
+            // the leader knows every worker before a scenario places cells.
+            std::thread::sleep(REPORTS_AFTER_SESSIONS);
         }
         Ok(Cluster {
             nodes,
