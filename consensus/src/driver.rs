@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::disk::{BlockDevice, DiskError, DiskStore, RecoveryReport};
 use crate::rawnode::{NewError, RawNode, Ready};
 use crate::types::{CompactError, Entry, Message, ProposeError, ReadState, Snapshot};
+use crate::NodeId;
 
 #[cfg(test)]
 mod tests;
@@ -217,6 +218,14 @@ impl<D: BlockDevice> Driver<D> {
     pub fn step(&mut self, msg: Message) {
         if self.stalled.is_none() {
             self.node.step(msg);
+        }
+    }
+
+    /// Feeds a message the transport authenticated as coming from `sender`: one claiming
+    /// anyone else is refused and counted (see `RawNode::step_from`).
+    pub fn step_from(&mut self, sender: NodeId, msg: Message) {
+        if self.stalled.is_none() {
+            let _ = self.node.step_from(sender, msg);
         }
     }
 

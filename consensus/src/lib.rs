@@ -52,6 +52,7 @@ mod config;
 pub mod disk;
 pub mod driver;
 mod election;
+pub mod guard;
 mod log;
 mod node;
 mod progress;
@@ -64,6 +65,7 @@ mod types;
 mod tests;
 
 pub use config::{Config, ConfigError, MAX_VOTERS};
+pub use guard::{RejectCounters, Rejection, PLAUSIBLE_MAX};
 pub use progress::ProgressState;
 pub use rawnode::{DurableState, NewError, RawNode, Ready, MAX_APPLY_PER_READY};
 pub use types::{

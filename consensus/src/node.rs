@@ -13,6 +13,7 @@ use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::config::Config;
+use crate::guard::{self, RejectCounters, Rejection};
 use crate::log::RaftLog;
 use crate::progress::Progress;
 use crate::read::ReadOnly;
@@ -55,6 +56,10 @@ pub struct Raft {
     /// CheckQuorum (for operators: why a role changed).
     pub election_timeouts: u64,
     pub check_quorum_stepdowns: u64,
+    /// Peer messages refused by the guard or a handler, per reason.
+    pub(crate) rejected: RejectCounters,
+    /// The refusal of the message being stepped, if any (returned by `step`).
+    last_rejection: Option<Rejection>,
     pub(crate) read_only: ReadOnly,
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
@@ -83,6 +88,8 @@ impl Raft {
             dropped_messages: 0,
             election_timeouts: 0,
             check_quorum_stepdowns: 0,
+            rejected: RejectCounters::default(),
+            last_rejection: None,
             read_only: ReadOnly::default(),
             read_states: Vec::new(),
             incoming_snapshot: None,
@@ -250,21 +257,33 @@ impl Raft {
 
     // ----- step -----
 
-    /// Handles one message from a peer.
-    pub fn step(&mut self, msg: Message) {
-        if msg.to != self.cfg.id || msg.from == self.cfg.id || !self.cfg.voters.contains(&msg.from)
-        {
-            return; // Misrouted or from a non-member: never trust it.
+    /// Handles one message from a peer. A message the guard (`guard.rs`) or a handler
+    /// refuses changes nothing, is counted, and its reason returned.
+    pub fn step(&mut self, msg: Message) -> Result<(), Rejection> {
+        if let Err(why) = guard::check(self, &msg) {
+            self.reject(why);
+            return Err(why);
         }
+        self.last_rejection = None;
         if msg.term > self.term {
             if !self.accept_higher_term(&msg) {
-                return;
+                return Ok(());
             }
         } else if msg.term < self.term {
             self.on_stale_term(&msg);
-            return;
+            return Ok(());
         }
         self.dispatch(msg);
+        match self.last_rejection.take() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a refused peer message (a handler found it would break an invariant).
+    pub(crate) fn reject(&mut self, why: Rejection) {
+        self.rejected.record(why);
+        self.last_rejection = Some(why);
     }
 
     /// §5.1 with the PreVote and lease exceptions. Returns false to drop the message.
@@ -364,12 +383,11 @@ impl Raft {
 
     /// A message of the current term from the leader `from`: follow it.
     pub(crate) fn follow(&mut self, from: NodeId) {
-        debug_assert!(
-            self.role != Role::Leader || self.leader != Some(from),
-            "two leaders in one term"
-        );
         if self.role == Role::Leader {
-            return; // Election safety violated by a peer; refuse to follow (checked in sim).
+            // Election safety violated by a peer: refuse to follow, count it (the simulator
+            // checks that correct nodes never get here).
+            self.reject(Rejection::SecondLeader);
+            return;
         }
         if self.role != Role::Follower || self.leader != Some(from) {
             let term = self.term;

@@ -7,6 +7,7 @@
 use alloc::vec::Vec;
 
 use crate::config::{Config, ConfigError};
+use crate::guard::{RejectCounters, Rejection};
 use crate::log::RaftLog;
 use crate::node::Raft;
 use crate::types::{
@@ -96,9 +97,26 @@ impl RawNode {
         self.raft.tick();
     }
 
-    /// Feeds a message received from a peer.
+    /// Feeds a message received from a peer. A refused message (see [`Rejection`]) changes
+    /// nothing and is counted in [`RawNode::rejected`].
     pub fn step(&mut self, msg: Message) {
-        self.raft.step(msg);
+        let _ = self.raft.step(msg);
+    }
+
+    /// Feeds a message that the transport authenticated as coming from `sender`: a message
+    /// claiming any other sender is refused ([`Rejection::SenderMismatch`]), and so is
+    /// anything [`RawNode::step`] refuses.
+    pub fn step_from(&mut self, sender: NodeId, msg: Message) -> Result<(), Rejection> {
+        if msg.from != sender {
+            self.raft.rejected.record(Rejection::SenderMismatch);
+            return Err(Rejection::SenderMismatch);
+        }
+        self.raft.step(msg)
+    }
+
+    /// Peer messages refused so far, per reason.
+    pub fn rejected(&self) -> &RejectCounters {
+        &self.raft.rejected
     }
 
     /// Starts an election immediately (e.g. operator request, tests).

@@ -156,6 +156,9 @@ pub enum PendingReason {
     FenceWait,
     /// The plan reached `plan_commands_max`; next round.
     PlanFull,
+    /// No fresh epoch is left below [`crate::desired::EPOCH_MAX`] (never reached by a real
+    /// cluster; defends against a corrupt or forged `epoch_high`).
+    EpochsExhausted,
 }
 
 impl PendingReason {
@@ -214,6 +217,11 @@ struct PlaceSlot {
     reason: Reason,
 }
 
+/// Whether `epoch` may still be handed out (below [`crate::desired::EPOCH_MAX`]).
+fn desired_epoch_ok(epoch: Epoch) -> bool {
+    epoch < crate::desired::EPOCH_MAX
+}
+
 struct Planner<'a> {
     cfg: &'a Config,
     nodes: BTreeMap<NodeId, Tally>,
@@ -268,8 +276,8 @@ impl<'a> Planner<'a> {
                 done.insert((service.as_str(), *slot, *epoch, v.id), *kind);
             }
         }
-        // Apply bounds epochs to EPOCH_JUMP_MAX above epoch_high, far from u64::MAX in any
-        // real cluster; saturating keeps a forged state from panicking the planner.
+        // `epoch_high` is below EPOCH_MAX by apply's rule, so this cannot overflow; saturate
+        // anyway so a corrupt state can only exhaust epochs, never panic.
         let next_epoch = desired.epoch_high().saturating_add(1);
         Self {
             cfg,
@@ -531,6 +539,10 @@ impl<'a> Planner<'a> {
             bound.is_none_or(|a| a.node != node || reason == Reason::Exited),
             "a move goes elsewhere"
         );
+        if !desired_epoch_ok(self.next_epoch) {
+            self.pending(spec, slot, PendingReason::EpochsExhausted);
+            return;
+        }
         if reason.is_refill() {
             refill.tracker.record_refill(&spec.name, slot, now_ms);
         }

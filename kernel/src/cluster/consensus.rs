@@ -123,7 +123,8 @@ struct Consensus {
 
 /// One input for the `raft` task, in arrival order.
 enum Input {
-    Message(Message),
+    /// A message and the sender the transport authenticated.
+    Message(NodeId, Message),
     Tick,
 }
 
@@ -292,8 +293,10 @@ fn log_recovery(description: &'static str, report: &RecoveryReport) {
     });
 }
 
-/// A Raft message arrived (from the reactor): queued for the `raft` task.
-pub fn on_message(_from: NodeId, bytes: &[u8]) {
+/// A Raft message arrived (from the reactor): queued for the `raft` task. `from` is the
+/// sender the transport authenticated; the core refuses (and counts) a message claiming
+/// anyone else, a non-member, or one that would break a log invariant.
+pub fn on_message(from: NodeId, bytes: &[u8]) {
     if !RUNNING.load(Ordering::Acquire) {
         return;
     }
@@ -304,10 +307,18 @@ pub fn on_message(_from: NodeId, bytes: &[u8]) {
         if q.inputs.len() >= INBOUND_MAX {
             q.dropped += 1;
         } else {
-            q.inputs.push_back(Input::Message(msg));
+            q.inputs.push_back(Input::Message(from, msg));
         }
     });
     RAFT_WAIT.wake_all();
+}
+
+/// Peer messages the Raft core refused, per reason (for `raft`).
+pub fn rejected() -> Option<::consensus::RejectCounters> {
+    CONSENSUS
+        .lock()
+        .as_ref()
+        .map(|raft| *raft.driver.node().rejected())
 }
 
 /// A reactor tick (10 ms): Raft's clock (for the `raft` task), covering heartbeats, and
@@ -433,7 +444,7 @@ fn run_pass(batch: &mut VecDeque<Input>) -> bool {
     let mut run = 0;
     for input in batch.drain(..) {
         match input {
-            Input::Message(msg) => {
+            Input::Message(from, msg) => {
                 run = 0;
                 if Some(msg.from) == raft.driver.node().leader() {
                     let now_us = time::now_us();
@@ -442,7 +453,7 @@ fn run_pass(batch: &mut VecDeque<Input>) -> bool {
                         LEADER_GAP_MAX_US.fetch_max(now_us - last_us, Ordering::Relaxed);
                     }
                 }
-                raft.driver.step(msg);
+                raft.driver.step_from(from, msg);
             }
             // Ticks that piled up while this task waited on its own disk are time in which
             // nobody could answer it (it sent nothing): replaying them all at once would

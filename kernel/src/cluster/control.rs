@@ -573,3 +573,15 @@ pub fn restore(index: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
         None => Err(SnapshotError::Empty),
     })
 }
+
+/// Control messages refused, per reason (for `trust`): dropped (undecodable, from a
+/// non-member, out of place) and forwarded writes the leader's validation refused (an
+/// `Assign`/`Unassign` from anyone but the leader's own planner among them).
+pub fn inbound_refusals() -> Vec<(&'static str, u64)> {
+    stats().map_or_else(Vec::new, |s| {
+        alloc::vec![
+            ("dropped", s.messages_dropped),
+            ("forward_refused", s.forwards_refused),
+        ]
+    })
+}

@@ -25,6 +25,7 @@ pub mod cell_sockets;
 mod device;
 mod neighbors;
 pub mod ping;
+pub mod tls;
 pub mod transport;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,6 +89,8 @@ pub struct Stack {
     pub(crate) cells: cell_sockets::CellNet,
     /// When the peers' static neighbour entries are next refreshed (`neighbors`).
     neighbors_due_us: u64,
+    /// Mutual-TLS sessions with the peers (empty unless datagrams are sealed).
+    pub(crate) tls: tls::Manager,
 }
 
 static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -187,6 +190,7 @@ fn try_start() -> Result<(), StartError> {
     with_stack(|s| s.device.nic.enable_interrupts());
     sched::spawn("net", Priority::HIGH, net_task).map_err(StartError::Spawn)?;
     sched::spawn("net-timer", Priority::HIGH, timer_task).map_err(StartError::Spawn)?;
+    tls::start().map_err(StartError::Spawn)?;
     log::info!("net: virtio-net at PCI {location}, IRQ {irq_line}: {ip}/{PREFIX_LEN}");
     Ok(())
 }
@@ -201,13 +205,19 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
             .push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN))
             .expect("one address fits");
     });
-    // Sized once for every socket the node may ever hold (the kernel's two plus the cells'
-    // most, `cell_sockets::CellNet::sockets_max`), so adding a socket never reallocates:
+    // Sized once for every socket the node may ever hold (the kernel's two, the TLS links',
+    // and the cells' most, `cell_sockets::CellNet::sockets_max`), so adding a socket never
+    // reallocates:
     // no growth under load, and no infallible allocation that could fail.
     let cells = cell_sockets::CellNet::new(cell_socket_budget_bytes(), &[transport::PORT]);
-    let mut sockets = SocketSet::new(alloc::vec::Vec::with_capacity(cells.sockets_max() + 2));
+    // The TLS manager's sockets: at most one per peer plus its spare listeners.
+    let tls_sockets = crate::cluster::peers::get().len() + tls::SPARE_LISTENERS;
+    let mut sockets = SocketSet::new(alloc::vec::Vec::with_capacity(
+        cells.sockets_max() + 2 + tls_sockets,
+    ));
     let udp = sockets.add(transport::new_socket());
     let icmp = sockets.add(ping::new_socket());
+    let tls = tls::Manager::new(&mut sockets);
     Stack {
         iface,
         sockets,
@@ -218,6 +228,7 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
         pinger: ping::Pinger::new(),
         cells,
         neighbors_due_us: 0,
+        tls,
     }
 }
 
@@ -334,6 +345,12 @@ impl Stack {
             .sockets
             .get_mut::<smoltcp::socket::icmp::Socket>(self.icmp);
         self.pinger.service(icmp, now_us);
+        let (tls_work, tls_at) =
+            self.tls
+                .service(self.iface.context(), &mut self.sockets, &mut self.transport);
+        if tls_work {
+            tls::wake();
+        }
         // Flush what the handlers queued (pongs, probes, echo requests).
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
@@ -350,6 +367,7 @@ impl Stack {
             self.pinger.deadline_us(),
             self.cells.deadline_us(),
             Some(self.neighbors_due_us),
+            tls_at,
         ]
         .into_iter()
         .flatten()
@@ -370,6 +388,12 @@ impl Stack {
             // ip_of first: it admits only fabric ids (1..=254), which mac_of accepts.
             .filter_map(|p| ip_of(p.id).map(|ip| (EthernetAddress(mac_of(p.id)), ip)));
         neighbors::seed(&mut self.iface, &mut self.sockets, now, local, peers);
+    }
+
+    /// Takes back a handshake step the `tls` task ran.
+    pub(crate) fn finish_tls_job(&mut self, result: tls::JobResult) {
+        self.tls
+            .finish_job(result, &mut self.sockets, &mut self.transport);
     }
 
     /// Snapshot for the `net` command.

@@ -129,6 +129,14 @@ fn raft_status() -> Result<(), CommandError> {
     if let Some(why) = s.failed {
         crate::println!("FAILED: {why}");
     }
+    if let Some(rejected) = consensus::rejected() {
+        let reasons: Vec<String> = rejected
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        crate::println!("rejected: {} {}", rejected.total(), reasons.join(" "));
+    }
     crate::println!(
         "voters: {}",
         control::all_nodes()

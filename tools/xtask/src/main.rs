@@ -6,6 +6,7 @@
 mod bench;
 mod bench_cluster;
 mod bench_raft;
+mod bench_trust;
 mod demo;
 mod image;
 mod lint;

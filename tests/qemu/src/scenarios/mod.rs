@@ -15,6 +15,7 @@ pub mod raft;
 mod shell;
 mod tasks;
 mod timeline;
+pub mod trust;
 
 use crate::{Env, HarnessError};
 
@@ -281,5 +282,35 @@ pub const ALL: &[Scenario] = &[
         name: "net-garbage-flood",
         suite: Suite::Cluster,
         run: cluster_net::garbage_flood,
+    },
+    Scenario {
+        name: "trust-sessions",
+        suite: Suite::Cluster,
+        run: trust::sessions,
+    },
+    Scenario {
+        name: "trust-identity",
+        suite: Suite::Cluster,
+        run: trust::identity,
+    },
+    Scenario {
+        name: "trust-rogue",
+        suite: Suite::Cluster,
+        run: trust::rogue,
+    },
+    Scenario {
+        name: "trust-replay",
+        suite: Suite::Cluster,
+        run: trust::replay,
+    },
+    Scenario {
+        name: "trust-forged-assign",
+        suite: Suite::Cluster,
+        run: trust::forged_assign,
+    },
+    Scenario {
+        name: "trust-forged-assign-plain",
+        suite: Suite::Cluster,
+        run: trust::forged_assign_plain,
     },
 ];
