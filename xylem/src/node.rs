@@ -974,10 +974,19 @@ impl ControlNode {
     pub fn submit(&mut self, command: Command, obs: &Observed) -> Result<u64, WriteError> {
         self.observe(obs);
         check_static(&self.desired, &command)?;
-        if !self.has_quorum(obs) {
+        let leader = obs.raft.leader.ok_or(WriteError::NoQuorum)?;
+        // The leader validates against its own state, so it must be caught up. A follower
+        // only forwards (the leader checks the state part), so it needs a leader it can
+        // reach, not to have applied the newest entries itself: right after a commit it may
+        // be a few ms behind, which must not read as "no quorum".
+        let may_write = if leader == self.id {
+            self.has_quorum(obs)
+        } else {
+            !obs.raft.failed && is_up(obs.members.get(&leader).copied())
+        };
+        if !may_write {
             return Err(WriteError::NoQuorum);
         }
-        let leader = obs.raft.leader.ok_or(WriteError::NoQuorum)?;
         // The leader checks against its state (authoritative); a follower leaves the state
         // part to the leader, whose answer comes back typed.
         let bytes = if leader == self.id {
