@@ -32,6 +32,7 @@ pub mod command;
 pub mod config;
 pub mod crashloop;
 pub mod desired;
+pub mod frontdoor;
 pub mod json;
 pub mod placement;
 pub mod reconcile;
