@@ -231,8 +231,8 @@ pub struct OwnerChange {
 /// The leader's owner decisions for this round. `replica_nodes(service)` lists the nodes
 /// the service's slots are assigned to; epochs are numbered from `next_epoch` upwards (the
 /// caller passes `epoch_high + 1 + <epochs it already used this round>`).
-pub fn plan_owners<'a>(
-    addresses: &'a Addresses,
+pub fn plan_owners(
+    addresses: &Addresses,
     candidates: &[Candidate],
     replica_nodes: impl Fn(&str) -> Vec<NodeId>,
     next_epoch: Epoch,
