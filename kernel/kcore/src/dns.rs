@@ -115,6 +115,44 @@ pub fn respond(
     Ok((bytes, replied))
 }
 
+/// A query for `A <name>` with `id` (for clients: the gateway, tests).
+pub fn query(id: u16, name: &str) -> Option<Vec<u8>> {
+    let mut q = Packet::new_query(id);
+    q.questions.push(simple_dns::Question::new(
+        simple_dns::Name::new(name).ok()?,
+        QTYPE::TYPE(TYPE::A),
+        QCLASS::CLASS(CLASS::IN),
+        false,
+    ));
+    q.build_bytes_vec().ok()
+}
+
+/// What a reply to [`query`] said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Address([u8; 4]),
+    NxDomain,
+    /// Another rcode, or no A record.
+    Other,
+}
+
+/// Reads the reply to query `id`; `None` if it is not one (wrong id, not a response,
+/// malformed).
+pub fn parse_reply(bytes: &[u8], id: u16) -> Option<Answer> {
+    let p = Packet::parse(bytes).ok()?;
+    if p.id() != id || !p.has_flags(PacketFlag::RESPONSE) {
+        return None;
+    }
+    if p.rcode() == RCODE::NameError {
+        return Some(Answer::NxDomain);
+    }
+    let a = p.answers.iter().find_map(|rr| match &rr.rdata {
+        RData::A(a) => Some(a.address.to_be_bytes()),
+        _ => None,
+    });
+    Some(a.map_or(Answer::Other, Answer::Address))
+}
+
 /// A header-only reply with `rcode`, for queries that cannot be answered properly.
 fn bare_reply(query: &[u8], rcode: u8) -> Vec<u8> {
     let mut r = Vec::from(&query[..12]);
@@ -145,6 +183,21 @@ mod tests {
 
     fn lookup(s: &str) -> Option<[u8; 4]> {
         (s == "web").then_some([169, 254, 77, 200])
+    }
+
+    #[test]
+    fn a_client_query_round_trips() {
+        let q = super::query(7, "web.xylem").unwrap();
+        let (reply, _) = respond(&q, lookup).unwrap();
+        assert_eq!(
+            parse_reply(&reply, 7),
+            Some(Answer::Address([169, 254, 77, 200]))
+        );
+        assert_eq!(parse_reply(&reply, 8), None, "another query's reply");
+        let q = super::query(9, "nope.xylem").unwrap();
+        let (reply, _) = respond(&q, lookup).unwrap();
+        assert_eq!(parse_reply(&reply, 9), Some(Answer::NxDomain));
+        assert_eq!(parse_reply(&q, 9), None, "a query is not a reply");
     }
 
     #[test]

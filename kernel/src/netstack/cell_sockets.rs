@@ -144,6 +144,17 @@ impl CellNet {
         self.budget.max_bytes / UDP_SOCKET_BYTES.min(TCP_SOCKET_BYTES)
     }
 
+    /// An ephemeral TCP port for a kernel connection (the front door's proxy), from the
+    /// same pool as the cells', so the two never collide.
+    pub fn take_ephemeral_tcp(&mut self) -> Option<u16> {
+        self.ports.take(Proto::Tcp, 0).ok()
+    }
+
+    /// Gives back a port from [`CellNet::take_ephemeral_tcp`].
+    pub fn give_back_tcp(&mut self, port: u16) {
+        self.ports.give_back(Proto::Tcp, port);
+    }
+
     /// Closing sockets not yet removed.
     pub fn lingering(&self) -> usize {
         self.lingering.len()
@@ -312,7 +323,7 @@ impl Stack {
         self.sockets.get_mut::<udp::Socket>(handle)
     }
 
-    fn local_ip(&self) -> Ipv4Address {
+    pub(super) fn local_ip(&self) -> Ipv4Address {
         Ipv4Address::from(self.device.local.ipv4)
     }
 

@@ -23,6 +23,7 @@
 
 pub mod cell_sockets;
 mod device;
+pub mod frontdoor;
 pub mod ping;
 pub mod transport;
 
@@ -85,6 +86,8 @@ pub struct Stack {
     pub(crate) pinger: ping::Pinger,
     /// Cells' sockets: budget, ports, closing streams (`cell_sockets`).
     pub(crate) cells: cell_sockets::CellNet,
+    /// Service addresses, the proxy and DNS (`frontdoor`).
+    pub(crate) front: frontdoor::FrontDoor,
 }
 
 static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -172,11 +175,7 @@ fn try_start() -> Result<(), StartError> {
         );
     }
     let broadcast = Ipv4Address::new(SUBNET[0], SUBNET[1], SUBNET[2], 255);
-    let local = LocalAddrs {
-        mac,
-        ipv4: ip.octets(),
-        ipv4_broadcast: broadcast.octets(),
-    };
+    let local = LocalAddrs::new(mac, ip.octets(), broadcast.octets());
     transport::init_inboxes();
     let stack = build_stack(id, ip, device::Device::new(nic, local));
     without_interrupts(|| *STACK.lock() = Some(stack));
@@ -201,10 +200,16 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
     // Sized once for every socket the node may ever hold (the kernel's two plus the cells'
     // most, `cell_sockets::CellNet::sockets_max`), so adding a socket never reallocates:
     // no growth under load, and no infallible allocation that could fail.
-    let cells = cell_sockets::CellNet::new(cell_socket_budget_bytes(), &[transport::PORT]);
-    let mut sockets = SocketSet::new(alloc::vec::Vec::with_capacity(cells.sockets_max() + 2));
+    let cells = cell_sockets::CellNet::new(
+        cell_socket_budget_bytes(),
+        &[transport::PORT, kcore::dns::PORT],
+    );
+    let mut sockets = SocketSet::new(alloc::vec::Vec::with_capacity(
+        cells.sockets_max() + 2 + frontdoor::FrontDoor::SOCKETS_MAX,
+    ));
     let udp = sockets.add(transport::new_socket());
     let icmp = sockets.add(ping::new_socket());
+    let front = frontdoor::FrontDoor::new(frontdoor::dns::Dns::bind(&mut sockets));
     Stack {
         iface,
         sockets,
@@ -214,6 +219,7 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
         transport: transport::Service::new(id),
         pinger: ping::Pinger::new(),
         cells,
+        front,
     }
 }
 
@@ -326,6 +332,7 @@ impl Stack {
             .sockets
             .get_mut::<smoltcp::socket::icmp::Socket>(self.icmp);
         self.pinger.service(icmp, now_us);
+        self.serve_front_door(now_us);
         // Flush what the handlers queued (pongs, probes, echo requests).
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
@@ -341,6 +348,7 @@ impl Stack {
             self.transport.deadline_us(),
             self.pinger.deadline_us(),
             self.cells.deadline_us(),
+            self.front.deadline_us(),
         ]
         .into_iter()
         .flatten()
