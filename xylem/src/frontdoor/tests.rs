@@ -322,3 +322,93 @@ fn backend_penalties_are_bounded() {
     }
     assert!(b.penalty_until_ms.len() <= PENALTIES_MAX);
 }
+
+mod in_desired_state {
+    use crate::command::Command;
+    use crate::desired::{ApplyError, Applied, DesiredState};
+    use crate::frontdoor::{AddressError, Owner};
+    use crate::service::{PayloadCatalog, ServiceSpec};
+
+    fn state() -> DesiredState {
+        let mut d = DesiredState::new(PayloadCatalog::new(&["http"]));
+        d.apply(1, &Command::ApplyService(ServiceSpec::new("web", "http", 2)))
+            .unwrap();
+        d
+    }
+
+    fn owner(node: u64, epoch: u64) -> Command {
+        Command::SetOwner {
+            service: "web".into(),
+            node,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn expose_needs_the_service_and_keeps_its_address() {
+        let mut d = state();
+        let expose = |port| Command::Expose {
+            service: "web".into(),
+            port,
+        };
+        assert_eq!(d.apply(2, &expose(80)), Ok(Applied::Exposed { index: 0 }));
+        assert_eq!(d.apply(3, &expose(8080)), Ok(Applied::Exposed { index: 0 }));
+        assert_eq!(d.addresses().get("web").unwrap().port, 8080);
+        let ghost = Command::Expose {
+            service: "nope".into(),
+            port: 80,
+        };
+        assert_eq!(d.apply(4, &ghost), Err(ApplyError::UnknownService));
+        assert_eq!(
+            d.apply(5, &expose(0)),
+            Err(ApplyError::Address(AddressError::BadPort))
+        );
+    }
+
+    /// Owner epochs share the fencing counter with `Assign`: a plan proposed twice, or a
+    /// stale leader's decision, is refused on every node alike.
+    #[test]
+    fn owners_are_fenced_with_the_assignment_epochs() {
+        let mut d = state();
+        assert_eq!(
+            d.apply(2, &owner(1, 1)),
+            Err(ApplyError::Address(AddressError::NoAddress))
+        );
+        d.apply(
+            3,
+            &Command::Expose {
+                service: "web".into(),
+                port: 80,
+            },
+        )
+        .unwrap();
+        assert_eq!(d.apply(4, &owner(1, 1)), Ok(Applied::OwnerSet { previous: None }));
+        d.apply(
+            5,
+            &Command::Assign {
+                service: "web".into(),
+                slot: 0,
+                node: 2,
+                epoch: 2,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            d.apply(6, &owner(2, 2)),
+            Err(ApplyError::StaleEpoch { .. })
+        ));
+        assert_eq!(
+            d.apply(7, &owner(2, 3)),
+            Ok(Applied::OwnerSet {
+                previous: Some(Owner { node: 1, epoch: 1 })
+            })
+        );
+        // Snapshots carry the table.
+        let restored =
+            DesiredState::restore(&d.snapshot(), PayloadCatalog::new(&["http"])).unwrap();
+        assert_eq!(restored.addresses(), d.addresses());
+        // Delete frees the address; a new service reuses it with a fresh owner history.
+        d.apply(8, &Command::Delete { name: "web".into() }).unwrap();
+        assert!(d.addresses().is_empty());
+    }
+}

@@ -103,6 +103,11 @@ impl FrontDoor {
         &self.plan
     }
 
+    /// Gratuitous ARPs the rate limit held back.
+    pub fn announcements_suppressed(&self) -> u64 {
+        self.announcer.suppressed
+    }
+
     /// The earliest time the front door needs the `net` task again.
     pub fn deadline_us(&self) -> Option<u64> {
         let announce = self.announcer.deadline_ms().map(|ms| ms * 1000);
