@@ -175,6 +175,15 @@ fn describe(command: &Command) -> String {
         Command::SetDraining { node, draining } => {
             format!("drain {} {draining}", peers::name_of(*node))
         }
+        Command::Expose { service, port } => format!("expose {service} port={port}"),
+        Command::SetOwner {
+            service,
+            node,
+            epoch,
+        } => format!(
+            "owner {service} -> {} epoch={epoch}",
+            peers::name_of(*node)
+        ),
     }
 }
 
@@ -195,6 +204,12 @@ fn commit_event(index: u64, command: &Command) -> EventKind {
             epoch,
         } => ("unassign", service.as_str(), *slot, 0, *epoch),
         Command::SetDraining { node, .. } => ("drain", "", 0, *node, 0),
+        Command::Expose { service, port } => ("expose", service.as_str(), *port, 0, 0),
+        Command::SetOwner {
+            service,
+            node,
+            epoch,
+        } => ("owner", service.as_str(), 0, *node, *epoch),
     };
     EventKind::XylemCommit {
         index,
@@ -263,13 +278,30 @@ pub fn plan_now() {
     }
     let now = now_ms();
     let views = node_views(now);
+    let ids = all_nodes();
+    let members: Vec<_> = super::frontdoor::liveness(&ids)
+        .into_iter()
+        .map(|(id, l)| (id, l, node_role(id)))
+        .collect();
     let commands = with(|c| {
         if c.inflight.is_some_and(|(_, deadline)| now < deadline) {
             return Vec::new();
         }
         let plan = placement::plan(&c.desired, &views, &mut c.tracker, &c.config, now);
         c.pending = plan.pending;
-        plan.commands
+        let mut commands = plan.commands;
+        // Addresses move in the same round as the cells (epochs after the plan's).
+        let used = commands
+            .iter()
+            .filter_map(|cmd| match cmd {
+                Command::Assign { epoch, .. } => Some(*epoch),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let next = c.desired.epoch_high().max(used) + 1;
+        commands.extend(super::frontdoor::owner_commands(&c.desired, &members, next));
+        commands
     })
     .unwrap_or_default();
     let mut last_index = None;
@@ -418,6 +450,7 @@ pub fn reconcile_now() {
             }
         }
     }
+    refresh_front_door(quorum);
     let spent = time::now_us() - started;
     with(|c| {
         if c.reconcile_us.len() == HISTORY_MAX {
@@ -425,6 +458,43 @@ pub fn reconcile_now() {
         }
         c.reconcile_us.push_back(spent);
     });
+}
+
+/// How fresh the leader's word must be for this node to answer for an address: a node
+/// that was paused (SIGSTOP) or cut off still believes its old view for a moment after it
+/// resumes, and must not answer for an address the cluster moved meanwhile.
+const LEADER_FRESH_MS: u64 = 1000;
+
+/// Hands the `net` task what this node answers for now (`cluster::frontdoor`).
+fn refresh_front_door(quorum: bool) {
+    let me = node::config().id;
+    let live = super::frontdoor::liveness(&all_nodes());
+    let leader = consensus::status().and_then(|s| s.leader);
+    let now = now_ms();
+    let table = cells::list();
+    let plan = with(|c| {
+        let fresh = leader.is_some_and(|l| {
+            l == me
+                || c.reports
+                    .get(&l)
+                    .is_some_and(|(_, at)| now.saturating_sub(*at) < LEADER_FRESH_MS)
+        });
+        let running = |service: &str| {
+            c.mine.iter().any(|m| {
+                m.service == service
+                    && c.desired
+                        .assignment(&m.service, m.slot)
+                        .is_some_and(|a| a.node == me && a.epoch == m.epoch)
+                    && table
+                        .iter()
+                        .any(|r| r.id == m.cell && CellState::from(r.state) == CellState::Running)
+            })
+        };
+        super::frontdoor::plan(&c.desired, me, quorum && fresh, running, &live)
+    });
+    if let Some(plan) = plan {
+        crate::netstack::frontdoor::configure(plan);
+    }
 }
 
 fn my_report() -> Option<NodeReport> {

@@ -23,7 +23,7 @@ pub const COMMANDS: &[ShellCommand] = &[
     },
     ShellCommand {
         name: "xylem",
-        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] | scale <svc> <N> | delete <svc> | events [N] [--json] | stats",
+        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--port P] | expose <svc> <port> | scale <svc> <N> | delete <svc> | events [N] [--json] | stats",
         help: "the control plane: services, replicas, failover",
         run: xylem,
     },
@@ -223,6 +223,10 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
         Some((&"delete", [name])) => submit(Command::Delete {
             name: name.to_string(),
         }),
+        Some((&"expose", [name, port])) => submit(Command::Expose {
+            service: name.to_string(),
+            port: parse_port(port)?,
+        }),
         Some((&"stats", [])) => {
             let median =
                 control::reconcile_us_median().map_or(String::from("-"), |us| format!("{us}"));
@@ -241,6 +245,7 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
     }
     let (mut payload, mut replicas, mut restart, mut call_args) =
         (None, 1u16, RestartPolicy::OnFailure, Vec::new());
+    let mut port = None;
     let mut i = 0;
     while i < rest.len() {
         let value = |i: usize| {
@@ -250,6 +255,7 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
         };
         match rest[i] {
             "--payload" => payload = Some(value(i)?),
+            "--port" => port = Some(parse_port(value(i)?)?),
             "--replicas" => {
                 replicas = value(i)?
                     .parse()
@@ -279,7 +285,35 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
     let mut spec = ServiceSpec::new(name, payload, replicas);
     spec.args = call_args;
     spec.restart = restart;
-    submit(Command::ApplyService(spec))
+    submit(Command::ApplyService(spec))?;
+    let Some(port) = port else {
+        return Ok(());
+    };
+    // The address is given once the service exists here (committed and applied).
+    let deadline = crate::time::now_us() + EXPOSE_WAIT_US;
+    while control::with_view(|d, _, _| d.service(name).is_none()).unwrap_or(true) {
+        if crate::time::now_us() >= deadline {
+            return Err(failed(format!(
+                "the service was not committed within {} s; run 'xylem expose {name} {port}' later",
+                EXPOSE_WAIT_US / 1_000_000
+            )));
+        }
+        crate::sched::sleep_until_us(crate::time::now_us() + 20_000);
+    }
+    submit(Command::Expose {
+        service: name.to_string(),
+        port,
+    })
+}
+
+/// How long `apply --port` waits for the service to commit before exposing it.
+const EXPOSE_WAIT_US: u64 = 5_000_000;
+
+fn parse_port(text: &str) -> Result<u16, CommandError> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| failed(format!("'{text}' is not a port (1-65535)")))
 }
 
 fn submit(command: Command) -> Result<(), CommandError> {

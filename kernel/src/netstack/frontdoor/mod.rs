@@ -57,11 +57,24 @@ pub struct Plan {
 
 /// The newest plan not yet applied by the `net` task.
 static PENDING: Mutex<Option<Plan>> = Mutex::new(None);
+/// The last plan handed over (the control plane refreshes every 100 ms; only a change
+/// wakes the `net` task).
+static LAST: Mutex<Option<Plan>> = Mutex::new(None);
 
 /// Hands the `net` task a new plan (applied on its next pass; only the latest counts).
 pub fn configure(plan: Plan) {
-    without_interrupts(|| *PENDING.lock() = Some(plan));
-    super::kick();
+    let changed = without_interrupts(|| {
+        let mut last = LAST.lock();
+        if last.as_ref() == Some(&plan) {
+            return false;
+        }
+        *last = Some(plan.clone());
+        *PENDING.lock() = Some(plan);
+        true
+    });
+    if changed {
+        super::kick();
+    }
 }
 
 /// Counters for the `frontdoor` command.
