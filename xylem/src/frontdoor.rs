@@ -12,9 +12,12 @@
 //!    while SWIM has not declared it down (a *suspected* owner keeps its address, so a
 //!    transient loss never moves it, and nothing moves back when a node returns: that is
 //!    the hysteresis against a flapping link), and picks a new owner for an address whose
-//!    owner is down, unknown, a non-member or draining: a live node running a replica of the
-//!    service first (connections are then delivered locally), then any live worker, then a
-//!    live witness (it can still proxy).
+//!    owner is down, unknown, a non-member or draining: a live witness first, then a live
+//!    node running a replica of the service (connections are then delivered locally), then
+//!    any live worker. Why the witness first: it hosts no cells, so the common fault — a
+//!    worker dying with its replicas — never moves the address at all (no ARP change, the
+//!    owner's proxy just stops choosing the dead backend), and the proxy spreads
+//!    connections over every worker's replica instead of sending all to the owner's own.
 //! 3. [`answering`]: what a node answers for. Only the committed owner, and only while it
 //!    has quorum (in contact with the leader and caught up): a node cut off, paused or
 //!    behind answers for nothing, so a stale owner never reclaims its old address, and two
@@ -261,8 +264,8 @@ pub fn plan_owners(
             .filter(|c| Some(c.id) != addr.owner.map(|o| o.node))
             .min_by_key(|c| {
                 (
+                    c.role != NodeRole::Witness,
                     !replicas.contains(&c.id),
-                    c.role != NodeRole::Worker,
                     owned.get(&c.id).copied().unwrap_or(0),
                     c.id,
                 )

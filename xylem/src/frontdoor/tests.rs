@@ -80,7 +80,7 @@ fn owner_changes_are_fenced_by_epoch() {
 }
 
 #[test]
-fn a_new_address_goes_to_a_replica_host_then_a_worker_then_a_witness() {
+fn a_new_address_goes_to_the_witness_then_a_replica_host_then_a_worker() {
     let t = table(&[("web", 80)]);
     let all = [
         cand(1, Liveness::Alive),
@@ -92,20 +92,18 @@ fn a_new_address_goes_to_a_replica_host_then_a_worker_then_a_witness() {
         plan,
         vec![OwnerChange {
             service: "web".into(),
-            node: 2,
+            node: 3,
             epoch: 10
         }]
     );
-    // No replica anywhere: the lowest worker.
-    let plan = plan_owners(&t, &all, |_| vec![], 10);
-    assert_eq!(plan[0].node, 1);
-    // Only the witness is alive: it takes it (it can still proxy).
-    let only_witness = [
-        cand(1, Liveness::Down),
-        cand(2, Liveness::Suspect),
-        witness(3, Liveness::Alive),
+    // Without a live witness: the replica host, else the lowest worker.
+    let workers = [
+        cand(1, Liveness::Alive),
+        cand(2, Liveness::Alive),
+        witness(3, Liveness::Suspect),
     ];
-    assert_eq!(plan_owners(&t, &only_witness, |_| vec![1], 10)[0].node, 3);
+    assert_eq!(plan_owners(&t, &workers, |_| vec![2], 10)[0].node, 2);
+    assert_eq!(plan_owners(&t, &workers, |_| vec![], 10)[0].node, 1);
 }
 
 #[test]
@@ -198,7 +196,7 @@ fn a_stale_owner_never_answers_beside_the_new_one() {
     for ch in plan_owners(&majority, &c, |_| vec![2], 5) {
         majority.set_owner(&ch.service, ch.node, ch.epoch).unwrap();
     }
-    assert_eq!(answering(2, true, &majority).len(), 1);
+    assert_eq!(answering(3, true, &majority).len(), 1, "the witness took it");
     // Node 1, partitioned: no quorum, answers nothing despite its stale table.
     assert!(answering(1, false, &stale).is_empty());
     // Caught up (quorum means applied to the leader's index): the move is in its table.
