@@ -389,6 +389,35 @@ impl HostNet {
         })
     }
 
+    /// Sends one UDP datagram of `bytes` to `to` from an ephemeral port, and forgets it
+    /// (for garbage tests).
+    pub fn send_udp(&self, to: SocketAddrV4, bytes: &[u8]) -> Result<(), NetError> {
+        use smoltcp::socket::udp;
+        let (handle, port) = self.with(|e| {
+            let port = e.take_port()?;
+            let mut socket = udp::Socket::new(
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0; 2048]),
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0; 2048]),
+            );
+            socket.bind(port).map_err(|_| NetError::NoPort)?;
+            socket
+                .send_slice(bytes, to_endpoint(to))
+                .map_err(|_| NetError::NotWritable)?;
+            Ok::<_, NetError>((e.sockets.add(socket), port))
+        })?;
+        // Sent once the poll took it; then the socket goes.
+        let _ = self.wait_for(Duration::from_millis(200), "sending", |e| {
+            (!e.sockets.get_mut::<udp::Socket>(handle).can_recv()
+                && e.sockets.get::<udp::Socket>(handle).send_queue() == 0)
+                .then_some(())
+        });
+        self.with(|e| {
+            e.sockets.remove(handle);
+            e.ports_in_use.remove(&port);
+        });
+        Ok(())
+    }
+
     /// Sockets that exist now and sockets still closing (for leak checks).
     pub fn socket_counts(&self) -> (usize, usize) {
         let endpoint = self.lock();
