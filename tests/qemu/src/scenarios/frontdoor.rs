@@ -126,9 +126,25 @@ impl FrontDoorRig {
         }
     }
 
-    /// One `GET /` through the gateway; the answering node's name.
+    /// One `GET /` through the gateway (three tries: the cluster under test may be
+    /// moving the address just then); the answering node's name.
     pub fn get(&self) -> Result<String, String> {
-        get_via(self.gateway.listen, Duration::from_secs(2))
+        let mut last = String::new();
+        for _ in 0..3 {
+            match get_via(self.gateway.listen, Duration::from_secs(2)) {
+                Ok(node) => return Ok(node),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let s = &self.gateway.stats;
+        Err(format!(
+            "{last} (gateway: accepted {} relayed {} connect_failures {}; device {:?})",
+            s.accepted.load(Ordering::Relaxed),
+            s.relayed.load(Ordering::Relaxed),
+            s.connect_failures.load(Ordering::Relaxed),
+            self.net.with(|e| e.device_stats()),
+        ))
     }
 }
 
