@@ -78,8 +78,8 @@ pub struct LocalAddrs {
     pub extra_len: usize,
 }
 
-/// Most service addresses one node answers for at once (smoltcp's interface holds eight
-/// addresses: the node's own and these).
+/// Most service addresses one node answers for at once (a bound on the filter's work per
+/// frame; the front door counts what does not fit).
 pub const EXTRA_ADDRS_MAX: usize = 7;
 
 impl LocalAddrs {

@@ -197,6 +197,7 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
             .push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN))
             .expect("one address fits");
     });
+    frontdoor::prepare(&mut iface, ip);
     // Sized once for every socket the node may ever hold (the kernel's two plus the cells'
     // most, `cell_sockets::CellNet::sockets_max`), so adding a socket never reallocates:
     // no growth under load, and no infallible allocation that could fail.

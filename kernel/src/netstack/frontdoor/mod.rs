@@ -6,9 +6,14 @@
 //! hands it over with [`configure`]. The `net` task applies the latest plan at the start of
 //! its next pass ([`FrontDoor::service`]):
 //!
-//! - an address this node now answers for is added to smoltcp's interface (so smoltcp
-//!   answers ARP and TCP for it) and to the receive pre-filter, and is announced with
-//!   gratuitous ARP on the `xylem::frontdoor::Announcer` schedule (rate-limited);
+//! - an address this node now answers for is added to the receive pre-filter, and is
+//!   announced with gratuitous ARP on the `xylem::frontdoor::Announcer` schedule
+//!   (rate-limited). smoltcp runs in "any IP" mode ([`prepare`]), so whatever the
+//!   pre-filter lets through it takes as ours: it answers ARP for an owned address and
+//!   accepts TCP and UDP to it. The interface's address list is never changed, because
+//!   smoltcp flushes its whole neighbour cache on every change (`update_ip_addrs`), and a
+//!   flushed cache made the cluster's transport re-ARP for every peer (one request per
+//!   second for the whole cache): a takeover stalled Raft and SWIM for seconds;
 //! - an address it no longer answers for is removed at once, with its proxy listeners and
 //!   every proxied connection that came in on it;
 //! - with no local replica of the service, [`proxy`] listens on `VIP:port` and relays each
@@ -25,11 +30,12 @@ pub mod proxy;
 use alloc::string::String;
 use alloc::vec::Vec;
 use kcore::frame_filter::{self, EXTRA_ADDRS_MAX};
+use smoltcp::iface::{Interface, Route};
 use smoltcp::wire::{IpAddress, IpCidr, Ipv4Address};
 use spin::Mutex;
 use xylem::frontdoor::Announcer;
 
-use super::{Stack, PREFIX_LEN};
+use super::Stack;
 use crate::arch::cpu::without_interrupts;
 
 /// One address this node answers for.
@@ -53,6 +59,27 @@ pub struct Plan {
     /// Every service's name and address, for DNS (answered with or without quorum: a name
     /// maps to its address forever, whoever owns it).
     pub names: Vec<(String, [u8; 4])>,
+}
+
+/// Sets the interface up for service addresses: "any IP" mode, and a route for the VIP
+/// range through the node's own address (smoltcp accepts a packet for an address it does
+/// not hold only if a route sends that address to one it does). The receive pre-filter
+/// (`kcore::frame_filter`) is what limits the interface to the node's own address and the
+/// service addresses it answers for now.
+pub fn prepare(iface: &mut Interface, own: Ipv4Address) {
+    iface.set_any_ip(true);
+    let first = xylem::frontdoor::vip_addr(0);
+    let cidr = IpCidr::new(IpAddress::Ipv4(Ipv4Address::from(first)), 26);
+    iface.routes_mut().update(|routes| {
+        routes
+            .push(Route {
+                cidr,
+                via_router: IpAddress::Ipv4(own),
+                preferred_until: None,
+                expires_at: None,
+            })
+            .expect("an empty route table has room");
+    });
 }
 
 /// The newest plan not yet applied by the `net` task.
@@ -173,20 +200,6 @@ impl Stack {
                 o.epoch
             );
         }
-        let own_ip = Ipv4Address::from(self.device.local.ipv4);
-        self.iface.update_ip_addrs(|addrs| {
-            addrs.clear();
-            addrs
-                .push(IpCidr::new(IpAddress::Ipv4(own_ip), PREFIX_LEN))
-                .expect("the node's address fits");
-            for ip in &new {
-                let cidr = IpCidr::new(IpAddress::Ipv4(Ipv4Address::from(*ip)), PREFIX_LEN);
-                // Capacity is 1 + EXTRA_ADDRS_MAX (smoltcp feature iface-max-addr-count-8).
-                addrs
-                    .push(cidr)
-                    .expect("owned addresses were capped to fit");
-            }
-        });
         self.device.local.set_extra(&new);
         self.front.plan = plan;
         self.proxy_sync_listeners();
