@@ -80,8 +80,28 @@ pub fn start(env: &Env, name: &str, seed: u64) -> Result<FrontDoorRig, HarnessEr
     Ok(rig)
 }
 
-/// Which nodes answer for `web`'s address, by their own `frontdoor` output: (node, epoch).
+/// Which nodes answer for `web`'s address: (node, epoch), read with one `frontdoor` per
+/// node. The nodes are asked one after another, so a takeover committed in between shows
+/// the old owner (at its old epoch) beside the new one; then they are asked again, and
+/// only an answer that persists (or two at one epoch, which must never happen) counts.
 pub fn owners(cluster: &mut Cluster, ids: &[u64]) -> Result<Vec<(u64, u64)>, HarnessError> {
+    let mut seen = owners_once(cluster, ids)?;
+    if seen.len() > 1 {
+        let mut epochs: Vec<u64> = seen.iter().map(|o| o.1).collect();
+        epochs.sort_unstable();
+        epochs.dedup();
+        ensure!(
+            epochs.len() == seen.len(),
+            "two nodes answer for web at one epoch: {seen:?}"
+        );
+        // Give the older owners their time to apply the newer commit, then look again.
+        std::thread::sleep(Duration::from_millis(500));
+        seen = owners_once(cluster, ids)?;
+    }
+    Ok(seen)
+}
+
+fn owners_once(cluster: &mut Cluster, ids: &[u64]) -> Result<Vec<(u64, u64)>, HarnessError> {
     let mut out = Vec::new();
     for &id in ids {
         let text = cluster.node(id).command("frontdoor", CMD)?;
