@@ -47,6 +47,13 @@ pub enum Bench {
     RaftSim,
     /// raft_commit_us, raft_failover_ms (3 voters, virtio-blk disks).
     Raft,
+    /// client_outage_ms_{replica,owner}, client_failed_requests_{replica,owner}: a client
+    /// through the gateway across SIGKILL of a non-owner replica node and of the owner.
+    ServiceFailover {
+        /// Runs of each case (the medians are printed).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 /// Dispatches to one benchmark.
@@ -67,6 +74,7 @@ pub fn cmd_bench(which: &Bench) -> Result<(), String> {
         Bench::MembershipSim => crate::bench_cluster::simulator("sim-swim"),
         Bench::RaftSim => crate::bench_cluster::simulator("sim-raft"),
         Bench::Raft => crate::bench_raft::raft(),
+        Bench::ServiceFailover { runs } => crate::bench_frontdoor::service_failover(*runs),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_frontdoor;
 mod bench_raft;
 mod demo;
 mod image;
