@@ -180,10 +180,7 @@ fn describe(command: &Command) -> String {
             service,
             node,
             epoch,
-        } => format!(
-            "owner {service} -> {} epoch={epoch}",
-            peers::name_of(*node)
-        ),
+        } => format!("owner {service} -> {} epoch={epoch}", peers::name_of(*node)),
     }
 }
 

@@ -414,7 +414,10 @@ fn frontdoor(args: &[&str]) -> Result<(), CommandError> {
     for (n, ip) in &plan.names {
         let _ = write!(names, " {n}={}", Ipv4Address::from(*ip));
     }
-    crate::println!("names:{}", if names.is_empty() { " (none)" } else { &names });
+    crate::println!(
+        "names:{}",
+        if names.is_empty() { " (none)" } else { &names }
+    );
     crate::println!(
         "addresses: added {} removed {} overflow {}  announcements: sent {} failed {} suppressed {}",
         counters.addresses_added,

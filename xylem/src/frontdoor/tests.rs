@@ -196,7 +196,11 @@ fn a_stale_owner_never_answers_beside_the_new_one() {
     for ch in plan_owners(&majority, &c, |_| vec![2], 5) {
         majority.set_owner(&ch.service, ch.node, ch.epoch).unwrap();
     }
-    assert_eq!(answering(3, true, &majority).len(), 1, "the witness took it");
+    assert_eq!(
+        answering(3, true, &majority).len(),
+        1,
+        "the witness took it"
+    );
     // Node 1, partitioned: no quorum, answers nothing despite its stale table.
     assert!(answering(1, false, &stale).is_empty());
     // Caught up (quorum means applied to the leader's index): the move is in its table.
@@ -323,14 +327,17 @@ fn backend_penalties_are_bounded() {
 
 mod in_desired_state {
     use crate::command::Command;
-    use crate::desired::{ApplyError, Applied, DesiredState};
+    use crate::desired::{Applied, ApplyError, DesiredState};
     use crate::frontdoor::{AddressError, Owner};
     use crate::service::{PayloadCatalog, ServiceSpec};
 
     fn state() -> DesiredState {
         let mut d = DesiredState::new(PayloadCatalog::new(&["http"]));
-        d.apply(1, &Command::ApplyService(ServiceSpec::new("web", "http", 2)))
-            .unwrap();
+        d.apply(
+            1,
+            &Command::ApplyService(ServiceSpec::new("web", "http", 2)),
+        )
+        .unwrap();
         d
     }
 
@@ -380,7 +387,10 @@ mod in_desired_state {
             },
         )
         .unwrap();
-        assert_eq!(d.apply(4, &owner(1, 1)), Ok(Applied::OwnerSet { previous: None }));
+        assert_eq!(
+            d.apply(4, &owner(1, 1)),
+            Ok(Applied::OwnerSet { previous: None })
+        );
         d.apply(
             5,
             &Command::Assign {

@@ -44,16 +44,18 @@ pub fn start(env: &Env, name: &str, seed: u64) -> Result<FrontDoorRig, HarnessEr
     let mut cluster = Cluster::start_with_ports(env, name, 3, seed, &[GATEWAY_ID])?;
     wait_all_alive(&mut cluster, &[1, 2, 3])?;
     wait_leader(&mut cluster, &[1, 2, 3])?;
-    let out = cluster.node(1).command(
-        "xylem apply web --payload http --replicas 2 --port 80",
-        CMD,
-    )?;
+    let out = cluster
+        .node(1)
+        .command("xylem apply web --payload http --replicas 2 --port 80", CMD)?;
     ensure!(
         out.lines().filter(|l| l.starts_with("accepted")).count() == 2,
         "apply --port printed {out:?}"
     );
     wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"])?;
-    let net = check("gateway port", HostNet::start(cluster.fabric.dir(), GATEWAY_ID))?;
+    let net = check(
+        "gateway port",
+        HostNet::start(cluster.fabric.dir(), GATEWAY_ID),
+    )?;
     let target = Target {
         service: "web".into(),
         port: 80,
@@ -69,7 +71,10 @@ pub fn start(env: &Env, name: &str, seed: u64) -> Result<FrontDoorRig, HarnessEr
     rig.wait_owner(&[1, 2, 3], |o| o.is_some())?;
     let deadline = Instant::now() + CONVERGE;
     while rig.gateway.address().is_none() {
-        ensure!(Instant::now() < deadline, "the gateway never resolved web.xylem");
+        ensure!(
+            Instant::now() < deadline,
+            "the gateway never resolved web.xylem"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     ensure!(
@@ -171,7 +176,8 @@ impl FrontDoorRig {
 /// One `GET /` over loopback TCP to `addr`; `node=<name>` from the body.
 pub fn get_via(addr: SocketAddrV4, timeout: Duration) -> Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr.into(), timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut body = Vec::new();
@@ -380,7 +386,10 @@ pub fn basics(env: &Env) -> Result<(), HarnessError> {
             rig.net
                 .resolve(hostnet::fabric_ip(id), "web.xylem", Duration::from_secs(2)),
         )?;
-        ensure!(ip == Some(WEB_VIP), "node {id} resolved web.xylem to {ip:?}");
+        ensure!(
+            ip == Some(WEB_VIP),
+            "node {id} resolved web.xylem to {ip:?}"
+        );
         let none = check(
             "dns",
             rig.net
@@ -434,7 +443,10 @@ fn bad_dns_and_half_open(rig: &mut FrontDoorRig) -> Result<(), HarnessError> {
     // Half-open: connections that say half a request and then nothing, held open.
     let mut held = Vec::new();
     for _ in 0..40 {
-        if let Ok(mut s) = rig.net.connect(SocketAddrV4::new(WEB_VIP, 80), Duration::from_secs(2)) {
+        if let Ok(mut s) = rig
+            .net
+            .connect(SocketAddrV4::new(WEB_VIP, 80), Duration::from_secs(2))
+        {
             let _ = s.write_all(b"GET / HT", Duration::from_secs(1));
             held.push(s);
         }
@@ -444,10 +456,16 @@ fn bad_dns_and_half_open(rig: &mut FrontDoorRig) -> Result<(), HarnessError> {
         ensure!(fd.contains("dns: answers"), "node {id} frontdoor: {fd}");
         let ip = check(
             "dns after garbage",
-            rig.net
-                .resolve(hostnet::fabric_ip(id as u32), "web.xylem", Duration::from_secs(2)),
+            rig.net.resolve(
+                hostnet::fabric_ip(id as u32),
+                "web.xylem",
+                Duration::from_secs(2),
+            ),
         )?;
-        ensure!(ip == Some(WEB_VIP), "node {id} after garbage resolved {ip:?}");
+        ensure!(
+            ip == Some(WEB_VIP),
+            "node {id} after garbage resolved {ip:?}"
+        );
     }
     drop(held);
     Ok(())
@@ -499,10 +517,21 @@ pub fn kill_owner(env: &Env) -> Result<(), HarnessError> {
     })?;
     eprintln!("    kill the owner: {v:?}");
     let (owner, new_epoch) = rig.wait_owner(&[1, 2], |o| o.is_some())?;
-    ensure!(new_epoch > epoch, "epoch did not grow: {epoch} -> {new_epoch}");
+    ensure!(
+        new_epoch > epoch,
+        "epoch did not grow: {epoch} -> {new_epoch}"
+    );
     ensure!(owner != 3, "the dead owner still answers");
-    let last = samples.iter().rev().take(20).filter(|s| s.outcome.is_ok()).count();
-    ensure!(last >= 15, "clients did not recover: {last}/20 of the last answers ok");
+    let last = samples
+        .iter()
+        .rev()
+        .take(20)
+        .filter(|s| s.outcome.is_ok())
+        .count();
+    ensure!(
+        last >= 15,
+        "clients did not recover: {last}/20 of the last answers ok"
+    );
     ensure!(
         v.outage_ms < 5000.0,
         "clients saw a {:.0} ms gap when the owner died",
@@ -552,7 +581,9 @@ pub fn hang_owner(env: &Env) -> Result<(), HarnessError> {
 pub fn partition_owner(env: &Env) -> Result<(), HarnessError> {
     let mut rig = start(env, "frontdoor-partition-owner", 65)?;
     rig.wait_owner(&[1, 2, 3], |o| o == Some(3))?;
-    rig.cluster.nemesis().partition(&[&[1, 2, GATEWAY_ID], &[3]]);
+    rig.cluster
+        .nemesis()
+        .partition(&[&[1, 2, GATEWAY_ID], &[3]]);
     let deadline = Instant::now() + CONVERGE;
     loop {
         let majority = owners(&mut rig.cluster, &[1, 2])?;
