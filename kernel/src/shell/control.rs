@@ -376,7 +376,39 @@ fn member_state(id: u64) -> MemberState {
 
 /// Builds the `xylem status` screen from consensus, membership and the control plane.
 pub fn render_status() -> String {
-    status::render(&status_input())
+    let mut text = status::render(&status_input());
+    text.push_str(&render_addresses());
+    text
+}
+
+/// The services' stable addresses (docs/front-door.md): one line each, with the committed
+/// owner and its epoch.
+fn render_addresses() -> String {
+    let rows = control::with_view(|desired, _, _| {
+        desired
+            .addresses()
+            .iter()
+            .map(|(service, a)| {
+                let ip = a.ip();
+                let owner = a.owner.map_or(String::from("-"), |o| {
+                    format!("{} epoch {}", peers::name_of(o.node), o.epoch)
+                });
+                format!(
+                    "  {service:<16} {}.{}.{}.{}:{:<5}  {service}.xylem  owner {owner}\n",
+                    ip[0], ip[1], ip[2], ip[3], a.port
+                )
+            })
+            .collect::<Vec<String>>()
+    })
+    .unwrap_or_default();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("ADDRESSES\n");
+    for r in rows {
+        out.push_str(&r);
+    }
+    out
 }
 
 /// The status model, from consensus, membership and the control plane.

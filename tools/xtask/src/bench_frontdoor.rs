@@ -43,7 +43,7 @@ pub fn service_failover(runs: usize) -> Result<(), String> {
             } else {
                 owner
             };
-            let (v, _) = across(&mut rig, SETTLE, |rig| {
+            let (v, samples) = across(&mut rig, SETTLE, |rig| {
                 rig.cluster.node(victim).signal(libc::SIGKILL)
             })
             .map_err(|e| e.to_string())?;
@@ -53,6 +53,9 @@ pub fn service_failover(runs: usize) -> Result<(), String> {
                 v.failed,
                 v.failed + v.ok
             );
+            if v.failed > 0 {
+                eprintln!("      failures: {:?}", frontdoor::failure_kinds(&samples));
+            }
             outage[case].push(v.outage_ms);
             failed[case].push(v.failed as f64);
         }

@@ -373,6 +373,21 @@ pub fn verdict(samples: &[Sample]) -> Verdict {
     }
 }
 
+/// Failed requests by reason (the first words of the error), most frequent first.
+pub fn failure_kinds(samples: &[Sample]) -> Vec<(String, usize)> {
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for s in samples {
+        if let Err(e) = &s.outcome {
+            let key: String = e.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+            let tag = if s.keepalive { "keep-alive: " } else { "" };
+            *kinds.entry(format!("{tag}{key}")).or_default() += 1;
+        }
+    }
+    let mut v: Vec<_> = kinds.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v
+}
+
 /// Basics: one owner (the witness), DNS on every node, the gateway serves, both replicas
 /// answer through the proxy, unknown names are NXDOMAIN, and a flood of bad DNS packets
 /// and half-open connections to the address leave every node working.
