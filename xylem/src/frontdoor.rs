@@ -91,6 +91,9 @@ pub enum AddressError {
     StaleEpoch { current: Epoch },
     /// Port 0 is not a port.
     BadPort,
+    /// Another service has this port: cells listen on the node's port, and connections to
+    /// either address would reach either service's cells on a node running both.
+    PortTaken,
 }
 
 /// The committed address table (lives in the desired state, changes only on apply).
@@ -108,9 +111,7 @@ impl Addresses {
     /// Gives `service` the lowest free VIP for `port` (idempotent: a service that already
     /// has one keeps its index and takes the new port).
     pub fn allocate(&mut self, service: &str, port: u16) -> Result<u8, AddressError> {
-        if port == 0 {
-            return Err(AddressError::BadPort);
-        }
+        self.check_allocate(service, port)?;
         if let Some(addr) = self.by_service.get_mut(service) {
             addr.port = port;
             return Ok(addr.index);
@@ -133,6 +134,13 @@ impl Addresses {
     pub fn check_allocate(&self, service: &str, port: u16) -> Result<(), AddressError> {
         if port == 0 {
             return Err(AddressError::BadPort);
+        }
+        if self
+            .by_service
+            .iter()
+            .any(|(s, a)| s != service && a.port == port)
+        {
+            return Err(AddressError::PortTaken);
         }
         if self.by_service.contains_key(service) || self.by_service.len() < usize::from(VIPS_MAX) {
             Ok(())

@@ -107,5 +107,10 @@ pub fn plan(
         .iter()
         .map(|(s, a)| (String::from(s), a.ip()))
         .collect();
-    Plan { owned, names }
+    let service_ports = addresses.iter().map(|(_, a)| a.port).collect();
+    Plan {
+        owned,
+        names,
+        service_ports,
+    }
 }

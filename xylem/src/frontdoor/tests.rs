@@ -36,8 +36,10 @@ fn allocation_takes_the_lowest_free_address_and_reuses_freed_ones() {
     t.release("web");
     assert_eq!(t.allocate("db", 5432), Ok(0));
     assert_eq!(t.allocate("x", 0), Err(AddressError::BadPort));
+    assert_eq!(t.allocate("x", 5432), Err(AddressError::PortTaken));
+    assert_eq!(t.allocate("db", 5432), Ok(0), "its own port again");
     for i in 0..VIPS_MAX as usize {
-        let _ = t.allocate(&alloc::format!("s{i}"), 1);
+        let _ = t.allocate(&alloc::format!("s{i}"), 1000 + i as u16);
     }
     assert_eq!(t.len(), VIPS_MAX as usize);
     assert_eq!(t.allocate("one-more", 1), Err(AddressError::Exhausted));

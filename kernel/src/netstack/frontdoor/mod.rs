@@ -59,6 +59,8 @@ pub struct Plan {
     /// Every service's name and address, for DNS (answered with or without quorum: a name
     /// maps to its address forever, whoever owns it).
     pub names: Vec<(String, [u8; 4])>,
+    /// Every service's port: cells may share these (two replicas of a service on one node).
+    pub service_ports: Vec<u16>,
 }
 
 /// Sets the interface up for service addresses: "any IP" mode, and a route for the VIP
@@ -201,6 +203,7 @@ impl Stack {
             );
         }
         self.device.local.set_extra(&new);
+        self.cells.set_shared_tcp_ports(&plan.service_ports);
         self.front.plan = plan;
         self.proxy_sync_listeners();
     }
