@@ -1,95 +1,59 @@
 //! The front door's control: from the committed address table to what this node answers
 //! for (docs/front-door.md).
 //!
-//! - On the leader, after placement: [`owner_commands`] runs `xylem::frontdoor::plan_owners`
-//!   over SWIM's view and proposes `SetOwner`s in the same round as the cell moves, so an
-//!   address moves with the first plan after its owner's `node_down`.
-//! - On every node, after every reconcile (every 100 ms, and at once on a commit or a
-//!   membership verdict): [`plan`] turns the table into a `netstack::frontdoor::Plan` —
+//! - On the leader, `xylem::node::ControlNode` plans owners (`xylem::frontdoor::plan_owners`)
+//!   in the same round as the cell moves, so an address moves with the first plan after its
+//!   owner's `node_down`.
+//! - On every node, after every input the control plane handles (ticks every 10 ms,
+//!   commits, membership verdicts): [`plan`] turns the table into a `netstack::frontdoor::Plan` —
 //!   the addresses committed to this node, only while it may act (quorum), with the nodes
 //!   running a replica as proxy backends — and hands it to the `net` task.
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use membership::swim::MemberState;
-use xylem::command::Command;
-use xylem::desired::DesiredState;
-use xylem::frontdoor::{self as policy, Candidate, Liveness};
-use xylem::{NodeId, NodeRole};
+use xylem::frontdoor as policy;
+use xylem::node::{ControlNode, LocalCellRow, Observed};
+use xylem::status::MemberState;
+use xylem::{CellState, NodeId};
 
 use crate::netstack::frontdoor::{Owned, Plan};
 
-/// SWIM's view of every member, read before taking the control plane's lock.
-pub fn liveness(ids: &[NodeId]) -> Vec<(NodeId, Liveness)> {
-    ids.iter()
-        .map(|&id| {
-            let l = match super::membership::state_of(id) {
-                Some(MemberState::Alive) => Liveness::Alive,
-                Some(MemberState::Suspect) => Liveness::Suspect,
-                _ => Liveness::Down,
-            };
-            (id, l)
-        })
-        .collect()
-}
-
-/// The leader's `SetOwner` commands for this round, numbered from `next_epoch`.
-pub fn owner_commands(
-    desired: &DesiredState,
-    members: &[(NodeId, Liveness, NodeRole)],
-    next_epoch: u64,
-) -> Vec<Command> {
-    let candidates: Vec<Candidate> = members
-        .iter()
-        .map(|&(id, liveness, role)| Candidate {
-            id,
-            role,
-            liveness,
-            draining: desired.is_draining(id),
-        })
-        .collect();
-    let replicas = |service: &str| -> Vec<NodeId> {
-        desired
-            .assignments_of(service)
-            .map(|(_, a)| a.node)
-            .collect()
-    };
-    policy::plan_owners(desired.addresses(), &candidates, replicas, next_epoch)
-        .into_iter()
-        .map(|c| Command::SetOwner {
-            service: c.service,
-            node: c.node,
-            epoch: c.epoch,
-        })
-        .collect()
-}
-
-/// What this node's `net` task should do now. `may_answer` is the quorum check (and the
-/// freshness of the leader's word); `local_running(service)` whether a cell of the service
-/// runs here; `live` SWIM's view.
-pub fn plan(
-    desired: &DesiredState,
-    me: NodeId,
-    may_answer: bool,
-    local_running: impl Fn(&str) -> bool,
-    live: &[(NodeId, Liveness)],
-) -> Plan {
-    let liveness = |id: NodeId| {
-        live.iter()
-            .find(|(n, _)| *n == id)
-            .map_or(Liveness::Down, |(_, l)| *l)
-    };
+/// What this node's `net` task should do now: the addresses `ControlNode::answering`
+/// gives it (committed to it, and only with quorum), with the nodes running a replica as
+/// proxy backends (SWIM not declaring them down; alive ones first) and whether a replica
+/// runs here (`cells`: the node's cell table, when read for this input).
+pub fn plan(control: &ControlNode, obs: &Observed, cells: Option<&[LocalCellRow]>) -> Plan {
+    let me = control.id();
+    let desired = control.desired();
     let addresses = desired.addresses();
-    let owned = policy::answering(me, may_answer, addresses)
+    let liveness = |id: NodeId| match (id == me, obs.members.get(&id)) {
+        (true, _) | (_, Some(MemberState::Alive)) => 0u8,
+        (_, Some(MemberState::Suspect)) => 1,
+        _ => 2,
+    };
+    let local_running = |service: &str| {
+        cells.is_some_and(|rows| {
+            rows.iter().any(|r| {
+                r.state == CellState::Running
+                    && control.name_of(r.id).is_some_and(|n| {
+                        n.service == service
+                            && desired
+                                .assignment(service, n.slot)
+                                .is_some_and(|a| a.node == me && a.epoch == n.epoch)
+                    })
+            })
+        })
+    };
+    let owned = control
+        .answering(obs)
         .into_iter()
         .filter_map(|a| {
             let (service, _) = addresses.by_index(policy::vip_index(a.ip)?)?;
-            // Replicas on other nodes that SWIM has not declared down; alive ones first.
-            let mut backends: Vec<(bool, NodeId)> = desired
+            let mut backends: Vec<(u8, NodeId)> = desired
                 .assignments_of(service)
                 .map(|(_, asg)| asg.node)
-                .filter(|&n| n != me && liveness(n) != Liveness::Down)
-                .map(|n| (liveness(n) != Liveness::Alive, n))
+                .filter(|&n| n != me && liveness(n) < 2)
+                .map(|n| (liveness(n), n))
                 .collect();
             backends.sort_unstable();
             backends.dedup();

@@ -195,7 +195,10 @@ impl Ports {
 
     /// Takes `port`, or an ephemeral one for 0.
     fn take(&mut self, proto: Proto, port: u16) -> Result<u16, Errno> {
-        if proto == Proto::Tcp && port != 0 && self.shared.contains(&port) && !self.tcp.contains(&port)
+        if proto == Proto::Tcp
+            && port != 0
+            && self.shared.contains(&port)
+            && !self.tcp.contains(&port)
         {
             *self.shared_holders.entry(port).or_insert(0) += 1;
             return Ok(port);

@@ -54,6 +54,9 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// tls_handshake_ms, transport_rtt_us and failover_ms with and without node
+    /// authentication, in the same run.
+    Trust,
 }
 
 /// Dispatches to one benchmark.
@@ -75,6 +78,7 @@ pub fn cmd_bench(which: &Bench) -> Result<(), String> {
         Bench::RaftSim => crate::bench_cluster::simulator("sim-raft"),
         Bench::Raft => crate::bench_raft::raft(),
         Bench::ServiceFailover { runs } => crate::bench_frontdoor::service_failover(*runs),
+        Bench::Trust => crate::bench_trust::trust(),
     }
 }
 

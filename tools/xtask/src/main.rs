@@ -7,6 +7,7 @@ mod bench;
 mod bench_cluster;
 mod bench_frontdoor;
 mod bench_raft;
+mod bench_trust;
 mod demo;
 mod image;
 mod lint;
@@ -92,6 +93,9 @@ pub struct TestArgs {
     /// Add the heavy suite (the five-node scenario).
     #[arg(long)]
     pub heavy: bool,
+    /// Add the soak suite (20,000 Raft commands through 2 MiB disks, minutes long).
+    #[arg(long)]
+    pub soak: bool,
     /// Use KVM instead of TCG.
     #[arg(long)]
     pub kvm: bool,
