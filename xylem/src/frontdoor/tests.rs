@@ -400,6 +400,7 @@ mod in_desired_state {
                 slot: 0,
                 node: 2,
                 epoch: 2,
+                reason: crate::command::Reason::Place,
             },
         )
         .unwrap();
