@@ -384,7 +384,7 @@ pub fn failure_kinds(samples: &[Sample]) -> Vec<(String, usize)> {
         }
     }
     let mut v: Vec<_> = kinds.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|k| std::cmp::Reverse(k.1));
     v
 }
 
