@@ -13,7 +13,8 @@
 //!
 //! Who proposes what (single writer per kind): operators (shell, via the leader) propose
 //! `ApplyService`, `Scale`, `Delete` and `SetDraining`; only the leader's scheduler
-//! ([`crate::placement`]) proposes `Assign` and `Unassign`.
+//! ([`crate::placement`]) proposes `Assign` and `Unassign`, and (with
+//! [`crate::frontdoor::plan_owners`]) `SetOwner`; operators propose `Expose`.
 
 use crate::service::{ServiceSpec, Spread};
 use crate::{Epoch, NodeId, Slot};
@@ -62,6 +63,16 @@ pub enum Command {
     /// Mark a node as draining (placement moves its slots away and places nothing new there),
     /// or clear the mark.
     SetDraining { node: NodeId, draining: bool },
+    /// Give an existing service a stable address (a VIP, `crate::frontdoor`) for TCP `port`;
+    /// again with another port changes the port, the address stays. Operators propose it.
+    Expose { service: String, port: u16 },
+    /// `service`'s address is answered by `node` from now on, fenced by `epoch` (above every
+    /// epoch committed so far, shared with `Assign`). Only the leader's scheduler proposes it.
+    SetOwner {
+        service: String,
+        node: NodeId,
+        epoch: Epoch,
+    },
 }
 
 /// Why the scheduler binds or unbinds a slot (for the event log, the refill budget and the
@@ -168,6 +179,8 @@ impl Command {
             Self::Assign { .. } => "assign",
             Self::Unassign { .. } => "unassign",
             Self::SetDraining { .. } => "set-draining",
+            Self::Expose { .. } => "expose",
+            Self::SetOwner { .. } => "set-owner",
         }
     }
 }

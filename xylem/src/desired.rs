@@ -25,6 +25,7 @@
 //! part for Raft log compaction; restore re-checks every invariant.
 
 use crate::command::Command;
+use crate::frontdoor::{AddressError, Addresses, Owner};
 use crate::service::{validate_replicas, PayloadCatalog, ServiceSpec, SpecError, REPLICAS_CAP};
 use crate::{Epoch, NodeId, Slot};
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -90,6 +91,10 @@ pub enum Applied {
     Unassigned { previous: Assignment },
     /// The draining mark changed (`changed` is false when it already had that value).
     DrainingSet { changed: bool },
+    /// The service has the address with this index.
+    Exposed { index: u8 },
+    /// The address has a new owner; `previous` is the one it replaced.
+    OwnerSet { previous: Option<Owner> },
 }
 
 /// A field of a service that cannot change after creation.
@@ -141,6 +146,8 @@ pub enum ApplyError {
     EpochMismatch { epoch: Epoch, current: Epoch },
     /// Marking another node draining would exceed [`DRAINING_MAX`].
     TooManyDraining,
+    /// An `Expose` or `SetOwner` the address table refused.
+    Address(AddressError),
 }
 
 /// Why snapshot bytes could not be restored.
@@ -173,6 +180,8 @@ struct Replicated {
     epoch_high: Epoch,
     services: BTreeMap<String, ServiceEntry>,
     draining: BTreeSet<NodeId>,
+    /// Services' stable addresses and their fenced owners (`crate::frontdoor`).
+    addresses: Addresses,
     /// Tombstones of unbound fenced slots, by `(service, slot)`, at most [`VACATED_MAX`].
     vacated: BTreeMap<(String, Slot), Vacated>,
     /// The highest unbinding index of a tombstone dropped for lack of room (0: none).
@@ -305,6 +314,12 @@ impl DesiredState {
                 ..
             } => self.apply_unassign(index, service, *slot, *epoch),
             Command::SetDraining { node, draining } => self.apply_draining(*node, *draining),
+            Command::Expose { service, port } => self.apply_expose(service, *port),
+            Command::SetOwner {
+                service,
+                node,
+                epoch,
+            } => self.apply_owner(service, *node, *epoch),
         };
         debug_assert!(self.invariants().is_ok(), "{:?}", self.invariants());
         debug_assert_eq!(self.state.applied_index, index);
@@ -373,12 +388,61 @@ impl DesiredState {
         Ok(Applied::Scaled { from, to: replicas })
     }
 
+    fn apply_expose(&mut self, service: &str, port: u16) -> Result<Applied, ApplyError> {
+        if !self.state.services.contains_key(service) {
+            return Err(ApplyError::UnknownService);
+        }
+        let index = self
+            .state
+            .addresses
+            .allocate(service, port)
+            .map_err(ApplyError::Address)?;
+        Ok(Applied::Exposed { index })
+    }
+
+    fn apply_owner(
+        &mut self,
+        service: &str,
+        node: NodeId,
+        epoch: Epoch,
+    ) -> Result<Applied, ApplyError> {
+        // The same epoch rules as `Assign` (a forged or stale owner is refused alike).
+        let epoch_high = self.state.epoch_high;
+        if epoch <= epoch_high {
+            return Err(ApplyError::StaleEpoch { epoch, epoch_high });
+        }
+        if epoch - epoch_high > EPOCH_JUMP_MAX {
+            return Err(ApplyError::EpochJump { epoch, epoch_high });
+        }
+        if epoch >= EPOCH_MAX {
+            return Err(ApplyError::ImplausibleEpoch { epoch, epoch_high });
+        }
+        let previous = self
+            .state
+            .addresses
+            .get(service)
+            .ok_or(ApplyError::Address(AddressError::NoAddress))?
+            .owner;
+        self.state
+            .addresses
+            .set_owner(service, node, epoch)
+            .map_err(ApplyError::Address)?;
+        self.state.epoch_high = epoch;
+        Ok(Applied::OwnerSet { previous })
+    }
+
+    /// Services' addresses and owners.
+    pub fn addresses(&self) -> &Addresses {
+        &self.state.addresses
+    }
+
     fn apply_delete(&mut self, index: u64, name: &str) -> Result<Applied, ApplyError> {
         let entry = self
             .state
             .services
             .remove(name)
             .ok_or(ApplyError::UnknownService)?;
+        self.state.addresses.release(name);
         if entry.spec.fenced {
             // A re-created service of the same name must not run next to the old cells.
             for (slot, a) in &entry.slots {
@@ -643,6 +707,7 @@ mod v1 {
                 draining: old.draining,
                 vacated: BTreeMap::new(),
                 vacated_overflow: 0,
+                addresses: Addresses::default(),
             }
         }
     }

@@ -35,6 +35,7 @@ extern crate alloc;
 pub mod command;
 pub mod config;
 pub mod desired;
+pub mod frontdoor;
 pub mod json;
 pub mod lease;
 pub mod name;

@@ -955,7 +955,8 @@ impl ControlNode {
             obs.now_ms,
         );
         self.pending = plan.pending;
-        for command in plan.commands {
+        let owners = self.plan_owners(&plan.commands, obs);
+        for command in plan.commands.into_iter().chain(owners) {
             if let Ok(bytes) = command.encode() {
                 self.out.push(Output::Propose {
                     token: Token::Plan,
@@ -963,6 +964,51 @@ impl ControlNode {
                 });
             }
         }
+    }
+
+    /// Service addresses move in the same round as the cells (`crate::frontdoor`), with
+    /// epochs after the ones `placed` uses.
+    fn plan_owners(&self, placed: &[Command], obs: &Observed) -> Vec<Command> {
+        use crate::frontdoor::{plan_owners, Candidate, Liveness};
+        let used = placed
+            .iter()
+            .filter_map(|c| match c {
+                Command::Assign { epoch, .. } => Some(*epoch),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let candidates: Vec<Candidate> = self
+            .members
+            .iter()
+            .map(|(&id, &role)| Candidate {
+                id,
+                role,
+                liveness: match (id == self.id, obs.members.get(&id)) {
+                    (true, _) | (_, Some(MemberState::Alive)) => Liveness::Alive,
+                    (_, Some(MemberState::Suspect)) => Liveness::Suspect,
+                    _ => Liveness::Down,
+                },
+                draining: self.desired.is_draining(id),
+            })
+            .collect();
+        let desired = &self.desired;
+        let replicas = |s: &str| desired.assignments_of(s).map(|(_, a)| a.node).collect();
+        let next = desired.epoch_high().max(used) + 1;
+        plan_owners(desired.addresses(), &candidates, replicas, next)
+            .into_iter()
+            .map(|c| Command::SetOwner {
+                service: c.service,
+                node: c.node,
+                epoch: c.epoch,
+            })
+            .collect()
+    }
+
+    /// The addresses this node answers for now: those committed to it, only while it may
+    /// act (quorum, in contact with the leader and caught up; `crate::frontdoor::answering`).
+    pub fn answering(&self, obs: &Observed) -> Vec<crate::frontdoor::Answer> {
+        crate::frontdoor::answering(self.id, self.has_quorum(obs), self.desired.addresses())
     }
 
     // ---------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ pub enum Invalid {
     Spec(SpecError),
     /// The command does not apply to the current desired state.
     Apply(ApplyError),
-    /// Only the leader's scheduler binds slots: `Assign`/`Unassign` are not operator writes.
+    /// Only the leader's scheduler binds slots and addresses: `Assign`/`Unassign`/`SetOwner`
+    /// are not operator writes.
     NotOperator,
     /// The encoded command is too large.
     TooLarge { len: usize },
@@ -72,7 +73,10 @@ pub enum WriteError {
 /// that fits. A follower runs only these before forwarding: its own state may lag the leader's
 /// by a few milliseconds, and the leader checks the state part itself.
 pub fn check_static(desired: &DesiredState, command: &Command) -> Result<Vec<u8>, WriteError> {
-    if matches!(command, Command::Assign { .. } | Command::Unassign { .. }) {
+    if matches!(
+        command,
+        Command::Assign { .. } | Command::Unassign { .. } | Command::SetOwner { .. }
+    ) {
         return Err(WriteError::Invalid(Invalid::NotOperator));
     }
     if let Command::ApplyService(spec) = command {
@@ -161,6 +165,7 @@ impl fmt::Display for ApplyError {
                 write!(f, "epoch {epoch} is not the slot's current {current}")
             }
             Self::TooManyDraining => write!(f, "too many draining nodes"),
+            Self::Address(e) => write!(f, "address: {e:?}"),
         }
     }
 }

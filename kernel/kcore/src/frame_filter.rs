@@ -72,6 +72,41 @@ pub struct LocalAddrs {
     pub ipv4: [u8; 4],
     /// The subnet's broadcast address (e.g. 169.254.77.255).
     pub ipv4_broadcast: [u8; 4],
+    /// Service addresses this node answers for now (the front door's VIPs): the first
+    /// `extra_len` entries count.
+    pub extra: [[u8; 4]; EXTRA_ADDRS_MAX],
+    pub extra_len: usize,
+}
+
+/// Most service addresses one node answers for at once (a bound on the filter's work per
+/// frame; the front door counts what does not fit).
+pub const EXTRA_ADDRS_MAX: usize = 7;
+
+impl LocalAddrs {
+    /// Addresses for a node with no service addresses.
+    pub const fn new(mac: [u8; 6], ipv4: [u8; 4], ipv4_broadcast: [u8; 4]) -> Self {
+        Self {
+            mac,
+            ipv4,
+            ipv4_broadcast,
+            extra: [[0; 4]; EXTRA_ADDRS_MAX],
+            extra_len: 0,
+        }
+    }
+
+    /// Whether `ip` is one of this node's unicast addresses (its own or a service's).
+    pub fn is_ours(&self, ip: &[u8]) -> bool {
+        ip == self.ipv4
+            || self.extra[..self.extra_len.min(EXTRA_ADDRS_MAX)]
+                .iter()
+                .any(|a| ip == a)
+    }
+
+    /// Replaces the service addresses (at most [`EXTRA_ADDRS_MAX`]; the rest are ignored).
+    pub fn set_extra(&mut self, addrs: &[[u8; 4]]) {
+        self.extra_len = addrs.len().min(EXTRA_ADDRS_MAX);
+        self.extra[..self.extra_len].copy_from_slice(&addrs[..self.extra_len]);
+    }
 }
 
 /// Accepts a frame for the stack, or says why not.
@@ -103,7 +138,7 @@ fn check_arp(arp: &[u8], local: &LocalAddrs) -> Result<(), DropReason> {
     if htype != 1 || ptype != ETHERTYPE_IPV4 || hlen != 6 || plen != 4 || !(op == 1 || op == 2) {
         return Err(DropReason::BadArp);
     }
-    if arp[24..28] != local.ipv4 {
+    if !local.is_ours(&arp[24..28]) {
         return Err(DropReason::NotOurIp);
     }
     Ok(())
@@ -122,10 +157,34 @@ fn check_ipv4(ip: &[u8], local: &LocalAddrs) -> Result<(), DropReason> {
         return Err(DropReason::BadIpv4);
     }
     let dst = &ip[16..20];
-    if dst != local.ipv4 && dst != local.ipv4_broadcast && dst != [255; 4] {
+    if !local.is_ours(dst) && dst != local.ipv4_broadcast && dst != [255; 4] {
         return Err(DropReason::NotOurIp);
     }
     Ok(())
+}
+
+/// Bytes of an Ethernet frame carrying one ARP packet.
+pub const ARP_FRAME_LEN: usize = ETH_HEADER_LEN + ARP_LEN;
+
+/// A gratuitous ARP announcement (RFC 5227 §2.4): a broadcast ARP request whose sender and
+/// target protocol addresses are both `ip`, sent by the node that now answers for `ip`, so
+/// every neighbour that caches `ip` re-points it at `mac` without asking.
+pub fn announcement(mac: [u8; 6], ip: [u8; 4]) -> [u8; ARP_FRAME_LEN] {
+    let mut f = [0u8; ARP_FRAME_LEN];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    let arp = &mut f[ETH_HEADER_LEN..];
+    arp[0..2].copy_from_slice(&1u16.to_be_bytes());
+    arp[2..4].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+    arp[4] = 6;
+    arp[5] = 4;
+    arp[6..8].copy_from_slice(&1u16.to_be_bytes());
+    arp[8..14].copy_from_slice(&mac);
+    arp[14..18].copy_from_slice(&ip);
+    // Target hardware address stays zero, as in a request.
+    arp[24..28].copy_from_slice(&ip);
+    f
 }
 
 /// The RFC 1071 ones'-complement sum, folded and complemented: 0 over a header whose
@@ -147,11 +206,47 @@ mod tests {
     use super::*;
     use alloc::vec::Vec;
 
-    const LOCAL: LocalAddrs = LocalAddrs {
-        mac: [0x52, 0x54, 0, 0, 0, 2],
-        ipv4: [169, 254, 77, 2],
-        ipv4_broadcast: [169, 254, 77, 255],
-    };
+    const LOCAL: LocalAddrs = LocalAddrs::new(
+        [0x52, 0x54, 0, 0, 0, 2],
+        [169, 254, 77, 2],
+        [169, 254, 77, 255],
+    );
+
+    #[test]
+    fn an_announcement_is_a_broadcast_request_for_the_address_itself() {
+        let vip = [169, 254, 77, 200];
+        let f = announcement([0x52, 0x54, 0, 0, 0, 7], vip);
+        assert_eq!(&f[0..6], &[0xff; 6]);
+        assert_eq!(&f[6..12], &[0x52, 0x54, 0, 0, 0, 7]);
+        assert_eq!(&f[12..14], &[0x08, 0x06]);
+        assert_eq!(&f[20..22], &[0, 1], "a request");
+        assert_eq!(&f[28..32], &vip, "sender address");
+        assert_eq!(&f[38..42], &vip, "target address");
+        // A node answering for the address accepts it; the others drop it as not theirs.
+        let mut owner = LOCAL;
+        owner.set_extra(&[vip]);
+        assert_eq!(classify(&f, &owner), Ok(()));
+        assert_eq!(classify(&f, &LOCAL), Err(DropReason::NotOurIp));
+    }
+
+    #[test]
+    fn service_addresses_are_ours_only_while_set() {
+        let vip = [169, 254, 77, 200];
+        let mut local = LOCAL;
+        let arp_frame = eth([0xff; 6], 0x0806, &arp(vip));
+        let ip_frame = eth(LOCAL.mac, 0x0800, &ipv4(vip, 8));
+        assert_eq!(classify(&arp_frame, &local), Err(DropReason::NotOurIp));
+        assert_eq!(classify(&ip_frame, &local), Err(DropReason::NotOurIp));
+        local.set_extra(&[[169, 254, 77, 201], vip]);
+        assert_eq!(classify(&arp_frame, &local), Ok(()));
+        assert_eq!(classify(&ip_frame, &local), Ok(()));
+        local.set_extra(&[]);
+        assert_eq!(classify(&ip_frame, &local), Err(DropReason::NotOurIp));
+        // More than fit: the surplus is ignored, never out of bounds.
+        local.set_extra(&[vip; 20]);
+        assert_eq!(local.extra_len, EXTRA_ADDRS_MAX);
+        assert_eq!(classify(&ip_frame, &local), Ok(()));
+    }
 
     fn eth(dst: [u8; 6], ethertype: u16, body: &[u8]) -> Vec<u8> {
         let mut f = Vec::from(dst);

@@ -12,6 +12,7 @@ extern crate alloc;
 
 pub mod byte_ring;
 pub mod crash_record;
+pub mod dns;
 pub mod event_ring;
 pub mod fd_table;
 pub mod frame_filter;

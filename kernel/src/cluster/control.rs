@@ -196,11 +196,20 @@ fn drive(with_cells: bool, input: impl FnOnce(&mut ControlNode, &Observed)) {
     let outputs = without_interrupts(|| {
         let mut guard = CONTROL.lock();
         let Some(control) = guard.as_mut() else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         input(control, &obs);
-        control.drain()
+        // What this node answers for follows every input that read the cell table (a
+        // commit, a verdict, a tick, a message): whether a replica runs here needs it.
+        let front = table
+            .as_deref()
+            .map(|rows| super::frontdoor::plan(control, &obs, Some(rows)));
+        (control.drain(), front)
     });
+    let (outputs, front) = outputs;
+    if let Some(front) = front {
+        crate::netstack::frontdoor::configure(front);
+    }
     for output in outputs {
         execute(output);
     }
@@ -366,6 +375,12 @@ fn describe(command: &Command) -> String {
         Command::SetDraining { node, draining } => {
             format!("drain {} {draining}", peers::name_of(*node))
         }
+        Command::Expose { service, port } => format!("expose {service} port={port}"),
+        Command::SetOwner {
+            service,
+            node,
+            epoch,
+        } => format!("owner {service} -> {} epoch={epoch}", peers::name_of(*node)),
     }
 }
 
@@ -402,6 +417,12 @@ fn commit_event(index: u64, command: &Command) -> EventKind {
             reason.as_str(),
         ),
         Command::SetDraining { node, .. } => ("drain", "", 0, *node, 0, "-"),
+        Command::Expose { service, port } => ("expose", service.as_str(), *port, 0, 0, "-"),
+        Command::SetOwner {
+            service,
+            node,
+            epoch,
+        } => ("owner", service.as_str(), 0, *node, *epoch, "-"),
     };
     EventKind::XylemCommit {
         index,
@@ -514,6 +535,20 @@ pub fn status() -> Option<StatusInput> {
             .as_ref()
             .map(|c| c.status(&obs, &peers::name_of))
     })
+}
+
+/// The services' committed addresses (docs/front-door.md).
+pub fn addresses() -> Vec<(String, xylem::frontdoor::Address)> {
+    without_interrupts(|| {
+        CONTROL.lock().as_ref().map(|c| {
+            c.desired()
+                .addresses()
+                .iter()
+                .map(|(s, a)| (String::from(s), *a))
+                .collect()
+        })
+    })
+    .unwrap_or_default()
 }
 
 /// The local cell serving `name` (`web/1@7`), if this node runs it.

@@ -5,6 +5,7 @@
 
 pub mod consensus;
 pub mod control;
+pub mod frontdoor;
 pub mod membership;
 pub mod peers;
 pub mod storage;

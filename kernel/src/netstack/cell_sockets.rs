@@ -31,7 +31,7 @@
 //!
 //! Errors are `cell::abi::Errno` values (Linux numbering); nothing here panics on input.
 
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use cell::abi::{self, Errno, Shutdown, SockAddrV4, SocketKind, POLLERR, POLLHUP, POLLIN, POLLOUT};
 use core::task::Waker;
@@ -97,6 +97,13 @@ pub struct Ports {
     tcp: BTreeSet<u16>,
     udp: BTreeSet<u16>,
     next_ephemeral: u16,
+    /// Service ports (docs/front-door.md): TCP ports several cells may bind at once, like
+    /// SO_REUSEPORT, so two replicas of one service can run on one node (after a failover)
+    /// and both listen. Each port belongs to one service cluster-wide (`Expose` refuses a
+    /// port another service has), so sharing never mixes services.
+    shared: BTreeSet<u16>,
+    /// Holders of each shared port now.
+    shared_holders: BTreeMap<u16, u32>,
 }
 
 /// A socket that was closed and is finishing (FIN exchange or RST) in the `net` task.
@@ -144,6 +151,22 @@ impl CellNet {
         self.budget.max_bytes / UDP_SOCKET_BYTES.min(TCP_SOCKET_BYTES)
     }
 
+    /// An ephemeral TCP port for a kernel connection (the front door's proxy), from the
+    /// same pool as the cells', so the two never collide.
+    pub fn take_ephemeral_tcp(&mut self) -> Option<u16> {
+        self.ports.take(Proto::Tcp, 0).ok()
+    }
+
+    /// The service ports several cells may listen on at once (see [`Ports`]).
+    pub fn set_shared_tcp_ports(&mut self, ports: &[u16]) {
+        self.ports.shared = ports.iter().copied().collect();
+    }
+
+    /// Gives back a port from [`CellNet::take_ephemeral_tcp`].
+    pub fn give_back_tcp(&mut self, port: u16) {
+        self.ports.give_back(Proto::Tcp, port);
+    }
+
     /// Closing sockets not yet removed.
     pub fn lingering(&self) -> usize {
         self.lingering.len()
@@ -172,6 +195,17 @@ impl Ports {
 
     /// Takes `port`, or an ephemeral one for 0.
     fn take(&mut self, proto: Proto, port: u16) -> Result<u16, Errno> {
+        if proto == Proto::Tcp
+            && port != 0
+            && self.shared.contains(&port)
+            && !self.tcp.contains(&port)
+        {
+            *self.shared_holders.entry(port).or_insert(0) += 1;
+            return Ok(port);
+        }
+        if proto == Proto::Tcp && self.shared_holders.contains_key(&port) {
+            return Err(Errno::EADDRINUSE);
+        }
         if port != 0 {
             return if self.set(proto).insert(port) {
                 Ok(port)
@@ -187,7 +221,8 @@ impl Ports {
             } else {
                 candidate + 1
             };
-            if self.set(proto).insert(candidate) {
+            let shared_held = proto == Proto::Tcp && self.shared_holders.contains_key(&candidate);
+            if !shared_held && self.set(proto).insert(candidate) {
                 return Ok(candidate);
             }
         }
@@ -195,6 +230,15 @@ impl Ports {
     }
 
     fn give_back(&mut self, proto: Proto, port: u16) {
+        if proto == Proto::Tcp {
+            if let Some(n) = self.shared_holders.get_mut(&port) {
+                *n -= 1;
+                if *n == 0 {
+                    self.shared_holders.remove(&port);
+                }
+                return;
+            }
+        }
         if port != 0 {
             let held = self.set(proto).remove(&port);
             debug_assert!(held, "{proto:?} port {port} released twice");
@@ -312,7 +356,7 @@ impl Stack {
         self.sockets.get_mut::<udp::Socket>(handle)
     }
 
-    fn local_ip(&self) -> Ipv4Address {
+    pub(super) fn local_ip(&self) -> Ipv4Address {
         Ipv4Address::from(self.device.local.ipv4)
     }
 

@@ -23,6 +23,7 @@
 
 pub mod cell_sockets;
 mod device;
+pub mod frontdoor;
 mod neighbors;
 pub mod ping;
 pub mod tls;
@@ -87,6 +88,8 @@ pub struct Stack {
     pub(crate) pinger: ping::Pinger,
     /// Cells' sockets: budget, ports, closing streams (`cell_sockets`).
     pub(crate) cells: cell_sockets::CellNet,
+    /// Service addresses, the proxy and DNS (`frontdoor`).
+    pub(crate) front: frontdoor::FrontDoor,
     /// When the peers' static neighbour entries are next refreshed (`neighbors`).
     neighbors_due_us: u64,
     /// Mutual-TLS sessions with the peers (empty unless datagrams are sealed).
@@ -178,11 +181,7 @@ fn try_start() -> Result<(), StartError> {
         );
     }
     let broadcast = Ipv4Address::new(SUBNET[0], SUBNET[1], SUBNET[2], 255);
-    let local = LocalAddrs {
-        mac,
-        ipv4: ip.octets(),
-        ipv4_broadcast: broadcast.octets(),
-    };
+    let local = LocalAddrs::new(mac, ip.octets(), broadcast.octets());
     transport::init_inboxes();
     let stack = build_stack(id, ip, device::Device::new(nic, local));
     without_interrupts(|| *STACK.lock() = Some(stack));
@@ -205,19 +204,24 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
             .push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN))
             .expect("one address fits");
     });
+    frontdoor::prepare(&mut iface, ip);
     // Sized once for every socket the node may ever hold (the kernel's two, the TLS links',
-    // and the cells' most, `cell_sockets::CellNet::sockets_max`), so adding a socket never
-    // reallocates:
-    // no growth under load, and no infallible allocation that could fail.
-    let cells = cell_sockets::CellNet::new(cell_socket_budget_bytes(), &[transport::PORT]);
+    // the front door's and the cells' most, `cell_sockets::CellNet::sockets_max`), so
+    // adding a socket never reallocates: no growth under load, and no infallible
+    // allocation that could fail.
+    let cells = cell_sockets::CellNet::new(
+        cell_socket_budget_bytes(),
+        &[transport::PORT, kcore::dns::PORT],
+    );
     // The TLS manager's sockets: at most one per peer plus its spare listeners.
     let tls_sockets = crate::cluster::peers::get().len() + tls::SPARE_LISTENERS;
     let mut sockets = SocketSet::new(alloc::vec::Vec::with_capacity(
-        cells.sockets_max() + 2 + tls_sockets,
+        cells.sockets_max() + 2 + tls_sockets + frontdoor::FrontDoor::SOCKETS_MAX,
     ));
     let udp = sockets.add(transport::new_socket());
     let icmp = sockets.add(ping::new_socket());
     let tls = tls::Manager::new(&mut sockets);
+    let front = frontdoor::FrontDoor::new(frontdoor::dns::Dns::bind(&mut sockets));
     Stack {
         iface,
         sockets,
@@ -227,6 +231,7 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
         transport: transport::Service::new(id),
         pinger: ping::Pinger::new(),
         cells,
+        front,
         neighbors_due_us: 0,
         tls,
     }
@@ -345,6 +350,7 @@ impl Stack {
             .sockets
             .get_mut::<smoltcp::socket::icmp::Socket>(self.icmp);
         self.pinger.service(icmp, now_us);
+        self.serve_front_door(now_us);
         let (tls_work, tls_at) =
             self.tls
                 .service(self.iface.context(), &mut self.sockets, &mut self.transport);
@@ -366,6 +372,7 @@ impl Stack {
             self.transport.deadline_us(),
             self.pinger.deadline_us(),
             self.cells.deadline_us(),
+            self.front.deadline_us(),
             Some(self.neighbors_due_us),
             tls_at,
         ]

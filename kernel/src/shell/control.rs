@@ -23,8 +23,8 @@ pub const COMMANDS: &[ShellCommand] = &[
     },
     ShellCommand {
         name: "xylem",
-        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--fence] | scale <svc> <N> | delete <svc> | events [N] [--json] | stats",
-        help: "the control plane: services, replicas, failover; writes answer once committed",
+        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--fence] [--port P] | expose <svc> <port> | scale <svc> <N> | delete <svc> | events [N] [--json] | stats",
+        help: "the control plane: services, replicas, failover, addresses; writes answer once committed",
         run: xylem,
     },
 ];
@@ -340,6 +340,10 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
         Some((&"delete", [name])) => submit(Command::Delete {
             name: name.to_string(),
         }),
+        Some((&"expose", [name, port])) => submit(Command::Expose {
+            service: name.to_string(),
+            port: parse_port(port)?,
+        }),
         Some((&"stats", [])) => {
             let median = control::tick_us_median().map_or(String::from("-"), |us| format!("{us}"));
             crate::println!("control_tick_us_median {median}");
@@ -373,6 +377,7 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
     }
     let (mut payload, mut replicas, mut restart, mut call_args) =
         (None, 1u16, RestartPolicy::OnFailure, Vec::new());
+    let mut port = None;
     let mut fenced = false;
     let mut i = 0;
     while i < rest.len() {
@@ -383,6 +388,7 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
         };
         match rest[i] {
             "--payload" => payload = Some(value(i)?),
+            "--port" => port = Some(parse_port(value(i)?)?),
             "--replicas" => {
                 replicas = value(i)?
                     .parse()
@@ -418,7 +424,22 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
     spec.args = call_args;
     spec.restart = restart;
     spec.fenced = fenced;
-    submit(Command::ApplyService(spec))
+    submit(Command::ApplyService(spec))?;
+    // Writes answer once committed: the service exists now, and gets its address.
+    match port {
+        Some(port) => submit(Command::Expose {
+            service: name.to_string(),
+            port,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16, CommandError> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| failed(format!("'{text}' is not a port (1-65535)")))
 }
 
 /// Submits a write and answers only with its outcome: `committed at index N`, or an error
@@ -468,7 +489,32 @@ fn events(args: &[&str]) -> Result<(), CommandError> {
 /// Builds the `xylem status` screen from the control node's status model.
 pub fn render_status() -> String {
     match control::status() {
-        Some(input) => status::render(&input),
+        Some(input) => {
+            let mut text = status::render(&input);
+            text.push_str(&render_addresses());
+            text
+        }
         None => String::from("the control plane is not running\n"),
     }
+}
+
+/// The services' stable addresses (docs/front-door.md): one line each, with the committed
+/// owner and its epoch.
+fn render_addresses() -> String {
+    let rows = control::addresses();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("ADDRESSES\n");
+    for (service, a) in rows {
+        let ip = a.ip();
+        let owner = a.owner.map_or(String::from("-"), |o| {
+            format!("{} epoch {}", peers::name_of(o.node), o.epoch)
+        });
+        out.push_str(&format!(
+            "  {service:<16} {}.{}.{}.{}:{:<5}  {service}.xylem  owner {owner}\n",
+            ip[0], ip[1], ip[2], ip[3], a.port
+        ));
+    }
+    out
 }

@@ -1,4 +1,4 @@
-//! Network commands: net, pci, peers, ping, netbench.
+//! Network commands: net, pci, peers, ping, netbench, frontdoor.
 
 use alloc::format;
 use alloc::string::String;
@@ -35,6 +35,12 @@ pub const COMMANDS: &[Command] = &[
         usage: "ping <node|ip> [count 1-1000]",
         help: "ICMP echo with per-reply RTT",
         run: ping,
+    },
+    Command {
+        name: "frontdoor",
+        usage: "frontdoor",
+        help: "service addresses this node answers for, the proxy, DNS",
+        run: frontdoor,
     },
     Command {
         name: "netbench",
@@ -363,5 +369,88 @@ fn pci(args: &[&str]) -> Result<(), CommandError> {
             pin
         );
     }
+    Ok(())
+}
+
+/// `frontdoor`: what this node answers for, and the proxy's and DNS's counters.
+fn frontdoor(args: &[&str]) -> Result<(), CommandError> {
+    if !args.is_empty() {
+        return Err(CommandError::Usage);
+    }
+    let Some((plan, counters, suppressed, proxy, sizes, dns)) = netstack::with_stack(|s| {
+        (
+            s.front.plan().clone(),
+            s.front.counters,
+            s.front.announcements_suppressed(),
+            s.front.proxy.counters,
+            s.front.proxy.sizes(),
+            s.front.dns.counters,
+        )
+    }) else {
+        crate::println!("frontdoor: no network card");
+        return Ok(());
+    };
+    crate::println!("frontdoor: answering {} address(es)", plan.owned.len());
+    for o in &plan.owned {
+        let mut how = String::from(if o.local { "local" } else { "proxy" });
+        let names: alloc::vec::Vec<String> = o
+            .backends
+            .iter()
+            .map(|b| crate::cluster::peers::name_of(*b))
+            .collect();
+        if !names.is_empty() {
+            let _ = write!(how, " -> {}", names.join(","));
+        }
+        crate::println!(
+            "  {}:{}  {}  epoch {}  {}",
+            Ipv4Address::from(o.ip),
+            o.port,
+            o.service,
+            o.epoch,
+            how
+        );
+    }
+    let mut names = String::new();
+    for (n, ip) in &plan.names {
+        let _ = write!(names, " {n}={}", Ipv4Address::from(*ip));
+    }
+    crate::println!(
+        "names:{}",
+        if names.is_empty() { " (none)" } else { &names }
+    );
+    crate::println!(
+        "addresses: added {} removed {} overflow {}  announcements: sent {} failed {} suppressed {}",
+        counters.addresses_added,
+        counters.addresses_removed,
+        counters.addresses_overflow,
+        counters.announcements,
+        counters.announcements_failed,
+        suppressed
+    );
+    crate::println!(
+        "proxy: pairs {} listeners {} closing {}  accepted {} relayed {} up {} B down {} B  backend_failures {} no_backend {} full {} idle {} no_memory {}",
+        sizes.0,
+        sizes.1,
+        sizes.2,
+        proxy.accepted,
+        proxy.relayed,
+        proxy.bytes_up,
+        proxy.bytes_down,
+        proxy.backend_failures,
+        proxy.no_backend,
+        proxy.full,
+        proxy.idle,
+        proxy.no_memory
+    );
+    crate::println!(
+        "dns: answers {} nxdomain {} nodata {} formerr {} notimp {} ignored {} send_failed {}",
+        dns.answers,
+        dns.nxdomain,
+        dns.nodata,
+        dns.formerr,
+        dns.notimp,
+        dns.ignored,
+        dns.send_failed
+    );
     Ok(())
 }

@@ -47,6 +47,13 @@ pub enum Bench {
     RaftSim,
     /// raft_commit_us, raft_failover_ms (3 voters, virtio-blk disks).
     Raft,
+    /// client_outage_ms_{replica,owner}, client_failed_requests_{replica,owner}: a client
+    /// through the gateway across SIGKILL of a non-owner replica node and of the owner.
+    ServiceFailover {
+        /// Runs of each case (the medians are printed).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// tls_handshake_ms, transport_rtt_us and failover_ms with and without node
     /// authentication, in the same run.
     Trust,
@@ -70,6 +77,7 @@ pub fn cmd_bench(which: &Bench) -> Result<(), String> {
         Bench::MembershipSim => crate::bench_cluster::simulator("sim-swim"),
         Bench::RaftSim => crate::bench_cluster::simulator("sim-raft"),
         Bench::Raft => crate::bench_raft::raft(),
+        Bench::ServiceFailover { runs } => crate::bench_frontdoor::service_failover(*runs),
         Bench::Trust => crate::bench_trust::trust(),
     }
 }

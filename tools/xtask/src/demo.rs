@@ -1,13 +1,17 @@
 //! `cargo xtask demo`: the thesis in one run. Two workers and a witness boot on the fabric;
-//! a service at replicas=2 gets one cell on each worker; worker-2's QEMU is SIGKILLed; the
-//! survivor's kernel observes node_down, the Raft group commits the new assignment, and the
-//! replacement cell runs. Then worker-2 comes back and the cluster stays at exactly 2.
+//! a service `web` (the `http` payload, port 80) at replicas=2 gets one cell on each worker
+//! and a stable address that the host reaches through the gateway; a client on the host
+//! fetches `GET /` every 20 ms; worker-2's QEMU is SIGKILLed; the survivor's kernel
+//! observes node_down, the Raft group commits the new assignment, and the replacement cell
+//! runs, while the client keeps getting answers. Then worker-2 comes back and the cluster
+//! stays at exactly 2.
 //! Last, the run's timeline (`cargo xtask timeline`) is written and its path printed.
 
 use std::time::Duration;
 
 use qemu_tests::cluster::Cluster;
 use qemu_tests::scenarios::control::{self, measure_failover};
+use qemu_tests::scenarios::frontdoor::{self, Prober, Sample};
 use qemu_tests::scenarios::membership::wait_all_alive;
 
 use crate::image;
@@ -45,19 +49,36 @@ pub fn cmd_demo() -> Result<(), String> {
 fn run(env: &qemu_tests::Env) -> Result<(), String> {
     let e = |err: qemu_tests::HarnessError| err.to_string();
     println!("==> booting worker-1, worker-2 and witness (64 MiB each, TCG) on the virtual switch");
-    let mut cluster = control::start(env, "demo", 1).map_err(e)?;
-    let leader = control::wait_leader(&mut cluster, &[1, 2, 3]).map_err(e)?;
+    println!("==> xylem apply web --payload http --replicas 2 --port 80   (on worker-1)");
+    let mut rig = frontdoor::start(env, "demo", 1).map_err(e)?;
+    let leader = control::wait_leader(&mut rig.cluster, &[1, 2, 3]).map_err(e)?;
     println!("    membership converged; Raft leader: node {leader}");
-    println!("\n==> xylem apply web --payload hello --replicas 2   (on worker-1)");
-    control::apply(&mut cluster, "web", 2).map_err(e)?;
-    control::wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"]).map_err(e)?;
-    show(&mut cluster, 1, "xylem status")?;
-
+    let (owner, epoch) = rig.wait_owner(&[1, 2, 3], |o| o.is_some()).map_err(e)?;
     println!(
-        "\n==> SIGKILL worker-2 (QEMU pid {})",
-        cluster.node(2).pid()
+        "    web.xylem = {} (DNS on every node), answered by node {owner} at epoch {epoch}",
+        frontdoor::WEB_VIP
     );
-    let f = measure_failover(&mut cluster, libc::SIGKILL, "web").map_err(e)?;
+    println!(
+        "    gateway: http://{}/ -> {}:80",
+        rig.gateway.listen,
+        frontdoor::WEB_VIP
+    );
+    show(&mut rig.cluster, 1, "xylem status")?;
+    show(&mut rig.cluster, owner, "frontdoor")?;
+
+    println!("\n==> a client on the host: GET / through the gateway every 20 ms");
+    let prober = Prober::start(rig.gateway.listen);
+    std::thread::sleep(Duration::from_secs(1));
+    println!(
+        "==> SIGKILL worker-2 (QEMU pid {})",
+        rig.cluster.node(2).pid()
+    );
+    let killed_at = std::time::Instant::now();
+    let f = measure_failover(&mut rig.cluster, libc::SIGKILL, "web").map_err(e)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let samples = prober.finish();
+    let v = frontdoor::verdict(&samples);
+    print_client(&samples, killed_at);
     println!("    what worker-1's kernel saw (ms after the kill, from its COM2 event log):");
     println!(
         "    {:>7.0} ms  node_down peer=worker-2        (SWIM verdict, a kernel event)",
@@ -71,17 +92,21 @@ fn run(env: &qemu_tests::Env) -> Result<(), String> {
         "    {:>7.0} ms  cell_start web/1 on worker-1   (replacement running in ring 3)",
         f.cell_running_ms
     );
-    control::wait_running(&mut cluster, 1, "web", &["worker-1", "worker-1"]).map_err(e)?;
-    show(&mut cluster, 1, "xylem status")?;
+    let cluster = &mut rig.cluster;
+    control::wait_running(cluster, 1, "web", &["worker-1", "worker-1"]).map_err(e)?;
+    show(cluster, 1, "xylem status")?;
     let mem = cluster.node(1).command("mem", CMD).map_err(e)?;
 
     println!("\n==> restarting worker-2: it rejoins, runs nothing stale, the cluster stays at 2");
     cluster.restart(2).map_err(e)?;
-    wait_all_alive(&mut cluster, &[1, 2, 3]).map_err(e)?;
-    control::wait_running(&mut cluster, 1, "web", &["worker-1", "worker-1"]).map_err(e)?;
-    show(&mut cluster, 2, "xylem status")?;
+    wait_all_alive(cluster, &[1, 2, 3]).map_err(e)?;
+    control::wait_running(cluster, 1, "web", &["worker-1", "worker-1"]).map_err(e)?;
+    show(cluster, 2, "xylem status")?;
+    println!("    through the gateway after the rejoin: {:?}", rig.get());
 
     println!("\nMETRIC failover_ms {:.0} ms", f.cell_running_ms);
+    println!("METRIC client_outage_ms {:.0} ms", v.outage_ms);
+    println!("METRIC client_failed_requests {} count", v.failed);
     // `mem` prints "frames: … used N (K KiB)" and "heap:   used K KiB of …".
     let frames_line = mem.lines().find(|l| l.starts_with("frames:")).unwrap_or("");
     let heap_line = mem.lines().find(|l| l.starts_with("heap:")).unwrap_or("");
@@ -98,6 +123,58 @@ fn run(env: &qemu_tests::Env) -> Result<(), String> {
         println!("METRIC node_frames_used_kib {kib} KiB");
     }
     Ok(())
+}
+
+/// The client's answers: a few before the kill, every one around it, a few after.
+fn print_client(samples: &[Sample], killed_at: std::time::Instant) {
+    let ms = |s: &Sample| {
+        if s.started >= killed_at {
+            s.started.duration_since(killed_at).as_secs_f64() * 1000.0
+        } else {
+            -(killed_at.duration_since(s.started).as_secs_f64() * 1000.0)
+        }
+    };
+    let line = |s: &Sample| {
+        let what = match &s.outcome {
+            Ok(node) => format!("200 node={node}"),
+            Err(e) => format!("FAILED {e}"),
+        };
+        let conn = if s.keepalive {
+            "keep-alive"
+        } else {
+            "new conn"
+        };
+        println!(
+            "    {:>+7.0} ms  {conn:<10}  {what}  ({:.0} ms)",
+            ms(s),
+            s.done.duration_since(s.started).as_secs_f64() * 1000.0
+        );
+    };
+    let mut by_start: Vec<&Sample> = samples.iter().collect();
+    by_start.sort_by_key(|s| s.started);
+    println!("    client (ms from the kill; answers fetched through the gateway):");
+    let before: Vec<_> = by_start.iter().filter(|s| ms(s) < -100.0).collect();
+    for s in before.iter().rev().take(3).rev() {
+        line(s);
+    }
+    println!("    ...");
+    for s in by_start
+        .iter()
+        .filter(|s| (-100.0..1500.0).contains(&ms(s)))
+    {
+        if s.outcome.is_err() || (ms(s) as u64) % 200 < 20 {
+            line(s);
+        }
+    }
+    println!("    ...");
+    for s in by_start.iter().rev().take(3).rev() {
+        line(s);
+    }
+    let v = frontdoor::verdict(samples);
+    println!(
+        "    {} answers, {} failed; longest gap between two answers {:.0} ms",
+        v.ok, v.failed, v.outage_ms
+    );
 }
 
 fn show(cluster: &mut Cluster, id: u64, line: &str) -> Result<(), String> {

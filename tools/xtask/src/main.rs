@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_cluster;
+mod bench_frontdoor;
 mod bench_raft;
 mod bench_trust;
 mod demo;
@@ -74,6 +75,10 @@ pub struct RunArgs {
     /// target/xylem/run/<name>/.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
     pub nodes: Option<u16>,
+    /// Give the host a service: SERVICE:HOSTPORT[:PORT] relays http://127.0.0.1:HOSTPORT/ to
+    /// the service's address (PORT, default 80) through a gateway on the fabric. Repeatable.
+    #[arg(long, value_name = "SERVICE:HOSTPORT[:PORT]", value_parser = crate::run::parse_expose)]
+    pub expose: Vec<crate::run::Expose>,
     /// Extra arguments for QEMU (after --).
     #[arg(last = true, value_name = "QEMU-ARGS")]
     pub qemu_args: Vec<String>,

@@ -29,6 +29,8 @@ pub struct DeviceStats {
     pub tx_frames: u64,
     /// Frames the fabric socket refused (its queue was full); smoltcp retransmits.
     pub tx_dropped: u64,
+    /// Gratuitous ARP announcements turned into replies addressed to us.
+    pub announcements: u64,
 }
 
 /// One fabric port.
@@ -36,6 +38,9 @@ pub struct PortDevice {
     socket: UnixDatagram,
     /// Where frames go: the switch's socket for this port.
     switch: std::path::PathBuf,
+    /// This port's own MAC and IPv4 address (for [`learn_announcement`]).
+    mac: [u8; 6],
+    ip: [u8; 4],
     pub stats: DeviceStats,
 }
 
@@ -51,6 +56,8 @@ impl PortDevice {
         Ok(PortDevice {
             socket,
             switch: crate::fabric::switch_path(fabric_dir, port),
+            mac: super::fabric_mac(port),
+            ip: super::fabric_ip(port).octets(),
             stats: DeviceStats::default(),
         })
     }
@@ -80,6 +87,32 @@ pub fn wait_fd(fd: RawFd, timeout: Duration) {
     unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
 }
 
+/// Turns a gratuitous ARP announcement (sender address = target address, RFC 5227) into
+/// an ARP reply from the same sender addressed to us, in place; true if it did.
+///
+/// Why: smoltcp learns a neighbour only from ARP packets whose target is one of its own
+/// addresses, so it ignores announcements, and would keep sending to a service address's
+/// old owner until its cache entry expires (60 s). A Linux host updates an existing entry
+/// from an announcement; rewriting it here gives the gateway the same behaviour. The
+/// kernel's own static neighbours (`netstack::neighbors`) use the same trick.
+pub fn learn_announcement(frame: &mut [u8], mac: [u8; 6], ip: [u8; 4]) -> bool {
+    const ARP: usize = 14;
+    let is_arp = frame.len() >= ARP + 28
+        && frame[12..14] == [0x08, 0x06]
+        && frame[ARP..ARP + 6] == [0, 1, 0x08, 0, 6, 4];
+    if !is_arp || frame[ARP + 14..ARP + 18] != frame[ARP + 24..ARP + 28] {
+        return false;
+    }
+    if frame[ARP + 14..ARP + 18] == ip {
+        return false;
+    }
+    frame[0..6].copy_from_slice(&mac);
+    frame[ARP + 6..ARP + 8].copy_from_slice(&[0, 2]);
+    frame[ARP + 18..ARP + 24].copy_from_slice(&mac);
+    frame[ARP + 24..ARP + 28].copy_from_slice(&ip);
+    true
+}
+
 /// A received frame.
 pub struct RxToken {
     frame: Vec<u8>,
@@ -100,6 +133,9 @@ impl phy::Device for PortDevice {
             Ok(len) => {
                 frame.truncate(len);
                 self.stats.rx_frames += 1;
+                if learn_announcement(&mut frame, self.mac, self.ip) {
+                    self.stats.announcements += 1;
+                }
                 Some((RxToken { frame }, TxToken { device: self }))
             }
             Err(_) => None,
@@ -152,5 +188,33 @@ impl phy::TxToken for TxToken<'_> {
         }
         self.device.stats.tx_dropped += 1;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announcement_becomes_a_reply_to_us_and_nothing_else_changes() {
+        let me_mac = [0x52, 0x54, 0, 0, 0, 0xfa];
+        let me_ip = [169, 254, 77, 250];
+        let vip = [169, 254, 77, 200];
+        let owner = [0x52, 0x54, 0, 0, 0, 2];
+        let mut f = kcore::frame_filter::announcement(owner, vip).to_vec();
+        assert!(learn_announcement(&mut f, me_mac, me_ip));
+        assert_eq!(&f[0..6], &me_mac);
+        assert_eq!(&f[20..22], &[0, 2], "a reply");
+        assert_eq!(&f[22..28], &owner, "from the new owner");
+        assert_eq!(&f[28..32], &vip);
+        assert_eq!(&f[32..38], &me_mac);
+        assert_eq!(&f[38..42], &me_ip);
+        // A plain request for someone is left alone, and so are short frames.
+        let mut req = kcore::frame_filter::announcement(owner, vip).to_vec();
+        req[38..42].copy_from_slice(&[169, 254, 77, 3]);
+        let before = req.clone();
+        assert!(!learn_announcement(&mut req, me_mac, me_ip));
+        assert_eq!(req, before);
+        assert!(!learn_announcement(&mut [0u8; 20], me_mac, me_ip));
     }
 }

@@ -18,9 +18,11 @@
 //! [`HOST_ID`]), MAC `52:54:00:00:HI:LO` of that id and IP `169.254.77.<id>/24`, the same
 //! scheme as nodes (docs/networking.md). Traffic never leaves the fabric's unix sockets.
 //!
-//! A later gateway (relaying 127.0.0.1 connections into the fabric) builds on `Endpoint`.
+//! [`gateway`] relays 127.0.0.1 connections to a service's address on the fabric, the way a
+//! router in front of a real cluster would (`cargo xtask run --expose web:8080`).
 
 pub mod device;
+pub mod gateway;
 pub mod http;
 pub mod load;
 
@@ -343,6 +345,79 @@ impl HostNet {
         }
     }
 
+    /// Asks the DNS server on `server` (UDP 53) for `A <name>`; `Ok(None)` for NXDOMAIN or
+    /// no address.
+    pub fn resolve(
+        &self,
+        server: Ipv4Addr,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<Ipv4Addr>, NetError> {
+        use smoltcp::socket::udp;
+        let id = (StdInstant::now().elapsed().subsec_nanos() as u16) ^ (std::process::id() as u16);
+        let query = kcore::dns::query(id, name).ok_or(NetError::NotWritable)?;
+        let (handle, port) = self.with(|e| {
+            let port = e.take_port()?;
+            let mut socket = udp::Socket::new(
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
+            );
+            socket.bind(port).map_err(|_| NetError::NoPort)?;
+            let to = to_endpoint(SocketAddrV4::new(server, kcore::dns::PORT));
+            socket
+                .send_slice(&query, to)
+                .map_err(|_| NetError::NotWritable)?;
+            Ok::<_, NetError>((e.sockets.add(socket), port))
+        })?;
+        let answer = self.wait_for(timeout, "resolving", |e| {
+            let socket = e.sockets.get_mut::<udp::Socket>(handle);
+            let mut buf = [0u8; 1024];
+            while let Ok((n, _)) = socket.recv_slice(&mut buf) {
+                if let Some(a) = kcore::dns::parse_reply(&buf[..n], id) {
+                    return Some(a);
+                }
+            }
+            None
+        });
+        self.with(|e| {
+            e.sockets.remove(handle);
+            e.ports_in_use.remove(&port);
+        });
+        Ok(match answer? {
+            kcore::dns::Answer::Address(ip) => Some(Ipv4Addr::from(ip)),
+            kcore::dns::Answer::NxDomain | kcore::dns::Answer::Other => None,
+        })
+    }
+
+    /// Sends one UDP datagram of `bytes` to `to` from an ephemeral port, and forgets it
+    /// (for garbage tests).
+    pub fn send_udp(&self, to: SocketAddrV4, bytes: &[u8]) -> Result<(), NetError> {
+        use smoltcp::socket::udp;
+        let (handle, port) = self.with(|e| {
+            let port = e.take_port()?;
+            let mut socket = udp::Socket::new(
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0; 2048]),
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0; 2048]),
+            );
+            socket.bind(port).map_err(|_| NetError::NoPort)?;
+            socket
+                .send_slice(bytes, to_endpoint(to))
+                .map_err(|_| NetError::NotWritable)?;
+            Ok::<_, NetError>((e.sockets.add(socket), port))
+        })?;
+        // Sent once the poll took it; then the socket goes.
+        let _ = self.wait_for(Duration::from_millis(200), "sending", |e| {
+            (!e.sockets.get_mut::<udp::Socket>(handle).can_recv()
+                && e.sockets.get::<udp::Socket>(handle).send_queue() == 0)
+                .then_some(())
+        });
+        self.with(|e| {
+            e.sockets.remove(handle);
+            e.ports_in_use.remove(&port);
+        });
+        Ok(())
+    }
+
     /// Sockets that exist now and sockets still closing (for leak checks).
     pub fn socket_counts(&self) -> (usize, usize) {
         let endpoint = self.lock();
@@ -449,6 +524,23 @@ impl HostStream {
                 n => out.extend_from_slice(&buf[..n]),
             }
         }
+    }
+
+    /// Sends FIN (no more writes) but keeps reading.
+    pub fn shutdown_write(&mut self) {
+        let handle = self.handle();
+        self.net.with(|e| e.tcp(handle).close());
+    }
+
+    /// Whether the connection is fully over (both sides closed, or reset).
+    pub fn is_over(&self) -> bool {
+        let handle = self.handle();
+        self.net.with(|e| {
+            matches!(
+                e.tcp(handle).state(),
+                tcp::State::Closed | tcp::State::TimeWait
+            )
+        })
     }
 
     /// Whether the peer has closed its side (a read would return 0) or reset.

@@ -6,6 +6,7 @@ pub mod cells_net;
 mod cluster_net;
 pub mod control;
 mod crash;
+pub mod frontdoor;
 mod heal;
 mod kernel_tests;
 mod limits;
@@ -282,6 +283,31 @@ pub const ALL: &[Scenario] = &[
         name: "net-garbage-flood",
         suite: Suite::Cluster,
         run: cluster_net::garbage_flood,
+    },
+    Scenario {
+        name: "frontdoor-basics",
+        suite: Suite::Cluster,
+        run: frontdoor::basics,
+    },
+    Scenario {
+        name: "frontdoor-kill-replica",
+        suite: Suite::Cluster,
+        run: frontdoor::kill_replica,
+    },
+    Scenario {
+        name: "frontdoor-kill-owner",
+        suite: Suite::Cluster,
+        run: frontdoor::kill_owner,
+    },
+    Scenario {
+        name: "frontdoor-hang-owner",
+        suite: Suite::Cluster,
+        run: frontdoor::hang_owner,
+    },
+    Scenario {
+        name: "frontdoor-partition-owner",
+        suite: Suite::Cluster,
+        run: frontdoor::partition_owner,
     },
     Scenario {
         name: "trust-sessions",
