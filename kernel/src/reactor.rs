@@ -50,9 +50,10 @@ fn on_event(kind: &EventKind) {
         | EventKind::NodeAlive { .. } => {
             cluster::control::on_membership_change();
         }
-        EventKind::NodeSuspect { .. }
-        | EventKind::RaftRole { .. }
-        | EventKind::RaftRecovery { .. } => {}
+        EventKind::NodeSuspect { .. } | EventKind::SelfSuspect { .. } => {}
+        // Verdicts withheld while this node distrusted itself may now be due.
+        EventKind::SelfTrusted { .. } => cluster::control::on_membership_change(),
+        EventKind::RaftRole { .. } | EventKind::RaftRecovery { .. } => {}
         EventKind::XylemCommit { .. } | EventKind::XylemAction { .. } => {}
         EventKind::Boot { .. }
         | EventKind::Poweroff

@@ -60,6 +60,12 @@ pub struct Config {
     pub max_outputs: usize,
     /// Concurrent ping-req relays served for other nodes (default 64).
     pub max_relays: usize,
+    /// How late a call may come after our own deadline (or how late the driver may report
+    /// its own timer) before we conclude that *we* were not running: the driver's timer
+    /// granularity plus queueing (the kernel ticks every 10 ms). Later than this, the node
+    /// suspects itself: it drops the probe in flight, raises its health multiplier and
+    /// withholds its own verdicts for a while (default 30 ms).
+    pub late_tolerance_ms: u64,
 }
 
 impl Default for Config {
@@ -73,11 +79,11 @@ impl Config {
     pub fn lan() -> Self {
         Self {
             seed: 0,
-            probe_interval_ms: 100,
-            probe_timeout_ms: 40,
+            probe_interval_ms: 50,
+            probe_timeout_ms: 25,
             indirect_probes: 3,
-            suspicion_base_ms: 200,
-            suspicion_max_mult: 3,
+            suspicion_base_ms: 80,
+            suspicion_max_mult: 2,
             suspicion_confirmations: 3,
             retransmit_mult: 3,
             gossip_interval_ms: 20,
@@ -93,6 +99,7 @@ impl Config {
             max_message_bytes: 1200,
             max_outputs: 8192,
             max_relays: 64,
+            late_tolerance_ms: 30,
         }
     }
 
@@ -105,6 +112,7 @@ impl Config {
             gossip_interval_ms: 200,
             reconnect_interval_ms: 5_000,
             join_retry_ms: 2_000,
+            late_tolerance_ms: 300,
             ..Self::lan()
         }
     }
@@ -138,6 +146,10 @@ impl Config {
         }
         if self.max_members == 0 || self.max_outputs < 16 || self.max_relays == 0 {
             return Err(ConfigError::ZeroCapacity);
+        }
+        // A zero tolerance would make every driver's timer granularity a stall.
+        if self.late_tolerance_ms == 0 {
+            return Err(ConfigError::ZeroInterval);
         }
         Ok(())
     }
