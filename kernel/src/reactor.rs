@@ -50,9 +50,10 @@ fn on_event(kind: &EventKind) {
         | EventKind::NodeAlive { .. } => {
             cluster::control::on_membership_change();
         }
-        EventKind::NodeSuspect { .. } | EventKind::SelfSuspect { .. } => {}
-        // Verdicts withheld while this node distrusted itself may now be due.
-        EventKind::SelfTrusted { .. } => cluster::control::on_membership_change(),
+        // Withheld verdicts come out as node_down events of their own once due.
+        EventKind::NodeSuspect { .. }
+        | EventKind::SelfSuspect { .. }
+        | EventKind::SelfTrusted { .. } => {}
         EventKind::RaftRole { .. } | EventKind::RaftRecovery { .. } => {}
         EventKind::XylemCommit { .. } | EventKind::XylemAction { .. } => {}
         EventKind::Boot { .. }

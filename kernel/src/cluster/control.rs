@@ -258,9 +258,7 @@ pub fn on_membership_change() {
 
 /// The leader's scheduler: plan one round and propose it.
 pub fn plan_now() {
-    // A leader that just ran late sees stale silence everywhere: it moves nothing until
-    // its membership trusts itself again (`self_trusted` replans).
-    if !consensus::is_leader() || !has_quorum() || membership::suspects_self() {
+    if !consensus::is_leader() || !has_quorum() {
         return;
     }
     let now = now_ms();

@@ -11,7 +11,10 @@
 //! on the TSC clock, how long after the previous one it ran. A gap well beyond the period
 //! means this node (its VM under a loaded host, or its reactor) was not running, so SWIM
 //! is told (`tick_late`) and suspects itself (`self_suspect` on COM2) before it accuses
-//! anyone; the planner waits until `self_trusted`.
+//! anyone: until `self_trusted` its own suspicions and Down verdicts are withheld, so the
+//! planner, which moves cells only on `node_down`, never acts on this node's stale view.
+//! (Gating the planner itself was tried: a leader newly elected under load was often a
+//! few tens of ms late and then delayed a real failover by its window.)
 
 use ::membership::swim::{self, Config, DownReason, Event, MemberState, Output, Swim};
 use ::membership::NodeId;
@@ -83,8 +86,7 @@ pub fn on_tick() {
     drive(|swim| swim.tick_late(now, late_ms));
 }
 
-/// True while SWIM suspects this node itself (it ran late recently): its view of others
-/// is stale, so nothing may be moved on it (the planner waits).
+/// True while SWIM suspects this node itself (it ran late recently), for `members`.
 pub fn suspects_self() -> bool {
     without_interrupts(|| SWIM.lock().as_ref().is_some_and(Swim::suspects_self))
 }

@@ -173,6 +173,9 @@ struct Probe {
     /// How many ping-reqs went out (0 = not yet).
     indirect_sent: u32,
     nacks: u32,
+    /// Its deadlines were pushed back once already because we ran late (once only: a
+    /// driver with a coarse tick is always a little late).
+    deferred: bool,
 }
 
 /// A ping we send on behalf of another node's ping-req.

@@ -55,7 +55,7 @@ impl Swim {
             self.next_reconnect_ms = now_ms + self.config.reconnect_interval_ms;
             self.next_sync_ms = now_ms + self.config.sync_interval_ms;
             self.next_join_ms = self.next_join_ms.max(now_ms);
-        } else if !self.leaving {
+        } else if !self.leaving && self.config.lateness_checks {
             // Measured from our own clock against the timer we asked for.
             let late_ms = now_ms.saturating_sub(self.armed_ms).max(reported_late_ms);
             if late_ms >= self.late_recent_ms(now_ms) {
@@ -63,6 +63,8 @@ impl Swim {
             }
             if late_ms > self.config.late_tolerance_ms {
                 self.on_late(now_ms, late_ms);
+            } else if late_ms > 0 {
+                self.defer_probe(now_ms, late_ms);
             }
         }
         debug_assert!(now_ms >= self.last_call_ms, "time is monotonic here");
@@ -109,6 +111,34 @@ impl Swim {
             }
         }
         debug_assert!(self.distrust_until_ms.is_some_and(|t| t > now_ms));
+    }
+
+    /// A little late (within the tolerance): the probe in flight is not judged on time we
+    /// did not run. Later than the direct-ack budget (`probe_timeout_ms`), its outcome
+    /// says nothing about the target: it is dropped and a fresh one starts at once.
+    /// Less late, it gets `late_ms` more, once, if a deadline passed while we were away,
+    /// so acks that waited in our queue behind this call still count.
+    fn defer_probe(&mut self, now_ms: u64, late_ms: u64) {
+        let Some(probe) = self.probe.as_mut() else {
+            return;
+        };
+        if late_ms > self.config.probe_timeout_ms {
+            self.probe = None;
+            self.next_probe_ms = now_ms;
+            return;
+        }
+        if probe.deferred {
+            return;
+        }
+        if probe.timeout_at_ms <= now_ms && probe.indirect_sent == 0 {
+            probe.timeout_at_ms = now_ms + late_ms;
+            probe.deferred = true;
+        }
+        if probe.period_end_ms <= now_ms {
+            probe.period_end_ms = now_ms + late_ms;
+            probe.deferred = true;
+            self.next_probe_ms = self.next_probe_ms.max(probe.period_end_ms);
+        }
     }
 
     /// Ends the self-suspicion window once it has passed without a new late call.
@@ -168,6 +198,7 @@ impl Swim {
             period_end_ms: now_ms + self.probe_period_ms(),
             indirect_sent: 0,
             nacks: 0,
+            deferred: false,
         });
         let updates = self.piggyback(target);
         self.stats.probes_sent += 1;

@@ -33,14 +33,26 @@ pub enum Bench {
     },
     /// ping_rtt_us, transport_rtt_us (two nodes on the fabric).
     Net,
-    /// detect_kill_ms, detect_hang_ms, false_node_down_10min (three nodes).
+    /// detect_kill_ms, detect_hang_ms, false_node_down_Nmin (three nodes), with a CPU hog
+    /// (one bounded busy loop per host core) running throughout unless --no-hog.
     FailureDetect {
         /// Also watch an idle cluster this long for false node_down verdicts.
         #[arg(long, value_name = "N", default_value_t = 0)]
         idle_minutes: u64,
+        /// Run without the host CPU hog.
+        #[arg(long)]
+        no_hog: bool,
     },
-    /// failover_ms, failover_hang_ms, reconcile_us (the demo's cluster).
-    Failover,
+    /// failover_ms (median) and failover_ms_max over 20 SIGKILLs, failover_hang_ms,
+    /// reconcile_us (the demo's cluster).
+    Failover {
+        /// SIGKILLs of a worker measured.
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// SIGSTOPs of a worker measured.
+        #[arg(long, default_value_t = 5)]
+        hangs: usize,
+    },
     /// The SWIM simulator's detection figures.
     MembershipSim,
     /// The Raft simulator's figures beside raft-rs.
@@ -60,10 +72,11 @@ pub fn cmd_bench(which: &Bench) -> Result<(), String> {
             seconds,
         } => bench_http(*connections, *seconds),
         Bench::Net => bench_net(),
-        Bench::FailureDetect { idle_minutes } => {
-            crate::bench_cluster::failure_detect(*idle_minutes)
-        }
-        Bench::Failover => crate::bench_cluster::failover(),
+        Bench::FailureDetect {
+            idle_minutes,
+            no_hog,
+        } => crate::bench_cluster::failure_detect(*idle_minutes, !*no_hog),
+        Bench::Failover { kills, hangs } => crate::bench_cluster::failover(*kills, *hangs),
         Bench::MembershipSim => crate::bench_cluster::simulator("sim-swim"),
         Bench::RaftSim => crate::bench_cluster::simulator("sim-raft"),
         Bench::Raft => crate::bench_raft::raft(),

@@ -261,14 +261,15 @@ pub fn disagreement(sim: &Sim) -> String {
 }
 
 /// What a starved node did to its live peers: the host does not schedule node `victim` of
-/// an `n`-node LAN cluster for `starve_ms` (its timers fire late, inbound messages wait),
-/// then the run goes on for 5 s. Returns the suspicions and Down verdicts the starved node
+/// an `n`-node LAN cluster for `starve_ms` (its timers fire late; inbound messages wait,
+/// or with `lose_inbound` are lost as in a hung VM), then the run goes on for 5 s. Returns the suspicions and Down verdicts the starved node
 /// itself issued about peers that never failed (all of them are false accusations), and
 /// whether everyone sees everyone alive at the end.
 pub fn starved_node_accusations(
     config: SimConfig,
     victim: usize,
     starve_ms: u64,
+    lose_inbound: bool,
 ) -> (Vec<Record>, bool) {
     let mut sim = Sim::new(config);
     // A random phase against the probe period.
@@ -282,7 +283,13 @@ pub fn starved_node_accusations(
         start += 1;
         sim.run_until(start);
     }
-    sim.starve(victim, starve_ms);
+    if lose_inbound {
+        sim.pause(victim);
+        sim.run_until(start + starve_ms);
+        sim.resume(victim);
+    } else {
+        sim.starve(victim, starve_ms);
+    }
     let end = start + starve_ms + 5_000;
     sim.run_until(end);
     let accusations = sim

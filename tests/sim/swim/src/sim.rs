@@ -70,6 +70,9 @@ pub struct SimConfig {
     pub swim: Config,
     pub net: NetConfig,
     pub bootstrap: Bootstrap,
+    /// Ticks only on multiples of this (the kernel's reactor ticks every 10 ms), so every
+    /// deadline is seen up to one quantum late; 1 = exactly on time.
+    pub tick_quantum_ms: u64,
 }
 
 impl SimConfig {
@@ -81,6 +84,7 @@ impl SimConfig {
             swim: Config::lan(),
             net: NetConfig::lan(),
             bootstrap: Bootstrap::Static,
+            tick_quantum_ms: 1,
         }
     }
 }
@@ -427,7 +431,8 @@ impl Sim {
             return;
         }
         let earliest = if ticked { self.now_ms + 1 } else { self.now_ms };
-        self.schedule_tick(i, deadline.max(earliest));
+        let q = self.config.tick_quantum_ms.max(1);
+        self.schedule_tick(i, deadline.max(earliest).div_ceil(q) * q);
     }
 
     fn route(&mut self, from: usize, to: usize, msg: Message) {
