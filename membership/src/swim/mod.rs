@@ -59,11 +59,11 @@ const SYNC_MAX_RETRIES: u32 = 5;
 /// Incarnation a node starts with; static peers are assumed at 0 so any real Alive wins.
 pub const INITIAL_INCARNATION: Incarnation = 1;
 
-/// How fast remembered lateness fades: a 200 ms stall stretches new suspicions for ~4 s.
+/// How fast remembered lateness fades: a 100 ms stall stretches new suspicions for ~2 s.
 const LATE_DECAY_MS_PER_S: u64 = 50;
 /// Remembered lateness never stretches a suspicion by more than this: a node that is
 /// always late is still detected in bounded time.
-const LATE_RECENT_CAP_MS: u64 = 300;
+const LATE_RECENT_CAP_MS: u64 = 100;
 
 /// What the state machine asks the driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]

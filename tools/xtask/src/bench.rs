@@ -151,8 +151,10 @@ fn bench_net() -> Result<(), String> {
     let env = qemu_tests::Env {
         image: image.clone(),
         ktest_image: image,
+        kernel_elf: image::full_elf(Profile::Release, image::Flavor::Shell),
         run_dir,
         kvm: false,
+        uefi: None,
     };
     let mut cluster =
         qemu_tests::cluster::Cluster::start(&env, "net", 2, 7).map_err(|e| e.to_string())?;
@@ -213,8 +215,10 @@ fn bench_http(connections: usize, seconds: u64) -> Result<(), String> {
     let env = qemu_tests::Env {
         image: image.clone(),
         ktest_image: image,
+        kernel_elf: image::full_elf(Profile::Release, image::Flavor::Shell),
         run_dir,
         kvm: false,
+        uefi: None,
     };
     let mut cluster =
         qemu_tests::cluster::Cluster::start_with_ports(&env, "http", 1, 7, &[hostnet::HOST_ID])

@@ -73,6 +73,13 @@ pub struct RunArgs {
     /// target/xylem/run/<name>/.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=16))]
     pub nodes: Option<u16>,
+    /// Wait for GDB before the first instruction (QEMU -S, stub on 127.0.0.1:--gdb-port);
+    /// prints the kernel ELF with symbols and the gdb command to attach. One node only.
+    #[arg(long, conflicts_with = "nodes")]
+    pub gdb: bool,
+    /// Port of the GDB stub (127.0.0.1 only).
+    #[arg(long, value_name = "PORT", default_value_t = 1234, requires = "gdb")]
+    pub gdb_port: u16,
     /// Extra arguments for QEMU (after --).
     #[arg(last = true, value_name = "QEMU-ARGS")]
     pub qemu_args: Vec<String>,

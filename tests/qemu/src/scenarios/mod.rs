@@ -6,6 +6,7 @@ pub mod cells_net;
 mod cluster_net;
 pub mod control;
 mod crash;
+mod debug;
 mod kernel_tests;
 pub mod membership;
 pub mod raft;
@@ -146,6 +147,16 @@ pub const ALL: &[Scenario] = &[
         name: "shell-line-editing",
         suite: Suite::Node,
         run: shell::line_editing,
+    },
+    Scenario {
+        name: "gdb-attach",
+        suite: Suite::Node,
+        run: debug::gdb_attach,
+    },
+    Scenario {
+        name: "boot-uefi",
+        suite: Suite::Node,
+        run: shell::boot_uefi,
     },
     Scenario {
         name: "shell-tasks",
