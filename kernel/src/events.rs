@@ -21,7 +21,7 @@ use crate::sched::wait::WaitQueue;
 use crate::{node, time};
 
 /// Events the consumer has not taken yet, at most.
-const PENDING_CAP: usize = 1024;
+pub const PENDING_CAP: usize = 1024;
 /// Events remembered for `events [N]`.
 const HISTORY_CAP: usize = 256;
 
@@ -30,6 +30,22 @@ pub type CellExitReason = ::cell::lifecycle::ExitReason;
 
 /// A task name inside an event (inline: pushing an event never allocates).
 pub type TaskName = ShortStr<24>;
+
+/// A cell's cluster-wide name inside an event, `service/slot@epoch` (`xylem::name::CellName`),
+/// for cells that serve a slot. 56 bytes hold a 32-byte service name, slot and a 20-digit epoch.
+pub type CellLabel = ShortStr<56>;
+
+/// ` name=web/1@7` when the cell serves a slot, nothing otherwise.
+struct NameField<'a>(&'a Option<CellLabel>);
+
+impl fmt::Display for NameField<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(label) => write!(f, " name={label}"),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Why a task ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,21 +103,28 @@ pub enum EventKind {
         cell: u64,
         task: u64,
         payload: TaskName,
+        name: Option<CellLabel>,
     },
     /// A cell's incarnation ended.
     CellExit {
         cell: u64,
         reason: CellExitReason,
         restarts: u32,
+        name: Option<CellLabel>,
     },
     /// Supervision will restart a cell after a backoff.
     CellRestart {
         cell: u64,
         attempt: u32,
         delay_ms: u64,
+        name: Option<CellLabel>,
     },
     /// A cell failed too often too fast; it stays down until reset.
-    CellCrashLoop { cell: u64, failures: u64 },
+    CellCrashLoop {
+        cell: u64,
+        failures: u64,
+        name: Option<CellLabel>,
+    },
     /// Membership: a peer joined or came back (SWIM).
     NodeUp { peer: u64 },
     /// Membership: a peer stopped answering probes and is suspected.
@@ -123,6 +146,8 @@ pub enum EventKind {
         role: &'static str,
         term: u64,
         leader: u64,
+        /// What caused it: election_timeout, check_quorum, newer_term or message.
+        why: &'static str,
     },
     /// Raft: the store was recovered at boot (`device` "disk" or "ram"; `clean` false when
     /// recovery stopped at a torn or corrupt record).
@@ -133,7 +158,30 @@ pub enum EventKind {
         discarded: u64,
         clean: bool,
     },
-    /// Control plane: a command was committed and applied to the desired state.
+    /// Raft: the log was compacted through `index` (`log_bytes` it held just before).
+    RaftCompact {
+        index: u64,
+        snapshot_bytes: u64,
+        log_bytes: u64,
+    },
+    /// Raft: committed work waits for the state machine (the reactor applies it; not
+    /// written to COM2).
+    RaftApply,
+    /// Raft: a snapshot replaced the state machine (`action` "installed" from the leader,
+    /// "loaded" from this node's own disk at boot).
+    RaftSnapshot {
+        action: &'static str,
+        index: u64,
+        bytes: u64,
+    },
+    /// Raft: the store failed and the node stalls (`state` "stalled", `error` its kind), or
+    /// a retry worked and it resumes ("resumed").
+    RaftStore {
+        state: &'static str,
+        error: &'static str,
+    },
+    /// Control plane: a command was committed and applied to the desired state (`reason`:
+    /// why the scheduler bound or unbound a slot, `-` for operator commands).
     XylemCommit {
         index: u64,
         op: &'static str,
@@ -141,15 +189,20 @@ pub enum EventKind {
         slot: u16,
         node: u64,
         epoch: u64,
+        reason: &'static str,
     },
-    /// Control plane: this node's reconcile started or stopped a cell.
+    /// Control plane: this node's reconcile started or stopped a cell (`why` for a stop).
     XylemAction {
         action: &'static str,
         cell: u64,
         service: TaskName,
         slot: u16,
         epoch: u64,
+        name: CellLabel,
+        why: &'static str,
     },
+    /// Control plane: this node's lease for fenced cells ran out and it stopped `cells`.
+    LeaseExpired { cells: u32 },
     /// The node is powering off.
     Poweroff,
     /// A transport message of `kind` from node `from` waits in its inbox (not written to
@@ -179,8 +232,13 @@ impl EventKind {
             EventKind::SelfTrusted { .. } => "self_trusted",
             EventKind::RaftRole { .. } => "raft_role",
             EventKind::RaftRecovery { .. } => "raft_recovery",
+            EventKind::RaftApply => "raft_apply",
+            EventKind::RaftCompact { .. } => "raft_compact",
+            EventKind::RaftSnapshot { .. } => "raft_snapshot",
+            EventKind::RaftStore { .. } => "raft_store",
             EventKind::XylemCommit { .. } => "xylem_commit",
             EventKind::XylemAction { .. } => "xylem_action",
+            EventKind::LeaseExpired { .. } => "lease_expired",
             EventKind::Poweroff => "poweroff",
             EventKind::Message { .. } => "message",
         }
@@ -188,7 +246,10 @@ impl EventKind {
 
     /// Whether the event goes to COM2.
     fn logged(&self) -> bool {
-        !matches!(self, EventKind::Tick { .. } | EventKind::Message { .. })
+        !matches!(
+            self,
+            EventKind::Tick { .. } | EventKind::Message { .. } | EventKind::RaftApply
+        )
     }
 }
 
@@ -208,10 +269,18 @@ impl fmt::Display for EventKind {
                 write!(f, "free_frames={free_frames}")
             }
             EventKind::Tick { ticks } => write!(f, "ticks={ticks}"),
-            EventKind::CellStart { cell, task, payload } => write!(f, "cell={cell} task={task} payload={payload}"),
-            EventKind::CellExit { cell, reason, restarts } => write!(f, "cell={cell} reason={reason} restarts={restarts}"),
-            EventKind::CellRestart { cell, attempt, delay_ms } => write!(f, "cell={cell} attempt={attempt} delay_ms={delay_ms}"),
-            EventKind::CellCrashLoop { cell, failures } => write!(f, "cell={cell} failures={failures}"),
+            EventKind::CellStart { cell, task, payload, name } => {
+                write!(f, "cell={cell} task={task} payload={payload}{}", NameField(name))
+            }
+            EventKind::CellExit { cell, reason, restarts, name } => {
+                write!(f, "cell={cell} reason={reason} restarts={restarts}{}", NameField(name))
+            }
+            EventKind::CellRestart { cell, attempt, delay_ms, name } => {
+                write!(f, "cell={cell} attempt={attempt} delay_ms={delay_ms}{}", NameField(name))
+            }
+            EventKind::CellCrashLoop { cell, failures, name } => {
+                write!(f, "cell={cell} failures={failures}{}", NameField(name))
+            }
             EventKind::NodeUp { peer } | EventKind::NodeLeft { peer } => write!(f, "peer={peer}"),
             EventKind::NodeSuspect { peer, incarnation } | EventKind::NodeAlive { peer, incarnation } => {
                 write!(f, "peer={peer} incarnation={incarnation}")
@@ -220,16 +289,25 @@ impl fmt::Display for EventKind {
             EventKind::NodeDown { peer, reporter: Some(r) } => write!(f, "peer={peer} reason=reported_by reporter={r}"),
             EventKind::SelfSuspect { late_ms } => write!(f, "late_ms={late_ms}"),
             EventKind::SelfTrusted { withheld } => write!(f, "withheld={withheld}"),
-            EventKind::RaftRole { role, term, leader } => write!(f, "role={role} term={term} leader={leader}"),
+            EventKind::RaftRole { role, term, leader, why } => write!(f, "role={role} term={term} leader={leader} why={why}"),
             EventKind::RaftRecovery { device, generation, replayed, discarded, clean } => {
                 write!(f, "device={device} generation={generation} replayed={replayed} discarded={discarded} clean={clean}")
             }
-            EventKind::XylemCommit { index, op, service, slot, node, epoch } => {
-                write!(f, "index={index} op={op} service={service} slot={slot} target={node} epoch={epoch}")
+            EventKind::RaftCompact { index, snapshot_bytes, log_bytes } => {
+                write!(f, "index={index} snapshot_bytes={snapshot_bytes} log_bytes={log_bytes}")
             }
-            EventKind::XylemAction { action, cell, service, slot, epoch } => {
-                write!(f, "action={action} cell={cell} service={service} slot={slot} epoch={epoch}")
+            EventKind::RaftSnapshot { action, index, bytes } => {
+                write!(f, "action={action} index={index} bytes={bytes}")
             }
+            EventKind::RaftStore { state, error } => write!(f, "state={state} error={error}"),
+            EventKind::RaftApply => Ok(()),
+            EventKind::XylemCommit { index, op, service, slot, node, epoch, reason } => {
+                write!(f, "index={index} op={op} service={service} slot={slot} target={node} epoch={epoch} reason={reason}")
+            }
+            EventKind::XylemAction { action, cell, service, slot, epoch, name, why } => {
+                write!(f, "action={action} cell={cell} name={name} service={service} slot={slot} epoch={epoch} why={why}")
+            }
+            EventKind::LeaseExpired { cells } => write!(f, "cells={cells}"),
             EventKind::Poweroff => write!(f, "reason=shell"),
             EventKind::Message { kind, from } => write!(f, "msg_kind={} from={from}", kind.name()),
         }

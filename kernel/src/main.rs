@@ -28,6 +28,7 @@ mod cluster;
 mod console;
 mod crash;
 mod events;
+mod identity;
 mod klog;
 #[cfg(feature = "ktest")]
 mod ktest;
@@ -111,15 +112,20 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
 fn start_tasks() {
     use kcore::run_queue::Priority;
     // The network first: probing must finish before other tasks run and measure things.
+    // Identity before the network: the transport seals or refuses by its verdict.
+    identity::init();
     netstack::start();
     // Before the cluster: what the previous boot's panic left is reported first, and the
     // node's status reports carry it from the start.
     crash::check_previous_boot();
     // The cluster drivers log as they start (voters, disk recovery): do it before the shell
-    // prints its first prompt, so nothing lands in the middle of a command's output.
-    cluster::membership::init();
-    cluster::consensus::init();
-    cluster::control::init();
+    // prints its first prompt, so nothing lands in the middle of a command's output. A node
+    // whose identity was refused starts none of them (docs/security.md).
+    if identity::cluster_allowed() {
+        cluster::membership::init();
+        cluster::consensus::init();
+        cluster::control::init();
+    }
     let spawned = sched::spawn("shell", Priority::HIGH, || shell::run())
         .and_then(|_| sched::spawn("reactor", Priority::NORMAL, reactor::run));
     if let Err(err) = spawned {

@@ -4,23 +4,28 @@
 //! committed, decodes it ([`Command::decode`]) and hands it to
 //! [`crate::desired::DesiredState::apply`] on every node, in log order.
 //!
-//! Encoding: one format-version byte ([`COMMAND_FORMAT_V1`]) followed by the postcard encoding
+//! Encoding: one format-version byte ([`COMMAND_FORMAT_V2`]) followed by the postcard encoding
 //! of the enum. The version byte lets a later image refuse, rather than misread, entries written
-//! by a newer format. Decoding garbage (from a corrupt disk or a buggy peer) is a typed
-//! [`DecodeError`], never a panic; the size is bounded by [`COMMAND_BYTES_MAX`].
+//! by a newer format. Entries of the first format ([`COMMAND_FORMAT_V1`]: no `fenced` flag, no
+//! move reasons) still decode, so a disk written by an older image replays. Decoding garbage
+//! (from a corrupt disk or a buggy peer) is a typed [`DecodeError`], never a panic; the size is
+//! bounded by [`COMMAND_BYTES_MAX`].
 //!
 //! Who proposes what (single writer per kind): operators (shell, via the leader) propose
 //! `ApplyService`, `Scale`, `Delete` and `SetDraining`; only the leader's scheduler
 //! ([`crate::placement`]) proposes `Assign` and `Unassign`.
 
-use crate::service::ServiceSpec;
+use crate::service::{ServiceSpec, Spread};
 use crate::{Epoch, NodeId, Slot};
 use alloc::string::String;
 use alloc::vec::Vec;
+use cell::spec::RestartPolicy;
 use serde::{Deserialize, Serialize};
 
-/// The first byte of every encoded command.
+/// The first format: decoded for old logs, never written.
 pub const COMMAND_FORMAT_V1: u8 = 1;
+/// The first byte of every command this image encodes.
+pub const COMMAND_FORMAT_V2: u8 = 2;
 /// Largest encoded command, in bytes. A maximal valid `ApplyService` (32-byte names, 8 args of
 /// 64 bytes) is about 600 bytes, so this leaves room without letting a peer make us allocate
 /// without bound.
@@ -37,12 +42,14 @@ pub enum Command {
     /// Delete a service and all its assignments.
     Delete { name: String },
     /// Bind slot `slot` of `service` to `node`, fenced by `epoch` (which must exceed every epoch
-    /// committed so far). Assigning an already-bound slot is a move.
+    /// committed so far). Assigning an already-bound slot is a move (refused for a fenced
+    /// service: its slots move by `Unassign`, then `Assign` once the old holder surely stopped).
     Assign {
         service: String,
         slot: Slot,
         node: NodeId,
         epoch: Epoch,
+        reason: Reason,
     },
     /// Unbind a slot; `epoch` must be the slot's current epoch (so a stale plan cannot unbind a
     /// newer assignment).
@@ -50,10 +57,50 @@ pub enum Command {
         service: String,
         slot: Slot,
         epoch: Epoch,
+        reason: Reason,
     },
     /// Mark a node as draining (placement moves its slots away and places nothing new there),
     /// or clear the mark.
     SetDraining { node: NodeId, draining: bool },
+}
+
+/// Why the scheduler binds or unbinds a slot (for the event log, the refill budget and the
+/// simulation's accounting; apply does not depend on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// An unbound slot gets its first (or next) node.
+    Place,
+    /// The service scaled down (or the slot is above `replicas`).
+    ScaleDown,
+    /// Its node is dead, unknown or a witness.
+    NodeLost,
+    /// Its node is draining.
+    Drain,
+    /// Its cell crash-looped (the node supervisor gave up): re-placed, another node first.
+    CrashLoop,
+    /// Its cell ended for good (clean exit under on-failure, any exit under never, an
+    /// operator stop, a lost lease): re-placed under a new epoch.
+    Exited,
+}
+
+impl Reason {
+    /// The spelling in events (`reason=`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Place => "place",
+            Self::ScaleDown => "scale-down",
+            Self::NodeLost => "node-lost",
+            Self::Drain => "drain",
+            Self::CrashLoop => "crash-loop",
+            Self::Exited => "exited",
+        }
+    }
+
+    /// Whether this re-places a replica that ended on a live node (charged to the refill
+    /// budget, see [`crate::refill`]).
+    pub fn is_refill(self) -> bool {
+        matches!(self, Self::CrashLoop | Self::Exited)
+    }
 }
 
 /// Why bytes are not a [`Command`].
@@ -84,26 +131,28 @@ impl Command {
     /// Encodes the command for a Raft proposal.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut bytes = Vec::with_capacity(64);
-        bytes.push(COMMAND_FORMAT_V1);
+        bytes.push(COMMAND_FORMAT_V2);
         let bytes = postcard::to_extend(self, bytes).map_err(|_| EncodeError::Serialize)?;
         if bytes.len() > COMMAND_BYTES_MAX {
             return Err(EncodeError::TooLarge { len: bytes.len() });
         }
-        debug_assert_eq!(bytes[0], COMMAND_FORMAT_V1);
+        debug_assert_eq!(bytes[0], COMMAND_FORMAT_V2);
         Ok(bytes)
     }
 
-    /// Decodes a committed entry.
+    /// Decodes a committed entry (either format).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
         if bytes.len() > COMMAND_BYTES_MAX {
             return Err(DecodeError::TooLarge { len: bytes.len() });
         }
-        if version != COMMAND_FORMAT_V1 {
-            return Err(DecodeError::UnknownFormat { version });
+        let (command, rest) = match version {
+            COMMAND_FORMAT_V2 => postcard::take_from_bytes::<Command>(body),
+            COMMAND_FORMAT_V1 => postcard::take_from_bytes::<v1::Command>(body)
+                .map(|(old, rest)| (Command::from(old), rest)),
+            _ => return Err(DecodeError::UnknownFormat { version }),
         }
-        let (command, rest) =
-            postcard::take_from_bytes::<Command>(body).map_err(|_| DecodeError::Malformed)?;
+        .map_err(|_| DecodeError::Malformed)?;
         if !rest.is_empty() {
             return Err(DecodeError::TrailingBytes { count: rest.len() });
         }
@@ -119,6 +168,100 @@ impl Command {
             Self::Assign { .. } => "assign",
             Self::Unassign { .. } => "unassign",
             Self::SetDraining { .. } => "set-draining",
+        }
+    }
+}
+
+/// The first format, kept so old logs replay: specs had no `fenced` flag and bindings no
+/// reason. Decoded entries become V2 commands (not fenced; reason `Place`).
+mod v1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct ServiceSpec {
+        name: String,
+        payload: String,
+        args: Vec<String>,
+        replicas: u16,
+        min_replicas: u16,
+        max_replicas: u16,
+        restart: RestartPolicy,
+        placement: Spread,
+    }
+
+    #[derive(Deserialize)]
+    pub enum Command {
+        ApplyService(ServiceSpec),
+        Scale {
+            name: String,
+            replicas: u16,
+        },
+        Delete {
+            name: String,
+        },
+        Assign {
+            service: String,
+            slot: Slot,
+            node: NodeId,
+            epoch: Epoch,
+        },
+        Unassign {
+            service: String,
+            slot: Slot,
+            epoch: Epoch,
+        },
+        SetDraining {
+            node: NodeId,
+            draining: bool,
+        },
+    }
+
+    impl From<ServiceSpec> for super::ServiceSpec {
+        fn from(old: ServiceSpec) -> Self {
+            Self {
+                name: old.name,
+                payload: old.payload,
+                args: old.args,
+                replicas: old.replicas,
+                min_replicas: old.min_replicas,
+                max_replicas: old.max_replicas,
+                restart: old.restart,
+                placement: old.placement,
+                fenced: false,
+            }
+        }
+    }
+
+    impl From<Command> for super::Command {
+        fn from(old: Command) -> Self {
+            match old {
+                Command::ApplyService(spec) => Self::ApplyService(spec.into()),
+                Command::Scale { name, replicas } => Self::Scale { name, replicas },
+                Command::Delete { name } => Self::Delete { name },
+                Command::Assign {
+                    service,
+                    slot,
+                    node,
+                    epoch,
+                } => Self::Assign {
+                    service,
+                    slot,
+                    node,
+                    epoch,
+                    reason: Reason::Place,
+                },
+                Command::Unassign {
+                    service,
+                    slot,
+                    epoch,
+                } => Self::Unassign {
+                    service,
+                    slot,
+                    epoch,
+                    reason: Reason::ScaleDown,
+                },
+                Command::SetDraining { node, draining } => Self::SetDraining { node, draining },
+            }
         }
     }
 }
@@ -148,11 +291,13 @@ mod tests {
                 slot: 1,
                 node: 2,
                 epoch: u64::MAX,
+                reason: Reason::CrashLoop,
             },
             Command::Unassign {
                 service: String::from("web"),
                 slot: 63,
                 epoch: 7,
+                reason: Reason::Exited,
             },
             Command::SetDraining {
                 node: 3,
@@ -165,7 +310,7 @@ mod tests {
     fn every_kind_round_trips() {
         for command in samples() {
             let bytes = command.encode().unwrap();
-            assert_eq!(bytes[0], COMMAND_FORMAT_V1);
+            assert_eq!(bytes[0], COMMAND_FORMAT_V2);
             assert_eq!(
                 Command::decode(&bytes),
                 Ok(command.clone()),
@@ -192,7 +337,7 @@ mod tests {
             command.encode(),
             Err(EncodeError::TooLarge { .. })
         ));
-        let mut bytes = vec![COMMAND_FORMAT_V1];
+        let mut bytes = vec![COMMAND_FORMAT_V2];
         bytes.extend(postcard::to_allocvec(&command).unwrap());
         assert!(matches!(
             Command::decode(&bytes),
@@ -207,14 +352,13 @@ mod tests {
             Command::decode(&[9, 0]),
             Err(DecodeError::UnknownFormat { version: 9 })
         );
-        assert_eq!(
-            Command::decode(&[COMMAND_FORMAT_V1]),
-            Err(DecodeError::Malformed)
-        );
-        assert_eq!(
-            Command::decode(&[COMMAND_FORMAT_V1, 200]),
-            Err(DecodeError::Malformed)
-        );
+        for version in [COMMAND_FORMAT_V1, COMMAND_FORMAT_V2] {
+            assert_eq!(Command::decode(&[version]), Err(DecodeError::Malformed));
+            assert_eq!(
+                Command::decode(&[version, 200]),
+                Err(DecodeError::Malformed)
+            );
+        }
         let mut bytes = samples()[2].encode().unwrap();
         bytes.push(0);
         assert_eq!(
@@ -225,6 +369,36 @@ mod tests {
         assert_eq!(
             Command::decode(&bytes[..bytes.len() - 1]),
             Err(DecodeError::Malformed)
+        );
+    }
+
+    /// Bytes an older image wrote (format 1, captured from its encoder) still decode.
+    #[test]
+    fn first_format_entries_still_decode() {
+        // ApplyService{web, hello, [], 2, 0, 64, OnFailure, Soft} in format 1 (postcard).
+        let apply = [
+            1, 0, 3, b'w', b'e', b'b', 5, b'h', b'e', b'l', b'l', b'o', 0, 2, 0, 64, 1, 0,
+        ];
+        let mut spec = ServiceSpec::new("web", "hello", 2);
+        spec.fenced = false;
+        assert_eq!(Command::decode(&apply), Ok(Command::ApplyService(spec)));
+        // Assign{web, 1, node 2, epoch 300}.
+        let assign = [1, 3, 3, b'w', b'e', b'b', 1, 2, 0xac, 0x02];
+        assert_eq!(
+            Command::decode(&assign),
+            Ok(Command::Assign {
+                service: String::from("web"),
+                slot: 1,
+                node: 2,
+                epoch: 300,
+                reason: Reason::Place,
+            })
+        );
+        let mut trailing = assign.to_vec();
+        trailing.push(0);
+        assert_eq!(
+            Command::decode(&trailing),
+            Err(DecodeError::TrailingBytes { count: 1 })
         );
     }
 

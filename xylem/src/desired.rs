@@ -12,8 +12,12 @@
 //! is still consumed — an invalid committed entry is a reported no-op, never a panic):
 //! - specs are validated again (whoever proposed them);
 //! - `Assign` epochs are strictly greater than `epoch_high`, so epochs strictly increase per
-//!   slot and across delete/re-create of a service (fencing, see `docs/control-plane.md`);
+//!   slot and across delete/re-create of a service (fencing, see `docs/control-plane.md`), and
+//!   at most [`EPOCH_JUMP_MAX`] above it (a forged `u64::MAX` cannot exhaust the epoch space);
 //! - `Unassign` must name the slot's current epoch;
+//! - a slot of a *fenced* service is never rebound while bound: it is unbound first, which
+//!   leaves a tombstone ([`Vacated`]: who held it, at which epoch, unbound at which index) that
+//!   the leader must see cleared before it binds the slot again (`crate::lease`);
 //! - slots are stored inside their service, so `Delete` removes its assignments with it and no
 //!   assignment can name a missing service; assignments only exist for slots `< max_replicas`.
 //!
@@ -32,8 +36,33 @@ use serde::{Deserialize, Serialize};
 pub const SERVICES_MAX: usize = 64;
 /// Most nodes that may be marked draining at once.
 pub const DRAINING_MAX: usize = 64;
-/// The first byte of every snapshot.
+/// Most tombstones of vacated fenced slots kept by name; beyond it the oldest is folded into
+/// [`DesiredState::vacated_overflow`], a conservative tombstone for every slot.
+pub const VACATED_MAX: usize = 256;
+/// Largest step from `epoch_high` one `Assign` may take. A plan numbers its assignments
+/// `epoch_high + 1..` and holds at most a few dozen, so this only refuses forged epochs.
+pub const EPOCH_JUMP_MAX: Epoch = 1 << 16;
+/// The first snapshot format (no tombstones, specs without `fenced`); still restored.
 pub const SNAPSHOT_FORMAT_V1: u8 = 1;
+/// Epochs at or above this are implausible and refused on apply (2^62): a cluster that
+/// assigns a million slots a second needs 146,000 years to get there, and keeping every
+/// epoch below it means `epoch + 1` can never overflow (issue #15.4).
+pub const EPOCH_MAX: Epoch = 1 << 62;
+/// The first byte of every snapshot this image takes.
+pub const SNAPSHOT_FORMAT_V2: u8 = 2;
+
+/// A fenced slot that was unbound: who held it, and when it stopped being theirs. The slot
+/// may be bound again only once the leader knows that holder's cell is gone (`crate::lease`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vacated {
+    /// The node that held the slot.
+    pub node: NodeId,
+    /// The epoch it held it at.
+    pub epoch: Epoch,
+    /// The log index of the unbinding: a report from `node` that has applied this index and
+    /// shows no live cell of the slot proves the cell is gone.
+    pub index: u64,
+}
 
 /// Where one slot runs and under which fencing epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +92,28 @@ pub enum Applied {
     DrainingSet { changed: bool },
 }
 
-/// Why a committed command was not applied. The state is unchanged.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A field of a service that cannot change after creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Field {
+    Payload,
+    Args,
+    Fenced,
+}
+
+impl Field {
+    /// The field's name as the operator spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Payload => "payload",
+            Self::Args => "args",
+            Self::Fenced => "fence",
+        }
+    }
+}
+
+/// Why a committed command was not applied. The state is unchanged. It travels in a forwarded
+/// write's reply, hence serde.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApplyError {
     /// `index` is not above the last applied index (a replay after a snapshot): skipped.
     AlreadyApplied { index: u64, applied_index: u64 },
@@ -73,13 +122,19 @@ pub enum ApplyError {
     /// The command names a service that does not exist.
     UnknownService,
     /// `ApplyService` tried to change an immutable field of an existing service.
-    ImmutableField { field: &'static str },
+    ImmutableField { field: Field },
     /// Creating the service would exceed [`SERVICES_MAX`].
     TooManyServices,
     /// The slot is not below the service's `max_replicas`.
     SlotOutOfRange { slot: Slot, max_replicas: u16 },
     /// `Assign` epoch is not above `epoch_high` (stale or duplicated plan).
     StaleEpoch { epoch: Epoch, epoch_high: Epoch },
+    /// `Assign` epoch is more than [`EPOCH_JUMP_MAX`] above `epoch_high` (forged).
+    EpochJump { epoch: Epoch, epoch_high: Epoch },
+    /// `Assign` of a fenced slot that is still bound: it must be unbound (and cleared) first.
+    FencedSlotBound { current: Epoch },
+    /// `Assign` epoch reaches [`EPOCH_MAX`]: no correct leader proposes it.
+    ImplausibleEpoch { epoch: Epoch, epoch_high: Epoch },
     /// `Unassign` of a slot that is not bound.
     NotAssigned,
     /// `Unassign` whose epoch is not the slot's current epoch.
@@ -118,6 +173,10 @@ struct Replicated {
     epoch_high: Epoch,
     services: BTreeMap<String, ServiceEntry>,
     draining: BTreeSet<NodeId>,
+    /// Tombstones of unbound fenced slots, by `(service, slot)`, at most [`VACATED_MAX`].
+    vacated: BTreeMap<(String, Slot), Vacated>,
+    /// The highest unbinding index of a tombstone dropped for lack of room (0: none).
+    vacated_overflow: u64,
 }
 
 /// The control plane's desired state (see the module docs).
@@ -188,13 +247,32 @@ impl DesiredState {
         self.state.draining.contains(&node)
     }
 
+    /// The tombstone of an unbound fenced slot, if one is kept.
+    pub fn vacated(&self, service: &str, slot: Slot) -> Option<Vacated> {
+        self.state
+            .vacated
+            .get(&(String::from(service), slot))
+            .copied()
+    }
+
+    /// The highest unbinding index among tombstones dropped for lack of room (0 when none was
+    /// dropped): any unbound fenced slot without a tombstone may have been vacated then.
+    pub fn vacated_overflow(&self) -> u64 {
+        self.state.vacated_overflow
+    }
+
+    /// Number of tombstones kept.
+    pub fn vacated_count(&self) -> usize {
+        self.state.vacated.len()
+    }
+
     /// Validates a command against the current state without applying it, so the proposer can
     /// refuse early with the same verdict apply would give now (the state may still change
     /// before the command commits; apply checks again).
     pub fn check(&self, command: &Command) -> Result<(), ApplyError> {
         let mut scratch = self.clone();
         scratch
-            .apply(self.state.applied_index + 1, command)
+            .apply(self.state.applied_index.saturating_add(1), command)
             .map(|_| ())
     }
 
@@ -212,18 +290,20 @@ impl DesiredState {
         let result = match command {
             Command::ApplyService(spec) => self.apply_service(spec),
             Command::Scale { name, replicas } => self.apply_scale(name, *replicas),
-            Command::Delete { name } => self.apply_delete(name),
+            Command::Delete { name } => self.apply_delete(index, name),
             Command::Assign {
                 service,
                 slot,
                 node,
                 epoch,
+                ..
             } => self.apply_assign(service, *slot, *node, *epoch),
             Command::Unassign {
                 service,
                 slot,
                 epoch,
-            } => self.apply_unassign(service, *slot, *epoch),
+                ..
+            } => self.apply_unassign(index, service, *slot, *epoch),
             Command::SetDraining { node, draining } => self.apply_draining(*node, *draining),
         };
         debug_assert!(self.invariants().is_ok(), "{:?}", self.invariants());
@@ -249,10 +329,19 @@ impl DesiredState {
         // Changing what a cell runs would need a rollout; refuse rather than leave running
         // cells silently out of date.
         if entry.spec.payload != spec.payload {
-            return Err(ApplyError::ImmutableField { field: "payload" });
+            return Err(ApplyError::ImmutableField {
+                field: Field::Payload,
+            });
         }
         if entry.spec.args != spec.args {
-            return Err(ApplyError::ImmutableField { field: "args" });
+            return Err(ApplyError::ImmutableField { field: Field::Args });
+        }
+        // Fencing changes what a move means; switching it on under running cells could leave
+        // two of a slot running, so it is fixed at creation.
+        if entry.spec.fenced != spec.fenced {
+            return Err(ApplyError::ImmutableField {
+                field: Field::Fenced,
+            });
         }
         // Lowering max_replicas below a bound slot would orphan it; the operator scales first.
         if let Some(&slot) = entry.slots.keys().next_back() {
@@ -284,15 +373,46 @@ impl DesiredState {
         Ok(Applied::Scaled { from, to: replicas })
     }
 
-    fn apply_delete(&mut self, name: &str) -> Result<Applied, ApplyError> {
+    fn apply_delete(&mut self, index: u64, name: &str) -> Result<Applied, ApplyError> {
         let entry = self
             .state
             .services
             .remove(name)
             .ok_or(ApplyError::UnknownService)?;
+        if entry.spec.fenced {
+            // A re-created service of the same name must not run next to the old cells.
+            for (slot, a) in &entry.slots {
+                self.bury(name, *slot, a, index);
+            }
+        }
         Ok(Applied::Deleted {
             unassigned: entry.slots.len(),
         })
+    }
+
+    /// Records the tombstone of a fenced slot unbound at `index`, folding the oldest into
+    /// `vacated_overflow` when full.
+    fn bury(&mut self, service: &str, slot: Slot, held: &Assignment, index: u64) {
+        let key = (String::from(service), slot);
+        if !self.state.vacated.contains_key(&key) && self.state.vacated.len() >= VACATED_MAX {
+            let oldest = self
+                .state
+                .vacated
+                .iter()
+                .min_by_key(|(k, v)| (v.index, *k))
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                let dropped = self.state.vacated.remove(&oldest).expect("just found");
+                self.state.vacated_overflow = self.state.vacated_overflow.max(dropped.index);
+            }
+        }
+        let tombstone = Vacated {
+            node: held.node,
+            epoch: held.epoch,
+            index,
+        };
+        self.state.vacated.insert(key, tombstone);
+        debug_assert!(self.state.vacated.len() <= VACATED_MAX);
     }
 
     fn apply_assign(
@@ -311,20 +431,33 @@ impl DesiredState {
         if slot >= max_replicas {
             return Err(ApplyError::SlotOutOfRange { slot, max_replicas });
         }
-        if epoch <= self.state.epoch_high {
-            return Err(ApplyError::StaleEpoch {
-                epoch,
-                epoch_high: self.state.epoch_high,
-            });
+        let epoch_high = self.state.epoch_high;
+        if epoch <= epoch_high {
+            return Err(ApplyError::StaleEpoch { epoch, epoch_high });
+        }
+        if epoch - epoch_high > EPOCH_JUMP_MAX {
+            return Err(ApplyError::EpochJump { epoch, epoch_high });
+        }
+        if epoch >= EPOCH_MAX {
+            return Err(ApplyError::ImplausibleEpoch { epoch, epoch_high });
+        }
+        if entry.spec.fenced {
+            if let Some(current) = entry.slots.get(&slot) {
+                return Err(ApplyError::FencedSlotBound {
+                    current: current.epoch,
+                });
+            }
         }
         self.state.epoch_high = epoch;
         let previous = entry.slots.insert(slot, Assignment { node, epoch });
         debug_assert!(previous.is_none_or(|p| p.epoch < epoch));
+        self.state.vacated.remove(&(String::from(service), slot));
         Ok(Applied::Assigned { previous })
     }
 
     fn apply_unassign(
         &mut self,
+        index: u64,
         service: &str,
         slot: Slot,
         epoch: Epoch,
@@ -343,6 +476,9 @@ impl DesiredState {
         }
         let previous = entry.slots.remove(&slot).expect("looked up above");
         debug_assert!(previous.epoch <= self.state.epoch_high);
+        if entry.spec.fenced {
+            self.bury(service, slot, &previous, index);
+        }
         Ok(Applied::Unassigned { previous })
     }
 
@@ -362,7 +498,7 @@ impl DesiredState {
 
     /// Serialises the replicated state for log compaction.
     pub fn snapshot(&self) -> Vec<u8> {
-        let bytes = alloc::vec![SNAPSHOT_FORMAT_V1];
+        let bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
         // Serialising plain data into a Vec only fails on allocation failure, which aborts anyway.
         let bytes = postcard::to_extend(&self.state, bytes).expect("serialise snapshot");
         debug_assert!(bytes.len() > 1);
@@ -372,11 +508,13 @@ impl DesiredState {
     /// Rebuilds a state from [`DesiredState::snapshot`] bytes, checking every invariant.
     pub fn restore(bytes: &[u8], catalog: PayloadCatalog) -> Result<Self, SnapshotError> {
         let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
-        if version != SNAPSHOT_FORMAT_V1 {
-            return Err(SnapshotError::UnknownFormat { version });
+        let (state, rest) = match version {
+            SNAPSHOT_FORMAT_V2 => postcard::take_from_bytes::<Replicated>(body),
+            SNAPSHOT_FORMAT_V1 => postcard::take_from_bytes::<v1::Replicated>(body)
+                .map(|(old, rest)| (Replicated::from(old), rest)),
+            _ => return Err(SnapshotError::UnknownFormat { version }),
         }
-        let (state, rest) =
-            postcard::take_from_bytes::<Replicated>(body).map_err(|_| SnapshotError::Malformed)?;
+        .map_err(|_| SnapshotError::Malformed)?;
         if !rest.is_empty() {
             return Err(SnapshotError::Malformed);
         }
@@ -389,6 +527,12 @@ impl DesiredState {
         Ok(restored)
     }
 
+    /// Checks the structural invariants (for tests and fuzzers; `apply` checks them in
+    /// debug builds, `restore` always).
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        self.invariants()
+    }
+
     /// Checks the structural invariants (used after every apply in debug builds and on
     /// restore always).
     fn invariants(&self) -> Result<(), &'static str> {
@@ -398,6 +542,23 @@ impl DesiredState {
         }
         if s.draining.len() > DRAINING_MAX {
             return Err("too many draining nodes");
+        }
+        if s.epoch_high >= EPOCH_MAX {
+            return Err("epoch_high implausible");
+        }
+        if s.vacated.len() > VACATED_MAX {
+            return Err("too many tombstones");
+        }
+        for ((service, slot), v) in &s.vacated {
+            if v.epoch > s.epoch_high || v.index > s.applied_index {
+                return Err("tombstone from the future");
+            }
+            if s.services
+                .get(service)
+                .is_some_and(|e| e.slots.contains_key(slot))
+            {
+                return Err("tombstone of a bound slot");
+            }
         }
         for (name, entry) in &s.services {
             if *name != entry.spec.name {
@@ -416,9 +577,81 @@ impl DesiredState {
     }
 }
 
+/// The first snapshot format, restored into the current one (no tombstones; services not
+/// fenced).
+mod v1 {
+    use super::*;
+    use crate::service::Spread;
+    use cell::spec::RestartPolicy;
+
+    #[derive(Deserialize)]
+    struct Spec {
+        name: String,
+        payload: String,
+        args: Vec<String>,
+        replicas: u16,
+        min_replicas: u16,
+        max_replicas: u16,
+        restart: RestartPolicy,
+        placement: Spread,
+    }
+
+    #[derive(Deserialize)]
+    struct Entry {
+        spec: Spec,
+        slots: BTreeMap<Slot, Assignment>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Replicated {
+        applied_index: u64,
+        epoch_high: Epoch,
+        services: BTreeMap<String, Entry>,
+        draining: BTreeSet<NodeId>,
+    }
+
+    impl From<Replicated> for super::Replicated {
+        fn from(old: Replicated) -> Self {
+            let services = old
+                .services
+                .into_iter()
+                .map(|(name, e)| {
+                    let spec = ServiceSpec {
+                        name: e.spec.name,
+                        payload: e.spec.payload,
+                        args: e.spec.args,
+                        replicas: e.spec.replicas,
+                        min_replicas: e.spec.min_replicas,
+                        max_replicas: e.spec.max_replicas,
+                        restart: e.spec.restart,
+                        placement: e.spec.placement,
+                        fenced: false,
+                    };
+                    (
+                        name,
+                        ServiceEntry {
+                            spec,
+                            slots: e.slots,
+                        },
+                    )
+                })
+                .collect();
+            Self {
+                applied_index: old.applied_index,
+                epoch_high: old.epoch_high,
+                services,
+                draining: old.draining,
+                vacated: BTreeMap::new(),
+                vacated_overflow: 0,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::Reason;
     use alloc::string::ToString;
 
     fn catalog() -> PayloadCatalog {
@@ -435,6 +668,16 @@ mod tests {
             slot,
             node,
             epoch,
+            reason: Reason::Place,
+        }
+    }
+
+    fn unassign(slot: Slot, epoch: Epoch) -> Command {
+        Command::Unassign {
+            service: "web".to_string(),
+            slot,
+            epoch,
+            reason: Reason::ScaleDown,
         }
     }
 
@@ -456,11 +699,7 @@ mod tests {
             assign(0, 1, 1),
             assign(1, 2, 2),
             assign(1, 1, 3),
-            Command::Unassign {
-                service: "web".to_string(),
-                slot: 0,
-                epoch: 1,
-            },
+            unassign(0, 1),
         ]);
         assert_eq!(results[0], Ok(Applied::ServiceCreated));
         assert_eq!(
@@ -508,6 +747,85 @@ mod tests {
         assert_eq!(ds.assignment("web", 1), None);
     }
 
+    /// Issue #15: a forged `Assign` with epoch u64::MAX passed apply and then overflowed
+    /// the planner. Epoch jumps and implausible epochs are refused, and the planner never
+    /// overflows.
+    #[test]
+    fn implausible_epochs_are_refused() {
+        let (ds, results) = run(&[
+            web(2),
+            assign(0, 1, u64::MAX),
+            assign(0, 1, EPOCH_MAX),
+            assign(0, 1, EPOCH_JUMP_MAX + 1),
+            assign(0, 1, EPOCH_JUMP_MAX),
+            assign(1, 2, EPOCH_JUMP_MAX + 1),
+        ]);
+        for i in [1, 2, 3] {
+            assert!(
+                matches!(results[i], Err(ApplyError::EpochJump { epoch_high: 0, .. })),
+                "{i}: {:?}",
+                results[i]
+            );
+        }
+        assert_eq!(results[4], Ok(Applied::Assigned { previous: None }));
+        assert_eq!(results[5], Ok(Applied::Assigned { previous: None }));
+        assert_eq!(ds.epoch_high(), EPOCH_JUMP_MAX + 1);
+        assert!(ds.check_invariants().is_ok());
+        // Near the ceiling (only a corrupt or forged history gets there), EPOCH_MAX itself is
+        // refused even as a small step.
+        let mut top = ds.state.clone();
+        top.epoch_high = EPOCH_MAX - 1;
+        top.services.get_mut("web").unwrap().slots.clear();
+        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
+        bytes.extend(postcard::to_allocvec(&top).unwrap());
+        let mut near = DesiredState::restore(&bytes, catalog()).unwrap();
+        let index = near.applied_index() + 1;
+        assert_eq!(
+            near.apply(index, &assign(0, 1, EPOCH_MAX)),
+            Err(ApplyError::ImplausibleEpoch {
+                epoch: EPOCH_MAX,
+                epoch_high: EPOCH_MAX - 1
+            })
+        );
+        // A snapshot that claims an implausible epoch_high is refused on restore.
+        let mut evil = ds.state.clone();
+        evil.epoch_high = u64::MAX;
+        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
+        bytes.extend(postcard::to_allocvec(&evil).unwrap());
+        assert_eq!(
+            DesiredState::restore(&bytes, catalog()),
+            Err(SnapshotError::Invariant("epoch_high implausible"))
+        );
+    }
+
+    /// At the very top of the epoch range the planner reports the slots pending instead of
+    /// overflowing, and whatever it proposes still applies.
+    #[test]
+    fn planner_stops_at_the_epoch_ceiling() {
+        use crate::placement::{self, NoFence, NodeView, PendingReason, Refill};
+        let (ds, _) = run(&[web(2)]);
+        let mut top = ds.state.clone();
+        top.epoch_high = EPOCH_MAX - 2;
+        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
+        bytes.extend(postcard::to_allocvec(&top).unwrap());
+        let mut ds = DesiredState::restore(&bytes, catalog()).unwrap();
+        let views = [1, 2].map(|id| NodeView {
+            free_mib: 1024,
+            ..NodeView::unreported(id, crate::NodeRole::Worker, true, false)
+        });
+        let config = crate::config::Config::default();
+        let mut refill = Refill::new(&config, 0);
+        let plan = placement::plan(&ds, &views, &mut refill, &NoFence, &config, 0);
+        assert_eq!(plan.commands.len(), 1, "{plan:?}");
+        assert_eq!(plan.pending.len(), 1);
+        assert_eq!(plan.pending[0].reason, PendingReason::EpochsExhausted);
+        let index = ds.applied_index() + 1;
+        assert!(ds.apply(index, &plan.commands[0]).is_ok());
+        assert_eq!(ds.epoch_high(), EPOCH_MAX - 1);
+        let plan = placement::plan(&ds, &views, &mut refill, &NoFence, &config, 0);
+        assert!(plan.commands.is_empty());
+    }
+
     #[test]
     fn epochs_survive_delete_and_recreate() {
         let (ds, results) = run(&[
@@ -534,16 +852,8 @@ mod tests {
             web(1),
             assign(0, 1, 1),
             assign(0, 2, 2),
-            Command::Unassign {
-                service: "web".to_string(),
-                slot: 0,
-                epoch: 1,
-            },
-            Command::Unassign {
-                service: "web".to_string(),
-                slot: 1,
-                epoch: 1,
-            },
+            unassign(0, 1),
+            unassign(1, 1),
         ]);
         assert_eq!(
             results[3],
@@ -577,12 +887,7 @@ mod tests {
                 name: "web".to_string(),
                 replicas: 65,
             },
-            Command::Assign {
-                service: "web".to_string(),
-                slot: 64,
-                node: 1,
-                epoch: 1,
-            },
+            assign(64, 1, 1),
         ]);
         assert!(matches!(
             results[0],
@@ -633,13 +938,15 @@ mod tests {
         let (mut ds, _) = run(&[web(1), assign(0, 1, 1)]);
         assert_eq!(
             ds.apply(3, &Command::ApplyService(spec.clone())),
-            Err(ApplyError::ImmutableField { field: "payload" })
+            Err(ApplyError::ImmutableField {
+                field: Field::Payload
+            })
         );
         spec.payload = "echo".to_string();
         spec.args.push("x".to_string());
         assert_eq!(
             ds.apply(4, &Command::ApplyService(spec.clone())),
-            Err(ApplyError::ImmutableField { field: "args" })
+            Err(ApplyError::ImmutableField { field: Field::Args })
         );
         spec.args.clear();
         spec.replicas = 0;
@@ -730,7 +1037,7 @@ mod tests {
         // Hand-crafted snapshot with an assignment above epoch_high.
         let mut evil = ds.state.clone();
         evil.epoch_high = 1;
-        let mut evil_bytes = alloc::vec![SNAPSHOT_FORMAT_V1];
+        let mut evil_bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
         evil_bytes.extend(postcard::to_allocvec(&evil).unwrap());
         let err = SnapshotError::Invariant("assignment epoch above epoch_high");
         assert_eq!(DesiredState::restore(&evil_bytes, catalog()), Err(err));
@@ -748,16 +1055,155 @@ mod tests {
                 slot: 0,
                 node: 2,
                 epoch: 2,
+                reason: Reason::Place,
             },
             Command::Assign {
                 service: "we".to_string(),
                 slot: 0,
                 node: 3,
                 epoch: 3,
+                reason: Reason::Place,
             },
         ]);
         let web: Vec<_> = ds.assignments_of("web").collect();
         assert_eq!(web, alloc::vec![(0, Assignment { node: 1, epoch: 1 })]);
         assert_eq!(ds.assignments().count(), 3);
+    }
+
+    fn fenced_web() -> Command {
+        let mut spec = ServiceSpec::new("web", "echo", 2);
+        spec.fenced = true;
+        Command::ApplyService(spec)
+    }
+
+    #[test]
+    fn fenced_slots_leave_tombstones_and_never_move_in_one_step() {
+        let (mut ds, results) = run(&[fenced_web(), assign(0, 1, 1), assign(0, 2, 2)]);
+        assert_eq!(results[2], Err(ApplyError::FencedSlotBound { current: 1 }));
+        assert_eq!(
+            ds.apply(4, &unassign(0, 1)),
+            Ok(Applied::Unassigned {
+                previous: Assignment { node: 1, epoch: 1 }
+            })
+        );
+        assert_eq!(
+            ds.vacated("web", 0),
+            Some(Vacated {
+                node: 1,
+                epoch: 1,
+                index: 4
+            })
+        );
+        assert_eq!(
+            ds.apply(5, &assign(0, 2, 3)),
+            Ok(Applied::Assigned { previous: None })
+        );
+        assert_eq!(ds.vacated("web", 0), None, "a binding clears its tombstone");
+        // Deleting a fenced service buries its bound slots, so a re-created one waits.
+        ds.apply(6, &Command::Delete { name: "web".into() })
+            .unwrap();
+        assert_eq!(
+            ds.vacated("web", 0),
+            Some(Vacated {
+                node: 2,
+                epoch: 3,
+                index: 6
+            })
+        );
+        ds.apply(7, &fenced_web()).unwrap();
+        assert_eq!(ds.vacated("web", 0).unwrap().node, 2);
+        // The fence flag is fixed at creation.
+        assert_eq!(
+            ds.apply(8, &web(2)),
+            Err(ApplyError::ImmutableField {
+                field: Field::Fenced
+            })
+        );
+        let back = DesiredState::restore(&ds.snapshot(), catalog()).unwrap();
+        assert_eq!(back, ds);
+    }
+
+    #[test]
+    fn tombstones_are_bounded_and_overflow_conservatively() {
+        let mut ds = DesiredState::new(catalog());
+        let mut index = 0;
+        for (i, epoch) in (0..VACATED_MAX + 10).zip(1..) {
+            let mut spec = ServiceSpec::new(&alloc::format!("s{i}"), "echo", 1);
+            spec.fenced = true;
+            index += 1;
+            ds.apply(index, &Command::ApplyService(spec)).unwrap();
+            index += 1;
+            let a = Command::Assign {
+                service: alloc::format!("s{i}"),
+                slot: 0,
+                node: 1,
+                epoch,
+                reason: Reason::Place,
+            };
+            ds.apply(index, &a).unwrap();
+            index += 1;
+            ds.apply(
+                index,
+                &Command::Delete {
+                    name: alloc::format!("s{i}"),
+                },
+            )
+            .unwrap();
+            assert!(ds.vacated_count() <= VACATED_MAX);
+        }
+        assert_eq!(ds.vacated_count(), VACATED_MAX);
+        // The 10 oldest were folded into the overflow index: the newest of them was buried
+        // at index 30 (3 entries per service).
+        assert_eq!(ds.vacated_overflow(), 30);
+        assert_eq!(ds.vacated("s9", 0), None);
+        assert!(ds.vacated("s10", 0).is_some());
+        assert!(ds
+            .vacated(&alloc::format!("s{}", VACATED_MAX + 9), 0)
+            .is_some());
+        DesiredState::restore(&ds.snapshot(), catalog()).unwrap();
+    }
+
+    #[test]
+    fn forged_epochs_are_refused() {
+        let (ds, results) = run(&[
+            web(1),
+            assign(0, 1, u64::MAX),
+            assign(0, 1, EPOCH_JUMP_MAX + 1),
+            assign(0, 1, EPOCH_JUMP_MAX),
+        ]);
+        assert_eq!(
+            results[1],
+            Err(ApplyError::EpochJump {
+                epoch: u64::MAX,
+                epoch_high: 0
+            })
+        );
+        assert_eq!(
+            results[2],
+            Err(ApplyError::EpochJump {
+                epoch: EPOCH_JUMP_MAX + 1,
+                epoch_high: 0
+            })
+        );
+        assert!(results[3].is_ok());
+        assert_eq!(ds.epoch_high(), EPOCH_JUMP_MAX);
+    }
+
+    #[test]
+    fn first_format_snapshots_still_restore() {
+        // A state with web (2 replicas) and web/0 -> node 1 @ 1, in snapshot format 1
+        // (postcard of the first Replicated: applied, epoch_high, services, draining).
+        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V1, 2, 1, 1, 3, b'w', b'e', b'b'];
+        bytes.extend_from_slice(&[
+            3, b'w', b'e', b'b', 4, b'e', b'c', b'h', b'o', 0, 2, 0, 64, 1, 0,
+        ]);
+        bytes.extend_from_slice(&[1, 0, 1, 1, 0]);
+        let ds = DesiredState::restore(&bytes, catalog()).unwrap();
+        assert_eq!(ds.applied_index(), 2);
+        assert_eq!(
+            ds.assignment("web", 0),
+            Some(Assignment { node: 1, epoch: 1 })
+        );
+        assert!(!ds.service("web").unwrap().fenced);
     }
 }

@@ -7,12 +7,14 @@
 //!
 //! ```text
 //! {"format":"xylem-status/1","node":"worker-1",
-//!  "quorum":{"ok":true,"leader":"worker-1","term":4,"voters_reachable":3,"voters_total":3},
+//!  "quorum":{"ok":true,"leader":"worker-1","term":4,"voters_reachable":3,"voters_total":3,
+//!            "lease_left_ms":null},
 //!  "nodes":[{"name":"worker-1","role":"worker","member":"alive","raft":"leader",
 //!            "load_milli":420,"free_mib":12,"cells":1,"last_panic":null}],
-//!  "services":[{"name":"web","desired":2,"running":2,"pending":0,"health":"healthy"}],
-//!  "cells":[{"id":3,"service":"web","slot":0,"node":"worker-1","state":"running",
-//!            "restarts":0,"uptime_s":75}]}
+//!  "services":[{"name":"web","desired":2,"running":2,"pending":0,"fenced":false,
+//!                "health":"healthy"}],
+//!  "cells":[{"name":"web/0@3","id":3,"service":"web","slot":0,"epoch":3,"node":"worker-1",
+//!            "state":"running","restarts":0,"uptime_s":75}]}
 //! {"format":"xylem-events/1","node":"worker-1","events":[{"t_us":812345,"text":"…"}]}
 //! ```
 //!
@@ -47,6 +49,7 @@ struct Quorum<'a> {
     term: u64,
     voters_reachable: u32,
     voters_total: u32,
+    lease_left_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -80,14 +83,17 @@ struct Service<'a> {
     desired: u16,
     running: u16,
     pending: u16,
+    fenced: bool,
     health: &'static str,
 }
 
 #[derive(Serialize)]
 struct Cell<'a> {
+    name: String,
     id: u64,
     service: &'a str,
     slot: u16,
+    epoch: u64,
     node: &'a str,
     state: &'static str,
     restarts: u16,
@@ -161,6 +167,7 @@ fn service_view(s: &ServiceRow, quorum: bool) -> Service<'_> {
         desired: s.desired,
         running: s.running,
         pending: s.pending,
+        fenced: s.fenced,
         health: health_name(ServiceHealth::classify(
             quorum, s.desired, s.running, s.pending,
         )),
@@ -169,9 +176,11 @@ fn service_view(s: &ServiceRow, quorum: bool) -> Service<'_> {
 
 fn cell_view(c: &CellRow) -> Cell<'_> {
     Cell {
-        id: c.id,
-        service: &c.service,
-        slot: c.slot,
+        name: alloc::format!("{}", c.name),
+        id: u64::from(c.local_id),
+        service: &c.name.service,
+        slot: c.name.slot,
+        epoch: c.name.epoch,
         node: &c.node,
         state: c.state.as_str(),
         restarts: c.restarts,
@@ -191,6 +200,7 @@ pub fn status(input: &StatusInput, node: &str) -> String {
             term: q.term,
             voters_reachable: q.voters_reachable,
             voters_total: q.voters_total,
+            lease_left_ms: q.lease_left_ms,
         },
         nodes: input.nodes.iter().map(node_view).collect(),
         services: input

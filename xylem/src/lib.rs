@@ -13,12 +13,16 @@
 //! 4. [`report`]: the per-node status report that flows to the leader outside the log.
 //! 5. [`placement`]: the leader's scheduler (feasibility, then scoring) that turns desired state
 //!    plus a cached view of the nodes into `Assign`/`Unassign` commands to propose.
-//! 6. [`crashloop`]: the leader's bounded policy for moving crash-looping slots.
+//! 6. [`refill`]: the leader's bounded policy for re-placing replicas that ended for good.
 //! 7. [`reconcile`]: each node's level-triggered local reconcile (spawn/stop its own cells).
-//! 8. [`status`]: the model and 80-column rendering of `xylem status`; [`json`] the same
-//!    model (and the event history) as one JSON object for `--json`.
+//! 8. [`lease`]: leases of fenced services (a slot's cell never runs twice).
+//! 9. [`write`] and [`wire`]: honest operator writes, and the messages between nodes.
+//! 10. [`node`]: [`node::ControlNode`], one node's whole control plane, which the kernel and the
+//!     cluster simulator drive; [`name`]: a cell's cluster-wide name `service/slot@epoch`.
+//! 11. [`status`]: the model and 80-column rendering of `xylem status`; [`json`] the same
+//!     model (and the event history) as one JSON object for `--json`.
 //!
-//! [`config::Config`] holds the leader-local tunables (placement weights, crash-loop policy);
+//! [`config::Config`] holds the tunables (placement weights, refill policy, leases, timings);
 //! limits that apply-time validation depends on are constants, identical on every node.
 //!
 //! Single writer: only the Raft leader's scheduler proposes `Assign`/`Unassign`; operators
@@ -30,14 +34,19 @@ extern crate alloc;
 
 pub mod command;
 pub mod config;
-pub mod crashloop;
 pub mod desired;
 pub mod json;
+pub mod lease;
+pub mod name;
+pub mod node;
 pub mod placement;
 pub mod reconcile;
+pub mod refill;
 pub mod report;
 pub mod service;
 pub mod status;
+pub mod wire;
+pub mod write;
 
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +114,19 @@ impl CellState {
     /// Whether the cell counts towards a service's running replicas.
     pub fn is_serving(self) -> bool {
         matches!(self, Self::Running)
+    }
+
+    /// Whether the cell is over for good: its node will not run it again (the restart
+    /// policy or the crash-loop gate said so, or it was stopped). The leader re-places such
+    /// a slot under a new epoch (see [`crate::refill`]).
+    pub fn is_done(self) -> bool {
+        matches!(self, Self::Exited | Self::CrashLoop)
+    }
+
+    /// Whether the cell may run now or later (anything not done): for a fenced slot, a live
+    /// cell anywhere blocks a new binding.
+    pub fn is_live(self) -> bool {
+        !self.is_done()
     }
 }
 

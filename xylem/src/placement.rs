@@ -11,7 +11,12 @@
 //! 1. unassigns bound slots at or above `replicas` (scale-down drops the highest slots);
 //! 2. assigns unbound slots below `replicas`;
 //! 3. moves slots whose node is dead, unknown, a witness or draining, with a fresh epoch;
-//! 4. moves crash-looping slots when [`crate::crashloop::CrashLoopTracker`] allows it.
+//! 4. re-places slots whose cell is *done* (exited for good, or crash-looped) when
+//!    [`crate::refill`] allows it: every slot is filled, at a bounded pace.
+//!
+//! A **fenced** service's slot never moves in one step: the scheduler unbinds it (the old holder
+//! stops its cell, leaving a tombstone in the desired state), and binds it again only once the
+//! caller's [`FenceGate`] says the old holder's cell is surely gone (`crate::lease`).
 //!
 //! The views must cover every member SWIM knows, reported or not ([`NodeView::unreported`]):
 //! a node missing from the views is treated as lost, and its slots are moved.
@@ -21,14 +26,14 @@
 //! `epoch_high + 1, + 2, ...` in plan order; if a stale plan is committed twice, apply rejects
 //! the duplicate epochs, so re-planning before commits land is harmless.
 
-use crate::command::Command;
+use crate::command::{Command, Reason};
 use crate::config::{Config, PlacementConfig};
-use crate::crashloop::{CrashLoopTracker, Verdict};
 use crate::desired::{Assignment, DesiredState};
+use crate::refill::{DoneKind, RefillBudget, RefillTracker, Verdict};
 use crate::report::NodeReport;
 use crate::service::{ServiceSpec, Spread};
 use crate::{Epoch, NodeId, NodeRole, Slot};
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -39,7 +44,7 @@ pub struct NodeView {
     pub id: NodeId,
     /// Worker or witness.
     pub role: NodeRole,
-    /// SWIM says Alive (suspect and dead nodes are not).
+    /// SWIM says Alive or Suspect (only a `node_down` verdict moves work).
     pub alive: bool,
     /// Marked draining in the desired state.
     pub draining: bool,
@@ -49,8 +54,8 @@ pub struct NodeView {
     pub free_mib: u32,
     /// Cells on the node, from its report.
     pub cells: u32,
-    /// Slots the node reports as crash-looping: `(service, slot, epoch)`.
-    pub crashloops: Vec<(String, Slot, Epoch)>,
+    /// Cells the node reports done: `(service, slot, epoch, how)`.
+    pub done: Vec<(String, Slot, Epoch, DoneKind)>,
 }
 
 impl NodeView {
@@ -66,15 +71,23 @@ impl NodeView {
             load_milli: 0,
             free_mib: 0,
             cells: 0,
-            crashloops: Vec::new(),
+            done: Vec::new(),
         }
     }
 
     /// Builds a view from a node's latest report plus what the leader knows besides.
     pub fn from_report(report: &NodeReport, role: NodeRole, alive: bool, draining: bool) -> Self {
-        let crashloops = report
-            .crashloops()
-            .map(|(s, slot, e)| (String::from(s), slot, e))
+        let done = report
+            .cells
+            .iter()
+            .filter(|c| c.state.is_done())
+            .map(|c| {
+                let kind = match c.state {
+                    crate::CellState::CrashLoop => DoneKind::CrashLoop,
+                    _ => DoneKind::Exited,
+                };
+                (c.service.clone(), c.slot, c.epoch, kind)
+            })
             .collect();
         Self {
             id: report.node,
@@ -84,7 +97,40 @@ impl NodeView {
             load_milli: report.load_milli,
             free_mib: report.free_mib,
             cells: report.cell_count,
-            crashloops,
+            done,
+        }
+    }
+}
+
+/// Answers, for an unbound slot of a fenced service, whether every earlier holder's cell is
+/// surely gone, so the slot may be bound again (the leader's lease bookkeeping, `crate::lease`).
+pub trait FenceGate {
+    /// Whether `(service, slot)` may be bound now.
+    fn clear(&self, service: &str, slot: Slot) -> bool;
+}
+
+/// A gate that always says yes (services without fencing, tests).
+pub struct NoFence;
+
+impl FenceGate for NoFence {
+    fn clear(&self, _service: &str, _slot: Slot) -> bool {
+        true
+    }
+}
+
+/// The leader's refill state: per-slot history and the cluster-wide budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refill {
+    pub tracker: RefillTracker,
+    pub budget: RefillBudget,
+}
+
+impl Refill {
+    /// Fresh state for a leader that took over at `now_ms` (full bucket, no history).
+    pub fn new(config: &Config, now_ms: u64) -> Self {
+        Self {
+            tracker: RefillTracker::new(),
+            budget: RefillBudget::new(&config.refill, now_ms),
         }
     }
 }
@@ -98,16 +144,28 @@ pub enum PendingReason {
     NodeLost { node: NodeId },
     /// Bound to a draining node and no feasible node to move to (the cell keeps running).
     DrainBlocked { node: NodeId },
-    /// Crash-looping; the next move is allowed at `until_ms`.
-    CrashLoopBackoff { until_ms: u64 },
-    /// Crash-looping and the move budget is spent.
-    CrashLoopGaveUp,
-    /// Crash-looping and no other feasible node.
-    CrashLoopNoTarget,
-    /// Crash-looping but the tracker is full.
-    CrashLoopUntracked,
+    /// Its cell is done; the slot's next re-placement is allowed at `until_ms`.
+    RefillBackoff { until_ms: u64 },
+    /// Its cell is done and the cluster-wide refill budget is spent for now.
+    RefillBudget,
+    /// Its cell is done and no feasible node can take it.
+    RefillNoTarget,
+    /// Its cell is done but the refill tracker is full.
+    RefillUntracked,
+    /// A fenced slot waits until its previous holder's cell is surely gone.
+    FenceWait,
     /// The plan reached `plan_commands_max`; next round.
     PlanFull,
+    /// No fresh epoch is left below [`crate::desired::EPOCH_MAX`] (never reached by a real
+    /// cluster; defends against a corrupt or forged `epoch_high`).
+    EpochsExhausted,
+}
+
+impl PendingReason {
+    /// Whether this is a real shortfall (`Degraded`) rather than a short, expected wait.
+    pub fn is_degraded(&self) -> bool {
+        !matches!(self, Self::PlanFull | Self::FenceWait)
+    }
 }
 
 /// A slot left as it is this round, and why.
@@ -146,7 +204,7 @@ enum Need {
     Place {
         avoid: Vec<NodeId>,
         fail: PendingReason,
-        crashloop: bool,
+        reason: Reason,
     },
 }
 
@@ -156,13 +214,19 @@ struct PlaceSlot {
     bound: Option<Assignment>,
     avoid: Vec<NodeId>,
     fail: PendingReason,
-    crashloop: bool,
+    reason: Reason,
+}
+
+/// Whether `epoch` may still be handed out (below [`crate::desired::EPOCH_MAX`]).
+fn desired_epoch_ok(epoch: Epoch) -> bool {
+    epoch < crate::desired::EPOCH_MAX
 }
 
 struct Planner<'a> {
-    cfg: &'a PlacementConfig,
+    cfg: &'a Config,
     nodes: BTreeMap<NodeId, Tally>,
-    crashloops: BTreeSet<(&'a str, Slot, Epoch, NodeId)>,
+    /// Done cells by (service, slot, epoch, node).
+    done: BTreeMap<(&'a str, Slot, Epoch, NodeId), DoneKind>,
     next_epoch: Epoch,
     out: Plan,
 }
@@ -171,31 +235,33 @@ struct Planner<'a> {
 pub fn plan(
     desired: &DesiredState,
     nodes: &[NodeView],
-    tracker: &mut CrashLoopTracker,
+    refill: &mut Refill,
+    fence: &dyn FenceGate,
     config: &Config,
     now_ms: u64,
 ) -> Plan {
-    let mut planner = Planner::new(&config.placement, desired, nodes);
-    tracker.forget(&config.crashloop, now_ms, |service, slot| {
-        desired
-            .service(service)
-            .is_some_and(|spec| slot < spec.replicas)
-    });
+    let mut planner = Planner::new(config, desired, nodes);
+    refill
+        .tracker
+        .forget(&config.refill, now_ms, |service, slot| {
+            desired
+                .service(service)
+                .is_some_and(|spec| slot < spec.replicas)
+        });
     for spec in desired.services() {
         planner.unassign_excess(desired, spec);
     }
     for spec in desired.services() {
-        planner.place_service(desired, spec, tracker, config, now_ms);
+        planner.place_service(desired, spec, refill, fence, now_ms);
     }
     debug_assert!(planner.out.commands.len() <= config.placement.plan_commands_max);
-    debug_assert!(planner.next_epoch > desired.epoch_high());
     planner.out
 }
 
 impl<'a> Planner<'a> {
-    fn new(cfg: &'a PlacementConfig, desired: &DesiredState, views: &'a [NodeView]) -> Self {
+    fn new(cfg: &'a Config, desired: &DesiredState, views: &'a [NodeView]) -> Self {
         let mut nodes = BTreeMap::new();
-        let mut crashloops = BTreeSet::new();
+        let mut done = BTreeMap::new();
         for v in views {
             let tally = Tally {
                 role: v.role,
@@ -206,22 +272,24 @@ impl<'a> Planner<'a> {
                 cells: v.cells,
             };
             nodes.insert(v.id, tally);
-            for (service, slot, epoch) in &v.crashloops {
-                crashloops.insert((service.as_str(), *slot, *epoch, v.id));
+            for (service, slot, epoch, kind) in &v.done {
+                done.insert((service.as_str(), *slot, *epoch, v.id), *kind);
             }
         }
-        let next_epoch = desired.epoch_high() + 1;
+        // `epoch_high` is below EPOCH_MAX by apply's rule, so this cannot overflow; saturate
+        // anyway so a corrupt state can only exhaust epochs, never panic.
+        let next_epoch = desired.epoch_high().saturating_add(1);
         Self {
             cfg,
             nodes,
-            crashloops,
+            done,
             next_epoch,
             out: Plan::default(),
         }
     }
 
     fn full(&self) -> bool {
-        self.out.commands.len() >= self.cfg.plan_commands_max
+        self.out.commands.len() >= self.cfg.placement.plan_commands_max
     }
 
     /// Scale-down: unbind every bound slot at or above `replicas`.
@@ -234,13 +302,17 @@ impl<'a> Planner<'a> {
                 self.pending(spec, slot, PendingReason::PlanFull);
                 continue;
             }
-            let command = Command::Unassign {
-                service: spec.name.clone(),
-                slot,
-                epoch: a.epoch,
-            };
-            self.out.commands.push(command);
+            self.unassign(spec, slot, a, Reason::ScaleDown);
         }
+    }
+
+    fn unassign(&mut self, spec: &ServiceSpec, slot: Slot, a: Assignment, reason: Reason) {
+        self.out.commands.push(Command::Unassign {
+            service: spec.name.clone(),
+            slot,
+            epoch: a.epoch,
+            reason,
+        });
     }
 
     /// An alive worker, draining or not: a binding there still has a running cell.
@@ -261,8 +333,8 @@ impl<'a> Planner<'a> {
         &mut self,
         desired: &DesiredState,
         spec: &ServiceSpec,
-        tracker: &mut CrashLoopTracker,
-        config: &Config,
+        refill: &mut Refill,
+        fence: &dyn FenceGate,
         now_ms: u64,
     ) {
         // Decide every slot first, so the spread counts see every binding before any choice.
@@ -270,9 +342,12 @@ impl<'a> Planner<'a> {
         let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
         for slot in 0..spec.replicas {
             let bound = desired.assignment(&spec.name, slot);
-            let need = self.decide(spec, slot, bound, tracker, config, now_ms);
+            let need = match bound {
+                None => self.decide_unbound(spec, slot, refill, fence),
+                Some(a) => self.decide_bound(spec, slot, a, refill, now_ms),
+            };
             // A binding on an alive node occupies it until a move succeeds (a drain or
-            // crash-loop move can fail and leave the cell where it is), so count it now.
+            // refill move can fail and leave the cell where it is), so count it now.
             if let Some(a) = bound.filter(|a| self.alive_worker(a.node)) {
                 *per_node.entry(a.node).or_insert(0) += 1;
             }
@@ -282,7 +357,7 @@ impl<'a> Planner<'a> {
             if let Need::Place {
                 avoid,
                 fail,
-                crashloop,
+                reason,
             } = need
             {
                 let bound = desired.assignment(&spec.name, slot);
@@ -291,11 +366,123 @@ impl<'a> Planner<'a> {
                     bound,
                     avoid,
                     fail,
-                    crashloop,
+                    reason,
                 };
-                self.place_slot(spec, place, &mut per_node, tracker, now_ms);
+                self.place_slot(spec, place, &mut per_node, refill, now_ms);
             }
         }
+    }
+
+    /// An unbound slot below `replicas`: place it (a fenced one only once cleared).
+    fn decide_unbound(
+        &mut self,
+        spec: &ServiceSpec,
+        slot: Slot,
+        refill: &Refill,
+        fence: &dyn FenceGate,
+    ) -> Need {
+        if spec.fenced && !fence.clear(&spec.name, slot) {
+            self.pending(spec, slot, PendingReason::FenceWait);
+            return Need::Keep;
+        }
+        // A slot released after a crash loop still prefers nodes it has not failed on.
+        Need::Place {
+            avoid: refill.tracker.avoid(&spec.name, slot).to_vec(),
+            fail: PendingReason::NoFeasibleNode,
+            reason: Reason::Place,
+        }
+    }
+
+    /// Classifies one bound slot below `replicas`.
+    fn decide_bound(
+        &mut self,
+        spec: &ServiceSpec,
+        slot: Slot,
+        a: Assignment,
+        refill: &mut Refill,
+        now_ms: u64,
+    ) -> Need {
+        let lost = self
+            .nodes
+            .get(&a.node)
+            .is_none_or(|t| !t.alive || t.role != NodeRole::Worker);
+        if lost {
+            return self.moved(spec, slot, a, Vec::new(), Reason::NodeLost);
+        }
+        if self.nodes.get(&a.node).is_some_and(|t| t.draining) {
+            return self.moved(spec, slot, a, alloc::vec![a.node], Reason::Drain);
+        }
+        let Some(&kind) = self.done.get(&(spec.name.as_str(), slot, a.epoch, a.node)) else {
+            return Need::Keep;
+        };
+        debug_assert!(self.healthy(a.node));
+        let verdict = refill.tracker.observe(
+            &self.cfg.refill,
+            (slot, a.epoch, kind),
+            &spec.name,
+            a.node,
+            now_ms,
+        );
+        let reason = match kind {
+            DoneKind::CrashLoop => Reason::CrashLoop,
+            DoneKind::Exited => Reason::Exited,
+        };
+        let fail = match verdict {
+            Verdict::Refill { avoid } => {
+                if spec.fenced {
+                    // The done cell runs nowhere: unbinding is safe at once, and the budget is
+                    // charged now (the next bind is an ordinary placement).
+                    if !self.full() && refill.budget.take(&self.cfg.refill, now_ms) {
+                        refill.tracker.record_refill(&spec.name, slot, now_ms);
+                        self.unassign(spec, slot, a, reason);
+                        return Need::Keep;
+                    }
+                    PendingReason::RefillBudget
+                } else {
+                    return Need::Place {
+                        avoid,
+                        fail: PendingReason::RefillNoTarget,
+                        reason,
+                    };
+                }
+            }
+            Verdict::Wait { until_ms } => PendingReason::RefillBackoff { until_ms },
+            Verdict::Untracked => PendingReason::RefillUntracked,
+        };
+        self.pending(spec, slot, fail);
+        Need::Keep
+    }
+
+    /// A slot whose node is lost or draining: a move (fenced: an unbinding first).
+    fn moved(
+        &mut self,
+        spec: &ServiceSpec,
+        slot: Slot,
+        a: Assignment,
+        avoid: Vec<NodeId>,
+        reason: Reason,
+    ) -> Need {
+        let fail = match reason {
+            Reason::Drain => PendingReason::DrainBlocked { node: a.node },
+            _ => PendingReason::NodeLost { node: a.node },
+        };
+        if !spec.fenced {
+            return Need::Place {
+                avoid,
+                fail,
+                reason,
+            };
+        }
+        // A fenced slot is unbound first. Off a draining node only when somewhere else can
+        // take it, so a drain never stops a cell that has nowhere to go.
+        let elsewhere =
+            reason != Reason::Drain || self.choose(spec, &BTreeMap::new(), &avoid).is_some();
+        if elsewhere && !self.full() {
+            self.unassign(spec, slot, a, reason);
+        } else {
+            self.pending(spec, slot, fail);
+        }
+        Need::Keep
     }
 
     /// Chooses a node for one slot and emits the `Assign`, or reports it pending.
@@ -304,7 +491,7 @@ impl<'a> Planner<'a> {
         spec: &ServiceSpec,
         place: PlaceSlot,
         per_node: &mut BTreeMap<NodeId, u32>,
-        tracker: &mut CrashLoopTracker,
+        refill: &mut Refill,
         now_ms: u64,
     ) {
         let PlaceSlot {
@@ -312,108 +499,64 @@ impl<'a> Planner<'a> {
             bound,
             avoid,
             fail,
-            crashloop,
+            reason,
         } = place;
         if self.full() {
             self.pending(spec, slot, PendingReason::PlanFull);
             return;
         }
-        // A crash-looping slot prefers nodes it has not failed on yet, but any node other
-        // than its current one will do.
+        // The binding being replaced no longer counts on its node while choosing (an exited
+        // cell's node is as good a home as before).
+        let old = bound.filter(|a| self.alive_worker(a.node));
+        if let Some(old) = old {
+            *per_node.get_mut(&old.node).expect("counted when decided") -= 1;
+        }
+        // A slot that crash-looped prefers nodes it has not failed on yet, but when it failed
+        // on every candidate any node will do (other than its current one, if bound): the
+        // avoid list is a preference, and the refill backoff already sets the pace.
         let node = self.choose(spec, per_node, &avoid).or_else(|| {
             let current = bound.map(|a| a.node);
-            crashloop
+            let retry = reason == Reason::CrashLoop || (bound.is_none() && !avoid.is_empty());
+            retry
                 .then(|| self.choose(spec, per_node, current.as_slice()))
                 .flatten()
         });
-        let Some(node) = node else {
-            self.pending(spec, slot, fail);
+        let charged =
+            node.is_some() && (!reason.is_refill() || refill.budget.take(&self.cfg.refill, now_ms));
+        let Some(node) = node.filter(|_| charged) else {
+            if let Some(old) = old {
+                *per_node.entry(old.node).or_insert(0) += 1;
+            }
+            let why = if node.is_some() {
+                PendingReason::RefillBudget
+            } else {
+                fail
+            };
+            self.pending(spec, slot, why);
             return;
         };
         debug_assert!(
-            bound.is_none_or(|a| a.node != node),
+            bound.is_none_or(|a| a.node != node || reason == Reason::Exited),
             "a move goes elsewhere"
         );
+        if !desired_epoch_ok(self.next_epoch) {
+            self.pending(spec, slot, PendingReason::EpochsExhausted);
+            return;
+        }
+        if reason.is_refill() {
+            refill.tracker.record_refill(&spec.name, slot, now_ms);
+        }
         let epoch = self.next_epoch;
-        self.next_epoch += 1;
+        self.next_epoch = self.next_epoch.saturating_add(1);
         *per_node.entry(node).or_insert(0) += 1;
-        if let Some(old) = bound.filter(|a| self.alive_worker(a.node)) {
-            let count = per_node.get_mut(&old.node).expect("counted when decided");
-            *count -= 1;
-        }
         self.charge(node);
-        if crashloop {
-            tracker.record_move(&spec.name, slot, now_ms);
-        }
-        let service = spec.name.clone();
         self.out.commands.push(Command::Assign {
-            service,
+            service: spec.name.clone(),
             slot,
             node,
             epoch,
+            reason,
         });
-    }
-
-    /// Classifies one slot below `replicas`.
-    fn decide(
-        &mut self,
-        spec: &ServiceSpec,
-        slot: Slot,
-        bound: Option<Assignment>,
-        tracker: &mut CrashLoopTracker,
-        config: &Config,
-        now_ms: u64,
-    ) -> Need {
-        let Some(a) = bound else {
-            return Need::Place {
-                avoid: Vec::new(),
-                fail: PendingReason::NoFeasibleNode,
-                crashloop: false,
-            };
-        };
-        let Some(tally) = self.nodes.get(&a.node) else {
-            return Need::Place {
-                avoid: Vec::new(),
-                fail: PendingReason::NodeLost { node: a.node },
-                crashloop: false,
-            };
-        };
-        if !tally.alive || tally.role != NodeRole::Worker {
-            return Need::Place {
-                avoid: Vec::new(),
-                fail: PendingReason::NodeLost { node: a.node },
-                crashloop: false,
-            };
-        }
-        if tally.draining {
-            let fail = PendingReason::DrainBlocked { node: a.node };
-            return Need::Place {
-                avoid: alloc::vec![a.node],
-                fail,
-                crashloop: false,
-            };
-        }
-        if !self
-            .crashloops
-            .contains(&(spec.name.as_str(), slot, a.epoch, a.node))
-        {
-            return Need::Keep;
-        }
-        debug_assert!(self.healthy(a.node));
-        let reason = match tracker.observe(&config.crashloop, &spec.name, slot, a.node, now_ms) {
-            Verdict::Move { avoid } => {
-                return Need::Place {
-                    avoid,
-                    fail: PendingReason::CrashLoopNoTarget,
-                    crashloop: true,
-                }
-            }
-            Verdict::Wait { until_ms } => PendingReason::CrashLoopBackoff { until_ms },
-            Verdict::GaveUp => PendingReason::CrashLoopGaveUp,
-            Verdict::Untracked => PendingReason::CrashLoopUntracked,
-        };
-        self.pending(spec, slot, reason);
-        Need::Keep
     }
 
     /// Feasibility then scoring; `None` when no node is feasible.
@@ -442,28 +585,30 @@ impl<'a> Planner<'a> {
     }
 
     fn feasible(&self, t: &Tally) -> bool {
+        let cfg: &PlacementConfig = &self.cfg.placement;
         t.role == NodeRole::Worker
             && t.alive
             && !t.draining
-            && t.free_mib >= u64::from(self.cfg.free_mib_min)
-            && t.cells < self.cfg.cells_per_node_max
+            && t.free_mib >= u64::from(cfg.free_mib_min)
+            && t.cells < cfg.cells_per_node_max
     }
 
     /// Lower is better: weighted load plus weighted memory pressure (0..=1000).
     fn score(&self, t: &Tally) -> u64 {
-        let reference = u64::from(self.cfg.free_mib_ref.max(1));
+        let cfg = &self.cfg.placement;
+        let reference = u64::from(cfg.free_mib_ref.max(1));
         let pressure = 1000 - t.free_mib.min(reference) * 1000 / reference;
-        t.load_milli * u64::from(self.cfg.load_weight) + pressure * u64::from(self.cfg.mem_weight)
+        t.load_milli * u64::from(cfg.load_weight) + pressure * u64::from(cfg.mem_weight)
     }
 
     /// Accounts a planned cell on `node` so the rest of the round sees it.
     fn charge(&mut self, node: NodeId) {
+        let cfg = &self.cfg.placement;
+        let (load, mib) = (cfg.cell_load_milli_estimate, cfg.cell_mib_estimate);
         let tally = self.nodes.get_mut(&node).expect("chosen from the tally");
         tally.cells += 1;
-        tally.load_milli += u64::from(self.cfg.cell_load_milli_estimate);
-        tally.free_mib = tally
-            .free_mib
-            .saturating_sub(u64::from(self.cfg.cell_mib_estimate));
+        tally.load_milli += u64::from(load);
+        tally.free_mib = tally.free_mib.saturating_sub(u64::from(mib));
     }
 
     fn pending(&mut self, spec: &ServiceSpec, slot: Slot, reason: PendingReason) {

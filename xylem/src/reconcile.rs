@@ -62,6 +62,9 @@ pub enum StopReason {
     Fenced { current: Epoch },
     /// Another local cell already holds the same slot and epoch.
     Duplicate,
+    /// Its service is fenced and this node's lease ran out (never emitted by [`reconcile`];
+    /// the control node stops such cells itself, quorum or not).
+    LeaseExpired,
 }
 
 /// One local action for the kernel to carry out.

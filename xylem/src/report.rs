@@ -1,9 +1,11 @@
 //! The per-node status report: actual state flowing to the leader, outside the Raft log.
 //!
-//! Each node periodically (or piggybacked on gossip) sends a [`NodeReport`]: its load, free
-//! memory and, per cell, `(cell id, service, slot, epoch, state, restarts, uptime)`. The leader keeps the
-//! latest report per node (newer `seq` wins) and turns it into a
-//! [`crate::placement::NodeView`] for the scheduler and into rows for `xylem status`.
+//! Each node periodically sends a [`NodeReport`]: its load, free memory, the log index its
+//! desired state has applied, and, per cell, `(cell id, service, slot, epoch, state, restarts,
+//! uptime)`. Every node keeps the latest report per node (newer `seq` wins); the leader turns
+//! them into [`crate::placement::NodeView`]s for the scheduler, and every node into rows for
+//! `xylem status`. The applied index lets the leader tell that a node has seen a fenced slot's
+//! unbinding (see [`crate::lease`]).
 //! Reports are soft state: losing one only delays a decision; they never enter the log.
 //!
 //! Size is bounded: at most [`REPORT_CELLS_MAX`] cells, and a worst-case report (32-byte names,
@@ -25,8 +27,10 @@ pub const REPORT_CELLS_MAX: usize = 16;
 /// Upper bound on an encoded report, in bytes (tested against the worst case). A report
 /// travels as one transport payload (at most 1360 bytes) inside a control message.
 pub const REPORT_BYTES_MAX: usize = 1100;
-/// The first byte of every encoded report: version 2 added [`NodeReport::last_panic`].
-pub const REPORT_FORMAT_V2: u8 = 2;
+/// The first byte of every encoded report (format 2 added `applied_index`, format 3
+/// [`NodeReport::last_panic`]; reports are soft state between nodes of one image, so older
+/// formats are simply refused).
+pub const REPORT_FORMAT_V3: u8 = 3;
 /// Longest panic message a report carries (cut on a character boundary).
 pub const PANIC_MESSAGE_MAX: usize = 48;
 
@@ -111,6 +115,8 @@ pub struct NodeReport {
     pub load_milli: u32,
     /// Free physical memory, in MiB.
     pub free_mib: u32,
+    /// Index of the last committed entry the node's desired state applied.
+    pub applied_index: u64,
     /// Number of cells on the node (may exceed `cells.len()` when truncated).
     pub cell_count: u32,
     /// The cells, in `(service, slot, epoch)` order, at most [`REPORT_CELLS_MAX`].
@@ -142,6 +148,7 @@ impl NodeReport {
         seq: u64,
         load_milli: u32,
         free_mib: u32,
+        applied_index: u64,
         mut cells: Vec<CellReport>,
     ) -> Self {
         cells.sort_by(|a, b| (&a.service, a.slot, a.epoch).cmp(&(&b.service, b.slot, b.epoch)));
@@ -153,6 +160,7 @@ impl NodeReport {
             seq,
             load_milli,
             free_mib,
+            applied_index,
             cell_count,
             cells,
             last_panic: None,
@@ -174,7 +182,7 @@ impl NodeReport {
         if self.last_panic.as_ref().is_some_and(|p| !p.is_bounded()) {
             return Err(ReportError::Malformed);
         }
-        let bytes = alloc::vec![REPORT_FORMAT_V2];
+        let bytes = alloc::vec![REPORT_FORMAT_V3];
         let bytes = postcard::to_extend(self, bytes).map_err(|_| ReportError::Malformed)?;
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
@@ -188,7 +196,7 @@ impl NodeReport {
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
         }
-        if version != REPORT_FORMAT_V2 {
+        if version != REPORT_FORMAT_V3 {
             return Err(ReportError::UnknownFormat { version });
         }
         let (report, rest) =
@@ -213,6 +221,16 @@ impl NodeReport {
             .iter()
             .filter(|c| c.state == CellState::CrashLoop)
             .map(|c| (c.service.as_str(), c.slot, c.epoch))
+    }
+
+    /// Whether the report proves the node runs no cell of `(service, slot)` at any epoch: it
+    /// lists every cell (not truncated) and none of that slot is live.
+    pub fn shows_no_live_cell(&self, service: &str, slot: Slot) -> bool {
+        !self.truncated()
+            && !self
+                .cells
+                .iter()
+                .any(|c| c.service == service && c.slot == slot && c.state.is_live())
     }
 }
 
@@ -248,13 +266,13 @@ mod tests {
     #[test]
     fn worst_case_report_fits_the_bound() {
         let cells = (0..REPORT_CELLS_MAX).map(worst_cell).collect();
-        let mut report = NodeReport::new(u64::MAX, u64::MAX, u32::MAX, u32::MAX, cells);
+        let mut report = NodeReport::new(u64::MAX, u64::MAX, u32::MAX, u32::MAX, u64::MAX, cells);
         report.last_panic = Some(worst_panic());
         let bytes = report.encode().unwrap();
         assert!(bytes.len() <= REPORT_BYTES_MAX, "{} bytes", bytes.len());
-        // 33 header bytes + 16 x 60 per cell + 73 for the panic note: the bound is tight,
+        // 43 header bytes + 16 x 60 per cell + 73 for the panic note: the bound is tight,
         // keep it that way on purpose.
-        assert_eq!(bytes.len(), 1066);
+        assert_eq!(bytes.len(), 1076);
         assert_eq!(NodeReport::decode(&bytes), Ok(report));
     }
 
@@ -266,7 +284,7 @@ mod tests {
             panic!("a panicked note");
         };
         assert!(message.len() <= PANIC_MESSAGE_MAX && message.chars().all(|c| c == 'é'));
-        let mut report = NodeReport::new(1, 1, 0, 0, vec![]);
+        let mut report = NodeReport::new(1, 1, 0, 0, 0, vec![]);
         report.last_panic = Some(PanicNote::CorruptRecord);
         let bytes = report.encode().unwrap();
         assert_eq!(NodeReport::decode(&bytes), Ok(report.clone()));
@@ -279,7 +297,7 @@ mod tests {
             message: "y".repeat(PANIC_MESSAGE_MAX + 1),
         });
         assert_eq!(report.encode(), Err(ReportError::Malformed));
-        let mut forged = vec![REPORT_FORMAT_V2];
+        let mut forged = vec![REPORT_FORMAT_V3];
         forged.extend(postcard::to_allocvec(&report).unwrap());
         assert_eq!(NodeReport::decode(&forged), Err(ReportError::Malformed));
     }
@@ -295,14 +313,14 @@ mod tests {
             restarts: 0,
             uptime_s: 3600,
         }];
-        let bytes = NodeReport::new(2, 40, 250, 900, cells).encode().unwrap();
+        let bytes = NodeReport::new(2, 40, 250, 900, 0, cells).encode().unwrap();
         assert!(bytes.len() < 32, "{}", bytes.len());
     }
 
     #[test]
     fn big_cell_lists_are_truncated_in_order() {
         let cells: Vec<_> = (0..40).rev().map(worst_cell).collect();
-        let report = NodeReport::new(1, 1, 0, 0, cells);
+        let report = NodeReport::new(1, 1, 0, 0, 0, cells);
         assert_eq!(report.cells.len(), REPORT_CELLS_MAX);
         assert_eq!(report.cell_count, 40);
         assert!(report.truncated());
@@ -323,13 +341,17 @@ mod tests {
             NodeReport::decode(&[1]),
             Err(ReportError::UnknownFormat { version: 1 })
         );
-        assert_eq!(NodeReport::decode(&[2, 0xff]), Err(ReportError::Malformed));
+        assert_eq!(
+            NodeReport::decode(&[2]),
+            Err(ReportError::UnknownFormat { version: 2 })
+        );
+        assert_eq!(NodeReport::decode(&[3, 0xff]), Err(ReportError::Malformed));
         assert!(matches!(
-            NodeReport::decode(&[2; REPORT_BYTES_MAX + 1]),
+            NodeReport::decode(&[3; REPORT_BYTES_MAX + 1]),
             Err(ReportError::TooLarge { .. })
         ));
         // A forged report claiming 17 cells but small enough to pass the byte bound.
-        let mut forged = NodeReport::new(1, 1, 0, 0, vec![]);
+        let mut forged = NodeReport::new(1, 1, 0, 0, 0, vec![]);
         forged.cells = (0..17)
             .map(|_| CellReport {
                 cell_id: 1,
@@ -341,7 +363,7 @@ mod tests {
                 uptime_s: 0,
             })
             .collect();
-        let mut bytes = vec![REPORT_FORMAT_V2];
+        let mut bytes = vec![REPORT_FORMAT_V3];
         bytes.extend(postcard::to_allocvec(&forged).unwrap());
         assert_eq!(
             NodeReport::decode(&bytes),
@@ -353,7 +375,7 @@ mod tests {
     fn crashloops_are_listed() {
         let mut cells: Vec<_> = (0..3).map(worst_cell).collect();
         cells[1].state = CellState::Running;
-        let report = NodeReport::new(1, 1, 0, 0, cells);
+        let report = NodeReport::new(1, 1, 0, 0, 0, cells);
         assert_eq!(report.crashloops().count(), 2);
     }
 }

@@ -75,10 +75,15 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     /// How placement spreads the replicas.
     pub placement: Spread,
+    /// A fenced service never runs two cells of one slot at once, even across a partition:
+    /// its cells hold leases (see `crate::lease`) and a slot moves only once the previous
+    /// holder surely stopped. Immutable after creation.
+    pub fenced: bool,
 }
 
-/// Why a [`ServiceSpec`] (or a new replica count) is rejected.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why a [`ServiceSpec`] (or a new replica count) is rejected. It travels in a forwarded
+/// write's reply, hence serde.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SpecError {
     /// The name is empty.
     NameEmpty,
@@ -168,7 +173,7 @@ pub fn validate_replicas(replicas: u16, min: u16, max: u16) -> Result<(), SpecEr
 
 impl ServiceSpec {
     /// A spec with the defaults the shell uses: no args, bounds `[0, REPLICAS_CAP]`,
-    /// restart on failure, soft spread. The result is not validated yet.
+    /// restart on failure, soft spread, not fenced. The result is not validated yet.
     pub fn new(name: &str, payload: &str, replicas: u16) -> Self {
         Self {
             name: String::from(name),
@@ -179,6 +184,7 @@ impl ServiceSpec {
             max_replicas: REPLICAS_CAP,
             restart: RestartPolicy::OnFailure,
             placement: Spread::Soft,
+            fenced: false,
         }
     }
 

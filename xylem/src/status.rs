@@ -1,30 +1,35 @@
 //! The status model and its 80-column rendering for `xylem status`.
 //!
-//! The kernel fills a plain [`StatusInput`] (Raft view, membership view, the leader's latest
-//! reports, the desired state) and prints the `String` from [`render`]:
+//! [`crate::node::ControlNode::status`] fills a plain, typed [`StatusInput`] (Raft view,
+//! membership view, the latest reports, the desired state) and the shell prints the `String`
+//! from [`render`]:
 //!
 //! ```text
 //! quorum: leader=w1 term=4 voters=3/3 reachable
 //!
-//! NODE         ROLE     MEMBER   RAFT        LOAD  FREE_MIB CELLS
+//! NODE         ROLE     MEMBER   RAFT        LOAD FREE_MIB CELLS
 //! ...
-//! SERVICE                          DESIRED RUNNING STATE
+//! SERVICE                      DESIRED RUNNING FENCE  STATE
 //! ...
-//! ID     SERVICE                  SLOT NODE         STATE     RST  UPTIME
-//! ...
+//! CELL                               NODE         STATE      RST  UPTIME LOCAL
+//! web/0@3                            w1           running      0   1m15s     3
+//!
 //! NODE         LAST PANIC (previous boot)         <- only when a node reports one
 //! w2           up 12.3s vector 14 elf+0x1a2b: page fault (vector 14) in kernel mo~
 //! ```
 //!
-//! Every line fits in [`WIDTH`] columns whatever the input (long names are cut with `~`), and
-//! each table shows at most [`ROWS_MAX`] rows plus a `(+N more)` line, so the output is bounded.
-//! [`service_rows`] derives the service table from the desired state and node reports, counting
-//! only cells that match their slot's current assignment (fenced stale cells do not count).
+//! A cell is shown by its cluster-wide name `service/slot@epoch` ([`CellName`]); LOCAL is its
+//! node-local id (what `cell ls` on that node shows). Every line fits in [`WIDTH`] columns
+//! whatever the input (long names are cut with `~`), and each table shows at most [`ROWS_MAX`]
+//! rows plus a `(+N more)` line, so the output is bounded. [`service_rows`] derives the service
+//! table from the desired state and node reports, counting only cells that match their slot's
+//! current assignment (fenced stale cells do not count).
 
 use crate::desired::DesiredState;
+use crate::name::CellName;
 use crate::placement::Pending;
 use crate::report::{NodeReport, PanicNote};
-use crate::{CellState, NodeRole, Slot};
+use crate::{CellState, NodeRole};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
@@ -90,6 +95,8 @@ pub struct QuorumView {
     pub voters_total: u32,
     /// Whether this node is on the majority side and caught up (see [`crate::reconcile`]).
     pub quorum: bool,
+    /// The lease this node holds for fenced cells, in ms left (`None`: it holds none).
+    pub lease_left_ms: Option<u64>,
 }
 
 /// One row of the node table.
@@ -176,22 +183,25 @@ pub struct ServiceRow {
     pub desired: u16,
     /// Cells running at their slot's current epoch on their assigned node.
     pub running: u16,
-    /// Slots the scheduler could not place in its last round.
+    /// Slots the scheduler could not place in its last round for a real shortfall
+    /// ([`crate::placement::PendingReason::is_degraded`]).
     pub pending: u16,
+    /// Whether the service is fenced (`xylem apply … --fence`).
+    pub fenced: bool,
 }
 
 /// One row of the cell table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellRow {
-    /// Kernel cell id on its node (0 when known only from a report).
-    pub id: u64,
-    pub service: String,
-    pub slot: Slot,
+    /// The cluster-wide name, `service/slot@epoch`.
+    pub name: CellName,
     /// Name of the node running it.
     pub node: String,
     pub state: CellState,
     pub restarts: u16,
     pub uptime_s: u32,
+    /// The node-local cell id (low 32 bits, as reported).
+    pub local_id: u32,
 }
 
 /// Everything `xylem status` shows.
@@ -228,7 +238,10 @@ pub fn service_rows(
             });
             running += u16::from(serving);
         }
-        let pending = pending.iter().filter(|p| p.service == spec.name).count();
+        let pending = pending
+            .iter()
+            .filter(|p| p.service == spec.name && p.reason.is_degraded())
+            .count();
         let pending = u16::try_from(pending).unwrap_or(u16::MAX);
         debug_assert!(running <= spec.replicas);
         rows.push(ServiceRow {
@@ -236,6 +249,7 @@ pub fn service_rows(
             desired: spec.replicas,
             running,
             pending,
+            fenced: spec.fenced,
         });
     }
     rows
@@ -247,13 +261,12 @@ pub fn cell_rows(node: &str, report: &NodeReport) -> Vec<CellRow> {
         .cells
         .iter()
         .map(|c| CellRow {
-            id: u64::from(c.cell_id),
-            service: c.service.clone(),
-            slot: c.slot,
+            name: CellName::new(&c.service, c.slot, c.epoch),
             node: String::from(node),
             state: c.state,
             restarts: c.restarts,
             uptime_s: c.uptime_s,
+            local_id: c.cell_id,
         })
         .collect();
     debug_assert_eq!(rows.len(), report.cells.len());
@@ -278,14 +291,17 @@ fn render_quorum(out: &mut String, q: &QuorumView) {
         .as_deref()
         .map_or_else(|| String::from("none"), |l| fit(l, 16));
     let (reachable, total) = (q.voters_reachable, q.voters_total);
+    let lease = q.lease_left_ms.map_or_else(String::new, |ms| {
+        alloc::format!(" lease={}.{}s", ms / 1000, ms % 1000 / 100)
+    });
     let line = if q.quorum {
         alloc::format!(
-            "quorum: leader={leader} term={} voters={reachable}/{total} reachable",
+            "quorum: leader={leader} term={} voters={reachable}/{total} reachable{lease}",
             q.term
         )
     } else {
         alloc::format!(
-            "NO QUORUM: voters={reachable}/{total} reachable term={} leader={leader}",
+            "NO QUORUM: voters={reachable}/{total} reachable term={} leader={leader}{lease}",
             q.term
         )
     };
@@ -328,17 +344,18 @@ fn render_nodes(out: &mut String, nodes: &[NodeRow]) {
 fn render_services(out: &mut String, services: &[ServiceRow], quorum: bool) {
     let _ = writeln!(
         out,
-        "\n{:<32} {:>7} {:>7} STATE",
-        "SERVICE", "DESIRED", "RUNNING"
+        "\n{:<28} {:>7} {:>7} {:<6} STATE",
+        "SERVICE", "DESIRED", "RUNNING", "FENCE"
     );
     for s in services.iter().take(ROWS_MAX) {
         let health = ServiceHealth::classify(quorum, s.desired, s.running, s.pending);
         let _ = writeln!(
             out,
-            "{:<32} {:>7} {:>7} {}",
-            fit(&s.name, 32),
+            "{:<28} {:>7} {:>7} {:<6} {}",
+            fit(&s.name, 28),
             s.desired,
             s.running,
+            if s.fenced { "yes" } else { "no" },
             health.as_str()
         );
     }
@@ -348,18 +365,18 @@ fn render_services(out: &mut String, services: &[ServiceRow], quorum: bool) {
 fn render_cells(out: &mut String, cells: &[CellRow]) {
     let _ = writeln!(
         out,
-        "\n{:<6} {:<24} {:>4} {:<12} {:<9} {:>4} {:>7}",
-        "ID", "SERVICE", "SLOT", "NODE", "STATE", "RST", "UPTIME"
+        "\n{:<34} {:<12} {:<9} {:>4} {:>7} {:>5}",
+        "CELL", "NODE", "STATE", "RST", "UPTIME", "LOCAL"
     );
     for c in cells.iter().take(ROWS_MAX) {
-        let id = fit(&alloc::format!("{}", c.id), 6);
+        let name = fit(&alloc::format!("{}", c.name), 34);
         let restarts = fit(&alloc::format!("{}", c.restarts), 4);
+        let local = fit(&alloc::format!("{}", c.local_id), 5);
         let uptime = uptime_text(c.uptime_s);
-        let (service, node) = (fit(&c.service, 24), fit(&c.node, 12));
+        let node = fit(&c.node, 12);
         let _ = writeln!(
             out,
-            "{id:<6} {service:<24} {:>4} {node:<12} {:<9} {restarts:>4} {uptime:>7}",
-            c.slot,
+            "{name:<34} {node:<12} {:<9} {restarts:>4} {uptime:>7} {local:>5}",
             c.state.as_str()
         );
     }

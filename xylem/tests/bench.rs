@@ -7,9 +7,8 @@
 use std::time::Instant;
 use xylem::command::Command;
 use xylem::config::Config;
-use xylem::crashloop::CrashLoopTracker;
 use xylem::desired::{DesiredState, SERVICES_MAX};
-use xylem::placement::{plan, NodeView};
+use xylem::placement::{plan, NoFence, NodeView, Refill};
 use xylem::reconcile::{reconcile, LocalCell};
 use xylem::service::{PayloadCatalog, ServiceSpec, REPLICAS_CAP};
 use xylem::{CellState, NodeRole};
@@ -30,7 +29,7 @@ fn views() -> Vec<NodeView> {
             load_milli: 100,
             free_mib: 100_000,
             cells: 0,
-            crashloops: Vec::new(),
+            done: Vec::new(),
         })
         .collect()
 }
@@ -52,11 +51,11 @@ fn largest_cluster_costs() {
         ds.apply(index, &Command::ApplyService(spec)).unwrap();
     }
     let slots = SERVICES_MAX * usize::from(REPLICAS_CAP);
-    let mut tracker = CrashLoopTracker::new();
+    let mut tracker = Refill::new(&config, 0);
     let mut nodes = views();
 
     let start = Instant::now();
-    let first = plan(&ds, &nodes, &mut tracker, &config, 0);
+    let first = plan(&ds, &nodes, &mut tracker, &NoFence, &config, 0);
     metric("plan_fill_us", start.elapsed().as_secs_f64() * 1e6, "us");
     assert_eq!(first.commands.len(), slots);
 
@@ -73,13 +72,13 @@ fn largest_cluster_costs() {
     metric("encode_decode_apply_ns_per_command", per_command_ns, "ns");
 
     let start = Instant::now();
-    let steady = plan(&ds, &nodes, &mut tracker, &config, 1);
+    let steady = plan(&ds, &nodes, &mut tracker, &NoFence, &config, 1);
     metric("plan_steady_us", start.elapsed().as_secs_f64() * 1e6, "us");
     assert!(steady.commands.is_empty());
 
     nodes[0].alive = false;
     let start = Instant::now();
-    let moves = plan(&ds, &nodes, &mut tracker, &config, 2);
+    let moves = plan(&ds, &nodes, &mut tracker, &NoFence, &config, 2);
     metric(
         "plan_node_down_us",
         start.elapsed().as_secs_f64() * 1e6,

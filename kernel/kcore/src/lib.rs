@@ -20,5 +20,6 @@ pub mod load;
 pub mod map_regions;
 pub mod node_config;
 pub mod peers;
+pub mod rtc;
 pub mod run_queue;
 pub mod short_str;

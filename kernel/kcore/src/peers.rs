@@ -1,8 +1,10 @@
 //! The cluster's peer table, parsed from the node config key `peers`.
 //!
-//! Format: `peers=1:worker-1;2:worker-2;3:witness` — `;`-separated `id:name` pairs (the
-//! node config splits on commas and whitespace, so neither may appear inside). The table
-//! maps names to node ids for `ping <node-name>` and the transport's peer list. Ids are
+//! Format: `peers=1:worker-1;2:worker-2;3:witness:witness` — `;`-separated `id:name` pairs,
+//! each optionally followed by `:role` (`worker` or `witness`; the node config splits on
+//! commas and whitespace, so neither may appear inside). The table maps names to node ids for
+//! `ping <node-name>` and the transport's peer list, and gives every node the same roles for
+//! every member (the control plane never guesses a role from a missing report). Ids are
 //! non-zero and below 255 because a node's fabric address is 169.254.77.<id>; names follow
 //! the node-name rule (`[a-z0-9-]`, at most [`crate::node_config::NAME_MAX_BYTES`]).
 
@@ -10,18 +12,19 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::node_config::{is_valid_name, NAME_MAX_BYTES};
+use crate::node_config::{is_valid_name, Role, NAME_MAX_BYTES};
 
 /// Most peers a table holds (a bound, like every table in the kernel).
 pub const PEERS_MAX: usize = 64;
 /// Highest node id that has a fabric address (169.254.77.<id>; .255 is broadcast).
 pub const PEER_ID_MAX: u64 = 254;
 
-/// One peer: id and name.
+/// One peer: id, name, and its role when the configuration gives one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     pub id: u64,
     pub name: String,
+    pub role: Option<Role>,
 }
 
 /// Why a `peers` value was rejected.
@@ -33,6 +36,8 @@ pub enum PeersError {
     BadId(String),
     /// A name is empty, too long, or has a character outside `[a-z0-9-]`.
     BadName(String),
+    /// A role is neither `worker` nor `witness`.
+    BadRole(String),
     /// The same id or name appears twice.
     Duplicate(String),
     /// More than [`PEERS_MAX`] entries.
@@ -47,6 +52,7 @@ impl fmt::Display for PeersError {
             PeersError::BadName(e) => {
                 write!(f, "name '{e}' is not [a-z0-9-]{{1,{NAME_MAX_BYTES}}}")
             }
+            PeersError::BadRole(e) => write!(f, "role '{e}' is not worker or witness"),
             PeersError::Duplicate(e) => write!(f, "'{e}' appears twice"),
             PeersError::TooMany => write!(f, "more than {PEERS_MAX} peers"),
         }
@@ -64,9 +70,15 @@ impl Peers {
     pub fn parse(text: &str) -> Result<Peers, PeersError> {
         let mut peers: Vec<Peer> = Vec::new();
         for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
-            let (id_text, name) = entry
+            let (id_text, rest) = entry
                 .split_once(':')
                 .ok_or_else(|| PeersError::Malformed(entry.to_string()))?;
+            let (name, role) = match rest.split_once(':') {
+                None => (rest, None),
+                Some((name, "worker")) => (name, Some(Role::Worker)),
+                Some((name, "witness")) => (name, Some(Role::Witness)),
+                Some((_, role)) => return Err(PeersError::BadRole(role.to_string())),
+            };
             let id = parse_id(id_text)?;
             if !is_valid_name(name) {
                 return Err(PeersError::BadName(name.to_string()));
@@ -83,6 +95,7 @@ impl Peers {
             peers.push(Peer {
                 id,
                 name: name.to_string(),
+                role,
             });
         }
         debug_assert!(peers.len() <= PEERS_MAX);
@@ -100,6 +113,11 @@ impl Peers {
             .iter()
             .find(|p| p.id == id)
             .map(|p| p.name.as_str())
+    }
+
+    /// The configured role of peer `id` (`None` when absent or not given).
+    pub fn role_of(&self, id: u64) -> Option<Role> {
+        self.peers.iter().find(|p| p.id == id).and_then(|p| p.role)
     }
 
     /// Every peer, in the order given.
@@ -140,6 +158,23 @@ mod tests {
         assert_eq!(peers.name_of(9), None);
         let ids: Vec<u64> = peers.iter().map(|p| p.id).collect();
         assert_eq!(ids, [1, 2, 3]);
+    }
+
+    #[test]
+    fn roles_are_optional_and_checked() {
+        let peers = Peers::parse("1:worker-1:worker;2:worker-2;3:witness:witness").unwrap();
+        assert_eq!(peers.role_of(1), Some(Role::Worker));
+        assert_eq!(peers.role_of(2), None);
+        assert_eq!(peers.role_of(3), Some(Role::Witness));
+        assert_eq!(peers.name_of(3), Some("witness"));
+        assert_eq!(
+            Peers::parse("1:a:boss"),
+            Err(PeersError::BadRole("boss".into()))
+        );
+        assert_eq!(
+            Peers::parse("1:a:witness:x"),
+            Err(PeersError::BadRole("witness:x".into()))
+        );
     }
 
     #[test]

@@ -1,17 +1,19 @@
-//! The Xylem control plane, driven in the kernel.
+//! The Xylem control plane, driven in the kernel: thin glue around `xylem::node::ControlNode`.
 //!
-//! Who writes what (docs/control-plane.md):
-//! - Every node applies committed `xylem::command::Command`s, in log order, to its copy of
-//!   the desired state ([`apply`]).
-//! - Only the Raft leader plans: it reads membership (SWIM), the status reports every node
-//!   broadcasts, and the desired state, and proposes `Assign`/`Unassign` commands
-//!   (`xylem::placement::plan`). Single writer: nothing moves unless the group commits it.
-//! - Every node reconciles its own cells against the assignments it holds
-//!   (`xylem::reconcile`): level-triggered every 100 ms, and edge-triggered at once on a
-//!   commit, a membership verdict or a cell exit. Stale epochs are stopped before anything
-//!   is spawned (fencing), and a node without quorum spawns nothing but keeps what it runs.
-//! - Status (load, free memory, cells) flows outside the log: each node broadcasts a
-//!   `NodeReport` every 250 ms as a `Control` message.
+//! All decisions — applying committed commands, local reconcile, the leader's scheduler,
+//! refills of done replicas, honest writes, leases of fenced services, the status model — live
+//! in the sans-IO [`ControlNode`] (host-tested, and driven by the cluster simulator in
+//! `tests/sim/cluster` exactly as here). This module only:
+//! 1. builds an [`Observed`] snapshot (the clock, `consensus::status`, SWIM's view, the cell
+//!    table, load and free memory) for each input;
+//! 2. feeds inputs in: committed entries (from `consensus`), control messages (transport),
+//!    the reactor's 10 ms tick, membership verdicts, shell writes;
+//! 3. carries out the outputs: Raft proposals and ReadIndex rounds, datagrams, cell spawns
+//!    and stops, COM2 events and the `xylem events` history.
+//!
+//! Locking: the node sits behind one spin lock, taken with interrupts masked and never held
+//! while an output runs (a proposal may commit synchronously and re-enter through
+//! [`on_committed`]).
 
 use ::cell::spec::PayloadSpec;
 use ::membership::NodeId;
@@ -20,70 +22,37 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use kcore::node_config::Role;
-use serde::{Deserialize, Serialize};
 use spin::Mutex;
 use xylem::command::Command;
-use xylem::crashloop::CrashLoopTracker;
-use xylem::desired::DesiredState;
-use xylem::placement::{self, NodeView, Pending};
-use xylem::reconcile::{self, Action, LocalCell};
-use xylem::report::{CellReport, NodeReport};
+use xylem::desired::{Applied, SnapshotError};
+use xylem::name::CellName;
+use xylem::node::{ControlNode, Event, LocalCellRow, NodeConfig, Observed, Output, RaftView};
+use xylem::reconcile::StopReason;
 use xylem::service::PayloadCatalog;
+use xylem::status::{MemberState, RaftRole, StatusInput};
+use xylem::write::{Refusal, WriteError};
 use xylem::{CellState, NodeRole};
 
 use super::{consensus, membership, peers};
 use crate::arch::cpu::without_interrupts;
-use crate::events::{self, EventKind, TaskName};
+use crate::events::{self, CellLabel, EventKind, TaskName};
 use crate::mm::{frames, PAGE_BYTES};
 use crate::netstack::transport;
 use crate::{cells, node, sched, time};
 
-const RECONCILE_EVERY_MS: u64 = 100;
-const REPORT_EVERY_MS: u64 = 250;
-const PLAN_EVERY_MS: u64 = 100;
-/// How long the leader waits for its proposals to apply before planning again anyway.
-const INFLIGHT_TIMEOUT_MS: u64 = 1000;
-/// Reports older than this are ignored (the node is probably gone).
-const REPORT_STALE_MS: u64 = 2000;
+/// Lines kept for `xylem events`.
 const HISTORY_MAX: usize = 64;
+/// Reconcile timings kept for `xylem stats`.
+const TIMINGS_MAX: usize = 64;
+/// A ReadIndex round not confirmed by then is abandoned (the lease server retries).
+const READ_TIMEOUT_US: u64 = 1_000_000;
 
-/// Control messages between nodes (postcard, `Kind::Control`).
-#[derive(Serialize, Deserialize)]
-enum ControlMsg {
-    /// A node's status report (`NodeReport::encode`).
-    Report(Vec<u8>),
-    /// A command a follower's shell forwards to the leader (`Command::encode`).
-    Forward(Vec<u8>),
-}
-
-/// A cell this node started for an assignment.
-struct Mine {
-    cell: u64,
-    service: String,
-    slot: u16,
-    epoch: u64,
-}
-
-struct Control {
-    desired: DesiredState,
-    config: xylem::config::Config,
-    tracker: CrashLoopTracker,
-    reports: BTreeMap<NodeId, (NodeReport, u64)>,
-    report_seq: u64,
-    mine: Vec<Mine>,
-    pending: Vec<Pending>,
-    inflight: Option<(u64, u64)>,
-    last: [u64; 3],
-    history: VecDeque<(u64, String)>,
-    /// Microseconds spent in the last reconcile passes (for `reconcile_us`).
-    reconcile_us: VecDeque<u64>,
-}
-
-static CONTROL: Mutex<Option<Control>> = Mutex::new(None);
-
-fn with<R>(f: impl FnOnce(&mut Control) -> R) -> Option<R> {
-    without_interrupts(|| CONTROL.lock().as_mut().map(f))
-}
+static CONTROL: Mutex<Option<ControlNode>> = Mutex::new(None);
+static HISTORY: Mutex<VecDeque<(u64, String)>> = Mutex::new(VecDeque::new());
+/// ReadIndex rounds in flight: (ctx, started at µs).
+static READS: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+/// Microseconds per tick spent in the control node (for `xylem stats`).
+static TIMINGS: Mutex<VecDeque<u64>> = Mutex::new(VecDeque::new());
 
 fn now_ms() -> u64 {
     time::now_us() / 1000
@@ -95,225 +64,47 @@ pub fn catalog() -> PayloadCatalog {
     PayloadCatalog::new(&names)
 }
 
+fn to_role(role: Role) -> NodeRole {
+    match role {
+        Role::Worker => NodeRole::Worker,
+        Role::Witness => NodeRole::Witness,
+    }
+}
+
+/// A member's role: the peer list's when it gives one, this node's own config for itself,
+/// else what the member announced in SWIM at boot, else worker.
+fn configured_role(id: NodeId) -> NodeRole {
+    let me = node::config();
+    if id == me.id {
+        return to_role(me.role);
+    }
+    peers::get()
+        .role_of(id)
+        .or_else(|| membership::role_of(id))
+        .map_or(NodeRole::Worker, to_role)
+}
+
 /// Starts the control plane.
 pub fn init() {
+    let me = node::config();
+    let members: Vec<(NodeId, NodeRole)> = all_nodes()
+        .into_iter()
+        .map(|id| (id, configured_role(id)))
+        .collect();
     let mut config = xylem::config::Config::default();
     // Nodes run with 64 MiB; the default feasibility floor is sized for bigger machines.
     config.placement.free_mib_min = 4;
-    let control = Control {
-        desired: DesiredState::new(catalog()),
+    let cfg = NodeConfig {
+        id: me.id,
+        members,
         config,
-        tracker: CrashLoopTracker::new(),
-        reports: BTreeMap::new(),
-        report_seq: 0,
-        mine: Vec::new(),
-        pending: Vec::new(),
-        inflight: None,
-        last: [0; 3],
-        history: VecDeque::new(),
-        reconcile_us: VecDeque::new(),
+        // Request ids and lease numbers must not repeat across boots.
+        boot_seed: crate::arch::cpu::rdtsc() << 16,
     };
+    let mut control = ControlNode::new(cfg, catalog());
+    control.set_last_panic(crate::crash::last_panic_note());
     without_interrupts(|| *CONTROL.lock() = Some(control));
     transport::set_consumer(net::Kind::Control, on_message);
-}
-
-fn note(c: &mut Control, text: String) {
-    if c.history.len() == HISTORY_MAX {
-        c.history.pop_front();
-    }
-    c.history.push_back((time::now_us(), text));
-}
-
-/// A committed control command (every node, in log order).
-pub fn apply(index: u64, bytes: &[u8]) {
-    let Ok(command) = Command::decode(bytes) else {
-        with(|c| note(c, format!("#{index} undecodable command ignored")));
-        return;
-    };
-    let result = with(|c| {
-        if c.inflight.is_some_and(|(idx, _)| index >= idx) {
-            c.inflight = None;
-        }
-        let outcome = c.desired.apply(index, &command);
-        match &outcome {
-            Ok(applied) => note(c, format!("#{index} {} -> {applied:?}", describe(&command))),
-            Err(err) => note(
-                c,
-                format!("#{index} {} rejected: {err:?}", describe(&command)),
-            ),
-        }
-        outcome.is_ok()
-    });
-    if result == Some(true) {
-        events::push(commit_event(index, &command));
-        reconcile_now();
-    }
-}
-
-fn describe(command: &Command) -> String {
-    match command {
-        Command::ApplyService(spec) => format!(
-            "apply {} payload={} replicas={}",
-            spec.name, spec.payload, spec.replicas
-        ),
-        Command::Scale { name, replicas } => format!("scale {name} replicas={replicas}"),
-        Command::Delete { name } => format!("delete {name}"),
-        Command::Assign {
-            service,
-            slot,
-            node,
-            epoch,
-        } => format!(
-            "assign {service}/{slot} -> {} epoch={epoch}",
-            peers::name_of(*node)
-        ),
-        Command::Unassign {
-            service,
-            slot,
-            epoch,
-        } => format!("unassign {service}/{slot} epoch={epoch}"),
-        Command::SetDraining { node, draining } => {
-            format!("drain {} {draining}", peers::name_of(*node))
-        }
-    }
-}
-
-fn commit_event(index: u64, command: &Command) -> EventKind {
-    let (op, service, slot, node, epoch) = match command {
-        Command::ApplyService(spec) => ("apply", spec.name.as_str(), 0, 0, 0),
-        Command::Scale { name, replicas } => ("scale", name.as_str(), *replicas, 0, 0),
-        Command::Delete { name } => ("delete", name.as_str(), 0, 0, 0),
-        Command::Assign {
-            service,
-            slot,
-            node,
-            epoch,
-        } => ("assign", service.as_str(), *slot, *node, *epoch),
-        Command::Unassign {
-            service,
-            slot,
-            epoch,
-        } => ("unassign", service.as_str(), *slot, 0, *epoch),
-        Command::SetDraining { node, .. } => ("drain", "", 0, *node, 0),
-    };
-    EventKind::XylemCommit {
-        index,
-        op,
-        service: TaskName::new(service),
-        slot,
-        node,
-        epoch,
-    }
-}
-
-/// Whether this node may act authoritatively: a Raft leader exists, is reachable (it is
-/// us, or SWIM has not declared it down), and we applied everything it committed.
-pub fn has_quorum() -> bool {
-    let Some(raft) = consensus::status() else {
-        return false;
-    };
-    let Some(leader) = raft.leader else {
-        return false;
-    };
-    raft.failed.is_none()
-        && raft.applied >= raft.commit
-        && (leader == raft.id || membership::is_up(leader))
-}
-
-/// The reactor's 10 ms tick.
-pub fn on_tick() {
-    let now = now_ms();
-    let due = with(|c| {
-        let mut fire = [false; 3];
-        for (i, every) in [RECONCILE_EVERY_MS, REPORT_EVERY_MS, PLAN_EVERY_MS]
-            .into_iter()
-            .enumerate()
-        {
-            if now.saturating_sub(c.last[i]) >= every {
-                c.last[i] = now;
-                fire[i] = true;
-            }
-        }
-        fire
-    });
-    let Some([reconcile, report, plan]) = due else {
-        return;
-    };
-    if reconcile {
-        reconcile_now();
-    }
-    if report {
-        broadcast_report();
-    }
-    if plan {
-        plan_now();
-    }
-}
-
-/// A membership verdict: plan and reconcile at once (edge-triggered).
-pub fn on_membership_change() {
-    plan_now();
-    reconcile_now();
-}
-
-/// The leader's scheduler: plan one round and propose it.
-pub fn plan_now() {
-    if !consensus::is_leader() || !has_quorum() {
-        return;
-    }
-    let now = now_ms();
-    let views = node_views(now);
-    let commands = with(|c| {
-        if c.inflight.is_some_and(|(_, deadline)| now < deadline) {
-            return Vec::new();
-        }
-        let plan = placement::plan(&c.desired, &views, &mut c.tracker, &c.config, now);
-        c.pending = plan.pending;
-        plan.commands
-    })
-    .unwrap_or_default();
-    let mut last_index = None;
-    for command in &commands {
-        let Ok(bytes) = command.encode() else {
-            continue;
-        };
-        match consensus::propose(consensus::TAG_CONTROL, &bytes) {
-            Ok(index) => last_index = Some(index),
-            Err(err) => {
-                log::warn!("xylem: proposal refused: {err:?}");
-                break;
-            }
-        }
-    }
-    if let Some(index) = last_index {
-        with(|c| c.inflight = Some((index, now + INFLIGHT_TIMEOUT_MS)));
-    }
-}
-
-fn node_role(id: NodeId) -> NodeRole {
-    match membership::role_of(id) {
-        Some(Role::Witness) => NodeRole::Witness,
-        _ => NodeRole::Worker,
-    }
-}
-
-fn node_views(now: u64) -> Vec<NodeView> {
-    let ids: Vec<NodeId> = all_nodes();
-    with(|c| {
-        ids.iter()
-            .map(|&id| {
-                let alive = membership::is_up(id);
-                let draining = c.desired.is_draining(id);
-                match c.reports.get(&id) {
-                    Some((report, at)) if now.saturating_sub(*at) < REPORT_STALE_MS => {
-                        NodeView::from_report(report, node_role(id), alive, draining)
-                    }
-                    _ => NodeView::unreported(id, node_role(id), alive, draining),
-                }
-            })
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 /// Every node id in the cluster (peers plus this node).
@@ -327,277 +118,470 @@ pub fn all_nodes() -> Vec<NodeId> {
     ids
 }
 
-/// This node's cells that serve assignments, with their live state.
-fn local_cells(c: &Control) -> Vec<LocalCell> {
-    let table = cells::list();
-    c.mine
-        .iter()
-        .map(|m| {
-            let state = table
-                .iter()
-                .find(|row| row.id == m.cell)
-                .map_or(CellState::Exited, |row| CellState::from(row.state));
-            LocalCell {
-                id: m.cell,
-                service: m.service.clone(),
-                slot: m.slot,
-                epoch: m.epoch,
-                state,
+/// Raft as the control node sees it.
+fn raft_view() -> RaftView {
+    match consensus::status() {
+        Some(s) => {
+            debug_assert_eq!(s.id, node::config().id);
+            RaftView {
+                term: s.term,
+                leader: s.leader,
+                role: match s.role {
+                    ::consensus::Role::Leader => RaftRole::Leader,
+                    ::consensus::Role::Follower => RaftRole::Follower,
+                    _ => RaftRole::Candidate,
+                },
+                commit: s.commit,
+                applied: s.applied,
+                failed: s.failed.is_some(),
             }
+        }
+        None => RaftView {
+            term: 0,
+            leader: None,
+            role: RaftRole::Unknown,
+            commit: 0,
+            applied: 0,
+            failed: true,
+        },
+    }
+}
+
+fn member_view() -> BTreeMap<NodeId, MemberState> {
+    use ::membership::swim::MemberState as Swim;
+    let me = node::config().id;
+    all_nodes()
+        .into_iter()
+        .filter(|&id| id != me)
+        .map(|id| {
+            let state = match membership::state_of(id) {
+                Some(Swim::Alive) => MemberState::Alive,
+                Some(Swim::Suspect) => MemberState::Suspect,
+                Some(Swim::Left) => MemberState::Left,
+                Some(Swim::Down) | None => MemberState::Dead,
+            };
+            (id, state)
         })
         .collect()
 }
 
-/// Makes this node's cells match its committed assignments.
-pub fn reconcile_now() {
-    let started = time::now_us();
-    let quorum = has_quorum();
-    let me = node::config().id;
-    let witness = node::config().role == Role::Witness;
-    let Some(plan) = with(|c| {
-        let local = local_cells(c);
-        reconcile::reconcile(&c.desired, me, &local, quorum)
-    }) else {
-        return;
+fn cell_rows() -> Vec<LocalCellRow> {
+    cells::list()
+        .into_iter()
+        .map(|c| LocalCellRow {
+            id: c.id,
+            state: CellState::from(c.state),
+            restarts: c.restarts,
+            uptime_ms: c.uptime_ms,
+        })
+        .collect()
+}
+
+/// Runs one input on the node with a fresh observation (`with_cells`: read the cell table,
+/// which only the reactor does, so a stale table never overrides a newer spawn), then carries
+/// out the outputs.
+fn drive(with_cells: bool, input: impl FnOnce(&mut ControlNode, &Observed)) {
+    let members = member_view();
+    let raft = raft_view();
+    let table = with_cells.then(cell_rows);
+    let obs = Observed {
+        now_ms: now_ms(),
+        raft,
+        members: &members,
+        cells: table.as_deref(),
+        load_milli: u32::try_from(sched::load().load_1s_milli).unwrap_or(u32::MAX),
+        free_mib: u32::try_from(frames::free_frames() * PAGE_BYTES / (1024 * 1024))
+            .unwrap_or(u32::MAX),
     };
-    for action in plan.actions {
-        match action {
-            Action::Stop { cell_id, why } => {
-                let _ = cells::stop(cell_id);
-                with(|c| {
-                    c.mine.retain(|m| m.cell != cell_id);
-                    note(c, format!("stopped cell {cell_id}: {why:?}"));
-                });
-                events::push(EventKind::XylemAction {
-                    action: "stop",
-                    cell: cell_id,
-                    service: TaskName::new(""),
-                    slot: 0,
-                    epoch: 0,
-                });
-            }
-            Action::Spawn {
-                service,
-                slot,
-                epoch,
-                payload,
-                args,
-                restart,
-            } if !witness => {
-                let spec = PayloadSpec { payload, args };
-                let name = format!("{service}/{slot}@{epoch}");
-                match cells::run(spec, restart, cells::Limits::default(), Some(&name)) {
-                    Ok(cell) => {
-                        with(|c| {
-                            c.mine.push(Mine {
-                                cell,
-                                service: service.clone(),
-                                slot,
-                                epoch,
-                            });
-                            note(
-                                c,
-                                format!("spawned {service}/{slot} epoch={epoch} as cell {cell}"),
-                            );
-                        });
-                        events::push(EventKind::XylemAction {
-                            action: "spawn",
-                            cell,
-                            service: TaskName::new(&service),
-                            slot,
-                            epoch,
-                        });
-                    }
-                    Err(err) => {
-                        with(|c| note(c, format!("cannot spawn {service}/{slot}: {err}")));
-                    }
-                }
-            }
-            Action::Spawn { service, slot, .. } => {
-                with(|c| note(c, format!("witness refuses to spawn {service}/{slot}")));
-            }
-        }
+    let outputs = without_interrupts(|| {
+        let mut guard = CONTROL.lock();
+        let Some(control) = guard.as_mut() else {
+            return Vec::new();
+        };
+        input(control, &obs);
+        control.drain()
+    });
+    for output in outputs {
+        execute(output);
     }
-    let spent = time::now_us() - started;
-    with(|c| {
-        if c.reconcile_us.len() == HISTORY_MAX {
-            c.reconcile_us.pop_front();
+}
+
+fn execute(output: Output) {
+    match output {
+        Output::Propose { token, bytes } => {
+            let result = consensus::propose(consensus::TAG_CONTROL, &bytes).map_err(refusal);
+            drive(false, |c, o| c.on_proposed(token, result, o));
         }
-        c.reconcile_us.push_back(spent);
+        Output::ReadIndex { ctx } => match consensus::read_index(ctx) {
+            Ok(()) => without_interrupts(|| READS.lock().push((ctx, time::now_us()))),
+            Err(_) => drive(false, |c, o| c.on_read(ctx, false, o)),
+        },
+        Output::Send { to, bytes } => {
+            // Loss is the protocol's business: reports repeat, writes time out, leases renew.
+            let _ = transport::send(net::Kind::Control, to, &bytes);
+        }
+        Output::Spawn(spawn) => {
+            let label = CellLabel::new(&format!("{}", spawn.name));
+            let spec = PayloadSpec {
+                payload: spawn.payload,
+                args: spawn.args,
+            };
+            let result = cells::run(spec, spawn.restart, cells::Limits::default(), Some(label));
+            let cell = match result {
+                Ok(cell) => {
+                    action("spawn", cell, &spawn.name, "-");
+                    note(format!("spawned {} as cell {cell}", spawn.name));
+                    Some(cell)
+                }
+                Err(err) => {
+                    note(format!("cannot spawn {}: {err}", spawn.name));
+                    None
+                }
+            };
+            without_interrupts(|| {
+                if let Some(c) = CONTROL.lock().as_mut() {
+                    c.on_spawned(&spawn.name, cell);
+                }
+            });
+        }
+        Output::Stop { cell, name, why } => {
+            // A cell that already ended is simply forgotten.
+            let _ = cells::stop(cell);
+            action("stop", cell, &name, stop_why(why));
+            note(format!("stopped {name} (cell {cell}): {}", stop_why(why)));
+        }
+        Output::Event(event) => on_event(event),
+    }
+}
+
+fn refusal(err: consensus::ConsensusError) -> Refusal {
+    use ::consensus::ProposeError as P;
+    match err {
+        consensus::ConsensusError::Refused(P::NotLeader { leader }) => {
+            Refusal::NotLeader { leader }
+        }
+        consensus::ConsensusError::Refused(P::Backpressure { .. }) => Refusal::Backpressure,
+        consensus::ConsensusError::Refused(P::TooLarge { .. }) => Refusal::TooLarge,
+        _ => Refusal::Unavailable,
+    }
+}
+
+fn stop_why(why: StopReason) -> &'static str {
+    match why {
+        StopReason::Unassigned => "unassigned",
+        StopReason::Fenced { .. } => "fenced",
+        StopReason::Duplicate => "duplicate",
+        StopReason::LeaseExpired => "lease-expired",
+    }
+}
+
+fn action(action: &'static str, cell: u64, name: &CellName, why: &'static str) {
+    events::push(EventKind::XylemAction {
+        action,
+        cell,
+        service: TaskName::new(&name.service),
+        slot: name.slot,
+        epoch: name.epoch,
+        name: CellLabel::new(&format!("{name}")),
+        why,
     });
 }
 
-fn my_report() -> Option<NodeReport> {
-    let me = node::config().id;
-    let free_mib = (frames::free_frames() * PAGE_BYTES / (1024 * 1024)) as u32;
-    let load = sched::load().load_1s_milli as u32;
-    let now = now_ms();
-    let table = cells::list();
-    with(|c| {
-        c.report_seq += 1;
-        let cells: Vec<CellReport> = c
-            .mine
-            .iter()
-            .map(|m| {
-                let row = table.iter().find(|r| r.id == m.cell);
-                CellReport {
-                    cell_id: m.cell as u32,
-                    service: m.service.clone(),
-                    slot: m.slot,
-                    epoch: m.epoch,
-                    state: row.map_or(CellState::Exited, |r| CellState::from(r.state)),
-                    restarts: row.map_or(0, |r| r.restarts.min(u32::from(u16::MAX)) as u16),
-                    uptime_s: row.map_or(0, |r| (r.uptime_ms / 1000) as u32),
-                }
-            })
-            .collect();
-        let mut report = NodeReport::new(me, c.report_seq, load, free_mib, cells);
-        report.last_panic = crate::crash::last_panic_note();
-        c.reports.insert(me, (report.clone(), now));
-        report
-    })
+fn on_event(event: Event) {
+    match event {
+        Event::Committed {
+            index,
+            command,
+            result,
+        } => {
+            match &result {
+                Ok(applied) => note(format!(
+                    "#{index} {} -> {}",
+                    describe(&command),
+                    outcome(applied)
+                )),
+                Err(err) => note(format!("#{index} {} rejected: {err}", describe(&command))),
+            }
+            if result.is_ok() {
+                events::push(commit_event(index, &command));
+            }
+        }
+        Event::Undecodable { index } => note(format!("#{index} undecodable command ignored")),
+        Event::Leading { term } => note(format!("leading term {term}: scheduler starts")),
+        Event::PlanRefused(r) => note(format!("scheduler proposal refused: {r:?}")),
+        Event::LeaseExpired { cells } => {
+            note(format!("lease ran out: stopped {cells} fenced cell(s)"));
+            events::push(EventKind::LeaseExpired { cells });
+        }
+    }
 }
 
-fn broadcast_report() {
-    let Some(report) = my_report() else { return };
-    let Ok(bytes) = report.encode() else { return };
-    let Ok(msg) = postcard::to_allocvec(&ControlMsg::Report(bytes)) else {
-        return;
-    };
-    let me = node::config().id;
-    for id in all_nodes().into_iter().filter(|&id| id != me) {
-        let _ = transport::send(net::Kind::Control, id, &msg);
+fn outcome(applied: &Applied) -> String {
+    match applied {
+        Applied::Assigned { previous: Some(p) } => {
+            format!("moved from {} @{}", peers::name_of(p.node), p.epoch)
+        }
+        other => format!("{other:?}"),
     }
+}
+
+fn note(text: String) {
+    without_interrupts(|| {
+        let mut history = HISTORY.lock();
+        if history.len() == HISTORY_MAX {
+            history.pop_front();
+        }
+        history.push_back((time::now_us(), text));
+    });
+}
+
+fn describe(command: &Command) -> String {
+    match command {
+        Command::ApplyService(spec) => format!(
+            "apply {} payload={} replicas={}{}",
+            spec.name,
+            spec.payload,
+            spec.replicas,
+            if spec.fenced { " fenced" } else { "" }
+        ),
+        Command::Scale { name, replicas } => format!("scale {name} replicas={replicas}"),
+        Command::Delete { name } => format!("delete {name}"),
+        Command::Assign {
+            service,
+            slot,
+            node,
+            epoch,
+            reason,
+        } => format!(
+            "assign {service}/{slot}@{epoch} -> {} ({})",
+            peers::name_of(*node),
+            reason.as_str()
+        ),
+        Command::Unassign {
+            service,
+            slot,
+            epoch,
+            reason,
+        } => format!("unassign {service}/{slot}@{epoch} ({})", reason.as_str()),
+        Command::SetDraining { node, draining } => {
+            format!("drain {} {draining}", peers::name_of(*node))
+        }
+    }
+}
+
+fn commit_event(index: u64, command: &Command) -> EventKind {
+    let (op, service, slot, node, epoch, reason) = match command {
+        Command::ApplyService(spec) => ("apply", spec.name.as_str(), 0, 0, 0, "-"),
+        Command::Scale { name, replicas } => ("scale", name.as_str(), *replicas, 0, 0, "-"),
+        Command::Delete { name } => ("delete", name.as_str(), 0, 0, 0, "-"),
+        Command::Assign {
+            service,
+            slot,
+            node,
+            epoch,
+            reason,
+        } => (
+            "assign",
+            service.as_str(),
+            *slot,
+            *node,
+            *epoch,
+            reason.as_str(),
+        ),
+        Command::Unassign {
+            service,
+            slot,
+            epoch,
+            reason,
+        } => (
+            "unassign",
+            service.as_str(),
+            *slot,
+            0,
+            *epoch,
+            reason.as_str(),
+        ),
+        Command::SetDraining { node, .. } => ("drain", "", 0, *node, 0, "-"),
+    };
+    EventKind::XylemCommit {
+        index,
+        op,
+        service: TaskName::new(service),
+        slot,
+        node,
+        epoch,
+        reason,
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Inputs
+
+/// A committed Raft entry, in log order (every node): `Some(bytes)` for a control entry,
+/// `None` for any other entry (no-op, key/value).
+pub fn on_committed(index: u64, bytes: Option<&[u8]>) {
+    drive(true, |c, o| c.on_committed(index, bytes, o));
+}
+
+/// The reactor's 10 ms tick.
+pub fn on_tick() {
+    let started = time::now_us();
+    poll_reads();
+    drive(true, |c, o| c.tick(o));
+    let spent = time::now_us() - started;
+    without_interrupts(|| {
+        let mut t = TIMINGS.lock();
+        if t.len() == TIMINGS_MAX {
+            t.pop_front();
+        }
+        t.push_back(spent);
+    });
+}
+
+/// Answers the ReadIndex rounds that were confirmed (or abandoned).
+fn poll_reads() {
+    let now = time::now_us();
+    let pending: Vec<(u64, u64)> = without_interrupts(|| READS.lock().clone());
+    for (ctx, started) in pending {
+        let ready = consensus::read_ready(ctx);
+        let expired = now.saturating_sub(started) > READ_TIMEOUT_US;
+        if ready || expired {
+            consensus::read_done(ctx);
+            without_interrupts(|| READS.lock().retain(|(c, _)| *c != ctx));
+            drive(false, |c, o| c.on_read(ctx, ready, o));
+        }
+    }
+}
+
+/// A membership verdict: plan and reconcile at once (edge-triggered).
+pub fn on_membership_change() {
+    drive(true, |c, o| c.on_membership_change(o));
 }
 
 /// A control message arrived (from the reactor).
 pub fn on_message(from: NodeId, bytes: &[u8]) {
-    match postcard::from_bytes::<ControlMsg>(bytes) {
-        Ok(ControlMsg::Report(report)) => {
-            if let Ok(report) = NodeReport::decode(&report) {
-                if report.node == from {
-                    let now = now_ms();
-                    with(|c| c.reports.insert(from, (report, now)));
-                }
-            }
+    drive(true, |c, o| c.on_message(from, bytes, o));
+}
+
+/// Validates an operator write and proposes it (leader) or forwards it (follower), then waits
+/// until its outcome is known: the committed index, or why not (at most the write timeout,
+/// after which it is "timed out, outcome unknown"). Called by the shell task.
+pub fn submit(command: Command) -> Result<u64, WriteError> {
+    let mut submitted = Err(WriteError::NoQuorum);
+    drive(false, |c, o| submitted = c.submit(command, o));
+    let id = submitted?;
+    let timeout_ms = without_interrupts(|| {
+        CONTROL
+            .lock()
+            .as_ref()
+            .map_or(0, |c| c.config().timings.write_timeout_ms)
+    });
+    // The reactor's tick expires the write at its deadline; this cap only matters if the
+    // reactor itself stalled.
+    let give_up_ms = now_ms() + timeout_ms + 1_000;
+    loop {
+        let result = without_interrupts(|| CONTROL.lock().as_mut().and_then(|c| c.take_result(id)));
+        if let Some(result) = result {
+            return result;
         }
-        Ok(ControlMsg::Forward(command)) => {
-            if consensus::is_leader() && Command::decode(&command).is_ok() {
-                let _ = consensus::propose(consensus::TAG_CONTROL, &command);
-            }
+        if now_ms() > give_up_ms {
+            return Err(WriteError::TimedOut {
+                after_ms: timeout_ms,
+            });
         }
-        Err(_) => {}
+        sched::sleep_ms(2);
     }
 }
 
-/// Why a shell request was not accepted.
-#[derive(Debug)]
-pub enum SubmitError {
-    /// Rejected by validation against the current desired state.
-    Invalid(String),
-    /// No leader is reachable: nothing can be committed.
-    NoQuorum,
-    /// Raft refused.
-    Refused(String),
+// -------------------------------------------------------------------------------------------
+// Queries for the shell
+
+/// The `xylem status` model, as this node knows it (its own row with live figures).
+pub fn status() -> Option<StatusInput> {
+    let members = member_view();
+    let obs = Observed {
+        now_ms: now_ms(),
+        raft: raft_view(),
+        members: &members,
+        cells: None,
+        load_milli: u32::try_from(sched::load().load_1s_milli).unwrap_or(u32::MAX),
+        free_mib: u32::try_from(frames::free_frames() * PAGE_BYTES / (1024 * 1024))
+            .unwrap_or(u32::MAX),
+    };
+    without_interrupts(|| {
+        CONTROL
+            .lock()
+            .as_ref()
+            .map(|c| c.status(&obs, &peers::name_of))
+    })
 }
 
-/// What happened to an accepted request.
-pub enum Submitted {
-    /// Proposed here (this node leads) at this log index.
-    Proposed(u64),
-    /// Sent to the leader.
-    Forwarded(NodeId),
+/// The local cell serving `name` (`web/1@7`), if this node runs it.
+pub fn cell_named(name: &CellName) -> Option<u64> {
+    without_interrupts(|| CONTROL.lock().as_ref().and_then(|c| c.cell_named(name)))
 }
 
-/// Validates a command against the desired state and proposes it (leader) or forwards it
-/// to the leader (follower). Invalid commands are never proposed.
-pub fn submit(command: Command) -> Result<Submitted, SubmitError> {
-    if let Command::ApplyService(spec) = &command {
-        spec.validate(&catalog())
-            .map_err(|e| SubmitError::Invalid(spec_error(&e)))?;
-    }
-    with(|c| c.desired.check(&command))
-        .ok_or(SubmitError::NoQuorum)?
-        .map_err(|e| SubmitError::Invalid(format!("{e:?}")))?;
-    if !has_quorum() {
-        return Err(SubmitError::NoQuorum);
-    }
-    let bytes = command
-        .encode()
-        .map_err(|e| SubmitError::Invalid(format!("{e:?}")))?;
-    let raft = consensus::status().ok_or(SubmitError::NoQuorum)?;
-    match raft.leader {
-        Some(leader) if leader == raft.id => consensus::propose(consensus::TAG_CONTROL, &bytes)
-            .map(Submitted::Proposed)
-            .map_err(|e| SubmitError::Refused(format!("{e:?}"))),
-        Some(leader) => {
-            let msg = postcard::to_allocvec(&ControlMsg::Forward(bytes))
-                .map_err(|e| SubmitError::Refused(format!("{e}")))?;
-            transport::send(net::Kind::Control, leader, &msg)
-                .map_err(|e| SubmitError::Refused(format!("{e:?}")))?;
-            Ok(Submitted::Forwarded(leader))
-        }
-        None => Err(SubmitError::NoQuorum),
-    }
-}
-
-fn spec_error(e: &xylem::service::SpecError) -> String {
-    use xylem::service::SpecError as E;
-    match e {
-        E::NameEmpty => "service name is empty".into(),
-        E::NameTooLong { len } => format!("service name is {len} characters (at most 32)"),
-        E::NameBadChar { byte } => {
-            format!("service name has '{}' (use a-z, 0-9 and -)", *byte as char)
-        }
-        E::NameEdgeHyphen => "service name cannot start or end with '-'".into(),
-        E::UnknownPayload => {
-            let names: Vec<&str> = cells::payloads::names().collect();
-            format!("unknown payload (available: {})", names.join(", "))
-        }
-        E::MinAboveMax { min, max } => format!("min replicas {min} is above max {max}"),
-        E::MaxAboveCap { max, cap } => format!("max replicas {max} is above the cap {cap}"),
-        E::ReplicasOutOfRange { replicas, min, max } => {
-            format!("replicas {replicas} is outside {min}..={max}")
-        }
-        E::TooManyArgs { count } => format!("{count} arguments is too many"),
-        E::ArgTooLong { index, len } => format!("argument {index} is {len} bytes, too long"),
-    }
+/// The cluster-wide name of a local cell, if it serves a slot.
+pub fn name_of(cell: u64) -> Option<CellName> {
+    without_interrupts(|| {
+        CONTROL
+            .lock()
+            .as_ref()
+            .and_then(|c| c.name_of(cell).cloned())
+    })
 }
 
 /// Recent control-plane history for `xylem events`: (t_us, text).
 pub fn history(n: usize) -> Vec<(u64, String)> {
-    with(|c| {
-        c.history
+    without_interrupts(|| {
+        let history = HISTORY.lock();
+        history
             .iter()
-            .skip(c.history.len().saturating_sub(n))
+            .skip(history.len().saturating_sub(n))
             .cloned()
             .collect()
     })
-    .unwrap_or_default()
 }
 
-/// Median reconcile time over the recent passes, in µs.
-pub fn reconcile_us_median() -> Option<u64> {
-    with(|c| {
-        let mut v: Vec<u64> = c.reconcile_us.iter().copied().collect();
+/// Median time of the recent control ticks (reconcile, reports, plans), in µs.
+pub fn tick_us_median() -> Option<u64> {
+    without_interrupts(|| {
+        let mut v: Vec<u64> = TIMINGS.lock().iter().copied().collect();
         v.sort_unstable();
         v.get(v.len() / 2).copied()
     })
-    .flatten()
 }
 
-/// Runs `f` with the desired state, the fresh reports and the leader's pending slots.
-pub fn with_view<R>(f: impl FnOnce(&DesiredState, &[NodeReport], &[Pending]) -> R) -> Option<R> {
-    let now = now_ms();
-    with(|c| {
-        let reports: Vec<NodeReport> = c
-            .reports
-            .iter()
-            .filter(|(id, (_, at))| {
-                now.saturating_sub(*at) < REPORT_STALE_MS && membership::is_up(**id)
-            })
-            .map(|(_, (r, _))| r.clone())
-            .collect();
-        f(&c.desired, &reports, &c.pending)
+/// The control node's counters.
+pub fn stats() -> Option<xylem::node::Stats> {
+    without_interrupts(|| CONTROL.lock().as_ref().map(ControlNode::stats))
+}
+
+// -------------------------------------------------------------------------------------------
+// Snapshots (for Raft log compaction and snapshot install)
+
+/// The desired state's snapshot bytes (Raft log compaction in `consensus`).
+pub fn snapshot() -> Option<Vec<u8>> {
+    without_interrupts(|| CONTROL.lock().as_ref().map(ControlNode::snapshot))
+}
+
+/// Installs a snapshot taken at log `index` (from the leader, or this node's own at boot);
+/// the next tick reconciles against it.
+pub fn restore(index: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
+    without_interrupts(|| match CONTROL.lock().as_mut() {
+        Some(c) => c.restore(index, bytes),
+        None => Err(SnapshotError::Empty),
+    })
+}
+
+/// Control messages refused, per reason (for `trust`): dropped (undecodable, from a
+/// non-member, out of place) and forwarded writes the leader's validation refused (an
+/// `Assign`/`Unassign` from anyone but the leader's own planner among them).
+pub fn inbound_refusals() -> Vec<(&'static str, u64)> {
+    stats().map_or_else(Vec::new, |s| {
+        alloc::vec![
+            ("dropped", s.messages_dropped),
+            ("forward_refused", s.forwards_refused),
+        ]
     })
 }

@@ -214,27 +214,6 @@ pub fn state_of(id: NodeId) -> Option<MemberState> {
     })
 }
 
-/// Whether `id` is up: alive or merely suspected. The control plane acts on `node_down`,
-/// not on suspicion, so a transient loss never moves a replica.
-pub fn is_up(id: NodeId) -> bool {
-    without_interrupts(|| {
-        SWIM.lock().as_ref().is_some_and(|s| {
-            s.self_id() == id
-                || s.member(id)
-                    .is_some_and(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
-        })
-    })
-}
-
-/// Whether SWIM currently believes `id` is alive (this node is always alive to itself).
-pub fn is_alive(id: NodeId) -> bool {
-    without_interrupts(|| {
-        SWIM.lock().as_ref().is_some_and(|s| {
-            s.self_id() == id || s.member(id).is_some_and(|m| m.state == MemberState::Alive)
-        })
-    })
-}
-
 /// Messages that failed to decode.
 pub fn malformed() -> u64 {
     MALFORMED.load(core::sync::atomic::Ordering::Relaxed)

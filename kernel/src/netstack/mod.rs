@@ -23,7 +23,9 @@
 
 pub mod cell_sockets;
 mod device;
+mod neighbors;
 pub mod ping;
+pub mod tls;
 pub mod transport;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,6 +87,10 @@ pub struct Stack {
     pub(crate) pinger: ping::Pinger,
     /// Cells' sockets: budget, ports, closing streams (`cell_sockets`).
     pub(crate) cells: cell_sockets::CellNet,
+    /// When the peers' static neighbour entries are next refreshed (`neighbors`).
+    neighbors_due_us: u64,
+    /// Mutual-TLS sessions with the peers (empty unless datagrams are sealed).
+    pub(crate) tls: tls::Manager,
 }
 
 static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -184,6 +190,7 @@ fn try_start() -> Result<(), StartError> {
     with_stack(|s| s.device.nic.enable_interrupts());
     sched::spawn("net", Priority::HIGH, net_task).map_err(StartError::Spawn)?;
     sched::spawn("net-timer", Priority::HIGH, timer_task).map_err(StartError::Spawn)?;
+    tls::start().map_err(StartError::Spawn)?;
     log::info!("net: virtio-net at PCI {location}, IRQ {irq_line}: {ip}/{PREFIX_LEN}");
     Ok(())
 }
@@ -198,13 +205,19 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
             .push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN))
             .expect("one address fits");
     });
-    // Sized once for every socket the node may ever hold (the kernel's two plus the cells'
-    // most, `cell_sockets::CellNet::sockets_max`), so adding a socket never reallocates:
+    // Sized once for every socket the node may ever hold (the kernel's two, the TLS links',
+    // and the cells' most, `cell_sockets::CellNet::sockets_max`), so adding a socket never
+    // reallocates:
     // no growth under load, and no infallible allocation that could fail.
     let cells = cell_sockets::CellNet::new(cell_socket_budget_bytes(), &[transport::PORT]);
-    let mut sockets = SocketSet::new(alloc::vec::Vec::with_capacity(cells.sockets_max() + 2));
+    // The TLS manager's sockets: at most one per peer plus its spare listeners.
+    let tls_sockets = crate::cluster::peers::get().len() + tls::SPARE_LISTENERS;
+    let mut sockets = SocketSet::new(alloc::vec::Vec::with_capacity(
+        cells.sockets_max() + 2 + tls_sockets,
+    ));
     let udp = sockets.add(transport::new_socket());
     let icmp = sockets.add(ping::new_socket());
+    let tls = tls::Manager::new(&mut sockets);
     Stack {
         iface,
         sockets,
@@ -214,6 +227,8 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
         transport: transport::Service::new(id),
         pinger: ping::Pinger::new(),
         cells,
+        neighbors_due_us: 0,
+        tls,
     }
 }
 
@@ -315,6 +330,10 @@ impl Stack {
     /// whether frames are still waiting (the receive budget ran out) and the next deadline.
     fn service(&mut self, now_us: u64) -> (bool, Option<u64>) {
         let now = Instant::from_micros(now_us as i64);
+        if now_us >= self.neighbors_due_us {
+            self.seed_neighbors(now);
+            self.neighbors_due_us = now_us + neighbors::REFRESH_US;
+        }
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         let more = self.device.budget_exhausted();
@@ -326,6 +345,12 @@ impl Stack {
             .sockets
             .get_mut::<smoltcp::socket::icmp::Socket>(self.icmp);
         self.pinger.service(icmp, now_us);
+        let (tls_work, tls_at) =
+            self.tls
+                .service(self.iface.context(), &mut self.sockets, &mut self.transport);
+        if tls_work {
+            tls::wake();
+        }
         // Flush what the handlers queued (pongs, probes, echo requests).
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
@@ -341,11 +366,34 @@ impl Stack {
             self.transport.deadline_us(),
             self.pinger.deadline_us(),
             self.cells.deadline_us(),
+            Some(self.neighbors_due_us),
+            tls_at,
         ]
         .into_iter()
         .flatten()
         .min();
         (more, deadline)
+    }
+
+    /// Tells smoltcp every configured peer's fixed fabric address (see `neighbors`).
+    fn seed_neighbors(&mut self, now: Instant) {
+        let local = (
+            EthernetAddress(self.device.local.mac),
+            Ipv4Address::from(self.device.local.ipv4),
+        );
+        let me = node::config().id;
+        let peers = crate::cluster::peers::get()
+            .iter()
+            .filter(|p| p.id != me)
+            // ip_of first: it admits only fabric ids (1..=254), which mac_of accepts.
+            .filter_map(|p| ip_of(p.id).map(|ip| (EthernetAddress(mac_of(p.id)), ip)));
+        neighbors::seed(&mut self.iface, &mut self.sockets, now, local, peers);
+    }
+
+    /// Takes back a handshake step the `tls` task ran.
+    pub(crate) fn finish_tls_job(&mut self, result: tls::JobResult) {
+        self.tls
+            .finish_job(result, &mut self.sockets, &mut self.transport);
     }
 
     /// Snapshot for the `net` command.

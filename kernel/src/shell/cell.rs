@@ -1,4 +1,5 @@
-//! `cell run|ls|stop|logs`: cells on this node.
+//! `cell run|ls|stop|logs`: cells on this node. A cell is named by its node-local id, or, when
+//! it serves a slot, by its cluster-wide name `service/slot@epoch` (`xylem::name::CellName`).
 
 use ::cell::spec::{PayloadSpec, RestartPolicy};
 use alloc::format;
@@ -7,10 +8,12 @@ use alloc::vec::Vec;
 
 use super::{Command, CommandError};
 use crate::cells;
+use crate::cluster::control;
+use xylem::name::CellName;
 
 pub const COMMANDS: &[Command] = &[Command {
     name: "cell",
-    usage: "cell run <payload> [args...] [--restart always|on-failure|never] [--memory-mib N] | cell ls | cell stop <id> | cell logs <id> [N]",
+    usage: "cell run <payload> [args...] [--restart always|on-failure|never] [--memory-mib N] | cell ls | cell stop <id|svc/slot@epoch> | cell logs <id|svc/slot@epoch> [N]",
     help: "run, list, stop cells and read their logs",
     run: cell,
 }];
@@ -67,8 +70,9 @@ fn run(args: &[&str]) -> Result<(), CommandError> {
 
 fn ls() {
     crate::println!(
-        "{:>4}  {:<10} {:<11} {:>5} {:>8} {:>6} {:>9} {:>9}  LAST EXIT",
+        "{:>4}  {:<16} {:<10} {:<11} {:>5} {:>8} {:>6} {:>9} {:>9}  LAST EXIT",
         "ID",
+        "NAME",
         "PAYLOAD",
         "STATE",
         "TASK",
@@ -77,12 +81,25 @@ fn ls() {
         "CPU_TICKS",
         "UPTIME_S"
     );
-    for c in cells::list() {
+    let rows = cells::list();
+    let finished = rows
+        .iter()
+        .filter(|c| {
+            c.task.is_none()
+                && matches!(
+                    c.state,
+                    ::cell::lifecycle::CellStatus::Dead | ::cell::lifecycle::CellStatus::CrashLoop
+                )
+        })
+        .count();
+    for c in rows {
         let task = c.task.map_or(String::from("-"), |t| t.to_string());
         let last = c.last_exit.map_or(String::from("-"), |e| e.to_string());
+        let name = control::name_of(c.id).map_or(String::from("-"), |n| n.to_string());
         crate::println!(
-            "{:>4}  {:<10} {:<11} {:>5} {:>8} {:>6} {:>9} {:>5}.{:03}  {last}",
+            "{:>4}  {:<16} {:<10} {:<11} {:>5} {:>8} {:>6} {:>9} {:>5}.{:03}  {last}",
             c.id,
+            name,
             c.payload,
             c.state.as_str(),
             task,
@@ -93,17 +110,37 @@ fn ls() {
             c.uptime_ms % 1000
         );
     }
+    crate::println!(
+        "({finished} finished cells listed; at most {} are kept, holding at most {} KiB of heap)",
+        cells::table::FINISHED_KEPT,
+        cells::table::FINISHED_HEAP_BOUND_BYTES / 1024
+    );
 }
 
+/// A local id (`3`) or a cluster-wide name (`web/1@7`) of a cell on this node.
 fn parse_id(text: &str) -> Result<u64, CommandError> {
-    text.parse()
-        .map_err(|_| CommandError::Failed(format!("'{text}' is not a cell id (see 'cell ls')")))
+    if let Ok(id) = text.parse() {
+        return Ok(id);
+    }
+    let name = CellName::parse(text).map_err(|_| {
+        CommandError::Failed(format!(
+            "'{text}' is neither a cell id nor a name like web/1@7 (see 'cell ls')"
+        ))
+    })?;
+    control::cell_named(&name).ok_or_else(|| {
+        CommandError::Failed(format!(
+            "no cell {name} on this node (see 'xylem status' for where it runs)"
+        ))
+    })
 }
 
-fn stop(id: &str) -> Result<(), CommandError> {
-    let id = parse_id(id)?;
+fn stop(text: &str) -> Result<(), CommandError> {
+    let id = parse_id(text)?;
     cells::stop(id).map_err(|e| CommandError::Failed(e.to_string()))?;
-    crate::println!("cell {id} stopped");
+    match control::name_of(id) {
+        Some(name) => crate::println!("cell {id} ({name}) stopped"),
+        None => crate::println!("cell {id} stopped"),
+    }
     Ok(())
 }
 

@@ -5,26 +5,26 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use xylem::command::Command;
-use xylem::service::ServiceSpec;
-use xylem::status::{self, MemberState, NodeRow, QuorumView, RaftRole, StatusInput};
-use xylem::NodeRole;
+use xylem::service::{ServiceSpec, SpecError};
+use xylem::status;
+use xylem::write::{Invalid, WriteError};
 
 use super::{Command as ShellCommand, CommandError};
-use crate::cluster::control::{self, SubmitError, Submitted};
+use crate::cluster::control;
 use crate::cluster::{consensus, membership, peers};
-use crate::{node, sched, time};
+use crate::{cells, node, sched, time};
 
 pub const COMMANDS: &[ShellCommand] = &[
     ShellCommand {
         name: "raft",
-        usage: "raft | raft put <key> <value> | raft get <key> | raft bench <count>",
+        usage: "raft | raft put <key> <value> | raft get <key> | raft bench <count> | raft churn <svc> <count> | raft stall-disk <ms>",
         help: "the Raft group: role, term, leader, indexes; a test key/value map",
         run: raft,
     },
     ShellCommand {
         name: "xylem",
-        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] | scale <svc> <N> | delete <svc> | events [N] [--json] | stats",
-        help: "the control plane: services, replicas, failover",
+        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--fence] | scale <svc> <N> | delete <svc> | events [N] [--json] | stats",
+        help: "the control plane: services, replicas, failover; writes answer once committed",
         run: xylem,
     },
 ];
@@ -38,6 +38,22 @@ fn raft(args: &[&str]) -> Result<(), CommandError> {
         [] => raft_status(),
         ["put", key, value] => raft_put(key, value),
         ["get", key] => raft_get(key),
+        ["stall-disk", ms] => {
+            let ms: u64 = ms
+                .parse()
+                .ok()
+                .filter(|ms| (1..=10_000).contains(ms))
+                .ok_or_else(|| failed(format!("'{ms}' is not 1..=10000 ms")))?;
+            consensus::inject_disk_stall(ms);
+            crate::println!("the raft task's next pass spins {ms} ms, like a slow flush");
+            Ok(())
+        }
+        ["churn", service, count] => raft_churn(
+            service,
+            count
+                .parse()
+                .map_err(|_| failed(format!("'{count}' is not a count")))?,
+        ),
         ["bench", count] => raft_bench(
             count
                 .parse()
@@ -65,12 +81,61 @@ fn raft_status() -> Result<(), CommandError> {
         s.last_index,
         s.device
     );
-    let (requests, busy_us) = crate::drivers::virtio::blk::stats();
+    crate::println!(
+        "log {} entries  log_bytes {}  snapshot {} ({} bytes)  compactions {}  installs {}",
+        s.log_entries,
+        s.log_bytes,
+        s.snapshot.0,
+        s.snapshot.1,
+        s.stats.compactions,
+        s.stats.snapshots_installed
+    );
+    crate::println!(
+        "store generation {}  used {} of {} sectors  failures {}  recoveries {}",
+        s.disk_generation,
+        s.disk_used_sectors,
+        s.disk_region_sectors,
+        s.stats.store_failures,
+        s.stats.store_recoveries
+    );
+    let (requests, busy_us, max_us) = crate::drivers::virtio::blk::stats();
     if let Some(mean_us) = busy_us.checked_div(requests) {
-        crate::println!("disk: {requests} requests, {mean_us} us mean wait");
+        crate::println!(
+            "disk: {requests} requests, {mean_us} us mean wait, {max_us} us longest, {}",
+            crate::drivers::virtio::blk::flush_mode()
+        );
+    }
+    if let Some((error, since_us)) = s.stalled {
+        crate::println!(
+            "STALLED for {} ms: the store failed ({}); retrying",
+            time::now_us().saturating_sub(since_us) / 1000,
+            consensus::disk_error_name(&error)
+        );
+    }
+    crate::println!(
+        "raft task: longest pass {} us, gap {} us  longest leader silence {} us  covering heartbeat rounds {}  ticks read as a pause {}",
+        s.pass_max_us,
+        s.pass_gap_max_us,
+        s.leader_gap_max_us,
+        s.cover_rounds,
+        s.skipped_ticks
+    );
+    if s.inbound_dropped > 0 {
+        crate::println!(
+            "{} Raft messages dropped: the raft task's queue was full",
+            s.inbound_dropped
+        );
     }
     if let Some(why) = s.failed {
         crate::println!("FAILED: {why}");
+    }
+    if let Some(rejected) = consensus::rejected() {
+        let reasons: Vec<String> = rejected
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        crate::println!("rejected: {} {}", rejected.total(), reasons.join(" "));
     }
     crate::println!(
         "voters: {}",
@@ -200,6 +265,55 @@ fn raft_bench(count: usize) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Most scale commands one `raft churn` proposes.
+const CHURN_MAX: usize = 100_000;
+
+/// `raft churn <svc> <count>` on the leader: commits `count` control-plane commands that
+/// scale `svc` between 1 and 2 replicas and back, one at a time (each waits for its
+/// commit), so the log, compaction, snapshots and the planner all see a long, churny life.
+/// Stops at the first refusal or a commit that does not come within 2 s, and says how far
+/// it got (`committed=N`), so a caller can go on at the new leader.
+fn raft_churn(service: &str, count: usize) -> Result<(), CommandError> {
+    if count == 0 || count > CHURN_MAX {
+        return Err(failed(format!("count must be 1..={CHURN_MAX}")));
+    }
+    let started_us = time::now_us();
+    let mut last_index = 0;
+    for i in 0..count {
+        let command = Command::Scale {
+            name: service.to_string(),
+            replicas: 1 + (i % 2) as u16,
+        };
+        let bytes = command
+            .encode()
+            .map_err(|e| failed(format!("cannot encode: {e:?}")))?;
+        let index = match consensus::propose(consensus::TAG_CONTROL, &bytes) {
+            Ok(index) => index,
+            Err(err) => {
+                return Err(failed(format!(
+                    "raft churn: committed={i} last_index={last_index}; proposal refused: {err:?}"
+                )))
+            }
+        };
+        let deadline_us = time::now_us() + 2_000_000;
+        loop {
+            match consensus::last_commit_advance() {
+                Some((commit, _)) if commit >= index => break,
+                Some(_) if time::now_us() <= deadline_us => sched::sleep_ms(1),
+                _ => {
+                    return Err(failed(format!(
+                        "raft churn: committed={i} last_index={last_index}; index {index} not committed within 2 s"
+                    )))
+                }
+            }
+        }
+        last_index = index;
+    }
+    let ms = (time::now_us() - started_us) / 1000;
+    crate::println!("raft churn: committed={count} last_index={last_index} in {ms} ms");
+    Ok(())
+}
+
 fn xylem(args: &[&str]) -> Result<(), CommandError> {
     match args.split_first() {
         Some((&"status", [])) => {
@@ -207,7 +321,10 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
             Ok(())
         }
         Some((&"status", ["--json"])) => {
-            crate::println!("{}", xylem::json::status(&status_input(), node::name()));
+            match control::status() {
+                Some(input) => crate::println!("{}", xylem::json::status(&input, node::name())),
+                None => return Err(failed("the control plane is not running")),
+            }
             Ok(())
         }
         Some((&"apply", rest)) => apply(rest),
@@ -224,9 +341,24 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
             name: name.to_string(),
         }),
         Some((&"stats", [])) => {
-            let median =
-                control::reconcile_us_median().map_or(String::from("-"), |us| format!("{us}"));
-            crate::println!("reconcile_us_median {median}");
+            let median = control::tick_us_median().map_or(String::from("-"), |us| format!("{us}"));
+            crate::println!("control_tick_us_median {median}");
+            if let Some(s) = control::stats() {
+                crate::println!(
+                    "withheld_spawns {}  withheld_stops {}  lease_withheld_spawns {}  lease_expired_stops {}",
+                    s.withheld_spawns,
+                    s.withheld_stops,
+                    s.lease_withheld_spawns,
+                    s.lease_expired_stops
+                );
+                crate::println!(
+                    "spawn_failures {}  messages_dropped {}  forwards_refused {}  busy {}",
+                    s.spawn_failures,
+                    s.messages_dropped,
+                    s.forwards_refused,
+                    s.busy
+                );
+            }
             Ok(())
         }
         Some((&"events", rest)) => events(rest),
@@ -241,6 +373,7 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
     }
     let (mut payload, mut replicas, mut restart, mut call_args) =
         (None, 1u16, RestartPolicy::OnFailure, Vec::new());
+    let mut fenced = false;
     let mut i = 0;
     while i < rest.len() {
         let value = |i: usize| {
@@ -263,6 +396,11 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
                     ))
                 })?;
             }
+            "--fence" => {
+                fenced = true;
+                i += 1;
+                continue;
+            }
             "--args" => {
                 while i + 1 < rest.len() && !rest[i + 1].starts_with("--") {
                     call_args.push(rest[i + 1].to_string());
@@ -279,29 +417,26 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
     let mut spec = ServiceSpec::new(name, payload, replicas);
     spec.args = call_args;
     spec.restart = restart;
+    spec.fenced = fenced;
     submit(Command::ApplyService(spec))
 }
 
+/// Submits a write and answers only with its outcome: `committed at index N`, or an error
+/// saying exactly what happened (see `xylem::write`).
 fn submit(command: Command) -> Result<(), CommandError> {
     match control::submit(command) {
-        Ok(Submitted::Proposed(index)) => {
-            crate::println!("accepted: proposed at log index {index}");
+        Ok(index) => {
+            crate::println!("committed at index {index}");
             Ok(())
         }
-        Ok(Submitted::Forwarded(leader)) => {
-            crate::println!(
-                "accepted: forwarded to the leader {}",
-                peers::name_of(leader)
-            );
-            Ok(())
+        Err(WriteError::Invalid(Invalid::Spec(SpecError::UnknownPayload))) => {
+            let names: Vec<&str> = cells::payloads::names().collect();
+            Err(failed(format!(
+                "rejected, nothing committed: unknown payload (available: {})",
+                names.join(", ")
+            )))
         }
-        Err(SubmitError::Invalid(why)) => {
-            Err(failed(format!("rejected, nothing committed: {why}")))
-        }
-        Err(SubmitError::NoQuorum) => Err(failed(
-            "NO QUORUM: no reachable Raft leader, nothing can be created or changed",
-        )),
-        Err(SubmitError::Refused(why)) => Err(failed(format!("refused: {why}"))),
+        Err(err) => Err(failed(format!("{err}"))),
     }
 }
 
@@ -330,80 +465,10 @@ fn events(args: &[&str]) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn member_state(id: u64) -> MemberState {
-    use ::membership::swim::MemberState as Swim;
-    match membership::state_of(id) {
-        Some(Swim::Alive) => MemberState::Alive,
-        Some(Swim::Suspect) => MemberState::Suspect,
-        Some(Swim::Left) => MemberState::Left,
-        Some(Swim::Down) | None => MemberState::Dead,
-    }
-}
-
-/// Builds the `xylem status` screen from consensus, membership and the control plane.
+/// Builds the `xylem status` screen from the control node's status model.
 pub fn render_status() -> String {
-    status::render(&status_input())
-}
-
-/// The status model, from consensus, membership and the control plane.
-fn status_input() -> StatusInput {
-    let raft = consensus::status();
-    let me = node::config().id;
-    let ids = control::all_nodes();
-    let reachable = ids.iter().filter(|&&id| membership::is_up(id)).count() as u32;
-    let leader = raft.as_ref().and_then(|r| r.leader);
-    let quorum = QuorumView {
-        leader: leader.map(peers::name_of),
-        term: raft.as_ref().map_or(0, |r| r.term),
-        voters_reachable: reachable,
-        voters_total: ids.len() as u32,
-        quorum: control::has_quorum(),
-    };
-    let view = control::with_view(|desired, reports, pending| {
-        let nodes = ids
-            .iter()
-            .map(|&id| {
-                let report = reports.iter().find(|r| r.node == id);
-                let raft_role = if Some(id) == leader {
-                    RaftRole::Leader
-                } else if id == me {
-                    raft.as_ref().map_or(RaftRole::Unknown, |r| match r.role {
-                        ::consensus::Role::Leader => RaftRole::Leader,
-                        ::consensus::Role::Follower => RaftRole::Follower,
-                        _ => RaftRole::Candidate,
-                    })
-                } else if membership::is_alive(id) {
-                    RaftRole::Follower
-                } else {
-                    RaftRole::Unknown
-                };
-                NodeRow {
-                    name: peers::name_of(id),
-                    role: match membership::role_of(id) {
-                        Some(kcore::node_config::Role::Witness) => NodeRole::Witness,
-                        _ => NodeRole::Worker,
-                    },
-                    member: member_state(id),
-                    raft: raft_role,
-                    load_milli: report.map_or(0, |r| r.load_milli),
-                    free_mib: report.map_or(0, |r| r.free_mib),
-                    cells: report.map_or(0, |r| r.cell_count),
-                    last_panic: report.and_then(|r| r.last_panic.clone()),
-                }
-            })
-            .collect();
-        let services = status::service_rows(desired, reports, pending);
-        let cells = reports
-            .iter()
-            .flat_map(|r| status::cell_rows(&peers::name_of(r.node), r))
-            .collect();
-        (nodes, services, cells)
-    });
-    let (nodes, services, cells) = view.unwrap_or_default();
-    StatusInput {
-        quorum,
-        nodes,
-        services,
-        cells,
+    match control::status() {
+        Some(input) => status::render(&input),
+        None => String::from("the control plane is not running\n"),
     }
 }

@@ -11,6 +11,7 @@ mod control;
 mod crash;
 mod net;
 mod tasks;
+mod trust;
 
 use alloc::string::String;
 use kcore::line_editor::{Action, LineEditor};
@@ -45,6 +46,7 @@ fn commands() -> impl Iterator<Item = &'static Command> {
         .chain(control::COMMANDS)
         .chain(net::COMMANDS)
         .chain(crash::COMMANDS)
+        .chain(trust::COMMANDS)
 }
 
 /// Runs the shell forever.

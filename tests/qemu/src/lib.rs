@@ -6,6 +6,7 @@
 //! behind. [`scenarios`] holds the scenarios `cargo xtask test` and `cargo xtask
 //! qemu-cluster` run; each returns `Ok` or a one-line reason.
 
+pub mod certs;
 pub mod cluster;
 pub mod events;
 pub mod fabric;

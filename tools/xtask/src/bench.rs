@@ -59,6 +59,9 @@ pub enum Bench {
     RaftSim,
     /// raft_commit_us, raft_failover_ms (3 voters, virtio-blk disks).
     Raft,
+    /// tls_handshake_ms, transport_rtt_us and failover_ms with and without node
+    /// authentication, in the same run.
+    Trust,
 }
 
 /// Dispatches to one benchmark.
@@ -80,6 +83,7 @@ pub fn cmd_bench(which: &Bench) -> Result<(), String> {
         Bench::MembershipSim => crate::bench_cluster::simulator("sim-swim"),
         Bench::RaftSim => crate::bench_cluster::simulator("sim-raft"),
         Bench::Raft => crate::bench_raft::raft(),
+        Bench::Trust => crate::bench_trust::trust(),
     }
 }
 

@@ -209,7 +209,7 @@ pub fn failover(kills: usize, hangs: usize) -> Result<(), String> {
                     Duration::from_secs(10),
                 )
                 .map_err(e)?;
-            if !out.starts_with("accepted") {
+            if !control::committed(&out) {
                 return Err(format!("delete web{}: {out}", i - 1));
             }
             control::wait_count(&mut cluster, 1, &format!("web{}", i - 1), 0).map_err(e)?;

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_cluster;
 mod bench_raft;
+mod bench_trust;
 mod demo;
 mod image;
 mod lint;
@@ -94,6 +95,9 @@ pub struct TestArgs {
     /// Add the heavy suite (scenarios too long for every run; empty today).
     #[arg(long)]
     pub heavy: bool,
+    /// Add the soak suite (20,000 Raft commands through 2 MiB disks, minutes long).
+    #[arg(long)]
+    pub soak: bool,
     /// Use KVM instead of TCG.
     #[arg(long)]
     pub kvm: bool,

@@ -1,6 +1,7 @@
 //! The JSON shapes: every documented field, its type, and exact output for a known input.
 
 use super::*;
+use crate::name::CellName;
 use crate::report::PanicNote;
 use crate::status::{MemberState, QuorumView, RaftRole};
 use crate::{CellState, NodeRole};
@@ -16,6 +17,7 @@ fn input() -> StatusInput {
             voters_reachable: 2,
             voters_total: 3,
             quorum: true,
+            lease_left_ms: Some(900),
         },
         nodes: vec![
             NodeRow {
@@ -60,11 +62,11 @@ fn input() -> StatusInput {
             desired: 2,
             running: 1,
             pending: 0,
+            fenced: false,
         }],
         cells: vec![CellRow {
-            id: 3,
-            service: "web".into(),
-            slot: 0,
+            name: CellName::new("web", 0, 7),
+            local_id: 3,
             node: "worker-1".into(),
             state: CellState::Running,
             restarts: 1,
@@ -91,7 +93,14 @@ fn status_is_one_line_with_the_documented_fields() {
     assert_eq!(v["node"], "worker-1");
     assert_eq!(
         keys(&v["quorum"]),
-        ["leader", "ok", "term", "voters_reachable", "voters_total"]
+        [
+            "leader",
+            "lease_left_ms",
+            "ok",
+            "term",
+            "voters_reachable",
+            "voters_total"
+        ]
     );
     assert_eq!(v["quorum"]["ok"], true);
     assert_eq!(v["quorum"]["term"], 4);
@@ -135,14 +144,16 @@ fn status_is_one_line_with_the_documented_fields() {
     assert_eq!(v["nodes"][2]["role"], "witness");
     assert_eq!(
         keys(&v["services"][0]),
-        ["desired", "health", "name", "pending", "running"]
+        ["desired", "fenced", "health", "name", "pending", "running"]
     );
     assert_eq!(v["services"][0]["health"], "reconciling");
     assert_eq!(
         keys(&v["cells"][0]),
-        ["id", "node", "restarts", "service", "slot", "state", "uptime_s"]
+        ["epoch", "id", "name", "node", "restarts", "service", "slot", "state", "uptime_s"]
     );
     assert_eq!(v["cells"][0]["state"], "running");
+    assert_eq!(v["cells"][0]["name"], "web/0@7");
+    assert_eq!(v["cells"][0]["id"], 3);
 }
 
 #[test]
@@ -165,6 +176,7 @@ fn exact_output_for_an_empty_cluster() {
             voters_reachable: 1,
             voters_total: 1,
             quorum: false,
+            lease_left_ms: None,
         },
         nodes: vec![],
         services: vec![],
@@ -173,7 +185,7 @@ fn exact_output_for_an_empty_cluster() {
     assert_eq!(
         status(&input, "n"),
         "{\"format\":\"xylem-status/1\",\"node\":\"n\",\"quorum\":{\"ok\":false,\"leader\":null,\
-         \"term\":0,\"voters_reachable\":1,\"voters_total\":1},\"nodes\":[],\"services\":[],\
+         \"term\":0,\"voters_reachable\":1,\"voters_total\":1,\"lease_left_ms\":null},\"nodes\":[],\"services\":[],\
          \"cells\":[]}"
     );
 }

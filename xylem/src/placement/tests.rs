@@ -1,8 +1,10 @@
-//! Host tests of the scheduler: feasibility, spread, scoring, moves, crash loops, bounds.
+//! Host tests of the scheduler: feasibility, spread, scoring, moves, refills of done slots,
+//! fenced slots, bounds.
 
 use super::*;
 use crate::desired::ApplyError;
 use crate::service::PayloadCatalog;
+use crate::Epoch;
 use alloc::string::ToString;
 use alloc::vec;
 
@@ -19,7 +21,26 @@ fn view(id: NodeId, role: NodeRole) -> NodeView {
         load_milli: 100,
         free_mib: 1024,
         cells: 0,
-        crashloops: Vec::new(),
+        done: Vec::new(),
+    }
+}
+
+fn assign(service: &str, slot: Slot, node: NodeId, epoch: Epoch) -> Command {
+    Command::Assign {
+        service: service.into(),
+        slot,
+        node,
+        epoch,
+        reason: Reason::Place,
+    }
+}
+
+/// A fence gate with a fixed answer.
+struct Gate(bool);
+
+impl FenceGate for Gate {
+    fn clear(&self, _: &str, _: Slot) -> bool {
+        self.0
     }
 }
 
@@ -33,17 +54,20 @@ fn cluster() -> Vec<NodeView> {
 
 struct World {
     ds: DesiredState,
-    tracker: CrashLoopTracker,
+    refill: Refill,
     config: Config,
+    gate: bool,
 }
 
 impl World {
     fn new() -> Self {
         let ds = DesiredState::new(PayloadCatalog::new(&["echo"]));
+        let config = Config::default();
         Self {
             ds,
-            tracker: CrashLoopTracker::new(),
-            config: Config::default(),
+            refill: Refill::new(&config, 0),
+            config,
+            gate: true,
         }
     }
 
@@ -59,7 +83,21 @@ impl World {
     }
 
     fn plan(&mut self, nodes: &[NodeView], now_ms: u64) -> Plan {
-        plan(&self.ds, nodes, &mut self.tracker, &self.config, now_ms)
+        let gate = Gate(self.gate);
+        plan(
+            &self.ds,
+            nodes,
+            &mut self.refill,
+            &gate,
+            &self.config,
+            now_ms,
+        )
+    }
+
+    fn fenced(&mut self, name: &str, replicas: u16) {
+        let mut spec = ServiceSpec::new(name, "echo", replicas);
+        spec.fenced = true;
+        self.apply(&Command::ApplyService(spec)).unwrap();
     }
 
     /// Plans and applies every command; asserts they all apply.
@@ -214,13 +252,7 @@ fn dead_node_slots_move_with_a_higher_epoch() {
 fn unknown_node_is_treated_as_lost_and_no_target_is_pending() {
     let mut w = World::new();
     w.service("web", 1, Spread::Soft);
-    w.apply(&Command::Assign {
-        service: "web".into(),
-        slot: 0,
-        node: 99,
-        epoch: 1,
-    })
-    .unwrap();
+    w.apply(&assign("web", 0, 99, 1)).unwrap();
     let mut nodes = cluster();
     nodes[0].alive = false;
     nodes[1].alive = false;
@@ -288,45 +320,215 @@ fn draining_moves_slots_off_or_reports_blocked() {
 }
 
 #[test]
-fn crash_loop_moves_are_delayed_and_bounded() {
+fn crash_loops_are_refilled_elsewhere_forever_at_a_bounded_pace() {
     let mut w = World::new();
     w.service("web", 1, Spread::Soft);
     w.converge(&cluster(), 0);
     let mut moves = 0;
+    let mut first_minute = 0;
     for second in 0..3_600u64 {
         let now_ms = second * 1_000;
         // Whatever node holds the slot reports it crash-looping (a payload bug).
         let a = w.ds.assignment("web", 0).unwrap();
         let mut nodes = cluster();
         let holder = nodes.iter_mut().find(|n| n.id == a.node).unwrap();
-        holder.crashloops.push(("web".into(), 0, a.epoch));
+        holder
+            .done
+            .push(("web".into(), 0, a.epoch, DoneKind::CrashLoop));
         let p = w.converge(&nodes, now_ms);
         if second == 0 {
-            let until_ms = w.config.crashloop.delay_ms;
+            let until_ms = w.config.refill.crashloop_delay_ms;
             assert_eq!(
                 p.pending[0].reason,
-                PendingReason::CrashLoopBackoff { until_ms }
+                PendingReason::RefillBackoff { until_ms }
             );
         }
-        if let [Command::Assign { node, .. }] = p.commands[..] {
-            assert_ne!(node, a.node, "a move goes to another node");
+        if let [Command::Assign { node, reason, .. }] = p.commands[..] {
+            assert_ne!(node, a.node, "a crash-loop move goes to another node");
             assert_ne!(node, WITNESS);
+            assert_eq!(reason, Reason::CrashLoop);
             moves += 1;
+            first_minute += u32::from(second < 60);
         }
     }
-    assert_eq!(moves, w.config.crashloop.moves_max);
-    assert_eq!(w.tracker.moves("web", 0), moves);
+    // Never abandoned: after the backoff grows to its cap, about once a minute.
+    assert!(moves >= 55, "{moves}");
+    assert!(first_minute <= 4, "{first_minute}");
+    assert_eq!(w.refill.tracker.refills("web", 0), moves);
 }
 
 #[test]
-fn crash_loop_on_a_stale_epoch_is_ignored() {
+fn exited_slots_are_refilled_at_once_on_the_same_node_with_a_new_epoch() {
+    let mut w = World::new();
+    w.service("web", 2, Spread::Soft);
+    w.converge(&cluster(), 0);
+    let old = w.ds.assignment("web", 1).unwrap();
+    let mut nodes = cluster();
+    let holder = nodes.iter_mut().find(|n| n.id == old.node).unwrap();
+    holder
+        .done
+        .push(("web".into(), 1, old.epoch, DoneKind::Exited));
+    let p = w.converge(&nodes, 10);
+    assert!(
+        matches!(p.commands[..], [Command::Assign { node, reason: Reason::Exited, .. }] if node == old.node),
+        "{p:?}"
+    );
+    let new = w.ds.assignment("web", 1).unwrap();
+    assert!(new.epoch > old.epoch);
+    // The old done report is about a stale epoch now: nothing more.
+    assert_eq!(w.plan(&nodes, 20), Plan::default());
+}
+
+#[test]
+fn the_refill_budget_bounds_a_storm() {
+    let mut w = World::new();
+    w.config.refill.exit_delay_ms = 0;
+    w.service("web", 40, Spread::Soft);
+    w.converge(&cluster(), 0);
+    w.converge(&cluster(), 0);
+    assert_eq!(w.ds.assignments().count(), 40);
+    // Every cell exits at once, every second, for a minute.
+    let mut refills = 0;
+    for second in 1..=60u64 {
+        let mut nodes = cluster();
+        for (slot, a) in w.ds.assignments_of("web").collect::<Vec<_>>() {
+            let holder = nodes.iter_mut().find(|n| n.id == a.node).unwrap();
+            holder
+                .done
+                .push(("web".into(), slot, a.epoch, DoneKind::Exited));
+        }
+        let p = w.converge(&nodes, second * 1_000);
+        refills += p.commands.len() as u32;
+        if second == 1 {
+            assert!(p
+                .pending
+                .iter()
+                .any(|p| p.reason == PendingReason::RefillBudget));
+        }
+    }
+    let policy = &w.config.refill;
+    assert!(
+        refills <= policy.budget_per_minute + policy.budget_burst,
+        "{refills}"
+    );
+    assert!(refills >= policy.budget_per_minute, "{refills}");
+}
+
+#[test]
+fn done_on_a_stale_epoch_is_ignored() {
     let mut w = World::new();
     w.service("web", 1, Spread::Soft);
     w.converge(&cluster(), 0);
     let mut nodes = cluster();
-    nodes[0].crashloops.push(("web".into(), 0, 0));
+    nodes[0]
+        .done
+        .push(("web".into(), 0, 0, DoneKind::CrashLoop));
     assert_eq!(w.plan(&nodes, 100_000), Plan::default());
-    assert!(w.tracker.is_empty());
+    assert!(w.refill.tracker.is_empty());
+}
+
+#[test]
+fn fenced_slots_unbind_first_and_bind_only_when_cleared() {
+    let mut w = World::new();
+    w.fenced("lock", 1);
+    w.converge(&cluster(), 0);
+    let held = w.ds.assignment("lock", 0).unwrap();
+    // Its node dies: the slot is unbound (a tombstone remembers the holder), not moved.
+    let mut nodes = cluster();
+    nodes.iter_mut().find(|n| n.id == held.node).unwrap().alive = false;
+    w.gate = false;
+    let p = w.converge(&nodes, 10);
+    assert!(
+        matches!(
+            p.commands[..],
+            [Command::Unassign {
+                reason: Reason::NodeLost,
+                ..
+            }]
+        ),
+        "{p:?}"
+    );
+    assert_eq!(w.ds.assignment("lock", 0), None);
+    assert_eq!(w.ds.vacated("lock", 0).unwrap().node, held.node);
+    // Not cleared yet: it waits, and says so (not as a degradation).
+    let p = w.plan(&nodes, 20);
+    assert!(p.commands.is_empty());
+    assert_eq!(p.pending[0].reason, PendingReason::FenceWait);
+    assert!(!p.pending[0].reason.is_degraded());
+    // Cleared: bound again, elsewhere, with a fresh epoch; the tombstone goes.
+    w.gate = true;
+    let p = w.converge(&nodes, 30);
+    assert!(matches!(
+        p.commands[..],
+        [Command::Assign {
+            reason: Reason::Place,
+            ..
+        }]
+    ));
+    let now = w.ds.assignment("lock", 0).unwrap();
+    assert!(now.node != held.node && now.epoch > held.epoch);
+    assert_eq!(w.ds.vacated("lock", 0), None);
+    // And apply refuses a one-step move of a fenced slot, whoever proposes it.
+    let other = if now.node == W1 { W2 } else { W1 };
+    assert_eq!(
+        w.apply(&assign("lock", 0, other, now.epoch + 1)),
+        Err(ApplyError::FencedSlotBound { current: now.epoch })
+    );
+}
+
+#[test]
+fn fenced_drain_waits_for_somewhere_to_go() {
+    let mut w = World::new();
+    w.fenced("lock", 1);
+    w.converge(&cluster(), 0);
+    let held = w.ds.assignment("lock", 0).unwrap();
+    let other = if held.node == W1 { W2 } else { W1 };
+    w.apply(&Command::SetDraining {
+        node: held.node,
+        draining: true,
+    })
+    .unwrap();
+    let mut nodes = cluster();
+    nodes.iter_mut().find(|n| n.id == other).unwrap().alive = false;
+    let p = w.plan(&nodes, 10);
+    assert!(
+        p.commands.is_empty(),
+        "nowhere to go: the cell keeps running"
+    );
+    assert_eq!(
+        p.pending[0].reason,
+        PendingReason::DrainBlocked { node: held.node }
+    );
+    let p = w.converge(&cluster(), 20);
+    assert!(matches!(
+        p.commands[..],
+        [Command::Unassign {
+            reason: Reason::Drain,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_done_fenced_cell_is_unbound_and_charged_to_the_budget() {
+    let mut w = World::new();
+    w.fenced("lock", 1);
+    w.converge(&cluster(), 0);
+    let held = w.ds.assignment("lock", 0).unwrap();
+    let mut nodes = cluster();
+    let holder = nodes.iter_mut().find(|n| n.id == held.node).unwrap();
+    holder
+        .done
+        .push(("lock".into(), 0, held.epoch, DoneKind::Exited));
+    let p = w.converge(&nodes, 10);
+    assert!(matches!(
+        p.commands[..],
+        [Command::Unassign {
+            reason: Reason::Exited,
+            ..
+        }]
+    ));
+    assert_eq!(w.refill.tracker.refills("lock", 0), 1);
 }
 
 #[test]
@@ -373,7 +575,7 @@ fn a_duplicated_plan_is_fenced_by_epochs() {
 }
 
 #[test]
-fn view_from_report_carries_crashloops() {
+fn view_from_report_carries_done_cells() {
     use crate::report::{CellReport, NodeReport};
     use crate::CellState;
     let cell = |state| CellReport {
@@ -390,11 +592,23 @@ fn view_from_report_carries_crashloops() {
         1,
         250,
         512,
-        vec![cell(CellState::CrashLoop), cell(CellState::Running)],
+        9,
+        vec![
+            cell(CellState::CrashLoop),
+            cell(CellState::Running),
+            cell(CellState::Exited),
+            cell(CellState::Backoff),
+        ],
     );
     let v = NodeView::from_report(&report, NodeRole::Worker, true, false);
-    assert_eq!((v.id, v.load_milli, v.free_mib, v.cells), (W1, 250, 512, 2));
-    assert_eq!(v.crashloops, vec![("web".to_string(), 0, 4)]);
+    assert_eq!((v.id, v.load_milli, v.free_mib, v.cells), (W1, 250, 512, 4));
+    assert_eq!(
+        v.done,
+        vec![
+            ("web".to_string(), 0, 4, DoneKind::CrashLoop),
+            ("web".to_string(), 0, 4, DoneKind::Exited)
+        ]
+    );
 }
 
 #[test]
@@ -402,32 +616,22 @@ fn a_failed_move_still_occupies_its_node_for_spread() {
     // Slot 0 crash-loops on W2 and cannot move (W1 is dead); slot 1 is lost with W1. Under hard
     // spread slot 1 must not land on W2, which still runs slot 0.
     let mut w = World::new();
-    w.config.crashloop.delay_ms = 0;
+    w.config.refill.crashloop_delay_ms = 0;
     w.service("web", 2, Spread::Hard);
-    w.apply(&Command::Assign {
-        service: "web".into(),
-        slot: 0,
-        node: W2,
-        epoch: 1,
-    })
-    .unwrap();
-    w.apply(&Command::Assign {
-        service: "web".into(),
-        slot: 1,
-        node: W1,
-        epoch: 2,
-    })
-    .unwrap();
+    w.apply(&assign("web", 0, W2, 1)).unwrap();
+    w.apply(&assign("web", 1, W1, 2)).unwrap();
     let mut nodes = cluster();
     nodes[0].alive = false;
-    nodes[1].crashloops.push(("web".into(), 0, 1));
+    nodes[1]
+        .done
+        .push(("web".into(), 0, 1, DoneKind::CrashLoop));
     let p = w.plan(&nodes, 0);
     assert!(p.commands.is_empty(), "{p:?}");
     let reasons: Vec<_> = p.pending.iter().map(|p| p.reason.clone()).collect();
     assert_eq!(
         reasons,
         vec![
-            PendingReason::CrashLoopNoTarget,
+            PendingReason::RefillNoTarget,
             PendingReason::NodeLost { node: W1 }
         ]
     );
@@ -452,4 +656,33 @@ fn unreported_members_keep_their_slots_but_get_nothing_new() {
     let p = w.plan(&nodes, 0);
     assert!(p.commands.is_empty());
     assert_eq!(p.pending[0].reason, PendingReason::NoFeasibleNode);
+}
+
+#[test]
+fn a_slot_that_crash_looped_everywhere_still_gets_a_node() {
+    // A fenced slot released after crash loops on both workers: its avoid list holds every
+    // candidate, yet it is placed (the backoff sets the pace, not the avoid list).
+    let mut w = World::new();
+    w.config.refill.crashloop_delay_ms = 0;
+    w.fenced("lock", 1);
+    w.converge(&cluster(), 0);
+    for round in 0..2u64 {
+        let a = w.ds.assignment("lock", 0).unwrap();
+        let mut nodes = cluster();
+        let holder = nodes.iter_mut().find(|n| n.id == a.node).unwrap();
+        holder
+            .done
+            .push(("lock".into(), 0, a.epoch, DoneKind::CrashLoop));
+        let p = w.converge(&nodes, 10_000 * (round + 1));
+        assert!(
+            matches!(p.commands[..], [Command::Unassign { .. }]),
+            "{p:?}"
+        );
+        let p = w.converge(&cluster(), 10_000 * (round + 1) + 1);
+        assert!(
+            matches!(p.commands[..], [Command::Assign { .. }]),
+            "round {round}: {p:?}"
+        );
+    }
+    assert_eq!(w.refill.tracker.avoid("lock", 0).len(), 2);
 }

@@ -29,6 +29,7 @@ fn assign(slot: Slot, node: NodeId, epoch: Epoch) -> Command {
         slot,
         node,
         epoch,
+        reason: crate::command::Reason::Place,
     }
 }
 
@@ -223,6 +224,7 @@ fn level_triggered_second_run_is_empty() {
             slot: 0,
             node: ME,
             epoch: 4,
+            reason: crate::command::Reason::Place,
         },
     ]);
     let mut cells = vec![

@@ -1,7 +1,7 @@
 //! Host tests of the status model and rendering: golden output, 80 columns, bounds.
 
 use super::*;
-use crate::command::Command;
+use crate::command::{Command, Reason};
 use crate::placement::PendingReason;
 use crate::report::CellReport;
 use crate::service::{PayloadCatalog, ServiceSpec};
@@ -29,6 +29,7 @@ fn typical(quorum: bool) -> StatusInput {
             voters_reachable: if quorum { 3 } else { 1 },
             voters_total: 3,
             quorum,
+            lease_left_ms: None,
         },
         nodes: vec![
             node("w1", NodeRole::Worker, RaftRole::Leader),
@@ -38,30 +39,46 @@ fn typical(quorum: bool) -> StatusInput {
                 ..node("witness", NodeRole::Witness, RaftRole::Follower)
             },
         ],
-        services: vec![ServiceRow {
-            name: "web".to_string(),
-            desired: 2,
-            running: 2,
-            pending: 0,
-        }],
+        services: vec![
+            ServiceRow {
+                name: "web".to_string(),
+                desired: 2,
+                running: 2,
+                pending: 0,
+                fenced: false,
+            },
+            ServiceRow {
+                name: "lock".to_string(),
+                desired: 1,
+                running: 1,
+                pending: 0,
+                fenced: true,
+            },
+        ],
         cells: vec![
             CellRow {
-                id: 3,
-                service: "web".into(),
-                slot: 0,
+                name: CellName::new("web", 0, 3),
                 node: "w1".into(),
                 state: CellState::Running,
                 restarts: 0,
                 uptime_s: 75,
+                local_id: 3,
             },
             CellRow {
-                id: 1,
-                service: "web".into(),
-                slot: 1,
+                name: CellName::new("web", 1, 7),
                 node: "w2".into(),
                 state: CellState::Running,
                 restarts: 2,
                 uptime_s: 7_384,
+                local_id: 1,
+            },
+            CellRow {
+                name: CellName::new("lock", 0, 5),
+                node: "w2".into(),
+                state: CellState::Running,
+                restarts: 0,
+                uptime_s: 9,
+                local_id: 2,
             },
         ],
     }
@@ -75,17 +92,30 @@ w1           worker   alive    leader      0.42      912     1
 w2           worker   alive    follower    0.42      912     1
 witness      witness  alive    follower    0.42      912     0
 
-SERVICE                          DESIRED RUNNING STATE
-web                                    2       2 Healthy
+SERVICE                      DESIRED RUNNING FENCE  STATE
+web                                2       2 no     Healthy
+lock                               1       1 yes    Healthy
 
-ID     SERVICE                  SLOT NODE         STATE      RST  UPTIME
-3      web                         0 w1           running      0   1m15s
-1      web                         1 w2           running      2   2h03m
+CELL                               NODE         STATE      RST  UPTIME LOCAL
+web/0@3                            w1           running      0   1m15s     3
+web/1@7                            w2           running      2   2h03m     1
+lock/0@5                           w2           running      0      9s     2
 ";
 
 #[test]
 fn golden_rendering() {
     assert_eq!(render(&typical(true)), GOLDEN);
+}
+
+#[test]
+fn a_held_lease_is_shown() {
+    let mut input = typical(true);
+    input.quorum.lease_left_ms = Some(1_870);
+    let first = render(&input).lines().next().unwrap().to_string();
+    assert_eq!(
+        first,
+        "quorum: leader=w1 term=4 voters=3/3 reachable lease=1.8s"
+    );
 }
 
 #[test]
@@ -121,20 +151,21 @@ fn worst_case_fits_80_columns() {
             &"é".repeat(100),
         )),
     }];
+    input.quorum.lease_left_ms = Some(u64::MAX);
     input.services = vec![ServiceRow {
         name: long.clone(),
         desired: u16::MAX,
         running: u16::MAX,
         pending: 1,
+        fenced: true,
     }];
     input.cells = vec![CellRow {
-        id: u64::MAX,
-        service: long.clone(),
-        slot: Slot::MAX,
+        name: CellName::new(&"x".repeat(32), 63, u64::MAX),
         node: "é".repeat(40),
         state: CellState::CrashLoop,
         restarts: u16::MAX,
         uptime_s: u32::MAX,
+        local_id: u32::MAX,
     }];
     for quorum in [true, false] {
         input.quorum.quorum = quorum;
@@ -153,22 +184,21 @@ fn worst_case_fits_80_columns() {
 #[test]
 fn tables_are_bounded() {
     let mut input = typical(true);
-    input.cells = (0..100u64)
+    input.cells = (0..100u32)
         .map(|id| CellRow {
-            id,
-            service: "web".into(),
-            slot: 0,
+            name: CellName::new("web", 0, u64::from(id) + 1),
             node: "w1".into(),
             state: CellState::Running,
             restarts: 0,
             uptime_s: 1,
+            local_id: id,
         })
         .collect();
     let text = render(&input);
     assert!(text.ends_with("(+36 more)\n"));
     assert_eq!(
         text.lines().count(),
-        GOLDEN.lines().count() - 2 + ROWS_MAX + 1
+        GOLDEN.lines().count() - 3 + ROWS_MAX + 1
     );
 }
 
@@ -225,18 +255,21 @@ fn service_rows_count_only_current_epoch_cells_on_assigned_nodes() {
             slot: 0,
             node: 1,
             epoch: 1,
+            reason: Reason::Place,
         },
         Command::Assign {
             service: "web".into(),
             slot: 1,
             node: 2,
             epoch: 2,
+            reason: Reason::Place,
         },
         Command::Assign {
             service: "web".into(),
             slot: 1,
             node: 1,
             epoch: 3,
+            reason: Reason::Place,
         },
     ];
     for (i, c) in commands.iter().enumerate() {
@@ -257,13 +290,14 @@ fn service_rows_count_only_current_epoch_cells_on_assigned_nodes() {
             1,
             0,
             0,
+            0,
             vec![
                 cell(0, 1, CellState::Running),
                 cell(1, 3, CellState::Starting),
             ],
         ),
         // Node 2 still runs the fenced epoch-2 cell of slot 1: it must not count.
-        NodeReport::new(2, 1, 0, 0, vec![cell(1, 2, CellState::Running)]),
+        NodeReport::new(2, 1, 0, 0, 0, vec![cell(1, 2, CellState::Running)]),
     ];
     let pending = [Pending {
         service: "web".into(),
@@ -277,7 +311,8 @@ fn service_rows_count_only_current_epoch_cells_on_assigned_nodes() {
             name: "web".into(),
             desired: 3,
             running: 1,
-            pending: 1
+            pending: 1,
+            fenced: false,
         }]
     );
 }
@@ -287,6 +322,7 @@ fn cell_rows_come_from_reports() {
     let report = NodeReport::new(
         2,
         1,
+        0,
         0,
         0,
         vec![CellReport {
@@ -301,19 +337,18 @@ fn cell_rows_come_from_reports() {
     );
     let rows = cell_rows("w2", &report);
     let want = CellRow {
-        id: 12,
-        service: "web".into(),
-        slot: 1,
+        name: CellName::new("web", 1, 3),
         node: "w2".into(),
         state: CellState::Backoff,
         restarts: 4,
         uptime_s: 9,
+        local_id: 12,
     };
     assert_eq!(rows, vec![want]);
     let mut input = typical(true);
     input.cells = rows;
     assert!(render(&input)
-        .contains("12     web                         1 w2           backoff      4      9s"));
+        .contains("web/1@3                            w2           backoff      4      9s    12"));
 }
 
 #[test]

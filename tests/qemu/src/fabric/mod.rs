@@ -27,6 +27,7 @@
 mod garbage;
 mod mac;
 mod pcap;
+pub mod replay;
 mod rules;
 mod stats;
 mod switch;
@@ -423,6 +424,7 @@ fn new_state(config: &FabricConfig) -> Result<State, FabricError> {
         capture,
         backlog_frames_max: config.backlog_frames_max,
         garbage_job_next: 0,
+        recorder: None,
     })
 }
 

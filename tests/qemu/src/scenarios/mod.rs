@@ -7,12 +7,16 @@ mod cluster_net;
 pub mod control;
 mod crash;
 mod debug;
+mod heal;
 mod kernel_tests;
+mod limits;
 pub mod membership;
+pub mod promise;
 pub mod raft;
 mod shell;
 mod tasks;
 mod timeline;
+pub mod trust;
 
 use crate::{Env, HarnessError};
 
@@ -28,6 +32,8 @@ pub enum Suite {
     /// docs/control-plane.md). `qemu-cluster` always runs them; `cargo xtask test --heavy`
     /// adds them.
     Heavy,
+    /// Long soaks, only with `cargo xtask test --soak` (or `--scenario NAME`).
+    Soak,
 }
 
 /// A named scenario.
@@ -75,6 +81,16 @@ pub const ALL: &[Scenario] = &[
         run: raft::partition,
     },
     Scenario {
+        name: "raft-soak",
+        suite: Suite::Soak,
+        run: raft::soak,
+    },
+    Scenario {
+        name: "raft-slow-disk",
+        suite: Suite::Cluster,
+        run: raft::slow_disk,
+    },
+    Scenario {
         name: "xylem-kill-worker",
         suite: Suite::Cluster,
         run: control::kill_worker,
@@ -107,7 +123,27 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "xylem-crash-loop",
         suite: Suite::Cluster,
-        run: control::crash_loop_service,
+        run: promise::crash_loop_budget,
+    },
+    Scenario {
+        name: "xylem-refill",
+        suite: Suite::Cluster,
+        run: promise::refill,
+    },
+    Scenario {
+        name: "xylem-fence-partition",
+        suite: Suite::Cluster,
+        run: promise::fence_partition,
+    },
+    Scenario {
+        name: "xylem-honest-writes",
+        suite: Suite::Cluster,
+        run: promise::honest_writes,
+    },
+    Scenario {
+        name: "xylem-status-roles",
+        suite: Suite::Cluster,
+        run: promise::status_roles,
     },
     Scenario {
         name: "xylem-bad-commands",
@@ -123,6 +159,26 @@ pub const ALL: &[Scenario] = &[
         name: "timeline-failover",
         suite: Suite::Cluster,
         run: timeline::failover,
+    },
+    Scenario {
+        name: "heal-witness-first",
+        suite: Suite::Cluster,
+        run: heal::witness_first,
+    },
+    Scenario {
+        name: "heal-worker-first",
+        suite: Suite::Cluster,
+        run: heal::worker_first,
+    },
+    Scenario {
+        name: "heal-blank-witness",
+        suite: Suite::Cluster,
+        run: heal::blank_witness,
+    },
+    Scenario {
+        name: "heal-blank-both",
+        suite: Suite::Cluster,
+        run: heal::blank_both,
     },
     Scenario {
         name: "xylem-five-nodes",
@@ -175,6 +231,21 @@ pub const ALL: &[Scenario] = &[
         run: cells::crash_loop,
     },
     Scenario {
+        name: "cells-to-the-limit",
+        suite: Suite::Node,
+        run: limits::to_the_limit,
+    },
+    Scenario {
+        name: "cells-low-memory",
+        suite: Suite::Node,
+        run: limits::low_memory,
+    },
+    Scenario {
+        name: "single-node",
+        suite: Suite::Node,
+        run: limits::single_node,
+    },
+    Scenario {
         name: "cells-bad-commands",
         suite: Suite::Node,
         run: cells::bad_commands,
@@ -223,5 +294,35 @@ pub const ALL: &[Scenario] = &[
         name: "net-garbage-flood",
         suite: Suite::Cluster,
         run: cluster_net::garbage_flood,
+    },
+    Scenario {
+        name: "trust-sessions",
+        suite: Suite::Cluster,
+        run: trust::sessions,
+    },
+    Scenario {
+        name: "trust-identity",
+        suite: Suite::Cluster,
+        run: trust::identity,
+    },
+    Scenario {
+        name: "trust-rogue",
+        suite: Suite::Cluster,
+        run: trust::rogue,
+    },
+    Scenario {
+        name: "trust-replay",
+        suite: Suite::Cluster,
+        run: trust::replay,
+    },
+    Scenario {
+        name: "trust-forged-assign",
+        suite: Suite::Cluster,
+        run: trust::forged_assign,
+    },
+    Scenario {
+        name: "trust-forged-assign-plain",
+        suite: Suite::Cluster,
+        run: trust::forged_assign_plain,
     },
 ];

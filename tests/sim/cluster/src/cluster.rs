@@ -1,0 +1,667 @@
+//! The simulated cluster: nodes, network, operator, fault timeline, invariants, phases.
+//!
+//! A run is a **safety phase** (faults from [`crate::schedule`], payloads that exit and
+//! crash, an operator issuing writes at random nodes) followed by a **liveness phase** (the
+//! network heals, every node is restarted or resumed, payloads behave, draining marks are
+//! cleared) that must converge within [`SimConfig::liveness_ms_max`]. One step is 10 ms of
+//! real time; in each step: scheduled faults, message delivery, every node's tick, the
+//! operator, then every invariant:
+//!
+//! - never two executing cells of one `(service, slot, epoch)`; never two of a fenced slot;
+//! - a node spawns or stops a cell only with quorum (lease-expiry stops excepted), only for
+//!   its committed binding, and never after being cut off for [`crate::record::ISOLATED_ACT_MS`];
+//! - every node that applied the same index holds the same desired state, and the same entry
+//!   at every index;
+//! - a write answered "committed at index i" is entry i; "lost at i" is not;
+//! - refills per minute stay within the budget (per leader term).
+//!
+//! Liveness (converged when all hold at once): one leader every node agrees on, every node
+//! `alive` in every view, every node caught up with the same desired state, and every service
+//! at exactly its desired count of running cells on its bound nodes at the current epochs,
+//! with no other cell of any service running.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cell::spec::RestartPolicy;
+use consensus::Role;
+use membership::swim::MemberState as Swim;
+use rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use xylem::command::Command;
+use xylem::config::{Config, Mutation};
+use xylem::service::ServiceSpec;
+use xylem::{NodeRole, Slot};
+
+use crate::net::{Net, NetFaults};
+use crate::node::{Clock, Ctx, Power, SimNode};
+use crate::record::{hash, Counts, Recorder};
+use crate::schedule::{self, CutKind, Fault};
+
+/// Real milliseconds per step (the kernel's tick).
+pub const STEP_MS: u64 = 10;
+
+/// Size and shape of one run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Length of the safety phase.
+    pub safety_ms: u64,
+    /// The liveness phase must converge within this.
+    pub liveness_ms_max: u64,
+    /// Inject faults (off: a calm run, for the tests of the harness itself).
+    pub faults: bool,
+    /// A deliberately broken rule (the mutation test).
+    pub mutation: Mutation,
+    /// Force the node count (3 to 5); `None`: from the seed.
+    pub nodes: Option<u64>,
+}
+
+impl SimConfig {
+    /// The runs of the 10,000-seed test.
+    pub fn short() -> Self {
+        Self {
+            safety_ms: 6_000,
+            liveness_ms_max: 30_000,
+            faults: true,
+            mutation: Mutation::None,
+            nodes: None,
+        }
+    }
+
+    /// Longer runs (the soak, `SIM_CLUSTER_LONG=1`).
+    pub fn long() -> Self {
+        Self {
+            safety_ms: 60_000,
+            ..Self::short()
+        }
+    }
+}
+
+/// The control-plane tunables of the simulation: the real ones, with the slow refill
+/// policy compressed so a run sees several refills (the lease timing is the real one).
+pub fn control_config(mutation: Mutation) -> Config {
+    let mut config = Config::default();
+    config.placement.free_mib_min = 4;
+    config.refill.exit_delay_ms = 200;
+    config.refill.crashloop_delay_ms = 1_000;
+    config.refill.delay_max_ms = 4_000;
+    config.refill.reset_after_ms = 20_000;
+    config.refill.budget_per_minute = 60;
+    config.refill.budget_burst = 10;
+    config.lease.mutation = mutation;
+    config
+}
+
+/// What a successful run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub nodes: u64,
+    pub steps: u64,
+    /// Liveness phase: ms until converged.
+    pub converge_ms: u64,
+    pub counts: Counts,
+    pub net: crate::net::NetStats,
+    /// Hash of every act and commit (same seed, same trace).
+    pub trace: u64,
+}
+
+/// An operator write in flight: (node, request id, entry hash, forwarded, step).
+type Pending = (u64, u64, u64, bool, u64);
+
+/// One simulated cluster.
+pub struct Sim {
+    seed: u64,
+    cfg: SimConfig,
+    verbose: bool,
+    pub nodes: Vec<SimNode>,
+    members: Vec<(u64, NodeRole)>,
+    config: Config,
+    net: Net,
+    rng: Xoshiro256PlusPlus,
+    tear: Xoshiro256PlusPlus,
+    pub rec: Recorder,
+    faults: Vec<(u64, Fault)>,
+    next_fault: usize,
+    step: u64,
+    writes: Vec<Pending>,
+    /// Desired-state hash per applied index, and the last index each node was checked at.
+    states: BTreeMap<u64, u64>,
+    checked: BTreeMap<u64, u64>,
+    calm: bool,
+}
+
+impl Sim {
+    pub fn new(seed: u64, cfg: SimConfig, verbose: bool) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let count = cfg.nodes.unwrap_or(match rng.next_u64() % 10 {
+            0..=5 => 3,
+            6 | 7 => 4,
+            _ => 5,
+        });
+        let members: Vec<(u64, NodeRole)> = (1..=count)
+            .map(|id| {
+                let role = if id == count {
+                    NodeRole::Witness
+                } else {
+                    NodeRole::Worker
+                };
+                (id, role)
+            })
+            .collect();
+        let config = control_config(cfg.mutation);
+        let mut rec = Recorder::default();
+        rec.refill_policy = Some(config.refill.clone());
+        rec.verbose = verbose;
+        let mut net = Net::new(Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x4e47));
+        let mut tear = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7ea4);
+        let mut nodes = Vec::new();
+        for &(id, role) in &members {
+            // Clocks: any offset, a rate within the lease assumption (±1 %).
+            let clock = Clock {
+                offset_ms: rng.next_u64() % 100_000,
+                ppm: (rng.next_u64() % 20_001) as i64 - 10_000,
+            };
+            let node_seed = rng.next_u64();
+            let mut ctx = Ctx {
+                net: &mut net,
+                step: 0,
+                real_ms: 0,
+                rng: &mut tear,
+                rec: &mut rec,
+                config: &config,
+                members: &members,
+            };
+            nodes.push(SimNode::new(id, role, clock, node_seed, &mut ctx));
+        }
+        let ids: Vec<u64> = members.iter().map(|(id, _)| *id).collect();
+        let faults = if cfg.faults {
+            schedule::generate(seed, &ids, cfg.safety_ms / STEP_MS)
+        } else {
+            Vec::new()
+        };
+        Self {
+            seed,
+            cfg,
+            verbose,
+            nodes,
+            members,
+            config,
+            net,
+            rng,
+            tear,
+            rec,
+            faults,
+            next_fault: 0,
+            step: 0,
+            writes: Vec::new(),
+            states: BTreeMap::new(),
+            checked: BTreeMap::new(),
+            calm: false,
+        }
+    }
+
+    fn real_ms(&self) -> u64 {
+        self.step * STEP_MS
+    }
+
+    fn log(&self, text: impl FnOnce() -> String) {
+        if self.verbose {
+            println!("[{:>6} ms] {}", self.real_ms(), text());
+        }
+    }
+
+    /// Runs `f` on node `i` with a context.
+    fn with_node(&mut self, i: usize, f: impl FnOnce(&mut SimNode, &mut Ctx)) {
+        let real_ms = self.real_ms();
+        let mut ctx = Ctx {
+            net: &mut self.net,
+            step: self.step,
+            real_ms,
+            rng: &mut self.tear,
+            rec: &mut self.rec,
+            config: &self.config,
+            members: &self.members,
+        };
+        f(&mut self.nodes[i], &mut ctx);
+    }
+
+    fn index(&self, id: u64) -> usize {
+        (id - 1) as usize
+    }
+
+    /// Runs the two phases; `Err` names the first broken invariant.
+    pub fn run(mut self) -> Result<Report, String> {
+        let safety_steps = self.cfg.safety_ms / STEP_MS;
+        while self.step < safety_steps {
+            self.step_once()?;
+        }
+        self.calm_down();
+        let start = self.step;
+        let max = self.cfg.liveness_ms_max / STEP_MS;
+        loop {
+            self.step_once()?;
+            if self.converged().is_ok() {
+                break;
+            }
+            if self.step - start > max {
+                let why = self.converged().unwrap_err();
+                return Err(format!(
+                    "no convergence within {} ms of calm: {why}",
+                    self.cfg.liveness_ms_max
+                ));
+            }
+        }
+        self.rec.check_writes();
+        if let Some(v) = self.rec.violations.first() {
+            return Err(v.clone());
+        }
+        Ok(Report {
+            nodes: self.nodes.len() as u64,
+            steps: self.step,
+            converge_ms: (self.step - start) * STEP_MS,
+            counts: self.rec.counts,
+            net: self.net.stats,
+            trace: self.rec.trace,
+        })
+    }
+
+    fn step_once(&mut self) -> Result<(), String> {
+        self.step += 1;
+        self.apply_faults();
+        self.deliver();
+        self.isolation();
+        let mut order: Vec<usize> = (0..self.nodes.len()).collect();
+        // A different node order every step: more interleavings, same seed same order.
+        for i in (1..order.len()).rev() {
+            let j = (self.rng.next_u64() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        for i in order {
+            if self.nodes[i].power == Power::Up {
+                self.with_node(i, |n, ctx| n.tick(ctx));
+            }
+        }
+        self.operator();
+        self.check()?;
+        match self.rec.violations.first() {
+            Some(v) => Err(v.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn apply_faults(&mut self) {
+        while let Some((at, fault)) = self.faults.get(self.next_fault).cloned() {
+            if at > self.step {
+                break;
+            }
+            self.next_fault += 1;
+            self.fault(fault);
+        }
+    }
+
+    fn fault(&mut self, fault: Fault) {
+        self.log(|| format!("fault {fault:?}"));
+        match fault {
+            Fault::Weather(w) => self.net.faults = w,
+            Fault::Cut { kind, links } => {
+                match kind {
+                    CutKind::Split => self.rec.counts.partitions += 1,
+                    CutKind::OneWay => self.rec.counts.one_way += 1,
+                    CutKind::Isolate => self.rec.counts.isolations += 1,
+                }
+                self.net.set_cut(links);
+            }
+            Fault::Heal => self.net.set_cut(BTreeSet::new()),
+            Fault::Crash(id) => {
+                let i = self.index(id);
+                if self.nodes[i].power != Power::Down {
+                    self.rec.counts.crashes += 1;
+                    self.nodes[i].crash(&mut self.tear);
+                    self.writes.retain(|w| w.0 != id);
+                }
+            }
+            Fault::Restart(id) => {
+                let i = self.index(id);
+                if self.nodes[i].power == Power::Down {
+                    self.rec.counts.restarts += 1;
+                    self.with_node(i, |n, ctx| n.boot(ctx));
+                }
+            }
+            Fault::Pause(id) => {
+                let i = self.index(id);
+                if self.nodes[i].power == Power::Up {
+                    self.rec.counts.pauses += 1;
+                    self.nodes[i].power = Power::Paused;
+                }
+            }
+            Fault::Resume(id) => {
+                let i = self.index(id);
+                if self.nodes[i].power == Power::Paused {
+                    self.nodes[i].power = Power::Up;
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        for packet in self.net.due(self.step) {
+            let i = self.index(packet.to);
+            if self.nodes[i].power != Power::Up {
+                self.net.dropped_to_down();
+                continue;
+            }
+            self.with_node(i, |n, ctx| n.deliver(ctx, packet.from, packet.payload));
+        }
+    }
+
+    /// Ground truth for the isolation check: since when each node has had no link either way
+    /// to any other node.
+    fn isolation(&mut self) {
+        let now = self.real_ms();
+        let ids: Vec<u64> = self.members.iter().map(|(id, _)| *id).collect();
+        for &a in &ids {
+            let cut_off = ids
+                .iter()
+                .filter(|&&b| b != a)
+                .all(|&b| !self.net.linked(a, b) && !self.net.linked(b, a));
+            let entry = self.rec.isolated_since.entry(a).or_insert(None);
+            match (cut_off, *entry) {
+                (true, None) => *entry = Some(now),
+                (false, _) => *entry = None,
+                _ => {}
+            }
+        }
+    }
+
+    /// The end of the faults: heal, calm weather, every node up, payloads behave, drains off.
+    fn calm_down(&mut self) {
+        self.log(|| "calm: heal, restart, resume".to_string());
+        self.calm = true;
+        self.net.set_cut(BTreeSet::new());
+        self.net.faults = NetFaults::calm();
+        for i in 0..self.nodes.len() {
+            match self.nodes[i].power {
+                Power::Down => {
+                    self.rec.counts.restarts += 1;
+                    self.with_node(i, |n, ctx| n.boot(ctx));
+                }
+                Power::Paused => self.nodes[i].power = Power::Up,
+                Power::Up => {}
+            }
+        }
+        for node in &mut self.nodes {
+            node.cells.faulty = false;
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The operator
+
+    fn random_command(&mut self) -> Command {
+        const NAMES: [&str; 4] = ["web", "api", "job", "lock"];
+        let r = self.rng.next_u64();
+        let name = NAMES[(r % 4) as usize].to_string();
+        match (r >> 8) % 10 {
+            0..=4 => {
+                let payload = match (r >> 16) % 20 {
+                    0..=9 => "steady",
+                    10..=13 => "exits",
+                    14..=16 => "flaky",
+                    _ => "crash",
+                };
+                let mut spec = ServiceSpec::new(&name, payload, ((r >> 24) % 4) as u16);
+                spec.restart = match (r >> 28) % 3 {
+                    0 => RestartPolicy::Always,
+                    1 => RestartPolicy::OnFailure,
+                    _ => RestartPolicy::Never,
+                };
+                // "lock" is a fenced singleton; others are fenced now and then.
+                spec.fenced = name == "lock" || (r >> 32).is_multiple_of(5);
+                if name == "lock" {
+                    spec.replicas = 1;
+                }
+                Command::ApplyService(spec)
+            }
+            5..=7 => Command::Scale {
+                name,
+                replicas: ((r >> 24) % 4) as u16,
+            },
+            8 => Command::Delete { name },
+            _ => {
+                let workers: Vec<u64> = self
+                    .members
+                    .iter()
+                    .filter(|(_, r)| *r == NodeRole::Worker)
+                    .map(|(id, _)| *id)
+                    .collect();
+                let node = workers[((r >> 24) % workers.len() as u64) as usize];
+                Command::SetDraining {
+                    node,
+                    draining: (r >> 32).is_multiple_of(2),
+                }
+            }
+        }
+    }
+
+    /// Submits writes now and then at a random node, and collects their outcomes.
+    fn operator(&mut self) {
+        self.collect_writes();
+        let submit = if self.calm {
+            self.cleanup_command()
+        } else if self.rng.next_u64().is_multiple_of(40)
+            || (self.step.is_multiple_of(50) && self.step <= 300)
+        {
+            // The fenced singleton "lock" is applied early (a few times, in case the cluster
+            // had no leader yet: re-applying the same spec changes nothing).
+            let command = if self.step.is_multiple_of(50) && self.step <= 300 {
+                let mut spec = ServiceSpec::new("lock", "steady", 1);
+                spec.fenced = true;
+                Command::ApplyService(spec)
+            } else {
+                self.random_command()
+            };
+            let up: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].power == Power::Up)
+                .collect();
+            (!up.is_empty()).then(|| {
+                let i = up[(self.rng.next_u64() % up.len() as u64) as usize];
+                (i, command)
+            })
+        } else {
+            None
+        };
+        let Some((i, command)) = submit else {
+            return;
+        };
+        let bytes = command.encode().expect("operator commands encode");
+        let h = hash(&bytes);
+        let node_id = self.nodes[i].id;
+        let leader = self.nodes[i].raft().and_then(|r| r.leader());
+        let forwarded = leader != Some(node_id);
+        let mut submitted = None;
+        self.log(|| format!("node {node_id} submits {command:?}"));
+        self.with_node(i, |n, ctx| {
+            n.call(ctx, |c, o| submitted = Some(c.submit(command, o)))
+        });
+        match submitted {
+            Some(Ok(req)) => self.writes.push((node_id, req, h, forwarded, self.step)),
+            Some(Err(e)) => self.rec.write_result(node_id, h, forwarded, &Err(e)),
+            None => {}
+        }
+    }
+
+    /// In the calm: clear draining marks (every slot must be placeable), one write at a time.
+    fn cleanup_command(&mut self) -> Option<(usize, Command)> {
+        if !self.writes.is_empty() || !self.step.is_multiple_of(20) {
+            return None;
+        }
+        let leader = (0..self.nodes.len()).find(|&i| {
+            self.nodes[i]
+                .raft()
+                .is_some_and(|r| r.role() == Role::Leader)
+        })?;
+        let ctl = self.nodes[leader].ctl()?;
+        let node = self
+            .members
+            .iter()
+            .map(|(id, _)| *id)
+            .find(|&id| ctl.desired().is_draining(id))?;
+        Some((
+            leader,
+            Command::SetDraining {
+                node,
+                draining: false,
+            },
+        ))
+    }
+
+    fn collect_writes(&mut self) {
+        let mut still = Vec::new();
+        for (node, req, h, forwarded, step) in std::mem::take(&mut self.writes) {
+            let i = self.index(node);
+            let result = self.nodes[i].ctl_mut().and_then(|c| c.take_result(req));
+            match result {
+                Some(result) => {
+                    self.log(|| format!("node {node} write {req}: {result:?}"));
+                    self.rec.write_result(node, h, forwarded, &result);
+                }
+                None if self.step - step > 1_000 => self
+                    .rec
+                    .violation(format!("node {node}: write {req} never answered")),
+                None => still.push((node, req, h, forwarded, step)),
+            }
+        }
+        self.writes = still;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Invariants
+
+    fn check(&mut self) -> Result<(), String> {
+        self.check_cells();
+        self.check_states();
+        self.rec.check_writes();
+        Ok(())
+    }
+
+    /// Never two executing cells of one (service, slot, epoch), nor of a fenced slot. A
+    /// paused node's cells do not execute; when it resumes, its control loop runs first.
+    fn check_cells(&mut self) {
+        let mut by_binding: BTreeMap<(String, Slot, u64), u64> = BTreeMap::new();
+        let mut fenced: BTreeMap<(String, Slot), Vec<(u64, String)>> = BTreeMap::new();
+        for node in self.nodes.iter().filter(|n| n.power == Power::Up) {
+            for c in node.cells.executing() {
+                let key = (c.name.service.clone(), c.name.slot, c.name.epoch);
+                if let Some(other) = by_binding.insert(key, node.id) {
+                    self.rec.violation(format!(
+                        "step {}: {} runs on nodes {other} and {}",
+                        self.step, c.name, node.id
+                    ));
+                }
+                if c.fenced {
+                    fenced
+                        .entry((c.name.service.clone(), c.name.slot))
+                        .or_default()
+                        .push((node.id, c.name.to_string()));
+                }
+            }
+        }
+        for ((service, slot), cells) in fenced {
+            if cells.len() > 1 {
+                self.rec.violation(format!(
+                    "step {}: fenced slot {service}/{slot} runs twice: {cells:?}",
+                    self.step
+                ));
+            }
+        }
+    }
+
+    /// Same applied index, same desired state, on every node.
+    fn check_states(&mut self) {
+        for node in self.nodes.iter().filter(|n| n.power != Power::Down) {
+            let Some(ctl) = node.ctl() else { continue };
+            let index = ctl.desired().applied_index();
+            if self.checked.get(&node.id) == Some(&index) {
+                continue;
+            }
+            self.checked.insert(node.id, index);
+            let h = hash(&ctl.snapshot());
+            match self.states.get(&index) {
+                Some(&seen) if seen != h => self.rec.violation(format!(
+                    "step {}: node {} has a different desired state at applied index {index}",
+                    self.step, node.id
+                )),
+                Some(_) => {}
+                None => {
+                    self.states.insert(index, h);
+                }
+            }
+        }
+    }
+
+    /// Whether the calm cluster converged; `Err` says what is still off.
+    fn converged(&self) -> Result<(), String> {
+        let leaders: Vec<&SimNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.raft().is_some_and(|r| r.role() == Role::Leader))
+            .collect();
+        let [leader] = leaders[..] else {
+            return Err(format!("{} leaders", leaders.len()));
+        };
+        let lr = leader.raft().expect("running");
+        for n in &self.nodes {
+            let r = n.raft().ok_or_else(|| format!("node {} is down", n.id))?;
+            if r.leader() != Some(leader.id) || r.term() != lr.term() {
+                return Err(format!("node {} follows {:?}", n.id, r.leader()));
+            }
+            if r.applied_index() != lr.commit_index() {
+                return Err(format!(
+                    "node {} applied {} of {}",
+                    n.id,
+                    r.applied_index(),
+                    lr.commit_index()
+                ));
+            }
+            for m in &self.nodes {
+                if m.id != n.id && n.member(m.id) != Some(Swim::Alive) {
+                    return Err(format!(
+                        "node {} sees {} as {:?}",
+                        n.id,
+                        m.id,
+                        n.member(m.id)
+                    ));
+                }
+            }
+        }
+        let desired = leader.ctl().expect("running").desired();
+        // Every service at exactly its count, on its bound nodes, at the current epochs.
+        let mut running: BTreeSet<(String, Slot, u64, u64)> = BTreeSet::new();
+        for n in &self.nodes {
+            for c in n.cells.executing() {
+                if c.state != xylem::CellState::Running {
+                    return Err(format!("{} is still starting on {}", c.name, n.id));
+                }
+                running.insert((c.name.service.clone(), c.name.slot, c.name.epoch, n.id));
+            }
+        }
+        let mut want: BTreeSet<(String, Slot, u64, u64)> = BTreeSet::new();
+        for spec in desired.services() {
+            for slot in 0..spec.replicas {
+                let a = desired
+                    .assignment(&spec.name, slot)
+                    .ok_or_else(|| format!("{}/{slot} unbound", spec.name))?;
+                want.insert((spec.name.clone(), slot, a.epoch, a.node));
+            }
+        }
+        if running != want {
+            let extra: Vec<_> = running.difference(&want).collect();
+            let missing: Vec<_> = want.difference(&running).collect();
+            return Err(format!("cells: missing {missing:?}, extra {extra:?}"));
+        }
+        Ok(())
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+}
