@@ -1,6 +1,7 @@
 //! Checks the real payload binaries against the ELF validator and the layout promises of
 //! `cell/payloads/link.ld`. The binaries are built for x86_64-unknown-none by xtask, which then
-//! sets `XYLEM_PAYLOAD_DIR` to their directory; without it this test says it skipped.
+//! sets `XYLEM_PAYLOAD_DIR` to their directory; without it the default build directory is used,
+//! and missing payloads fail the test.
 
 use cell::abi;
 use cell::elf::{self, LoadPlan};
@@ -68,13 +69,20 @@ fn check_plan(name: &str, image: &[u8], plan: &LoadPlan) {
 
 #[test]
 fn built_payloads_pass_the_validator() {
-    let Some(dir) = std::env::var_os("XYLEM_PAYLOAD_DIR") else {
-        println!(
-            "skipped: XYLEM_PAYLOAD_DIR is not set (xtask sets it after building cell/payloads)"
-        );
-        return;
-    };
-    let dir = std::path::PathBuf::from(dir);
+    // `XYLEM_PAYLOAD_DIR` (xtask sets it) or where `cargo xtask build` puts them; missing
+    // payloads fail the test (it used to pass silently without them).
+    let dir = std::env::var_os("XYLEM_PAYLOAD_DIR").map_or_else(
+        || {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/payloads/x86_64-unknown-none/release")
+        },
+        std::path::PathBuf::from,
+    );
+    assert!(
+        dir.is_dir(),
+        "no built payloads in {} (run `cargo xtask build` or set XYLEM_PAYLOAD_DIR)",
+        dir.display()
+    );
     for name in PAYLOADS {
         let path = dir.join(name);
         let image =

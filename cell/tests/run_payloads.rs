@@ -10,8 +10,8 @@
 //! stop. `exit` becomes Linux `exit`. Time is virtual: `sleep_ms` advances a counter, so the
 //! tests are fast and deterministic. CPU faults arrive as signals (SIGSEGV, SIGILL, SIGFPE).
 //!
-//! Needs the payloads built (xtask sets `XYLEM_PAYLOAD_DIR`); without it the tests say they
-//! skipped. Linux x86_64 only.
+//! Needs the payloads built (xtask sets `XYLEM_PAYLOAD_DIR`; without it, the directory
+//! `cargo xtask build` fills); missing payloads fail the tests. Linux x86_64 only.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use std::ffi::CString;
@@ -55,14 +55,22 @@ const DEFAULT_LIMITS: Limits = Limits {
     max_writes: 1_000,
 };
 
+/// The built payloads: `XYLEM_PAYLOAD_DIR` (xtask sets it) or where `cargo xtask build` puts
+/// them. Missing payloads fail the test (it used to pass silently without them).
 fn payload_dir() -> Option<PathBuf> {
-    match std::env::var_os("XYLEM_PAYLOAD_DIR") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => {
-            println!("skipped: XYLEM_PAYLOAD_DIR is not set (xtask sets it after building cell/payloads)");
-            None
-        }
-    }
+    let dir = std::env::var_os("XYLEM_PAYLOAD_DIR").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/payloads/x86_64-unknown-none/release")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        dir.is_dir(),
+        "no built payloads in {} (run `cargo xtask build` or set XYLEM_PAYLOAD_DIR)",
+        dir.display()
+    );
+    Some(dir)
 }
 
 /// The emulated kernel state of one traced cell.

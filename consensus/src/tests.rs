@@ -132,6 +132,39 @@ impl Net {
         }
         panic!("no leader elected");
     }
+
+    /// Like `stabilize`, but delivers only the messages `keep` accepts (the rest are lost).
+    fn stabilize_only(&mut self, keep: impl Fn(&Message) -> bool) {
+        for _ in 0..10_000 {
+            self.process_ready();
+            let Some(m) = self.queue.pop_front() else {
+                return;
+            };
+            if keep(&m) {
+                if let Some(node) = self.nodes.get_mut(&m.to) {
+                    node.step(m);
+                }
+            }
+        }
+        panic!("network did not quiesce");
+    }
+
+    /// `id` campaigns (no pre-vote in the nets that use this) until it leads, with
+    /// `keep` filtering the traffic; a first try may only teach it a newer term.
+    fn campaign_until_leader(&mut self, id: u64, keep: impl Fn(&Message) -> bool) {
+        for _ in 0..3 {
+            self.node(id).campaign();
+            self.stabilize_only(&keep);
+            if self.nodes[&id].role() == Role::Leader {
+                return;
+            }
+        }
+        panic!("node {id} was not elected");
+    }
+}
+
+fn is_append_from(m: &Message, from: u64) -> bool {
+    m.from == from && matches!(m.body, MessageBody::Append { .. })
 }
 
 /// Upper bound of postcard's encoding (varints ≤ 10 bytes each): enough for size checks.
@@ -349,42 +382,103 @@ fn test_fast_backtracking_5_3() {
     );
 }
 
+/// Figure 8 of the Raft paper (§5.4.2), played out on five servers: a leader must not
+/// commit an entry of an older term by counting replicas, because a server with a newer
+/// last term can still be elected and overwrite it.
 #[test]
-fn test_commit_only_current_term_5_4_2() {
-    // Figure 8: an entry from an older term is not committed by counting replicas alone.
-    let mut net = Net::new(3, 9);
-    let leader = net.elect();
-    net.isolate(leader);
-    let idx = net.node(leader).propose(b"old".to_vec()).expect("leader");
-    net.stabilize();
-    let old_term = net.nodes[&leader].term();
-    // Let exactly the entry reach one follower directly, without the new commit.
-    let follower = *net
-        .nodes
-        .keys()
-        .find(|&&id| id != leader)
-        .expect("follower");
-    let rd_term = net.nodes[&leader].log_term(idx).unwrap();
-    assert_eq!(rd_term, old_term);
-    let append = Message {
-        from: leader,
-        to: follower,
-        term: old_term,
+fn test_figure_8_old_term_entry_not_committed_by_replica_count_5_4_2() {
+    let mut net = Net::with(5, 9, |c| {
+        c.pre_vote = false;
+        c.check_quorum = false;
+    });
+    // (a) S1 leads term 2 (in our numbering: whatever term it gets) and its entry at index
+    // `ia` reaches only S2.
+    net.campaign_until_leader(1, |_| true);
+    let term_a = net.nodes[&1].term();
+    let ia = net.node(1).propose(b"a".to_vec()).expect("leader");
+    net.stabilize_only(|m| !is_append_from(m, 1) || m.to == 2);
+    assert_eq!(net.nodes[&2].log_term(ia), Some(term_a));
+    assert!(net.nodes[&1].commit_index() < ia, "2 of 5 is no majority");
+    // (b) S1 crashes; S5 is elected by S3 and S4 (S2's log is longer, it refuses) and
+    // appends an entry of its own term at `ia`, which reaches nobody.
+    net.isolate(1);
+    net.campaign_until_leader(5, |m| !is_append_from(m, 5));
+    let term_b = net.nodes[&5].term();
+    assert!(term_b > term_a);
+    assert_eq!(
+        net.nodes[&5].log_term(ia),
+        Some(term_b),
+        "S5's own entry at ia"
+    );
+    // (c) S5 crashes; S1 comes back and is elected by S2, S3, S4 in a later term. Its old
+    // entry `a` reaches S3, now on a majority (S1, S2, S3) — but S1's own-term entries do
+    // not get out, so counting replicas is all it has.
+    net.heal();
+    net.isolate(5);
+    // S1 still thinks it leads term `term_a`; its next heartbeat teaches it the newer term.
+    for _ in 0..10 {
+        if net.nodes[&1].role() != Role::Leader {
+            break;
+        }
+        net.tick(1);
+    }
+    assert_ne!(net.nodes[&1].role(), Role::Leader);
+    net.campaign_until_leader(1, |m| !is_append_from(m, 1));
+    let term_c = net.nodes[&1].term();
+    assert!(
+        term_c > term_b,
+        "term_a {term_a} term_b {term_b} term_c {term_c}"
+    );
+    let prev_index = ia - 1;
+    let only_a = Message {
+        from: 1,
+        to: 3,
+        term: term_c,
         body: MessageBody::Append {
-            prev_index: idx - 1,
-            prev_term: net.nodes[&leader].log_term(idx - 1).unwrap(),
-            entries: vec![net.nodes[&leader].entry(idx).unwrap().clone()],
-            commit: idx - 1,
+            prev_index,
+            prev_term: net.nodes[&1].log_term(prev_index).unwrap(),
+            entries: vec![net.nodes[&1].entry(ia).unwrap().clone()],
+            commit: net.nodes[&1].commit_index(),
         },
     };
-    net.node(follower).step(append);
-    net.process_ready();
-    net.queue.clear();
-    assert_eq!(
-        net.nodes[&follower].commit_index(),
-        idx - 1,
-        "old-term entry not committed by replication count"
+    // S2 (which has it) and S3 acknowledge `a`: S1 knows it is on S1, S2, S3. Only their
+    // acks reach S1; nothing of S1's goes out.
+    for to in [2, 3] {
+        net.node(to).step(Message {
+            to,
+            ..only_a.clone()
+        });
+    }
+    net.stabilize_only(|m| (m.from == 2 || m.from == 3) && m.to == 1);
+    assert_eq!(net.nodes[&3].log_term(ia), Some(term_a));
+    assert!(
+        net.nodes[&1].commit_index() < ia,
+        "an old-term entry on a majority was committed by counting replicas"
     );
+    // (d) Why: S1 crashes, S5 (last term `term_b` > `term_a`) is elected by S2, S3, S4 and
+    // overwrites index `ia` everywhere. Had `a` been committed, it would now be lost.
+    net.heal();
+    net.isolate(1);
+    for _ in 0..10 {
+        if net.nodes[&5].role() != Role::Leader {
+            break;
+        }
+        net.tick(1);
+    }
+    net.campaign_until_leader(5, |_| true);
+    net.tick(3);
+    for id in 2..=5 {
+        assert_eq!(
+            net.nodes[&id].log_term(ia),
+            Some(term_b),
+            "S{id} holds S5's entry at ia"
+        );
+        let applied_a = net
+            .applied
+            .get(&id)
+            .is_some_and(|entries| entries.iter().any(|e| e.data == b"a"));
+        assert!(!applied_a, "S{id} applied the overwritten entry");
+    }
 }
 
 #[test]

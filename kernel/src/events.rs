@@ -135,6 +135,12 @@ pub enum EventKind {
     NodeDown { peer: u64, reporter: Option<u64> },
     /// Membership: a peer left gracefully.
     NodeLeft { peer: u64 },
+    /// Membership: this node ran `late_ms` behind its own timers (its VM was not scheduled)
+    /// and withholds its own verdicts until `self_trusted`.
+    SelfSuspect { late_ms: u64 },
+    /// Membership: the self-suspicion window passed on time; this node's verdicts count again
+    /// (`withheld`: own verdicts withheld while distrusted, since boot).
+    SelfTrusted { withheld: u64 },
     /// Raft: this node's view of role, term or leader changed.
     RaftRole {
         role: &'static str,
@@ -222,6 +228,8 @@ impl EventKind {
             EventKind::NodeAlive { .. } => "node_alive",
             EventKind::NodeDown { .. } => "node_down",
             EventKind::NodeLeft { .. } => "node_left",
+            EventKind::SelfSuspect { .. } => "self_suspect",
+            EventKind::SelfTrusted { .. } => "self_trusted",
             EventKind::RaftRole { .. } => "raft_role",
             EventKind::RaftRecovery { .. } => "raft_recovery",
             EventKind::RaftApply => "raft_apply",
@@ -279,6 +287,8 @@ impl fmt::Display for EventKind {
             }
             EventKind::NodeDown { peer, reporter: None } => write!(f, "peer={peer} reason=suspicion_timeout"),
             EventKind::NodeDown { peer, reporter: Some(r) } => write!(f, "peer={peer} reason=reported_by reporter={r}"),
+            EventKind::SelfSuspect { late_ms } => write!(f, "late_ms={late_ms}"),
+            EventKind::SelfTrusted { withheld } => write!(f, "withheld={withheld}"),
             EventKind::RaftRole { role, term, leader, why } => write!(f, "role={role} term={term} leader={leader} why={why}"),
             EventKind::RaftRecovery { device, generation, replayed, discarded, clean } => {
                 write!(f, "device={device} generation={generation} replayed={replayed} discarded={discarded} clean={clean}")

@@ -58,7 +58,10 @@ fn on_event(kind: &EventKind) {
         | EventKind::NodeAlive { .. } => {
             cluster::control::on_membership_change();
         }
+        // Withheld verdicts come out as node_down events of their own once due.
         EventKind::NodeSuspect { .. }
+        | EventKind::SelfSuspect { .. }
+        | EventKind::SelfTrusted { .. }
         | EventKind::RaftRole { .. }
         | EventKind::RaftRecovery { .. }
         | EventKind::RaftCompact { .. }

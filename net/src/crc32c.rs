@@ -11,50 +11,28 @@
 //! of iSCSI (RFC 3720, appendix B.4) and SCTP (RFC 4960, appendix B). Every single-bit,
 //! double-bit and odd-weight error in a datagram is detected.
 //!
-//! Implementation: "slicing-by-8" with eight 256-entry tables computed at compile time, pure
-//! safe code, no SSE4.2 `crc32` instruction (the kernel target is built without SSE).
+//! Implementation: the `crc` crate's `CRC_32_ISCSI` with sixteen 256-entry tables built at
+//! compile time (slicing-by-16, 16 KiB), pure safe code, no SSE4.2 `crc32` instruction
+//! (the kernel target is built without SSE). It replaced our hand-written slicing-by-8:
+//! built without SSE4.2 it ran 1.7-1.8x faster (1400 B: 2533 vs 1388 MB/s; 4096 B: 1835 vs
+//! 1013 MB/s; best of 5, host load ~11, so both figures are low), and its bytewise
+//! `Table<1>` 5-7x slower, so the sliced one it is.
 
-/// The reflected Castagnoli polynomial 0x1EDC6F41.
-const POLY_REFLECTED: u32 = 0x82F6_3B78;
-
-/// Eight lookup tables: `TABLES[0]` is the classic byte table, `TABLES[k][b]` is the CRC of
-/// byte `b` followed by `k` zero bytes.
-static TABLES: [[u32; 256]; 8] = make_tables();
-
-const fn make_tables() -> [[u32; 256]; 8] {
-    let mut tables = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = i as u32;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ POLY_REFLECTED
-            } else {
-                crc >> 1
-            };
-            bit += 1;
-        }
-        tables[0][i] = crc;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 256 {
-        let mut slice = 1;
-        while slice < 8 {
-            let prev = tables[slice - 1][i];
-            tables[slice][i] = (prev >> 8) ^ tables[0][(prev & 0xFF) as usize];
-            slice += 1;
-        }
-        i += 1;
-    }
-    tables
-}
+/// The Castagnoli parameters (RFC 3720): reflected polynomial 0x82F63B78, init and xorout
+/// all ones.
+static CASTAGNOLI: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// An incremental CRC-32C computation: `new`, any number of `update`s, then `finish`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct Crc32c {
-    state: u32,
+    digest: crc::Digest<'static, u32, crc::Table<16>>,
+}
+
+impl core::fmt::Debug for Crc32c {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Crc32c").finish_non_exhaustive()
+    }
 }
 
 impl Default for Crc32c {
@@ -66,50 +44,35 @@ impl Default for Crc32c {
 impl Crc32c {
     /// Starts a computation (initial value all ones, as RFC 3720 specifies).
     pub const fn new() -> Self {
-        Self { state: !0 }
+        Self {
+            digest: CASTAGNOLI.digest(),
+        }
     }
 
-    /// Feeds `bytes`, eight at a time where possible.
+    /// Feeds `bytes`.
     pub fn update(&mut self, bytes: &[u8]) {
-        let mut crc = self.state;
-        let (chunks, rest) = bytes.as_chunks::<8>();
-        for chunk in chunks {
-            let [b0, b1, b2, b3, b4, b5, b6, b7] = *chunk;
-            let lo = u32::from_le_bytes([b0, b1, b2, b3]) ^ crc;
-            let hi = u32::from_le_bytes([b4, b5, b6, b7]);
-            crc = TABLES[7][(lo & 0xFF) as usize]
-                ^ TABLES[6][((lo >> 8) & 0xFF) as usize]
-                ^ TABLES[5][((lo >> 16) & 0xFF) as usize]
-                ^ TABLES[4][(lo >> 24) as usize]
-                ^ TABLES[3][(hi & 0xFF) as usize]
-                ^ TABLES[2][((hi >> 8) & 0xFF) as usize]
-                ^ TABLES[1][((hi >> 16) & 0xFF) as usize]
-                ^ TABLES[0][(hi >> 24) as usize];
-        }
-        for &byte in rest {
-            crc = TABLES[0][((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8);
-        }
-        self.state = crc;
+        self.digest.update(bytes);
     }
 
     /// The final checksum (state inverted, as RFC 3720 specifies).
-    pub const fn finish(self) -> u32 {
-        !self.state
+    pub fn finish(self) -> u32 {
+        self.digest.finalize()
     }
 }
 
 /// CRC-32C of one contiguous buffer.
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = Crc32c::new();
-    crc.update(bytes);
-    crc.finish()
+    CASTAGNOLI.checksum(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Bit-at-a-time reference, straight from the definition, to check the sliced tables.
+    /// The reflected Castagnoli polynomial 0x1EDC6F41.
+    const POLY_REFLECTED: u32 = 0x82F6_3B78;
+
+    /// Bit-at-a-time reference, straight from the definition, to check the crate's tables.
     fn crc32c_bitwise(bytes: &[u8]) -> u32 {
         let mut crc = !0u32;
         for &byte in bytes {

@@ -8,40 +8,42 @@ use alloc::vec::Vec;
 
 use crate::types::{Entry, HardState, Snapshot, SnapshotMeta};
 
-/// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum iSCSI and ext4 use.
+/// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum iSCSI and ext4 use:
+/// the `crc` crate's `CRC_32_ISCSI`, sliced by 16 (it replaced a bytewise table of ours
+/// that ran 5-7x slower; see net/src/crc32c.rs for the figures).
+static CASTAGNOLI: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+
+/// CRC32C of `bytes`.
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    crc32c_update(0, bytes)
+    CASTAGNOLI.checksum(bytes)
 }
 
-/// Continues a CRC32C over more bytes (`crc` is a previous result, 0 to start).
+/// Continues a CRC32C over more bytes (`crc` is a previous result, 0 to start):
+/// `crc32c_update(crc32c(a), b) == crc32c(a ++ b)`.
 pub fn crc32c_update(crc: u32, bytes: &[u8]) -> u32 {
-    let mut c = !crc;
-    for &b in bytes {
-        c = CRC_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
+    // The register holds the un-inverted value; the crate takes the initial register in
+    // the algorithm's (unreflected) bit order.
+    let mut digest = CASTAGNOLI.digest_with_initial((!crc).reverse_bits());
+    digest.update(bytes);
+    digest.finalize()
 }
 
-const CRC_TABLE: [u32; 256] = crc_table();
+#[cfg(test)]
+mod crc_tests {
+    use super::*;
 
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0x82F6_3B78 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
+    #[test]
+    fn crc32c_check_value_and_continuation() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c_update(0, b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b""), 0);
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 37 + 11) as u8).collect();
+        for split in [0, 1, 7, 8, 12, 63, 199, 200] {
+            let (a, b) = data.split_at(split);
+            assert_eq!(crc32c_update(crc32c(a), b), crc32c(&data), "split {split}");
         }
-        table[i] = c;
-        i += 1;
     }
-    table
 }
 
 /// Appends little-endian fields to a buffer.

@@ -1,11 +1,20 @@
 //! Membership: the SWIM failure detector, driven over the node transport.
 //!
 //! Inbound SWIM messages (transport inbox, delivered by the reactor) go to `step`; the
-//! reactor's 10 ms ticks go to `tick`. Outputs are sent as `Kind::Swim` envelopes, and
+//! reactor's 10 ms ticks go to `tick_late`. Outputs are sent as `Kind::Swim` envelopes, and
 //! SWIM's verdicts become kernel events — `node_up`, `node_suspect`, `node_alive`,
 //! `node_down`, `node_left` — in the ordered queue and on COM2, like an IRQ, for the
 //! control plane to act on. The seed is the node id mixed with the boot TSC, so nodes
 //! probe in different orders; every decision is still the protocol's own.
+//!
+//! Real lateness: the reactor's tick is armed every [`sched::TICK_EVENT_MS`]; each tick measures,
+//! on the TSC clock, how long after the previous one it ran. A gap well beyond the period
+//! means this node (its VM under a loaded host, or its reactor) was not running, so SWIM
+//! is told (`tick_late`) and suspects itself (`self_suspect` on COM2) before it accuses
+//! anyone: until `self_trusted` its own suspicions and Down verdicts are withheld, so the
+//! planner, which moves cells only on `node_down`, never acts on this node's stale view.
+//! (Gating the planner itself was tried: a leader newly elected under load was often a
+//! few tens of ms late and then delayed a real failover by its window.)
 
 use ::membership::swim::{self, Config, DownReason, Event, MemberState, Output, Swim};
 use ::membership::NodeId;
@@ -16,7 +25,7 @@ use super::peers;
 use crate::arch::cpu::{self, without_interrupts};
 use crate::events::{self, EventKind};
 use crate::netstack::transport;
-use crate::{node, time};
+use crate::{node, sched, time};
 
 static SWIM: Mutex<Option<Swim>> = Mutex::new(None);
 
@@ -61,21 +70,38 @@ pub fn on_message(from: NodeId, bytes: &[u8]) {
 
 static MALFORMED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// A reactor tick.
+/// When the previous reactor tick ran (ms), 0 before the first.
+static LAST_TICK_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// A reactor tick: how late it ran is the gap since the previous tick beyond one period.
 pub fn on_tick() {
-    drive(|swim| swim.tick(now_ms()));
+    let now = now_ms();
+    let last = LAST_TICK_MS.swap(now, core::sync::atomic::Ordering::Relaxed);
+    let late_ms = if last == 0 {
+        0
+    } else {
+        now.saturating_sub(last)
+            .saturating_sub(sched::TICK_EVENT_MS)
+    };
+    drive(|swim| swim.tick_late(now, late_ms));
+}
+
+/// True while SWIM suspects this node itself (it ran late recently), for `members`.
+pub fn suspects_self() -> bool {
+    without_interrupts(|| SWIM.lock().as_ref().is_some_and(Swim::suspects_self))
 }
 
 /// Runs one input through SWIM, then sends its messages and publishes its verdicts
 /// (outside the lock: sending takes the network stack's lock, events wake the reactor).
 fn drive(input: impl FnOnce(&mut Swim)) {
-    let outputs: Vec<Output> = without_interrupts(|| {
+    let (outputs, withheld): (Vec<Output>, u64) = without_interrupts(|| {
         let mut guard = SWIM.lock();
         let Some(swim) = guard.as_mut() else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         input(swim);
-        swim.drain_outputs().collect()
+        let withheld = swim.stats().verdicts_withheld;
+        (swim.drain_outputs().collect(), withheld)
     });
     let mut buf = [0u8; MESSAGE_BUF_BYTES];
     for output in outputs {
@@ -87,12 +113,12 @@ fn drive(input: impl FnOnce(&mut Swim)) {
                 }
                 Err(err) => log::error!("membership: cannot encode a message to {to}: {err}"),
             },
-            Output::Event(event) => events::push(to_kernel_event(event)),
+            Output::Event(event) => events::push(to_kernel_event(event, withheld)),
         }
     }
 }
 
-fn to_kernel_event(event: Event) -> EventKind {
+fn to_kernel_event(event: Event, withheld: u64) -> EventKind {
     match event {
         Event::NodeUp { id } => EventKind::NodeUp { peer: id },
         Event::NodeSuspect { id, incarnation } => EventKind::NodeSuspect {
@@ -111,6 +137,8 @@ fn to_kernel_event(event: Event) -> EventKind {
             },
         },
         Event::NodeLeft { id } => EventKind::NodeLeft { peer: id },
+        Event::SelfSuspect { late_ms } => EventKind::SelfSuspect { late_ms },
+        Event::SelfTrusted => EventKind::SelfTrusted { withheld },
     }
 }
 

@@ -48,7 +48,7 @@ pub const IDLE_TASK: TaskId = 0;
 /// Longest task name.
 pub const NAME_MAX_BYTES: usize = 24;
 /// Period of `tick` events: the resolution of protocol timers (SWIM probes, Raft ticks).
-const TICK_EVENT_MS: u64 = 10;
+pub const TICK_EVENT_MS: u64 = 10;
 
 /// Where a task is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

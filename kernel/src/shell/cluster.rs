@@ -40,6 +40,9 @@ fn members(args: &[&str]) -> Result<(), CommandError> {
             heard
         );
     }
+    if membership::suspects_self() {
+        crate::println!("(this node ran late recently: its own suspicions are withheld)");
+    }
     let malformed = membership::malformed();
     if malformed > 0 {
         crate::println!("({malformed} malformed SWIM messages dropped)");

@@ -60,6 +60,17 @@ pub struct Config {
     pub max_outputs: usize,
     /// Concurrent ping-req relays served for other nodes (default 64).
     pub max_relays: usize,
+    /// How late a call may come after our own deadline (or how late the driver may report
+    /// its own timer) before we conclude that *we* were not running: the driver's timer
+    /// granularity plus scheduling noise (the kernel ticks every 10 ms; TCG guests on a
+    /// loaded host see 30-60 ms routinely, which are harmless). Later than this, the node
+    /// suspects itself: it drops the probe in flight and withholds its own verdicts for
+    /// a while (default 50 ms, one probe period).
+    pub late_tolerance_ms: u64,
+    /// Whether lateness is acted on at all (probes not judged on time we did not run, the
+    /// self-suspicion above). Always on in the kernel; off only to show what it prevents
+    /// (the simulator's guard tests) (default true).
+    pub lateness_checks: bool,
 }
 
 impl Default for Config {
@@ -73,11 +84,11 @@ impl Config {
     pub fn lan() -> Self {
         Self {
             seed: 0,
-            probe_interval_ms: 100,
-            probe_timeout_ms: 40,
+            probe_interval_ms: 50,
+            probe_timeout_ms: 25,
             indirect_probes: 3,
-            suspicion_base_ms: 200,
-            suspicion_max_mult: 3,
+            suspicion_base_ms: 80,
+            suspicion_max_mult: 2,
             suspicion_confirmations: 3,
             retransmit_mult: 3,
             gossip_interval_ms: 20,
@@ -93,6 +104,8 @@ impl Config {
             max_message_bytes: 1200,
             max_outputs: 8192,
             max_relays: 64,
+            late_tolerance_ms: 50,
+            lateness_checks: true,
         }
     }
 
@@ -105,6 +118,7 @@ impl Config {
             gossip_interval_ms: 200,
             reconnect_interval_ms: 5_000,
             join_retry_ms: 2_000,
+            late_tolerance_ms: 500,
             ..Self::lan()
         }
     }
@@ -138,6 +152,10 @@ impl Config {
         }
         if self.max_members == 0 || self.max_outputs < 16 || self.max_relays == 0 {
             return Err(ConfigError::ZeroCapacity);
+        }
+        // A zero tolerance would make every driver's timer granularity a stall.
+        if self.late_tolerance_ms == 0 {
+            return Err(ConfigError::ZeroInterval);
         }
         Ok(())
     }

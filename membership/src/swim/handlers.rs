@@ -36,8 +36,13 @@ impl Page {
 impl Swim {
     /// Handles one message `msg` that arrived from node `from` at `now_ms`.
     pub fn step(&mut self, from: NodeId, msg: Message, now_ms: u64) {
-        self.on_call(now_ms);
+        self.on_call(now_ms, 0);
         let now_ms = self.last_call_ms;
+        self.dispatch(from, msg, now_ms);
+        self.after_call();
+    }
+
+    fn dispatch(&mut self, from: NodeId, msg: Message, now_ms: u64) {
         if from == self.self_id {
             self.stats.misrouted += 1;
             return;

@@ -59,6 +59,12 @@ const SYNC_MAX_RETRIES: u32 = 5;
 /// Incarnation a node starts with; static peers are assumed at 0 so any real Alive wins.
 pub const INITIAL_INCARNATION: Incarnation = 1;
 
+/// How fast remembered lateness fades: a 100 ms stall stretches new suspicions for ~2 s.
+const LATE_DECAY_MS_PER_S: u64 = 50;
+/// Remembered lateness never stretches a suspicion by more than this: a node that is
+/// always late is still detected in bounded time.
+const LATE_RECENT_CAP_MS: u64 = 100;
+
 /// What the state machine asks the driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -87,6 +93,12 @@ pub enum Event {
     NodeDown { id: NodeId, reason: DownReason },
     /// A member left gracefully (no NodeDown is emitted for it).
     NodeLeft { id: NodeId },
+    /// This node ran `late_ms` behind its own deadlines (its VM was not scheduled, or its
+    /// driver was starved): until [`Event::SelfTrusted`] it withholds its own verdicts, so
+    /// the silence it caused itself never becomes an accusation.
+    SelfSuspect { late_ms: u64 },
+    /// The self-suspicion window ended on time: this node's verdicts count again.
+    SelfTrusted,
 }
 
 /// Why a member was declared Down.
@@ -128,8 +140,14 @@ pub struct Stats {
     pub probe_failures: u64,
     /// Times we raised our incarnation to refute a suspicion, death or leave.
     pub refutations: u64,
-    /// Local stalls detected (we were not driven for too long).
+    /// Late calls: we were driven more than `late_tolerance_ms` after our own deadline,
+    /// or the driver reported its own timer that late.
     pub stalls: u64,
+    /// The worst lateness seen, in ms.
+    pub late_max_ms: u64,
+    /// Own verdicts (a suspicion, a confirmation, a Down) withheld because this node
+    /// suspected itself at the time.
+    pub verdicts_withheld: u64,
     /// Outputs dropped because the driver did not drain (`max_outputs`).
     pub outputs_dropped: u64,
     /// Ping-req relays evicted because `max_relays` were in flight.
@@ -155,6 +173,9 @@ struct Probe {
     /// How many ping-reqs went out (0 = not yet).
     indirect_sent: u32,
     nacks: u32,
+    /// Its deadlines were pushed back once already because we ran late (once only: a
+    /// driver with a coarse tick is always a little late).
+    deferred: bool,
 }
 
 /// A ping we send on behalf of another node's ping-req.
@@ -201,6 +222,15 @@ pub struct Swim {
     leaving: bool,
     started: bool,
     last_call_ms: u64,
+    /// Our earliest deadline as of the end of the last call: the timer we asked for. A call
+    /// much later than this means we, not our peers, were slow.
+    armed_ms: u64,
+    /// While `last_call_ms` is before this, we suspect ourselves (we ran late recently) and
+    /// our own probe failures and suspicion timeouts accuse nobody.
+    distrust_until_ms: Option<u64>,
+    /// The worst recent lateness and when it was seen: it decays by
+    /// [`LATE_DECAY_MS_PER_S`] per second and stretches new suspicion timeouts.
+    late_peak: (u64, u64),
     next_probe_ms: u64,
     next_gossip_ms: u64,
     next_reconnect_ms: u64,
@@ -239,6 +269,9 @@ impl Swim {
             leaving: false,
             started: false,
             last_call_ms: 0,
+            armed_ms: 0,
+            distrust_until_ms: None,
+            late_peak: (0, 0),
             next_probe_ms: 0,
             next_gossip_ms: 0,
             next_reconnect_ms: 0,
@@ -368,6 +401,13 @@ impl Swim {
         self.lhm
     }
 
+    /// True while this node suspects itself: it ran late recently (see
+    /// [`Config::late_tolerance_ms`]) and withholds its own verdicts. A driver must not act
+    /// on this node's view of others meanwhile (the kernel's planner waits).
+    pub fn suspects_self(&self) -> bool {
+        self.distrust_until_ms.is_some()
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -457,6 +497,9 @@ impl Swim {
         }
         if self.config.sync_interval_ms > 0 {
             deadline = deadline.min(self.next_sync_ms);
+        }
+        if let Some(until) = self.distrust_until_ms {
+            deadline = deadline.min(until);
         }
         deadline
     }

@@ -328,7 +328,10 @@ impl Swim {
         now_ms: u64,
     ) {
         let n = self.active_count() as u64;
-        let min_ms = suspicion_min_ms(self.config.suspicion_base_ms, n);
+        // Our own recent scheduling delay is the host's: the suspect, likely on the same
+        // loaded host, may be just as late, so it gets that much more time to refute.
+        let min_ms =
+            suspicion_min_ms(self.config.suspicion_base_ms, n) + self.late_recent_ms(now_ms);
         let max_ms = min_ms * self.config.suspicion_max_mult;
         // Only n - 2 other nodes can independently confirm (not us, not the suspect).
         let k = self

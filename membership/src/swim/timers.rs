@@ -15,9 +15,18 @@ use crate::NodeId;
 impl Swim {
     /// Advances timers to `now_ms` (monotonic milliseconds).
     pub fn tick(&mut self, now_ms: u64) {
-        self.on_call(now_ms);
+        self.tick_late(now_ms, 0);
+    }
+
+    /// [`Swim::tick`] for a driver that measured its own lateness: its timer fired, or this
+    /// tick waited in its queue, `late_ms` after it was due (e.g. the VM was not scheduled).
+    /// Beyond [`Config::late_tolerance_ms`] the node suspects itself, exactly as when it
+    /// notices on its own that it is called long after its deadline.
+    pub fn tick_late(&mut self, now_ms: u64, late_ms: u64) {
+        self.on_call(now_ms, late_ms);
         let now_ms = self.last_call_ms;
         if !self.leaving {
+            self.tick_self_trust(now_ms);
             self.tick_probe(now_ms);
             self.tick_suspicions(now_ms);
             self.tick_reconnect(now_ms);
@@ -25,14 +34,16 @@ impl Swim {
             self.tick_relays(now_ms);
         }
         self.tick_gossip(now_ms);
+        self.after_call();
         // Every periodic timer is strictly in the future once tick returns.
         assert!(self.leaving || (self.next_probe_ms > now_ms && self.next_reconnect_ms > now_ms));
         assert!(self.next_gossip_ms > now_ms || (self.leaving && self.broadcasts.is_empty()));
         assert!(self.outputs.len() <= self.config.max_outputs);
     }
 
-    /// Bookkeeping common to `tick` and `step`: first-call timer setup, stall detection.
-    pub(super) fn on_call(&mut self, now_ms: u64) {
+    /// Bookkeeping common to `tick` and `step`: first-call timer setup, lateness detection.
+    /// `reported_late_ms` is the driver's own measure (0 when it has none).
+    pub(super) fn on_call(&mut self, now_ms: u64, reported_late_ms: u64) {
         // A clock that steps back is treated as standing still.
         let now_ms = now_ms.max(self.last_call_ms);
         if !self.started {
@@ -44,22 +55,45 @@ impl Swim {
             self.next_reconnect_ms = now_ms + self.config.reconnect_interval_ms;
             self.next_sync_ms = now_ms + self.config.sync_interval_ms;
             self.next_join_ms = self.next_join_ms.max(now_ms);
-        } else {
-            let threshold_ms = self.probe_period_ms() + self.config.probe_interval_ms;
-            let overdue = now_ms > self.next_deadline_ms().saturating_add(threshold_ms);
-            if !self.leaving && now_ms > self.last_call_ms + threshold_ms && overdue {
-                self.on_stall(now_ms);
+        } else if !self.leaving && self.config.lateness_checks {
+            // Measured from our own clock against the timer we asked for.
+            let late_ms = now_ms.saturating_sub(self.armed_ms).max(reported_late_ms);
+            if late_ms >= self.late_recent_ms(now_ms) {
+                self.late_peak = (late_ms, now_ms);
+            }
+            if late_ms > self.config.late_tolerance_ms {
+                self.on_late(now_ms, late_ms);
+            } else if late_ms > 0 {
+                self.defer_probe(now_ms, late_ms);
             }
         }
         debug_assert!(now_ms >= self.last_call_ms, "time is monotonic here");
         self.last_call_ms = now_ms;
     }
 
-    fn on_stall(&mut self, now_ms: u64) {
+    /// Bookkeeping at the end of `tick` and `step`: the deadline we now ask the driver for.
+    /// An input can move a deadline into the past (a confirmation shortens a suspicion):
+    /// then we ask to be called now, and lateness counts from now.
+    pub(super) fn after_call(&mut self) {
+        self.armed_ms = self.next_deadline_ms().max(self.last_call_ms);
+    }
+
+    /// We ran `late_ms` late: the silence we observed during that time is ours, not our
+    /// peers'. Lifeguard's local health, made explicit: the probe in flight is dropped, not
+    /// blamed; the health multiplier rises (slower timers, gentler judgement); running
+    /// suspicions get time to hear refutations we could not receive; and we suspect
+    /// ourselves for `max(late_ms, 2 protocol periods)`: no suspicion, confirmation or
+    /// Down verdict of ours until then. Others' verdicts (gossip) still apply.
+    fn on_late(&mut self, now_ms: u64, late_ms: u64) {
         self.stats.stalls += 1;
-        self.probe = None;
-        self.next_probe_ms = now_ms;
-        self.adjust_health(1);
+        self.stats.late_max_ms = self.stats.late_max_ms.max(late_ms);
+        if self.probe.take().is_some() {
+            // Probe again at once: a fresh probe is judged on time we actually ran.
+            self.next_probe_ms = now_ms;
+        }
+        // No health penalty: the self-suspicion window below says the same thing for
+        // exactly as long as it is true; a raised multiplier would stretch every probe
+        // period for seconds after (the slow first kill after a loaded boot).
         let n = self.active_count() as u64;
         let grace_ms = super::suspicion_min_ms(self.config.suspicion_base_ms, n);
         for s in self.suspicions.values_mut() {
@@ -68,6 +102,65 @@ impl Swim {
         for r in self.relays.iter_mut() {
             r.expires_ms = r.expires_ms.max(now_ms);
         }
+        let until_ms = now_ms + late_ms.max(2 * self.probe_period_ms());
+        match self.distrust_until_ms {
+            Some(t) => self.distrust_until_ms = Some(t.max(until_ms)),
+            None => {
+                self.distrust_until_ms = Some(until_ms);
+                self.emit(super::Event::SelfSuspect { late_ms });
+            }
+        }
+        debug_assert!(self.distrust_until_ms.is_some_and(|t| t > now_ms));
+    }
+
+    /// A little late (within the tolerance): the probe in flight is not judged on time we
+    /// did not run. Later than the direct-ack budget (`probe_timeout_ms`), its outcome
+    /// says nothing about the target: it is dropped and a fresh one starts at once.
+    /// Less late, it gets `late_ms` more, once, if a deadline passed while we were away,
+    /// so acks that waited in our queue behind this call still count.
+    fn defer_probe(&mut self, now_ms: u64, late_ms: u64) {
+        let Some(probe) = self.probe.as_mut() else {
+            return;
+        };
+        if late_ms > self.config.probe_timeout_ms {
+            self.probe = None;
+            self.next_probe_ms = now_ms;
+            return;
+        }
+        if probe.deferred {
+            return;
+        }
+        if probe.timeout_at_ms <= now_ms && probe.indirect_sent == 0 {
+            probe.timeout_at_ms = now_ms + late_ms;
+            probe.deferred = true;
+        }
+        if probe.period_end_ms <= now_ms {
+            probe.period_end_ms = now_ms + late_ms;
+            probe.deferred = true;
+            self.next_probe_ms = self.next_probe_ms.max(probe.period_end_ms);
+        }
+    }
+
+    /// Ends the self-suspicion window once it has passed without a new late call.
+    fn tick_self_trust(&mut self, now_ms: u64) {
+        if self.distrust_until_ms.is_some_and(|t| now_ms >= t) {
+            self.distrust_until_ms = None;
+            self.emit(super::Event::SelfTrusted);
+        }
+    }
+
+    /// Our recent worst lateness, decayed to `now_ms`.
+    pub(super) fn late_recent_ms(&self, now_ms: u64) -> u64 {
+        let (peak_ms, at_ms) = self.late_peak;
+        let decay_ms = now_ms.saturating_sub(at_ms) * super::LATE_DECAY_MS_PER_S / 1000;
+        peak_ms
+            .saturating_sub(decay_ms)
+            .min(super::LATE_RECENT_CAP_MS)
+    }
+
+    /// True while our own verdicts are withheld (we ran late recently).
+    pub(super) fn distrusting(&self) -> bool {
+        self.distrust_until_ms.is_some()
     }
 
     fn tick_probe(&mut self, now_ms: u64) {
@@ -105,6 +198,7 @@ impl Swim {
             period_end_ms: now_ms + self.probe_period_ms(),
             indirect_sent: 0,
             nacks: 0,
+            deferred: false,
         });
         let updates = self.piggyback(target);
         self.stats.probes_sent += 1;
@@ -140,14 +234,26 @@ impl Swim {
 
     fn probe_failed(&mut self, probe: &Probe, now_ms: u64) {
         self.stats.probe_failures += 1;
-        // Lifeguard: missing nacks mean our own links are the likelier culprit.
-        let missing_nacks = probe.indirect_sent.saturating_sub(probe.nacks);
-        self.adjust_health(i64::from(
-            missing_nacks.max(u32::from(probe.indirect_sent == 0)),
-        ));
         let Some(member) = self.members.get(&probe.target) else {
             return;
         };
+        // Lifeguard: missing nacks mean our own links are the likelier culprit. Not for a
+        // static peer never heard from (incarnation 0: not booted yet): its silence says
+        // nothing about us, and a multiplier raised at boot slowed the first detection.
+        if member.incarnation > 0 || member.last_heard_ms > 0 {
+            let missing_nacks = probe.indirect_sent.saturating_sub(probe.nacks);
+            self.adjust_health(i64::from(
+                missing_nacks.max(u32::from(probe.indirect_sent == 0)),
+            ));
+        }
+        let Some(member) = self.members.get(&probe.target) else {
+            return;
+        };
+        if self.distrusting() {
+            // We ran late recently: the silence may be ours. Accuse nobody, confirm nothing.
+            self.stats.verdicts_withheld += 1;
+            return;
+        }
         if member.last_heard_ms > probe.started_ms {
             // No ack, but the target did talk to us during this period (e.g. it refuted a
             // suspicion after a pause while our ping was lost): it is alive, do not accuse.
@@ -191,6 +297,18 @@ impl Swim {
             .filter(|(_, s)| s.deadline_ms() <= now_ms)
             .map(|(&id, _)| id)
             .collect();
+        if let Some(until_ms) = self.distrust_until_ms {
+            // Our clock says the suspects had their time, but we may not have been running
+            // to hear their refutations: wait until we trust ourselves again. Their own
+            // accusers, if healthy, declare them Down meanwhile and we learn it by gossip.
+            for id in expired {
+                self.stats.verdicts_withheld += 1;
+                if let Some(s) = self.suspicions.get_mut(&id) {
+                    s.extend_to(until_ms);
+                }
+            }
+            return;
+        }
         for id in expired {
             let incarnation = self.suspicions[&id].incarnation;
             let member = &self.members[&id];

@@ -25,10 +25,28 @@ pub struct Env {
     pub image: PathBuf,
     /// The kernel built with the in-kernel test runner.
     pub ktest_image: PathBuf,
+    /// The normal kernel's full ELF (symbols, debug info) that `image` was made from.
+    pub kernel_elf: PathBuf,
     /// A directory for this run's sockets and logs (`target/xylem/…`).
     pub run_dir: PathBuf,
     /// Use KVM instead of TCG.
     pub kvm: bool,
+    /// The normal kernel's UEFI image and the OVMF firmware to boot it (the `boot-uefi`
+    /// scenario fails, saying why, when either is missing).
+    pub uefi: Option<UefiBoot>,
+}
+
+/// Where the bootloader loads the (position-independent) kernel: `KERNEL_BASE` in
+/// kernel/src/main.rs. Symbols of the ELF are offsets from it, so gdb loads them with
+/// `symbol-file -o KERNEL_LOAD_BASE`; the `gdb-attach` scenario proves the value right.
+pub const KERNEL_LOAD_BASE: u64 = 0xffff_ffff_8000_0000;
+
+/// What the `boot-uefi` scenario needs.
+#[derive(Clone, Debug)]
+pub struct UefiBoot {
+    pub image: std::path::PathBuf,
+    /// OVMF firmware, given to QEMU with `-bios`.
+    pub firmware: std::path::PathBuf,
 }
 
 /// Why a harness step failed.

@@ -33,6 +33,8 @@ pub struct NodeSpec {
     /// Raw extra QEMU arguments.
     pub extra_args: Vec<String>,
     pub kvm: bool,
+    /// Firmware for `-bios` (OVMF for a UEFI image); SeaBIOS when `None`.
+    pub firmware: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -49,6 +51,7 @@ impl NodeSpec {
             fw_cfg_files: Vec::new(),
             extra_args: Vec::new(),
             kvm: false,
+            firmware: None,
         }
     }
 
@@ -76,6 +79,9 @@ impl NodeSpec {
             "-no-reboot",
         ]);
         cmd.args(["-m", &format!("{}M", self.memory_mib)]);
+        if let Some(firmware) = &self.firmware {
+            cmd.arg("-bios").arg(firmware);
+        }
         cmd.args([
             "-drive",
             &format!(

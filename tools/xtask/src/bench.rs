@@ -33,14 +33,26 @@ pub enum Bench {
     },
     /// ping_rtt_us, transport_rtt_us (two nodes on the fabric).
     Net,
-    /// detect_kill_ms, detect_hang_ms, false_node_down_10min (three nodes).
+    /// detect_kill_ms, detect_hang_ms, false_node_down_Nmin (three nodes), with a CPU hog
+    /// (one bounded busy loop per host core) running throughout unless --no-hog.
     FailureDetect {
         /// Also watch an idle cluster this long for false node_down verdicts.
         #[arg(long, value_name = "N", default_value_t = 0)]
         idle_minutes: u64,
+        /// Run without the host CPU hog.
+        #[arg(long)]
+        no_hog: bool,
     },
-    /// failover_ms, failover_hang_ms, reconcile_us (the demo's cluster).
-    Failover,
+    /// failover_ms (median) and failover_ms_max over 20 SIGKILLs, failover_hang_ms,
+    /// reconcile_us (the demo's cluster).
+    Failover {
+        /// SIGKILLs of a worker measured.
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// SIGSTOPs of a worker measured.
+        #[arg(long, default_value_t = 5)]
+        hangs: usize,
+    },
     /// The SWIM simulator's detection figures.
     MembershipSim,
     /// The Raft simulator's figures beside raft-rs.
@@ -70,10 +82,11 @@ pub fn cmd_bench(which: &Bench) -> Result<(), String> {
             seconds,
         } => bench_http(*connections, *seconds),
         Bench::Net => bench_net(),
-        Bench::FailureDetect { idle_minutes } => {
-            crate::bench_cluster::failure_detect(*idle_minutes)
-        }
-        Bench::Failover => crate::bench_cluster::failover(),
+        Bench::FailureDetect {
+            idle_minutes,
+            no_hog,
+        } => crate::bench_cluster::failure_detect(*idle_minutes, !*no_hog),
+        Bench::Failover { kills, hangs } => crate::bench_cluster::failover(*kills, *hangs),
         Bench::MembershipSim => crate::bench_cluster::simulator("sim-swim"),
         Bench::RaftSim => crate::bench_cluster::simulator("sim-raft"),
         Bench::Raft => crate::bench_raft::raft(),
@@ -150,8 +163,10 @@ fn bench_net() -> Result<(), String> {
     let env = qemu_tests::Env {
         image: image.clone(),
         ktest_image: image,
+        kernel_elf: image::full_elf(Profile::Release, image::Flavor::Shell),
         run_dir,
         kvm: false,
+        uefi: None,
     };
     let mut cluster =
         qemu_tests::cluster::Cluster::start(&env, "net", 2, 7).map_err(|e| e.to_string())?;
@@ -212,8 +227,10 @@ fn bench_http(connections: usize, seconds: u64) -> Result<(), String> {
     let env = qemu_tests::Env {
         image: image.clone(),
         ktest_image: image,
+        kernel_elf: image::full_elf(Profile::Release, image::Flavor::Shell),
         run_dir,
         kvm: false,
+        uefi: None,
     };
     let mut cluster =
         qemu_tests::cluster::Cluster::start_with_ports(&env, "http", 1, 7, &[hostnet::HOST_ID])

@@ -88,6 +88,16 @@ pub fn build_image(
     Ok(image)
 }
 
+/// The full kernel ELF, with symbols and debug info, that `build_image` leaves beside the
+/// image (the image holds a stripped copy): for gdb and llvm-addr2line.
+pub fn full_elf(profile: Profile, flavor: Flavor) -> PathBuf {
+    let name = match flavor {
+        Flavor::Shell => "kernel",
+        Flavor::Ktest => "kernel-ktest",
+    };
+    xylem_dir().join(format!("{name}-{}.elf", profile.dir()))
+}
+
 /// Builds the kernel ELF and copies it to `target/xylem/kernel-<flavor>-<profile>.elf`.
 fn build_kernel(profile: Profile, flavor: Flavor) -> Result<PathBuf, String> {
     let root = crate::root();
@@ -118,11 +128,13 @@ fn build_kernel(profile: Profile, flavor: Flavor) -> Result<PathBuf, String> {
         .join("x86_64-unknown-none")
         .join(profile.dir())
         .join("kernel");
-    let name = match flavor {
-        Flavor::Shell => "kernel",
-        Flavor::Ktest => "kernel-ktest",
-    };
-    let copy = xylem_dir().join(format!("{name}-{}.elf", profile.dir()));
+    let copy = full_elf(profile, flavor);
+    let name = copy
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_suffix(&format!("-{}", profile.dir())))
+        .ok_or("kernel ELF name")?
+        .to_string();
     std::fs::create_dir_all(xylem_dir()).map_err(|e| format!("creating target/xylem: {e}"))?;
     std::fs::copy(&built, &copy).map_err(|e| format!("copying {}: {e}", built.display()))?;
     // The image gets a copy without debug info: the BIOS stage reads the kernel through
@@ -198,11 +210,25 @@ pub fn test_env(kvm: bool, run_name: &str) -> Result<qemu_tests::Env, String> {
     let run_dir = xylem_dir().join(format!("{run_name}{suffix}"));
     std::fs::create_dir_all(&run_dir)
         .map_err(|e| format!("creating {}: {e}", run_dir.display()))?;
+    // The UEFI image is cheap once the kernel is built; OVMF is installed when missing
+    // (as root). Without either, the boot-uefi scenario fails and says why.
+    let uefi = match crate::setup::ensure_ovmf() {
+        Ok(firmware) => Some(qemu_tests::UefiBoot {
+            image: build_image(Profile::Release, Flavor::Shell, Firmware::Uefi)?,
+            firmware,
+        }),
+        Err(err) => {
+            eprintln!("    no UEFI boot: {err}");
+            None
+        }
+    };
     Ok(qemu_tests::Env {
         image,
         ktest_image,
+        kernel_elf: full_elf(Profile::Release, Flavor::Shell),
         run_dir,
         kvm,
+        uefi,
     })
 }
 

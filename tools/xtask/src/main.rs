@@ -79,6 +79,13 @@ pub struct RunArgs {
     /// the service's address (PORT, default 80) through a gateway on the fabric. Repeatable.
     #[arg(long, value_name = "SERVICE:HOSTPORT[:PORT]", value_parser = crate::run::parse_expose)]
     pub expose: Vec<crate::run::Expose>,
+    /// Wait for GDB before the first instruction (QEMU -S, stub on 127.0.0.1:--gdb-port);
+    /// prints the kernel ELF with symbols and the gdb command to attach. One node only.
+    #[arg(long, conflicts_with = "nodes")]
+    pub gdb: bool,
+    /// Port of the GDB stub (127.0.0.1 only).
+    #[arg(long, value_name = "PORT", default_value_t = 1234, requires = "gdb")]
+    pub gdb_port: u16,
     /// Extra arguments for QEMU (after --).
     #[arg(last = true, value_name = "QEMU-ARGS")]
     pub qemu_args: Vec<String>,
@@ -90,7 +97,7 @@ pub struct TestArgs {
     /// Run only this QEMU scenario (no lints or host tests).
     #[arg(long, value_name = "NAME")]
     pub scenario: Option<String>,
-    /// Add the heavy suite (the five-node scenario).
+    /// Add the heavy suite (scenarios too long for every run; empty today).
     #[arg(long)]
     pub heavy: bool,
     /// Add the soak suite (20,000 Raft commands through 2 MiB disks, minutes long).
@@ -150,4 +157,50 @@ pub fn root() -> std::path::PathBuf {
         .join("../..")
         .canonicalize()
         .expect("workspace root exists")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The README's xtask table names every subcommand, every benchmark and every long
+    /// option clap knows, so the usage text there cannot drift from the parser.
+    #[test]
+    fn readme_table_matches_the_parser() {
+        let readme = std::fs::read_to_string(super::root().join("README.md")).unwrap();
+        let table: String = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("## xtask"))
+            .take_while(|l| !l.starts_with("Benchmarks print"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(table.contains("| command |"), "no xtask table in README.md");
+        let cli = super::Cli::command();
+        for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+            let name = sub.get_name();
+            assert!(
+                table.contains(&format!("`cargo xtask {name}")),
+                "README's xtask table lacks `cargo xtask {name}`"
+            );
+            let nested: Vec<&clap::Command> = sub.get_subcommands().collect();
+            for cmd in std::iter::once(sub).chain(nested) {
+                if cmd.get_name() != name && cmd.get_name() != "help" {
+                    assert!(
+                        table.contains(&format!("`{}", cmd.get_name())),
+                        "README's xtask table lacks `{}` under {name}",
+                        cmd.get_name()
+                    );
+                }
+                for arg in cmd.get_arguments() {
+                    if let Some(long) = arg.get_long().filter(|l| *l != "help") {
+                        assert!(
+                            table.contains(&format!("--{long}")),
+                            "README's xtask table lacks --{long} of {}",
+                            cmd.get_name()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

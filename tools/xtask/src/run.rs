@@ -104,6 +104,11 @@ pub fn cmd_run(args: &RunArgs) -> Result<(), String> {
             spec.memory_mib = 128;
             spec.kvm = args.kvm;
             spec.extra_args = args.qemu_args.clone();
+            if args.gdb {
+                let elf = image::full_elf(profile, Flavor::Shell);
+                spec.extra_args.extend(gdb_stub_args(args.gdb_port));
+                eprintln!("{}", gdb_instructions(&elf, args.gdb_port));
+            }
             run_interactive(&spec, &dir)
         }
         Some(count) => run_cluster(&image, &dir, count, args),
@@ -154,6 +159,21 @@ fn run_cluster(
     drop(others);
     eprintln!("{}", fabric.report());
     result
+}
+
+/// QEMU arguments: a GDB stub on 127.0.0.1:`port` only (plain `-s` listens on every
+/// interface), and the CPU held at the first instruction until GDB says `continue`.
+pub fn gdb_stub_args(port: u16) -> [String; 3] {
+    ["-gdb".into(), format!("tcp:127.0.0.1:{port}"), "-S".into()]
+}
+
+/// What to type to attach: the full ELF (the image holds a stripped copy) and the command.
+pub fn gdb_instructions(elf: &std::path::Path, port: u16) -> String {
+    format!(
+        "==> QEMU waits for GDB on 127.0.0.1:{port}\n    kernel with symbols: {elf} (loaded at {base:#x})\n    attach: gdb -ex 'symbol-file -o {base:#x} {elf}' -ex 'target remote 127.0.0.1:{port}' -ex 'hbreak *kernel::kmain' -ex continue",
+        elf = elf.display(),
+        base = qemu_tests::KERNEL_LOAD_BASE,
+    )
 }
 
 fn run_interactive(spec: &NodeSpec, dir: &std::path::Path) -> Result<(), String> {

@@ -431,6 +431,11 @@ pub fn bad_commands(env: &Env) -> Result<(), HarnessError> {
 pub fn five_nodes(env: &Env) -> Result<(), HarnessError> {
     let mut cluster = Cluster::start(env, "xylem-five", 5, 29)?;
     wait_all_alive(&mut cluster, &[1, 2, 3, 4, 5])?;
+    // From here on every node is up: a node_down about a live one is false.
+    let mut formed_us = [0u64; 6];
+    for id in 1..=5u64 {
+        formed_us[id as usize] = cluster.node(id).guest_now_us()?;
+    }
     wait_leader(&mut cluster, &[1, 2, 3, 4, 5])?;
     apply(&mut cluster, "web", 3)?;
     wait_count(&mut cluster, 1, "web", 3)?;
@@ -452,7 +457,7 @@ pub fn five_nodes(env: &Env) -> Result<(), HarnessError> {
             .iter()
             .any(|n| victims.iter().any(|v| *n == format!("worker-{v}")));
         if cells.len() == 3 && !on_dead {
-            return Ok(());
+            break;
         }
         ensure!(
             Instant::now() < deadline,
@@ -460,4 +465,21 @@ pub fn five_nodes(env: &Env) -> Result<(), HarnessError> {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // Five TCG guests on two cores: a starved node must not have accused a live one, nor
+    // been declared down itself (issue 12, part 3). Every node_down is about a victim.
+    for &id in &survivors {
+        let false_downs: Vec<String> = cluster
+            .node(id)
+            .events()
+            .iter()
+            .filter(|e| e.kind == "node_down" && e.t_us > formed_us[id as usize])
+            .filter_map(|e| e.get("peer").map(str::to_string))
+            .filter(|peer| !victims.iter().any(|v| v.to_string() == *peer))
+            .collect();
+        ensure!(
+            false_downs.is_empty(),
+            "node {id} declared live node(s) {false_downs:?} down"
+        );
+    }
+    Ok(())
 }

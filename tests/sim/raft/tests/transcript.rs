@@ -1,6 +1,6 @@
 //! Golden transcripts (etcd-raft style): a scripted scenario prints every role, term, commit
 //! and snapshot change, and the output must match `testdata/<name>.txt` byte for byte.
-//! Any behaviour change shows up as a readable diff. Regenerate with `UPDATE_TRANSCRIPTS=1`.
+//! Any behaviour change shows up as a readable diff. Regenerate with `UPDATE_GOLDEN=1`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write;
@@ -118,14 +118,15 @@ impl Script {
 
     fn check(self, name: &str) {
         let path = format!("{}/testdata/{name}.txt", env!("CARGO_MANIFEST_DIR"));
-        if std::env::var_os("UPDATE_TRANSCRIPTS").is_some() {
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&path, &self.out).unwrap();
             return;
         }
-        let golden = std::fs::read_to_string(&path).unwrap_or_default();
+        let golden = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (UPDATE_GOLDEN=1 writes it)"));
         assert!(
             golden == self.out,
-            "transcript {name} changed (UPDATE_TRANSCRIPTS=1 to accept):\n{}",
+            "transcript {name} changed (UPDATE_GOLDEN=1 to accept):\n{}",
             self.out
         );
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use membership::swim::{Event, MemberState};
 use membership::NodeId;
 
-use crate::sim::{NetConfig, Sim, SimConfig};
+use crate::sim::{NetConfig, Record, Sim, SimConfig};
 
 /// Warm-up before any measurement: every node has probed a few times.
 pub const WARMUP_MS: u64 = 2_000;
@@ -258,4 +258,46 @@ pub fn disagreement(sim: &Sim) -> String {
         }
     }
     "none".to_string()
+}
+
+/// What a starved node did to its live peers: the host does not schedule node `victim` of
+/// an `n`-node LAN cluster for `starve_ms` (its timers fire late; inbound messages wait,
+/// or with `lose_inbound` are lost as in a hung VM), then the run goes on for 5 s. Returns the suspicions and Down verdicts the starved node
+/// itself issued about peers that never failed (all of them are false accusations), and
+/// whether everyone sees everyone alive at the end.
+pub fn starved_node_accusations(
+    config: SimConfig,
+    victim: usize,
+    starve_ms: u64,
+    lose_inbound: bool,
+) -> (Vec<Record>, bool) {
+    let mut sim = Sim::new(config);
+    // A random phase against the probe period.
+    let mut start = WARMUP_MS + sim.rand_below(100);
+    sim.run_until(start);
+    // The tempting moment: the host stops the VM right after it sent a probe, so the ack
+    // waits in its socket buffer behind its own overdue timer.
+    let sent = |s: &Sim| s.node(victim).map_or(0, |n| n.stats().probes_sent);
+    let before = sent(&sim);
+    while sent(&sim) == before && start < WARMUP_MS + 2_000 {
+        start += 1;
+        sim.run_until(start);
+    }
+    if lose_inbound {
+        sim.pause(victim);
+        sim.run_until(start + starve_ms);
+        sim.resume(victim);
+    } else {
+        sim.starve(victim, starve_ms);
+    }
+    let end = start + starve_ms + 5_000;
+    sim.run_until(end);
+    let accusations = sim
+        .log
+        .iter()
+        .filter(|r| r.t_ms >= start && r.observer == victim as NodeId)
+        .filter(|r| matches!(r.event, Event::NodeSuspect { .. } | Event::NodeDown { .. }))
+        .copied()
+        .collect();
+    (accusations, all_alive(&sim))
 }

@@ -1,5 +1,10 @@
 //! The event-driven simulator: N [`Swim`] nodes over a seeded lossy, delaying,
-//! partitionable network, with crashes, pauses and restarts.
+//! partitionable network, with crashes, pauses, starvation and restarts.
+//!
+//! A *pause* is a hung VM whose inbound traffic is lost; *starvation* is a VM the host does
+//! not schedule for a while: inbound messages wait in its socket buffer and it runs again
+//! at a known time, handling its overdue timer first and the queued messages after (the
+//! order that tempts it most to blame its peers for its own silence).
 //!
 //! Everything comes from one seed (a Xoshiro256++ for the network, and per-node seeds
 //! derived from it), and the event queue is ordered by (time, insertion seq), so a run
@@ -51,6 +56,10 @@ pub enum Bootstrap {
     Static,
     /// Node 0 starts alone; node i joins through node 0 at `i * stagger_ms`.
     Seed { stagger_ms: u64 },
+    /// The kernel's way: node i boots at `i * stagger_ms` knowing every other node as a
+    /// static peer (`add_peer`, assumed alive at incarnation 0), so the early nodes probe
+    /// peers that are not up yet.
+    StaticPeers { stagger_ms: u64 },
 }
 
 /// One simulation's parameters.
@@ -61,6 +70,9 @@ pub struct SimConfig {
     pub swim: Config,
     pub net: NetConfig,
     pub bootstrap: Bootstrap,
+    /// Ticks only on multiples of this (the kernel's reactor ticks every 10 ms), so every
+    /// deadline is seen up to one quantum late; 1 = exactly on time.
+    pub tick_quantum_ms: u64,
 }
 
 impl SimConfig {
@@ -72,6 +84,7 @@ impl SimConfig {
             swim: Config::lan(),
             net: NetConfig::lan(),
             bootstrap: Bootstrap::Static,
+            tick_quantum_ms: 1,
         }
     }
 }
@@ -99,6 +112,9 @@ enum Ev {
     Join {
         node: usize,
         seed: NodeId,
+    },
+    Boot {
+        node: usize,
     },
 }
 
@@ -128,6 +144,8 @@ impl Ord for Queued {
 struct Node {
     swim: Option<Swim>,
     paused: bool,
+    /// Not scheduled until then: inbound messages wait, ticks are deferred.
+    starved_until: Option<u64>,
     /// Bumped on every crash so in-flight messages to the old life are dropped.
     epoch: u32,
     tick_generation: u64,
@@ -185,6 +203,7 @@ impl Sim {
             sim.nodes.push(Node {
                 swim: Some(swim),
                 paused: false,
+                starved_until: None,
                 epoch: 0,
                 tick_generation: 0,
                 tick_at_ms: None,
@@ -237,7 +256,23 @@ impl Sim {
                     self.push(i as u64 * stagger_ms, Ev::Join { node: i, seed: 0 });
                 }
             }
+            Bootstrap::StaticPeers { stagger_ms } => {
+                for i in 0..n {
+                    // Not booted yet: no state machine until its boot event.
+                    self.nodes[i].swim = None;
+                    self.push(i as u64 * stagger_ms, Ev::Boot { node: i });
+                }
+            }
         }
+    }
+
+    fn boot(&mut self, i: usize) {
+        let mut swim = self.fresh_swim(i, self.nodes[i].epoch);
+        for j in (0..self.config.n).filter(|&j| j != i) {
+            swim.add_peer(j as NodeId).expect("add peer");
+        }
+        self.nodes[i].swim = Some(swim);
+        self.after_call(i, false);
     }
 
     /// Current simulated time.
@@ -323,6 +358,17 @@ impl Sim {
                     self.net_stats.lost += 1;
                     return;
                 }
+                if let Some(until) = node.starved_until {
+                    // Waits in the socket buffer; queued behind the resume tick.
+                    let msg = Ev::Deliver {
+                        to,
+                        from,
+                        epoch,
+                        msg,
+                    };
+                    self.push(until, msg);
+                    return;
+                }
                 self.net_stats.delivered += 1;
                 node.swim.as_mut().unwrap().step(from, msg, self.now_ms);
                 self.after_call(to, false);
@@ -339,9 +385,18 @@ impl Sim {
                 if node.paused || node.swim.is_none() {
                     return;
                 }
+                if let Some(until) = node.starved_until {
+                    if self.now_ms < until {
+                        // The timer fires, but the VM is not running: it is seen at `until`.
+                        self.schedule_tick(i, until);
+                        return;
+                    }
+                    node.starved_until = None;
+                }
                 node.swim.as_mut().unwrap().tick(self.now_ms);
                 self.after_call(i, true);
             }
+            Ev::Boot { node: i } => self.boot(i),
             Ev::Join { node: i, seed } => {
                 if let Some(swim) = self.nodes[i].swim.as_mut() {
                     swim.join(seed).expect("join");
@@ -376,7 +431,8 @@ impl Sim {
             return;
         }
         let earliest = if ticked { self.now_ms + 1 } else { self.now_ms };
-        self.schedule_tick(i, deadline.max(earliest));
+        let q = self.config.tick_quantum_ms.max(1);
+        self.schedule_tick(i, deadline.max(earliest).div_ceil(q) * q);
     }
 
     fn route(&mut self, from: usize, to: usize, msg: Message) {
@@ -413,6 +469,7 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.swim = None;
         node.paused = false;
+        node.starved_until = None;
         node.epoch += 1;
         node.tick_at_ms = None;
         node.tick_generation += 1;
@@ -431,6 +488,27 @@ impl Sim {
     /// Freezes node `i`: no ticks, inbound messages dropped (a hung VM).
     pub fn pause(&mut self, i: usize) {
         self.nodes[i].paused = true;
+    }
+
+    /// Starves node `i` for `duration_ms` from now: the host does not run it, so its timers
+    /// fire late and inbound messages wait, in order, until it runs again; then its overdue
+    /// timer is handled first. Unlike [`Sim::pause`] nothing is lost.
+    pub fn starve(&mut self, i: usize, duration_ms: u64) {
+        let until = self.now_ms + duration_ms;
+        let node = &mut self.nodes[i];
+        if node.swim.is_none() || node.paused {
+            return;
+        }
+        let until = node.starved_until.map_or(until, |u| u.max(until));
+        node.starved_until = Some(until);
+        // The resume tick is queued before any message deferred to the same instant.
+        node.tick_at_ms = None;
+        self.schedule_tick(i, until);
+    }
+
+    /// True while node `i` is starved.
+    pub fn is_starved(&self, i: usize) -> bool {
+        self.nodes[i].starved_until.is_some()
     }
 
     /// Unfreezes node `i` and ticks it now.

@@ -5,7 +5,7 @@ use membership::swim::{Event, MemberState};
 use membership::NodeId;
 use sim_swim::scenarios::{
     all_alive, crash_detection_ms, disagreement, dissemination_rounds, false_down_pairs,
-    false_positive_rate, fault_run, piggyback_only_rounds,
+    false_positive_rate, fault_run, piggyback_only_rounds, starved_node_accusations,
 };
 use sim_swim::{median, Bootstrap, NetConfig, Sim, SimConfig};
 
@@ -18,6 +18,7 @@ fn events_about(sim: &Sim, subject: usize) -> Vec<(u64, NodeId, Event)> {
             Event::NodeSuspect { id: x, .. }
             | Event::NodeAlive { id: x, .. }
             | Event::NodeDown { id: x, .. } => x == id,
+            Event::SelfSuspect { .. } | Event::SelfTrusted => false,
         })
         .map(|r| (r.t_ms, r.observer, r.event))
         .collect()
@@ -108,7 +109,8 @@ fn paused_node_is_suspected_then_refutes_on_resume() {
         sim.run_until(2_000);
         let victim = 3 + seed as usize;
         sim.pause(victim);
-        sim.run_until(2_300);
+        // Longer than a probe period, shorter than a suspicion timeout.
+        sim.run_until(2_120);
         sim.resume(victim);
         sim.run_until(5_000);
         let events = events_about(&sim, victim);
@@ -136,6 +138,129 @@ fn paused_node_is_suspected_then_refutes_on_resume() {
             disagreement(&sim)
         );
     }
+}
+
+/// Part 3 of issue 12 (Lifeguard's local health): a node the host does not run for a while
+/// wakes up to every peer silent. It must notice its own timers ran late and suspect
+/// itself, not its peers: across seeds, victims and starvation lengths (shorter than a
+/// protocol period to longer than a suspicion timeout), whether its inbound messages
+/// waited or were lost, it issues no suspicion or Down verdict at all, and the cluster
+/// ends all alive.
+#[test]
+fn starved_node_never_accuses_its_live_peers() {
+    let mut runs = 0;
+    for seed in 0..30u64 {
+        for starve_ms in [30, 60, 150, 400, 1_500] {
+            for lose_inbound in [false, true] {
+                let n = [3, 5, 10][seed as usize % 3];
+                let victim = seed as usize % n;
+                let config = SimConfig::lan(n, 1_000 + seed);
+                let (accusations, alive) =
+                    starved_node_accusations(config, victim, starve_ms, lose_inbound);
+                assert!(
+                    accusations.is_empty(),
+                    "n={n} node {victim} starved {starve_ms} ms (lose_inbound {lose_inbound}) \
+                     accused {accusations:?}; reproduce with seed={}",
+                    1_000 + seed
+                );
+                assert!(
+                    alive,
+                    "n={n} starve {starve_ms}: not all alive; seed={}",
+                    1_000 + seed
+                );
+                runs += 1;
+            }
+        }
+    }
+    assert_eq!(runs, 300);
+}
+
+/// The guard for the test above: with lateness checks off the same stalls do make the
+/// node accuse its live peers, so the test above can fail.
+#[test]
+fn without_lateness_checks_a_starved_node_accuses() {
+    for lose_inbound in [false, true] {
+        let mut accused = 0;
+        for seed in 0..30u64 {
+            let n = [3, 5, 10][seed as usize % 3];
+            let mut config = SimConfig::lan(n, 1_000 + seed);
+            config.swim.lateness_checks = false;
+            let (accusations, _) =
+                starved_node_accusations(config, seed as usize % n, 400, lose_inbound);
+            accused += usize::from(!accusations.is_empty());
+        }
+        assert!(
+            accused >= 10,
+            "lose_inbound {lose_inbound}: only {accused} of 30 accused"
+        );
+    }
+}
+
+/// The kernel's driver ticks every 10 ms, so SWIM sees each deadline up to 10 ms late:
+/// that must never read as a stall (no self-suspicion, no endlessly deferred probe), and a
+/// kill is still detected within a tick or two of the exact-timer figure.
+#[test]
+fn a_coarse_10_ms_tick_is_not_lateness_and_still_detects() {
+    let (mut exact, mut coarse) = (Vec::new(), Vec::new());
+    for seed in 0..20u64 {
+        for (quantum, out) in [(1, &mut exact), (10, &mut coarse)] {
+            let mut config = SimConfig::lan(3, 900 + seed);
+            config.tick_quantum_ms = quantum;
+            let mut sim = Sim::new(config);
+            sim.run_until(60_000);
+            let stalls: u64 = (0..3).map(|i| sim.node(i).unwrap().stats().stalls).sum();
+            assert_eq!(stalls, 0, "quantum {quantum}: seed={}", 900 + seed);
+            assert!(sim
+                .log
+                .iter()
+                .all(|r| matches!(r.event, Event::NodeUp { .. })));
+            let t0 = sim.now_ms() + seed * 7;
+            sim.run_until(t0);
+            sim.crash(1);
+            sim.run_until_pred(t0 + 5_000, 5, |s| s.all_see(1, MemberState::Down))
+                .unwrap_or_else(|| panic!("quantum {quantum}: seed={}", 900 + seed));
+            out.push(sim.down_times(1, t0).unwrap().0 - t0);
+        }
+    }
+    let (e, c) = (median(&exact), median(&coarse));
+    assert!(
+        c <= e + 25,
+        "10 ms ticks: median {c} ms {coarse:?}; exact {e} ms {exact:?}"
+    );
+    assert!(*coarse.iter().max().unwrap() < 350, "{coarse:?}");
+}
+
+/// The kernel's start: nodes boot 2 s apart, each knowing the others as static peers,
+/// so the first ones probe peers that are not up yet. The first kill after that must be
+/// detected as fast as any later one (it was the slowest: boot-time probe failures had
+/// left the health multiplier high, stretching every timer).
+#[test]
+fn first_kill_after_a_staggered_boot_is_detected_as_fast_as_later_ones() {
+    let mut first = Vec::new();
+    for seed in 0..20u64 {
+        let mut config = SimConfig::lan(3, 700 + seed);
+        config.bootstrap = Bootstrap::StaticPeers { stagger_ms: 2_000 };
+        let mut sim = Sim::new(config);
+        let booted = sim
+            .run_until_pred(30_000, 10, |s| (0..3).all(|i| s.is_up(i)) && all_alive(s))
+            .expect("the cluster forms");
+        // The failover bench kills as soon as every node sees every other alive.
+        let t0 = booted + 100;
+        sim.run_until(t0);
+        sim.crash(1);
+        sim.run_until_pred(t0 + 20_000, 10, |s| s.all_see(1, MemberState::Down))
+            .unwrap_or_else(|| panic!("not detected; reproduce with seed={}", 700 + seed));
+        first.push(sim.down_times(1, t0).unwrap().0 - t0);
+    }
+    let steady: Vec<u64> = (0..20)
+        .map(|seed| crash_detection_ms(3, 700 + seed, 1).unwrap()[0].0)
+        .collect();
+    let (med_first, med_steady) = (median(&first), median(&steady));
+    assert!(
+        med_first <= med_steady + 50,
+        "first kill after boot: median {med_first} ms {first:?}; steady state {med_steady} ms"
+    );
+    assert!(*first.iter().max().unwrap() < 500, "{first:?}");
 }
 
 #[test]

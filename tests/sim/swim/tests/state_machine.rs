@@ -7,8 +7,20 @@ use membership::swim::{
 };
 use membership::NodeId;
 
+/// The timing these tests were written against (the paper-sized one: 100 ms periods, 200
+/// ms suspicion base, beta 3), whatever the shipped LAN defaults are tuned to.
+fn timing() -> Config {
+    Config {
+        probe_interval_ms: 100,
+        probe_timeout_ms: 40,
+        suspicion_base_ms: 200,
+        suspicion_max_mult: 3,
+        ..Config::lan()
+    }
+}
+
 fn node(id: NodeId, peers: &[NodeId]) -> Swim {
-    let mut s = Swim::new(Config::lan().with_seed(42), id, b"me").unwrap();
+    let mut s = Swim::new(timing().with_seed(42), id, b"me").unwrap();
     for &p in peers {
         s.add_member(p, INITIAL_INCARNATION, b"peer").unwrap();
     }
@@ -332,7 +344,7 @@ fn swim_4_4_piggyback_retransmit_bound() {
         1,
     );
     let n = s.active_count() as u64;
-    let limit = (Config::lan().retransmit_mult * ceil_log2(n + 1)) as usize;
+    let limit = (timing().retransmit_mult * ceil_log2(n + 1)) as usize;
     let (sends, _) = tick_span(&mut s, 10, 5_000);
     let carried = sends
         .iter()
@@ -347,12 +359,7 @@ fn swim_4_4_piggyback_retransmit_bound() {
 
 #[test]
 fn encoded_messages_stay_under_the_datagram_budget() {
-    let mut s = Swim::new(
-        Config::lan().with_seed(1),
-        u64::MAX,
-        &[0xAB; MAX_META_BYTES],
-    )
-    .unwrap();
+    let mut s = Swim::new(timing().with_seed(1), u64::MAX, &[0xAB; MAX_META_BYTES]).unwrap();
     s.add_member(u64::MAX - 1, u64::MAX / 2, &[0xCD; MAX_META_BYTES])
         .unwrap();
     s.tick(0);
@@ -514,7 +521,7 @@ fn ping_req_relay_forwards_ack_or_nacks() {
         10,
     );
     outputs(&mut s);
-    s.tick(10 + Config::lan().probe_timeout_ms);
+    s.tick(10 + timing().probe_timeout_ms);
     let (sends, _) = outputs(&mut s);
     assert!(sends
         .iter()
@@ -632,7 +639,7 @@ fn restarted_node_rejoins_by_refuting_its_old_death() {
         a
     };
     // Node 20 restarts from scratch (incarnation 1) and joins through 10.
-    let fresh = Swim::new(Config::lan().with_seed(3), 20, b"again").unwrap();
+    let fresh = Swim::new(timing().with_seed(3), 20, b"again").unwrap();
     let mut nodes = vec![seed, fresh];
     nodes[1].join(10).unwrap();
     let mut events = shuttle(&mut nodes, 2);
@@ -685,15 +692,117 @@ fn local_stall_does_not_blame_the_probe_target() {
     // The node was frozen for two seconds.
     s.tick(2_050);
     let (_, events) = outputs(&mut s);
-    assert!(events.is_empty(), "{events:?}");
+    // Late by the time since its own next deadline (after 50 ms, before 150 ms).
+    assert!(
+        matches!(events[..], [Event::SelfSuspect { late_ms }] if (1_900..2_000).contains(&late_ms)),
+        "{events:?}"
+    );
     assert_eq!(s.stats().stalls, 1);
+    assert!(s.suspects_self());
+}
+
+/// Lifeguard's local health, made explicit: a node that notices its own timers firing late
+/// suspects itself first. Its peers here never answer, so every probe fails; while the node
+/// distrusts itself none of those failures becomes an accusation, and once the window has
+/// passed on time, the (real) silence of its peers is reported again.
+#[test]
+fn late_node_suspects_itself_before_accusing_others() {
+    let mut s = node(1, &[2, 3, 4]);
+    tick_span(&mut s, 0, 50);
+    s.tick(450);
+    let (_, events) = outputs(&mut s);
+    let late = match events[..] {
+        [Event::SelfSuspect { late_ms }] if (300..400).contains(&late_ms) => late_ms,
+        _ => panic!("{events:?}"),
+    };
+    // Window: max(late, 2 protocol periods) = late.
+    let until = 450 + late;
+    let (_, events) = tick_span(&mut s, 460, until - 10);
+    assert!(events.is_empty(), "accused while late: {events:?}");
+    assert!(s.stats().verdicts_withheld >= 1, "{:?}", s.stats());
+    assert!(s.suspects_self());
+    let (_, events) = tick_span(&mut s, until, 1_500);
+    assert_eq!(events.first(), Some(&Event::SelfTrusted), "{events:?}");
+    assert!(!s.suspects_self());
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::NodeSuspect { .. })),
+        "once on time again, real silence is suspected: {events:?}"
+    );
+}
+
+#[test]
+fn driver_reported_lateness_counts_like_our_own() {
+    let mut s = node(1, &[2, 3]);
+    tick_span(&mut s, 0, 50);
+    // Called on time by its own deadlines, but the driver saw its timer fire 180 ms late.
+    s.tick_late(60, 180);
+    let (_, events) = outputs(&mut s);
+    assert_eq!(events, vec![Event::SelfSuspect { late_ms: 180 }]);
+    assert_eq!(s.stats().late_max_ms, 180);
+    // Within the tolerance (the driver's timer granularity) nothing happens.
+    let mut s = node(1, &[2, 3]);
+    tick_span(&mut s, 0, 50);
+    s.tick_late(60, timing().late_tolerance_ms);
+    s.tick(60 + timing().late_tolerance_ms);
+    assert!(outputs(&mut s).1.is_empty());
+    assert_eq!(s.stats().stalls, 0);
+    assert!(!s.suspects_self());
+}
+
+#[test]
+fn late_node_holds_its_suspicion_timeouts_but_takes_others_verdicts() {
+    let mut s = node(1, &[2, 3, 4]);
+    tick_span(&mut s, 0, 50);
+    // Node 3 suspects 2; node 1 starts its own suspicion timer for it.
+    let suspect = Update::Suspect {
+        id: 2,
+        incarnation: INITIAL_INCARNATION,
+        from: 3,
+    };
+    assert_eq!(
+        gossip(&mut s, 3, suspect, 55),
+        vec![Event::NodeSuspect {
+            id: 2,
+            incarnation: INITIAL_INCARNATION
+        }]
+    );
+    // A long stall: the suspicion's deadline passes while the node is not running.
+    s.tick(3_000);
+    let (_, events) = outputs(&mut s);
+    assert!(
+        matches!(events[..], [Event::SelfSuspect { late_ms }] if late_ms > 2_800),
+        "{events:?}"
+    );
+    let (_, events) = tick_span(&mut s, 3_010, 5_000);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::NodeDown { id: 2, .. })),
+        "declared down on a stale timer: {events:?}"
+    );
+    // Another node's verdict is not ours: it applies at once.
+    let dead = Update::Dead {
+        id: 2,
+        incarnation: INITIAL_INCARNATION,
+        from: 4,
+    };
+    assert!(s.suspects_self());
+    assert_eq!(
+        gossip(&mut s, 4, dead, 5_005),
+        vec![Event::NodeDown {
+            id: 2,
+            reason: DownReason::ReportedBy { reporter: 4 }
+        }]
+    );
 }
 
 #[test]
 fn config_and_meta_are_validated() {
     let bad = Config {
         probe_timeout_ms: 100,
-        ..Config::lan()
+        ..timing()
     };
     assert_eq!(
         Swim::new(bad, 1, b"").err(),
@@ -702,7 +811,7 @@ fn config_and_meta_are_validated() {
         ))
     );
     assert_eq!(
-        Swim::new(Config::lan(), 1, &[0; 65]).err(),
+        Swim::new(timing(), 1, &[0; 65]).err(),
         Some(Error::MetaTooLarge { len: 65 })
     );
     assert!(Config::wan().validate().is_ok());
@@ -723,4 +832,79 @@ fn members_view_lists_self_first() {
             (7, MemberState::Alive, false)
         ]
     );
+}
+
+/// A node that ran late recently gives a suspect that much more time (the suspect likely
+/// shares its loaded host), decaying back to the plain timeout within seconds.
+#[test]
+fn recent_lateness_stretches_new_suspicions_then_fades() {
+    // Ticks every ms; peers answer every ping at once, 2 only while not `silent`.
+    fn run(s: &mut Swim, from_ms: u64, to_ms: u64, silent: bool) -> Option<u64> {
+        for t in from_ms..=to_ms {
+            s.tick(t);
+            let (sends, events) = outputs(s);
+            for (to, msg) in sends {
+                if let (true, Message::Ping { seq, target, .. }) = (!silent || to != 2, msg) {
+                    let ack = Message::Ack {
+                        seq,
+                        target,
+                        updates: vec![],
+                    };
+                    s.step(to, ack, t);
+                }
+            }
+            if events
+                .iter()
+                .any(|e| matches!(e, Event::NodeDown { id: 2, .. }))
+            {
+                return Some(t);
+            }
+        }
+        None
+    }
+    let down_after = |late_ms: u64, quiet_ms: u64| {
+        let mut s = node(1, &[2, 3, 4]);
+        s.tick(0);
+        s.tick_late(1, late_ms);
+        let t0 = 2 + quiet_ms;
+        assert_eq!(
+            run(&mut s, 2, t0 - 1, false),
+            None,
+            "down before the suspicion"
+        );
+        let suspect = Update::Suspect {
+            id: 2,
+            incarnation: INITIAL_INCARNATION,
+            from: 3,
+        };
+        gossip(&mut s, 3, suspect, t0);
+        run(&mut s, t0 + 1, t0 + 5_000, true).expect("declared down") - t0
+    };
+    let plain = down_after(0, 1_000);
+    let stretched = down_after(200, 1_000);
+    let faded = down_after(200, 6_000);
+    // 200 ms late, 1 s ago: 150 ms remembered, on the minimum and more on the maximum
+    // (our own failed probe of the suspect confirms it early, so the minimum counts).
+    assert!(
+        stretched >= plain + 150,
+        "plain {plain} stretched {stretched}"
+    );
+    assert_eq!(faded, down_after(0, 6_000), "stretched {stretched}");
+}
+
+/// A static peer that never answered (not booted yet) costs no local health: the slow
+/// first detection after boot came from a multiplier raised by such probes.
+#[test]
+fn probing_a_static_peer_that_never_booted_costs_no_health() {
+    let mut s = Swim::new(timing().with_seed(7), 1, b"me").unwrap();
+    for p in [2, 3, 4] {
+        s.add_peer(p).unwrap();
+    }
+    let (_, events) = tick_span(&mut s, 0, 3_000);
+    assert!(s.stats().probe_failures >= 3, "{:?}", s.stats());
+    assert_eq!(s.local_health(), 0, "{events:?}");
+    // A member that did talk and then went silent still costs health (Lifeguard).
+    let mut s = node(1, &[2, 3, 4]);
+    tick_span(&mut s, 0, 3_000);
+    assert!(s.local_health() > 0);
 }

@@ -1,6 +1,6 @@
 //! Golden transcripts (etcd-raft style): a scripted run's event log, compared line by line
 //! with `testdata/<name>.txt`. After an intended behaviour change, regenerate with
-//! `SWIM_GOLDEN_UPDATE=1 cargo test -p sim-swim --release --test transcript` and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test -p sim-swim --release --test transcript` and review the diff.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ fn check_golden(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("testdata")
         .join(format!("{name}.txt"));
-    if std::env::var_os("SWIM_GOLDEN_UPDATE").is_some() {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
@@ -48,8 +48,8 @@ fn golden_three_nodes_crash_pause_restart() {
     sim.run_until(2_000);
     script.push("t_ms=2000 pause 1".into());
     sim.pause(1);
-    sim.run_until(2_250);
-    script.push("t_ms=2250 resume 1".into());
+    sim.run_until(2_120);
+    script.push("t_ms=2120 resume 1".into());
     sim.resume(1);
     sim.run_until(3_000);
     script.push("t_ms=3000 restart 2 via 0".into());
