@@ -37,6 +37,7 @@ pub mod desired;
 pub mod lease;
 pub mod name;
 pub mod node;
+pub mod operate;
 pub mod placement;
 pub mod reconcile;
 pub mod refill;

@@ -40,7 +40,7 @@ use crate::report::{CellReport, NodeReport};
 use crate::service::PayloadCatalog;
 use crate::status::{self, MemberState, NodeRow, QuorumView, RaftRole, StatusInput};
 use crate::wire::ControlMsg;
-use crate::write::{check_static, validate_write, Invalid, Refusal, WriteError};
+use crate::write::{check_members, check_static, validate_write, Invalid, Refusal, WriteError};
 use crate::{CellState, Epoch, NodeId, NodeRole, Slot};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
@@ -964,6 +964,7 @@ impl ControlNode {
     pub fn submit(&mut self, command: Command, obs: &Observed) -> Result<u64, WriteError> {
         self.observe(obs);
         check_static(&self.desired, &command)?;
+        check_members(&self.members, &self.desired, &command)?;
         if !self.has_quorum(obs) {
             return Err(WriteError::NoQuorum);
         }
@@ -1099,7 +1100,10 @@ impl ControlNode {
         // Exactly the validation a local write gets (a forged scheduler command is refused).
         let checked = Command::decode(command)
             .map_err(|_| WriteError::Invalid(Invalid::Undecodable))
-            .and_then(|c| validate_write(&self.desired, &c));
+            .and_then(|c| {
+                check_members(&self.members, &self.desired, &c)?;
+                validate_write(&self.desired, &c)
+            });
         let bytes = match checked {
             Ok(bytes) if self.has_quorum(obs) => bytes,
             Ok(_) => return self.reply(from, req, Err(WriteError::NoQuorum)),

@@ -13,8 +13,10 @@
 
 use crate::command::{Command, EncodeError};
 use crate::desired::{ApplyError, DesiredState};
+use crate::operate::{check_maintenance, validate_target, Maintenance, MaintenanceError};
 use crate::service::SpecError;
-use crate::NodeId;
+use crate::{NodeId, NodeRole};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,8 @@ pub enum Invalid {
     TooLarge { len: usize },
     /// A forwarded command did not decode.
     Undecodable,
+    /// A cordon, uncordon or drain the cluster's members do not allow.
+    Maintenance(MaintenanceError),
 }
 
 /// Why Raft refused a proposal (the driver maps its consensus error to this).
@@ -72,8 +76,15 @@ pub enum WriteError {
 /// that fits. A follower runs only these before forwarding: its own state may lag the leader's
 /// by a few milliseconds, and the leader checks the state part itself.
 pub fn check_static(desired: &DesiredState, command: &Command) -> Result<Vec<u8>, WriteError> {
-    if matches!(command, Command::Assign { .. } | Command::Unassign { .. }) {
+    if command.is_scheduler() {
         return Err(WriteError::Invalid(Invalid::NotOperator));
+    }
+    if let Command::SetAutoscale {
+        policy: Some(p), ..
+    } = command
+    {
+        validate_target(p.target_load_pct)
+            .map_err(|e| WriteError::Invalid(Invalid::Apply(e.into())))?;
     }
     if let Command::ApplyService(spec) = command {
         spec.validate(desired.catalog())
@@ -85,6 +96,29 @@ pub fn check_static(desired: &DesiredState, command: &Command) -> Result<Vec<u8>
             EncodeError::Serialize => Invalid::TooLarge { len: usize::MAX },
         })
     })
+}
+
+/// Checks a maintenance write against the configured members (the leader, before proposing):
+/// no unknown node, no witness, never the last worker taking slots.
+pub fn check_members(
+    members: &BTreeMap<NodeId, NodeRole>,
+    desired: &DesiredState,
+    command: &Command,
+) -> Result<(), WriteError> {
+    let (node, mode) = match command {
+        Command::Maintain { node, mode } => (*node, *mode),
+        Command::SetDraining { node, draining } => (
+            *node,
+            if *draining {
+                Maintenance::Draining
+            } else {
+                Maintenance::Active
+            },
+        ),
+        _ => return Ok(()),
+    };
+    check_maintenance(members, desired, node, mode)
+        .map_err(|e| WriteError::Invalid(Invalid::Maintenance(e)))
 }
 
 /// Checks an operator write exactly as apply will (the static checks, then against the
@@ -155,6 +189,7 @@ impl fmt::Display for ApplyError {
                 write!(f, "epoch {epoch} is not the slot's current {current}")
             }
             Self::TooManyDraining => write!(f, "too many draining nodes"),
+            Self::Operate(e) => write!(f, "{e}"),
         }
     }
 }
@@ -178,6 +213,9 @@ impl fmt::Display for WriteError {
             }
             Self::Invalid(Invalid::Undecodable) => {
                 write!(f, "rejected, nothing committed: the command did not decode")
+            }
+            Self::Invalid(Invalid::Maintenance(e)) => {
+                write!(f, "rejected, nothing committed: {e}")
             }
             Self::NoQuorum => write!(
                 f,
