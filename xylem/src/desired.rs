@@ -512,7 +512,7 @@ impl DesiredState {
         }
         let old = Version {
             generation: 0,
-            payload: core::mem::replace(&mut entry.spec.payload, String::new()),
+            payload: core::mem::take(&mut entry.spec.payload),
             args: core::mem::take(&mut entry.spec.args),
         };
         entry.spec = spec.clone();

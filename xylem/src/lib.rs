@@ -31,6 +31,7 @@
 
 extern crate alloc;
 
+pub mod autoscale;
 pub mod command;
 pub mod config;
 pub mod desired;

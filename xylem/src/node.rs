@@ -89,6 +89,9 @@ pub struct LocalCellRow {
     pub state: CellState,
     pub restarts: u32,
     pub uptime_ms: u64,
+    /// CPU the cell used recently (the driver's measure, e.g. over the last second),
+    /// thousandths of a CPU.
+    pub cpu_milli: u32,
 }
 
 /// The world as the driver sees it at one input.
@@ -427,6 +430,7 @@ impl ControlNode {
                     state: CellState::Exited,
                     restarts: self.rows.get(&id).map_or(0, |r| r.restarts),
                     uptime_ms: 0,
+                    cpu_milli: 0,
                 });
                 self.rows.insert(id, row);
             }
@@ -641,6 +645,7 @@ impl ControlNode {
                     state: CellState::Starting,
                     restarts: 0,
                     uptime_ms: 0,
+                    cpu_milli: 0,
                 };
                 self.rows.insert(id, row);
             }
@@ -836,6 +841,7 @@ impl ControlNode {
                     restarts: row.map_or(0, |r| r.restarts.min(u32::from(u16::MAX)) as u16),
                     uptime_s: row
                         .map_or(0, |r| (r.uptime_ms / 1000).min(u64::from(u32::MAX)) as u32),
+                    cpu_pct: row.map_or(0, |r| (r.cpu_milli / 10).min(100) as u8),
                 }
             })
             .collect();
@@ -847,6 +853,7 @@ impl ControlNode {
             state: CellState::CrashLoop,
             restarts: 0,
             uptime_s: 0,
+            cpu_pct: 0,
         }));
         let report = NodeReport::new(
             self.id,
@@ -1243,6 +1250,7 @@ impl ControlNode {
                     restarts: row.map_or(0, |r| r.restarts.min(u32::from(u16::MAX)) as u16),
                     uptime_s: row
                         .map_or(0, |r| (r.uptime_ms / 1000).min(u64::from(u32::MAX)) as u32),
+                    cpu_pct: row.map_or(0, |r| (r.cpu_milli / 10).min(100) as u8),
                 }
             })
             .collect();

@@ -24,9 +24,10 @@ pub const REPORT_CELLS_MAX: usize = 16;
 /// datagram carries one report with a few bytes of framing, well inside the transport's
 /// 1400-byte payload.
 pub const REPORT_BYTES_MAX: usize = 1024;
-/// The first byte of every encoded report (format 2 added `applied_index`; reports are soft
-/// state between nodes of one image, so format 1 is simply refused).
-pub const REPORT_FORMAT_V2: u8 = 2;
+/// The first byte of every encoded report (format 2 added `applied_index`, format 3 each
+/// cell's `cpu_pct`; reports are soft state between nodes of one image, so older formats are
+/// simply refused).
+pub const REPORT_FORMAT_V3: u8 = 3;
 
 /// One cell in a report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +47,9 @@ pub struct CellReport {
     pub restarts: u16,
     /// Seconds since the current run started (saturating).
     pub uptime_s: u32,
+    /// CPU the cell used recently, percent of one CPU (the autoscaler's input; one byte keeps
+    /// the worst-case report under [`REPORT_BYTES_MAX`]).
+    pub cpu_pct: u8,
 }
 
 /// One node's report to the leader.
@@ -120,7 +124,7 @@ impl NodeReport {
                 count: self.cells.len(),
             });
         }
-        let bytes = alloc::vec![REPORT_FORMAT_V2];
+        let bytes = alloc::vec![REPORT_FORMAT_V3];
         let bytes = postcard::to_extend(self, bytes).map_err(|_| ReportError::Malformed)?;
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
@@ -134,7 +138,7 @@ impl NodeReport {
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
         }
-        if version != REPORT_FORMAT_V2 {
+        if version != REPORT_FORMAT_V3 {
             return Err(ReportError::UnknownFormat { version });
         }
         let (report, rest) =
@@ -185,6 +189,7 @@ mod tests {
             state: CellState::CrashLoop,
             restarts: u16::MAX,
             uptime_s: u32::MAX,
+            cpu_pct: u8::MAX,
         }
     }
 
@@ -194,8 +199,8 @@ mod tests {
         let report = NodeReport::new(u64::MAX, u64::MAX, u32::MAX, u32::MAX, u64::MAX, cells);
         let bytes = report.encode().unwrap();
         assert!(bytes.len() <= REPORT_BYTES_MAX, "{} bytes", bytes.len());
-        // 43 header bytes + 16 x 60 per cell: the bound is tight, keep it that way on purpose.
-        assert_eq!(bytes.len(), 1003);
+        // 43 header bytes + 16 x 61 per cell: the bound is tight, keep it that way on purpose.
+        assert_eq!(bytes.len(), 1019);
         assert_eq!(NodeReport::decode(&bytes), Ok(report));
     }
 
@@ -209,6 +214,7 @@ mod tests {
             state: CellState::Running,
             restarts: 0,
             uptime_s: 3600,
+            cpu_pct: 0,
         }];
         let bytes = NodeReport::new(2, 40, 250, 900, 0, cells).encode().unwrap();
         assert!(bytes.len() < 32, "{}", bytes.len());
@@ -238,7 +244,10 @@ mod tests {
             NodeReport::decode(&[1]),
             Err(ReportError::UnknownFormat { version: 1 })
         );
-        assert_eq!(NodeReport::decode(&[2, 0xff]), Err(ReportError::Malformed));
+        assert_eq!(
+            NodeReport::decode(&[REPORT_FORMAT_V3, 0xff]),
+            Err(ReportError::Malformed)
+        );
         assert!(matches!(
             NodeReport::decode(&[2; REPORT_BYTES_MAX + 1]),
             Err(ReportError::TooLarge { .. })
@@ -254,9 +263,10 @@ mod tests {
                 state: CellState::Running,
                 restarts: 0,
                 uptime_s: 0,
+                cpu_pct: 0,
             })
             .collect();
-        let mut bytes = vec![REPORT_FORMAT_V2];
+        let mut bytes = vec![REPORT_FORMAT_V3];
         bytes.extend(postcard::to_allocvec(&forged).unwrap());
         assert_eq!(
             NodeReport::decode(&bytes),

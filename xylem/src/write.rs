@@ -304,6 +304,62 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_is_checked_against_the_members() {
+        use crate::operate::Maintenance as M;
+        let mut ds = DesiredState::new(PayloadCatalog::new(&["hello"]));
+        let members: BTreeMap<NodeId, NodeRole> = [
+            (1, NodeRole::Worker),
+            (2, NodeRole::Worker),
+            (3, NodeRole::Witness),
+        ]
+        .into_iter()
+        .collect();
+        let set = |node, mode| Command::Maintain { node, mode };
+        let err = |e| Err(WriteError::Invalid(Invalid::Maintenance(e)));
+        assert_eq!(
+            check_members(&members, &ds, &set(9, M::Cordoned)),
+            err(MaintenanceError::UnknownNode { node: 9 })
+        );
+        assert_eq!(
+            check_members(&members, &ds, &set(3, M::Draining)),
+            err(MaintenanceError::Witness { node: 3 })
+        );
+        assert_eq!(
+            check_members(&members, &ds, &set(1, M::Drained)),
+            err(MaintenanceError::NotSettable)
+        );
+        assert_eq!(check_members(&members, &ds, &set(1, M::Draining)), Ok(()));
+        ds.apply(1, &set(2, M::Cordoned)).unwrap();
+        // Worker 2 takes no slots: draining 1 would leave its cells nowhere to go.
+        assert_eq!(
+            check_members(&members, &ds, &set(1, M::Draining)),
+            err(MaintenanceError::LastEligibleWorker { node: 1 })
+        );
+        let old = Command::SetDraining {
+            node: 1,
+            draining: true,
+        };
+        assert_eq!(
+            check_members(&members, &ds, &old),
+            err(MaintenanceError::LastEligibleWorker { node: 1 })
+        );
+        assert_eq!(check_members(&members, &ds, &set(1, M::Cordoned)), Ok(()));
+        let text = err(MaintenanceError::LastEligibleWorker { node: 1 })
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("rejected, nothing committed: node 1 is the last worker"));
+        // Scheduler-only commands are never operator writes.
+        let forged = Command::Rollback {
+            service: "web".into(),
+            generation: 1,
+        };
+        assert_eq!(
+            validate_write(&ds, &forged),
+            Err(WriteError::Invalid(Invalid::NotOperator))
+        );
+    }
+
+    #[test]
     fn errors_say_what_happened() {
         let text = |e: WriteError| e.to_string();
         assert_eq!(

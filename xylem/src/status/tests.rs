@@ -275,6 +275,7 @@ fn service_rows_count_only_current_epoch_cells_on_assigned_nodes() {
         state,
         restarts: 0,
         uptime_s: 0,
+        cpu_pct: 0,
     };
     let reports = [
         NodeReport::new(
@@ -325,6 +326,7 @@ fn cell_rows_come_from_reports() {
             state: CellState::Backoff,
             restarts: 4,
             uptime_s: 9,
+            cpu_pct: 0,
         }],
     );
     let rows = cell_rows("w2", &report);
