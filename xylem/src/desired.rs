@@ -618,6 +618,10 @@ impl DesiredState {
         if epoch - epoch_high > EPOCH_JUMP_MAX {
             return Err(ApplyError::EpochJump { epoch, epoch_high });
         }
+        // A plan made before a cordon committed must not land a slot there after it.
+        if self.ops.cordoned.contains(&node) || self.state.draining.contains(&node) {
+            return Err(OperateError::Cordoned { node }.into());
+        }
         if entry.spec.fenced {
             if let Some(current) = entry.slots.get(&slot) {
                 return Err(ApplyError::FencedSlotBound {
@@ -723,6 +727,9 @@ impl DesiredState {
         }
         if epoch - epoch_high > EPOCH_JUMP_MAX {
             return Err(ApplyError::EpochJump { epoch, epoch_high });
+        }
+        if self.is_cordoned(node) {
+            return Err(OperateError::Cordoned { node }.into());
         }
         let ops = self.ops.services.get(service).expect("ops of a service");
         if let Some(s) = ops.surges.get(&slot) {
@@ -906,7 +913,10 @@ impl DesiredState {
             if placed != unbound {
                 return Err(OperateError::BadScalePlacement.into());
             }
-            for &(_, _, epoch) in place {
+            for &(_, node, epoch) in place {
+                if self.is_cordoned(node) {
+                    return Err(OperateError::Cordoned { node }.into());
+                }
                 if epoch <= epoch_high {
                     return Err(ApplyError::StaleEpoch { epoch, epoch_high });
                 }

@@ -114,6 +114,8 @@ pub enum OperateError {
     BadScalePlacement,
     /// Too many nodes in maintenance.
     TooManyNodes,
+    /// A new binding or replacement on a cordoned (or draining) node: it takes no new slot.
+    Cordoned { node: NodeId },
 }
 
 /// Why a maintenance write is refused before anything is proposed (the leader checks it
@@ -272,6 +274,7 @@ impl core::fmt::Display for OperateError {
             }
             Self::BadScalePlacement => write!(f, "scale placements do not match the new slots"),
             Self::TooManyNodes => write!(f, "too many nodes in maintenance"),
+            Self::Cordoned { node } => write!(f, "node {node} is cordoned: it takes no new slot"),
         }
     }
 }

@@ -775,9 +775,11 @@ impl<'a> Planner<'a> {
             return;
         };
         let bound: Vec<(Slot, Assignment)> = desired.assignments_of(&spec.name).collect();
+        // Not while a rollout is under way either: old and new versions may load differently.
         let settled = bound.len() == usize::from(spec.replicas)
             && bound.iter().all(|(s, _)| *s < spec.replicas)
-            && ops.surges.is_empty();
+            && ops.surges.is_empty()
+            && ops.outdated().next().is_none();
         if !settled || self.full() {
             return;
         }
