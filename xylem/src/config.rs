@@ -228,6 +228,9 @@ pub enum Mutation {
     NoFenceWait,
     /// A node keeps its fenced cells running after its lease ran out.
     IgnoreLeaseExpiry,
+    /// The scheduler promotes a drain or rollout replacement in the plan that starts it,
+    /// before it runs (break-before-make): the simulation's floor check must catch it.
+    PromoteUnready,
 }
 
 impl Default for LeaseConfig {

@@ -669,6 +669,7 @@ impl<'a> Planner<'a> {
             let ready = cell.is_some_and(|c| {
                 c.state == crate::CellState::Running && c.uptime_s >= self.cfg.operate.ready_s
             });
+
             let old_lost = !self.alive_worker(bound.node);
             if ready || old_lost {
                 let reason = if old_lost {
@@ -756,6 +757,15 @@ impl<'a> Planner<'a> {
                 generation: ops.current,
                 reason,
             });
+            #[cfg(feature = "mutation")]
+            if self.cfg.lease.mutation == crate::config::Mutation::PromoteUnready {
+                self.out.commands.push(Command::Promote {
+                    service: spec.name.clone(),
+                    slot,
+                    epoch,
+                    reason,
+                });
+            }
         }
     }
 

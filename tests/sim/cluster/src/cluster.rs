@@ -28,8 +28,8 @@ use membership::swim::MemberState as Swim;
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use xylem::command::Command;
-use xylem::operate::{AutoscalePolicy, Maintenance};
 use xylem::config::{Config, Mutation};
+use xylem::operate::{AutoscalePolicy, Maintenance};
 use xylem::service::ServiceSpec;
 use xylem::{NodeRole, Slot};
 
@@ -558,7 +558,10 @@ impl Sim {
                 .raft()
                 .is_some_and(|r| r.role() == Role::Leader)
         });
-        let Some(desired) = leader.and_then(|i| self.nodes[i].ctl()).map(|c| c.desired()) else {
+        let Some(desired) = leader
+            .and_then(|i| self.nodes[i].ctl())
+            .map(|c| c.desired())
+        else {
             return;
         };
         let workers: Vec<u64> = self
@@ -592,7 +595,10 @@ impl Sim {
                 .raft()
                 .is_some_and(|r| r.role() == Role::Leader)
         });
-        let Some(desired) = leader.and_then(|i| self.nodes[i].ctl()).map(|c| c.desired()) else {
+        let Some(desired) = leader
+            .and_then(|i| self.nodes[i].ctl())
+            .map(|c| c.desired())
+        else {
             return;
         };
         let mut running: BTreeSet<(String, Slot)> = BTreeSet::new();

@@ -365,16 +365,16 @@ impl SimNode {
         };
         let quorum = m.ctl.has_quorum(&obs);
         let binding = match &act {
-            Act::Spawn(name) => m
-                .ctl
-                .desired()
-                .assignment(&name.service, name.slot)
-                .is_some_and(|a| a.node == self.id && a.epoch == name.epoch)
-                || m
-                    .ctl
+            Act::Spawn(name) => {
+                m.ctl
                     .desired()
-                    .surge(&name.service, name.slot)
-                    .is_some_and(|s| s.node == self.id && s.epoch == name.epoch),
+                    .assignment(&name.service, name.slot)
+                    .is_some_and(|a| a.node == self.id && a.epoch == name.epoch)
+                    || m.ctl
+                        .desired()
+                        .surge(&name.service, name.slot)
+                        .is_some_and(|s| s.node == self.id && s.epoch == name.epoch)
+            }
             Act::Stop(..) => true,
         };
         ctx.rec
