@@ -1218,6 +1218,7 @@ impl ControlNode {
                     load_milli: report.map_or(0, |r| r.load_milli),
                     free_mib: report.map_or(0, |r| r.free_mib),
                     cells: report.map_or(0, |r| r.cell_count),
+                    maint: self.desired.maintenance(id),
                 }
             })
             .collect();

@@ -287,3 +287,136 @@ pub fn validate_target(pct: u8) -> Result<(), OperateError> {
         Err(OperateError::TargetOutOfRange { pct })
     }
 }
+
+/// The text of `xylem rollout status <svc>`: versions, how many slots run the current one,
+/// replacements in flight, and whether the scheduler rolled back. `None`: no such service.
+pub fn rollout_text(
+    desired: &crate::desired::DesiredState,
+    service: &str,
+    name: &dyn Fn(NodeId) -> String,
+) -> Option<String> {
+    use core::fmt::Write;
+    let spec = desired.service(service)?;
+    let ops = desired.ops(service)?;
+    let mut out = String::new();
+    let version = |payload: &str, args: &[String]| {
+        if args.is_empty() {
+            String::from(payload)
+        } else {
+            alloc::format!("{payload} {}", args.join(" "))
+        }
+    };
+    let _ = writeln!(
+        out,
+        "{service}: generation {} ({})",
+        ops.current,
+        version(&spec.payload, &spec.args)
+    );
+    if let Some(p) = &ops.previous {
+        let _ = writeln!(
+            out,
+            "  previous generation {} ({})",
+            p.generation,
+            version(&p.payload, &p.args)
+        );
+    }
+    let bound = ops.slot_gen.len();
+    let current = ops.slot_gen.values().filter(|g| **g == ops.current).count();
+    let _ = writeln!(
+        out,
+        "  {current} of {bound} bound slots at generation {} (desired {})",
+        ops.current, spec.replicas
+    );
+    for (slot, s) in &ops.surges {
+        let _ = writeln!(
+            out,
+            "  replacing slot {slot}: {service}/{slot}@{} starting on {} ({})",
+            s.epoch,
+            name(s.node),
+            s.reason.as_str()
+        );
+    }
+    let state = if let Some(bad) = ops.rolled_back_from.filter(|_| current == bound) {
+        alloc::format!("rolled back: generation {bad} crash-looped")
+    } else if let Some(bad) = ops.rolled_back_from {
+        alloc::format!("rolling back: generation {bad} crash-looped")
+    } else if current == bound && ops.surges.is_empty() {
+        String::from("complete")
+    } else {
+        String::from("rolling (surge 1, none unavailable)")
+    };
+    let _ = writeln!(out, "  state: {state}");
+    if let Some(p) = ops.autoscale {
+        let _ = writeln!(
+            out,
+            "  autoscale: {}..={} replicas, target {}% CPU per replica",
+            spec.min_replicas, spec.max_replicas, p.target_load_pct
+        );
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+    use crate::desired::DesiredState;
+    use crate::service::{PayloadCatalog, ServiceSpec};
+
+    #[test]
+    fn rollout_status_says_where_a_rollout_is() {
+        let mut ds = DesiredState::new(PayloadCatalog::new(&["http"]));
+        let spec = ServiceSpec::new("web", "http", 2);
+        ds.apply(1, &Command::ApplyService(spec.clone())).unwrap();
+        for (i, slot) in [(2, 0), (3, 1)] {
+            let assign = Command::Assign {
+                service: "web".into(),
+                slot,
+                node: 1,
+                epoch: i,
+                reason: Reason::Place,
+            };
+            ds.apply(i, &assign).unwrap();
+        }
+        let name = |id: NodeId| alloc::format!("worker-{id}");
+        let text = rollout_text(&ds, "web", &name).unwrap();
+        assert!(
+            text.contains("2 of 2 bound slots at generation 1"),
+            "{text}"
+        );
+        assert!(text.contains("state: complete"), "{text}");
+        let mut next = spec;
+        next.args = alloc::vec![String::from("hello-v2")];
+        ds.apply(4, &Command::ApplyService(next)).unwrap();
+        let surge = Command::Surge {
+            service: "web".into(),
+            slot: 0,
+            node: 2,
+            epoch: 9,
+            generation: 2,
+            reason: Reason::Rollout,
+        };
+        ds.apply(5, &surge).unwrap();
+        let text = rollout_text(&ds, "web", &name).unwrap();
+        assert_eq!(
+            text,
+            "web: generation 2 (http hello-v2)\n  previous generation 1 (http)\n  \
+             0 of 2 bound slots at generation 2 (desired 2)\n  replacing slot 0: web/0@9 \
+             starting on worker-2 (rollout)\n  state: rolling (surge 1, none unavailable)\n"
+        );
+        ds.apply(
+            6,
+            &Command::Rollback {
+                service: "web".into(),
+                generation: 2,
+            },
+        )
+        .unwrap();
+        let text = rollout_text(&ds, "web", &name).unwrap();
+        assert!(
+            text.contains("state: rolled back: generation 2 crash-looped"),
+            "{text}"
+        );
+        assert_eq!(rollout_text(&ds, "api", &name), None);
+    }
+}

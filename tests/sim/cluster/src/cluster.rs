@@ -250,7 +250,9 @@ impl Sim {
         let max = self.cfg.liveness_ms_max / STEP_MS;
         loop {
             self.step_once()?;
-            if self.converged().is_ok() {
+            // Converged, no write of the fault phase still in flight (it could change the
+            // services under the operate phase's feet), and every node active again.
+            if self.converged().is_ok() && self.writes.is_empty() && self.no_maintenance() {
                 break;
             }
             if self.step - start > max {
@@ -585,6 +587,15 @@ impl Sim {
         self.log(|| format!("operate: drain {drain}, roll {:?}", self.floor));
         self.operate_queue = queue;
         self.operating = true;
+    }
+
+    /// Whether the leader's desired state has every node active (the calm's cleanup is done).
+    fn no_maintenance(&self) -> bool {
+        self.nodes
+            .iter()
+            .find(|n| n.raft().is_some_and(|r| r.role() == Role::Leader))
+            .and_then(|n| n.ctl())
+            .is_some_and(|c| c.desired().maintained_nodes().next().is_none())
     }
 
     /// Make-before-break: every unfenced service keeps `min(floor, replicas)` slots with a
