@@ -663,6 +663,14 @@ pub fn rollout_text(service: &str) -> Option<String> {
     })
 }
 
+/// A service's desired replica count in this node's desired state.
+pub fn service_replicas(service: &str) -> Option<u16> {
+    without_interrupts(|| {
+        let guard = CONTROL.lock();
+        Some(guard.as_ref()?.desired().service(service)?.replicas)
+    })
+}
+
 /// A node by name (`worker-2`) or id (`2`), among the configured members.
 pub fn node_by_name(text: &str) -> Option<NodeId> {
     let id = peers::get().id_of(text).or_else(|| text.parse().ok())?;

@@ -352,8 +352,13 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
         i += 2;
     }
     let payload = payload.ok_or_else(|| failed("--payload is required"))?;
-    if let (Some(min), false) = (min, replicas_given) {
-        replicas = min.max(1);
+    if !replicas_given {
+        // A new version or new bounds keep the current count (the autoscaler's, perhaps),
+        // within the new bounds; a new service starts at its minimum (at least 1).
+        replicas = match control::service_replicas(name) {
+            Some(current) => current.clamp(min.unwrap_or(0), max.unwrap_or(u16::MAX)),
+            None => min.unwrap_or(1).max(1),
+        };
     }
     let mut spec = ServiceSpec::new(name, payload, replicas);
     spec.args = call_args;

@@ -6,6 +6,7 @@ mod cluster_net;
 pub mod control;
 mod kernel_tests;
 pub mod membership;
+pub mod operate;
 pub mod promise;
 pub mod raft;
 mod shell;
@@ -129,6 +130,21 @@ pub const ALL: &[Scenario] = &[
         name: "xylem-bad-commands",
         suite: Suite::Cluster,
         run: control::bad_commands,
+    },
+    Scenario {
+        name: "operate-drain",
+        suite: Suite::Cluster,
+        run: operate::drain,
+    },
+    Scenario {
+        name: "operate-rollout",
+        suite: Suite::Cluster,
+        run: operate::rollout,
+    },
+    Scenario {
+        name: "operate-autoscale",
+        suite: Suite::Cluster,
+        run: operate::autoscale,
     },
     Scenario {
         name: "xylem-five-nodes",
