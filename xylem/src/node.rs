@@ -1295,7 +1295,13 @@ impl ControlNode {
     /// The reason text of a committed command for logs: `op service/slot -> node @epoch`.
     pub fn reason_of(command: &Command) -> Option<Reason> {
         match command {
-            Command::Assign { reason, .. } | Command::Unassign { reason, .. } => Some(*reason),
+            Command::Assign { reason, .. }
+            | Command::Unassign { reason, .. }
+            | Command::Surge { reason, .. }
+            | Command::Promote { reason, .. }
+            | Command::Unsurge { reason, .. } => Some(*reason),
+            Command::Rollback { .. } => Some(Reason::Rollout),
+            Command::AutoScale { .. } => Some(Reason::Autoscale),
             _ => None,
         }
     }

@@ -725,13 +725,20 @@ impl<'a> Planner<'a> {
                 self.pending(spec, slot, PendingReason::PlanFull);
                 continue;
             }
-            // A drain goes elsewhere; a rollout may stay on the node (spread decides).
+            // A drain goes elsewhere; a rollout may stay on the node (spread decides), and
+            // the cell it replaces does not count there (it goes once the new one is ready,
+            // so a hard-spread service can still roll on a full cluster).
             let avoid = if draining {
                 alloc::vec![a.node]
             } else {
                 Vec::new()
             };
-            let Some(node) = self.choose(spec, &per_node, &avoid) else {
+            if let Some(n) = per_node.get_mut(&a.node) {
+                *n = n.saturating_sub(1);
+            }
+            let choice = self.choose(spec, &per_node, &avoid);
+            *per_node.entry(a.node).or_insert(0) += 1;
+            let Some(node) = choice else {
                 let why = if draining {
                     PendingReason::DrainBlocked { node: a.node }
                 } else {

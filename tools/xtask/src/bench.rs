@@ -38,6 +38,9 @@ pub enum Bench {
     RaftSim,
     /// raft_commit_us, raft_failover_ms (3 voters, virtio-blk disks).
     Raft,
+    /// drain_ms (3 replicas off one worker), rollout_ms (3 replicas), scale_out_ms (load
+    /// above target -> new replica running): the operate scenarios (docs/operations.md).
+    Operate,
 }
 
 /// Dispatches to one benchmark.
@@ -54,6 +57,7 @@ pub fn cmd_bench(which: &Bench) -> Result<(), String> {
         Bench::MembershipSim => crate::bench_cluster::simulator("sim-swim"),
         Bench::RaftSim => crate::bench_cluster::simulator("sim-raft"),
         Bench::Raft => crate::bench_raft::raft(),
+        Bench::Operate => crate::bench_cluster::operate(),
     }
 }
 

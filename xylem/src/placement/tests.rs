@@ -1095,3 +1095,20 @@ fn autoscale_and_operate_inputs_are_checked() {
         Err(ApplyError::NotAssigned)
     );
 }
+
+#[test]
+fn a_hard_spread_service_rolls_on_a_full_cluster() {
+    let mut w = World::new();
+    w.service("web", 2, Spread::Hard);
+    w.converge(&cluster(), 0);
+    assert_eq!(w.nodes_of("web"), vec![W1, W2]);
+    let generation = new_version(&mut w, "v2");
+    for _ in 0..6 {
+        w.converge(&cluster_running(&w, 0, 0), 0);
+        w.converge(&cluster_running(&w, 1, 0), 0);
+    }
+    assert_eq!(serving(&w, generation), (2, 2));
+    let mut nodes = w.nodes_of("web");
+    nodes.sort_unstable();
+    assert_eq!(nodes, vec![W1, W2], "still one per node");
+}

@@ -134,7 +134,9 @@ pub fn drain(env: &Env) -> Result<(), HarnessError> {
             && cells.iter().all(|n| n == "worker-1"))
     })?;
     let drain_ms = took.as_millis();
-    eprintln!("    drain of 3 replicas off worker-2: {drain_ms} ms, never fewer than {fewest} running");
+    eprintln!(
+        "    drain of 3 replicas off worker-2: {drain_ms} ms, never fewer than {fewest} running"
+    );
     println!("METRIC drain_ms {drain_ms} ms");
     let events = cluster.node(1).command("xylem events 64", CMD)?;
     ensure!(
@@ -191,9 +193,15 @@ pub fn rollout(env: &Env) -> Result<(), HarnessError> {
         let out = cluster.node(1).command("xylem rollout status web", CMD)?;
         Ok(out.contains("rolled back: generation"))
     })?;
-    eprintln!("    crash-looping version rolled back in {} ms", took.as_millis());
+    eprintln!(
+        "    crash-looping version rolled back in {} ms",
+        took.as_millis()
+    );
     let status = cluster.node(1).command("xylem rollout status web", CMD)?;
-    ensure!(status.contains("(counter 1000)"), "after rollback:\n{status}");
+    ensure!(
+        status.contains("(counter 1000)"),
+        "after rollback:\n{status}"
+    );
     let events = cluster.node(1).command("xylem events 64", CMD)?;
     ensure!(
         events.contains("rollback web: generation"),
