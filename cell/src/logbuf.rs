@@ -5,6 +5,10 @@
 //! a cell crash-loops) and counted in [`LogBuf::dropped_bytes`], so the console can say how much
 //! was lost. [`LogBuf::last_lines`] serves `xylem logs <cell> [n]`. Bytes need not be UTF-8;
 //! lines are decoded lossily when read.
+//!
+//! Memory grows with use (a quiet cell holds a few bytes, never the whole capacity up
+//! front) and every growth is fallible: when the allocator says no, the new bytes are
+//! dropped and counted like overflow, so logging can never panic a node that is out of heap.
 
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -27,7 +31,7 @@ impl LogBuf {
     pub fn new(cap_bytes: usize) -> Self {
         assert!(cap_bytes > 0, "a log must hold at least one byte");
         LogBuf {
-            bytes: VecDeque::with_capacity(cap_bytes),
+            bytes: VecDeque::new(),
             cap_bytes,
             dropped_bytes: 0,
             total_bytes: 0,
@@ -42,6 +46,13 @@ impl LogBuf {
         let kept = &data[skip..];
         let overflow = (self.bytes.len() + kept.len()).saturating_sub(self.cap_bytes);
         self.bytes.drain(..overflow);
+        if !self.grow_for(kept.len()) {
+            // Out of memory: keep what we have, count the new bytes as lost.
+            self.dropped_bytes = self
+                .dropped_bytes
+                .saturating_add((skip + overflow + kept.len()) as u64);
+            return;
+        }
         self.bytes.extend(kept.iter().copied());
         self.dropped_bytes = self.dropped_bytes.saturating_add((skip + overflow) as u64);
         assert!(self.bytes.len() <= self.cap_bytes, "log above its cap");
@@ -49,6 +60,28 @@ impl LogBuf {
             self.dropped_bytes + self.bytes.len() as u64,
             self.total_bytes
         );
+    }
+
+    /// Makes room for `extra` more bytes (doubling, never beyond the cap); false when the
+    /// allocator refuses.
+    fn grow_for(&mut self, extra: usize) -> bool {
+        let needed = self.bytes.len() + extra;
+        debug_assert!(needed <= self.cap_bytes);
+        if needed <= self.bytes.capacity() {
+            return true;
+        }
+        let target = needed
+            .max(self.bytes.capacity() * 2)
+            .max(64)
+            .min(self.cap_bytes);
+        self.bytes
+            .try_reserve_exact(target - self.bytes.len())
+            .is_ok()
+    }
+
+    /// Bytes of heap the log holds now.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity()
     }
 
     /// The last `count` lines, oldest first. A trailing newline does not start an empty line;
@@ -121,6 +154,27 @@ mod tests {
     use alloc::vec;
 
     use super::*;
+
+    #[test]
+    fn memory_grows_with_use_and_never_beyond_the_cap() {
+        let mut log = LogBuf::new(16 * 1024);
+        assert_eq!(log.heap_bytes(), 0, "an empty log allocates nothing");
+        log.push(b"hello\n");
+        assert!(
+            log.heap_bytes() < 1024,
+            "{} bytes for one line",
+            log.heap_bytes()
+        );
+        for _ in 0..10_000 {
+            log.push(b"0123456789abcdef");
+        }
+        assert!(log.heap_bytes() <= 16 * 1024, "{} bytes", log.heap_bytes());
+        assert_eq!(
+            log.last_lines(1)[0].len(),
+            16 * 1024,
+            "the newest bytes are kept"
+        );
+    }
 
     #[test]
     fn keeps_lines_in_order() {

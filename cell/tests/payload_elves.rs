@@ -6,7 +6,9 @@ use cell::abi;
 use cell::elf::{self, LoadPlan};
 
 /// Every payload program the kernel embeds.
-const PAYLOADS: [&str; 4] = ["hello", "crasher", "spinner", "counter"];
+const PAYLOADS: [&str; 9] = [
+    "hello", "crasher", "spinner", "counter", "http", "echo", "memhog", "sockhog", "nettest",
+];
 /// The first bytes of the runtime's `_start`: `xor ebp, ebp`.
 const START_PROLOGUE: [u8; 2] = [0x31, 0xed];
 

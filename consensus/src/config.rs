@@ -44,6 +44,10 @@ pub struct Config {
     pub max_snapshot_bytes: usize,
     /// Most proposed-but-uncommitted entries a leader accepts before refusing. Default 1024.
     pub max_uncommitted_entries: u64,
+    /// Most bytes (`Entry::batch_cost_bytes`) of proposed-but-uncommitted entries a leader
+    /// accepts before refusing. Default 256 KiB. With the compaction policy and
+    /// `max_snapshot_bytes` it bounds what the disk store must hold (docs/raft.md).
+    pub max_uncommitted_bytes: usize,
     /// Most ReadIndex requests waiting for quorum confirmation. Default 64.
     pub max_pending_reads: usize,
     /// Most messages buffered between two `ready()` calls; overflow is dropped and counted
@@ -64,7 +68,8 @@ pub enum ConfigError {
     ElectionRange,
     /// A zero size, count or period where a positive one is needed.
     ZeroLimit,
-    /// `max_entry_bytes` does not fit one Append batch, or a chunk exceeds the batch bound.
+    /// `max_entry_bytes` does not fit one Append batch (or `max_uncommitted_bytes`), or a
+    /// chunk exceeds the batch bound.
     EntryExceedsBatch,
 }
 
@@ -89,6 +94,7 @@ impl Config {
             snapshot_chunk_bytes: 1000,
             max_snapshot_bytes: 1 << 20,
             max_uncommitted_entries: 1024,
+            max_uncommitted_bytes: 256 << 10,
             max_pending_reads: 64,
             max_outbox_messages: 1024,
             seed,
@@ -114,6 +120,7 @@ impl Config {
             || self.snapshot_chunk_bytes == 0
             || self.max_outbox_messages == 0
             || self.max_uncommitted_entries == 0
+            || self.max_uncommitted_bytes == 0
             || self.max_pending_reads == 0;
         if zero {
             return Err(ConfigError::ZeroLimit);
@@ -124,7 +131,10 @@ impl Config {
             return Err(ConfigError::ElectionRange);
         }
         let entry_cost = self.max_entry_bytes + crate::types::ENTRY_OVERHEAD_BYTES;
-        if entry_cost > self.max_append_bytes || self.snapshot_chunk_bytes > self.max_append_bytes {
+        if entry_cost > self.max_append_bytes
+            || self.snapshot_chunk_bytes > self.max_append_bytes
+            || entry_cost > self.max_uncommitted_bytes
+        {
             return Err(ConfigError::EntryExceedsBatch);
         }
         Ok(())

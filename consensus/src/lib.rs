@@ -34,6 +34,9 @@
 //! 8. Occasionally compact: `node.compact(applied, snapshot_bytes)` and persist the returned
 //!    snapshot with `DiskStore::save_snapshot`, which also bounds the disk.
 //!
+//! [`driver::Driver`] does steps 2–4, 7 and 8 (with a compaction policy and recovery from a
+//! failing store) for the kernel and the simulator alike.
+//!
 //! On restart: `DiskStore::open` → `DurableState` (+ a `RecoveryReport` to log) →
 //! `RawNode::restart`; load `durable.snapshot.data`; committed entries after it come again.
 
@@ -47,7 +50,9 @@ pub type NodeId = u64;
 
 mod config;
 pub mod disk;
+pub mod driver;
 mod election;
+pub mod guard;
 mod log;
 mod node;
 mod progress;
@@ -60,6 +65,7 @@ mod types;
 mod tests;
 
 pub use config::{Config, ConfigError, MAX_VOTERS};
+pub use guard::{RejectCounters, Rejection, PLAUSIBLE_MAX};
 pub use progress::ProgressState;
 pub use rawnode::{DurableState, NewError, RawNode, Ready, MAX_APPLY_PER_READY};
 pub use types::{

@@ -8,6 +8,7 @@
 
 use alloc::vec::Vec;
 
+use crate::guard::Rejection;
 use crate::types::{Entry, Snapshot, SnapshotMeta};
 
 /// The log of one node; see the module docs for its cursors.
@@ -109,6 +110,17 @@ impl RaftLog {
         probe
     }
 
+    /// Bytes (`Entry::batch_cost_bytes`) of the entries after `index` (all held entries when
+    /// `index` is at or below the snapshot).
+    pub fn bytes_after(&self, index: u64) -> usize {
+        let skip = index.saturating_sub(self.snapshot.meta.index) as usize;
+        self.entries
+            .iter()
+            .skip(skip)
+            .map(Entry::batch_cost_bytes)
+            .sum()
+    }
+
     /// The held snapshot (meta index 0 when none).
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
@@ -149,25 +161,45 @@ impl RaftLog {
     }
 
     /// Follower side of AppendEntries (§5.3). Returns the index of the last new entry when
-    /// `prev_index`/`prev_term` match, else `None`. Conflicting suffixes are truncated.
+    /// `prev_index`/`prev_term` match, `Ok(None)` when they do not. Conflicting suffixes are
+    /// truncated. A batch that is not contiguous, or that would overwrite a committed entry,
+    /// is refused whole and changes nothing (only a broken or forged leader sends one).
     pub fn maybe_append(
         &mut self,
         prev_index: u64,
         prev_term: u64,
         entries: &[Entry],
-    ) -> Option<u64> {
+    ) -> Result<Option<u64>, Rejection> {
         if !self.match_term(prev_index, prev_term) {
-            return None;
+            return Ok(None);
         }
-        let last_new = prev_index + entries.len() as u64;
-        for (offset, entry) in entries.iter().enumerate() {
-            assert_eq!(
-                entry.index,
-                prev_index + 1 + offset as u64,
-                "append batch not contiguous"
-            );
+        let contiguous = entries
+            .iter()
+            .zip(prev_index.saturating_add(1)..)
+            .all(|(entry, expected)| entry.index == expected);
+        if !contiguous {
+            return Err(Rejection::Inconsistent);
+        }
+        let last_new = prev_index.saturating_add(entries.len() as u64);
+        // First pass, no change yet: find where the batch leaves our log.
+        let mut conflict = None;
+        for entry in entries {
             if entry.index <= self.snapshot.meta.index {
                 continue; // Covered by our snapshot, hence committed and identical.
+            }
+            match self.term(entry.index) {
+                Some(t) if t == entry.term => continue,
+                Some(_) => conflict = Some(entry.index),
+                None => {}
+            }
+            break;
+        }
+        if conflict.is_some_and(|index| index <= self.committed) {
+            return Err(Rejection::TruncatesCommitted);
+        }
+        for entry in entries {
+            if entry.index <= self.snapshot.meta.index {
+                continue;
             }
             match self.term(entry.index) {
                 Some(t) if t == entry.term => continue,
@@ -177,7 +209,7 @@ impl RaftLog {
             self.entries.push(entry.clone());
         }
         self.check();
-        Some(last_new)
+        Ok(Some(last_new))
     }
 
     fn truncate_from(&mut self, index: u64) {

@@ -13,6 +13,7 @@ use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::config::Config;
+use crate::guard::{self, RejectCounters, Rejection};
 use crate::log::RaftLog;
 use crate::progress::Progress;
 use crate::read::ReadOnly;
@@ -51,6 +52,14 @@ pub struct Raft {
     pub(crate) outbox: VecDeque<Message>,
     /// Messages dropped because the outbox was full (Raft tolerates loss; counted for ops).
     pub dropped_messages: u64,
+    /// Election timeouts that started a (pre-)campaign, and leaderships given up by
+    /// CheckQuorum (for operators: why a role changed).
+    pub election_timeouts: u64,
+    pub check_quorum_stepdowns: u64,
+    /// Peer messages refused by the guard or a handler, per reason.
+    pub(crate) rejected: RejectCounters,
+    /// The refusal of the message being stepped, if any (returned by `step`).
+    last_rejection: Option<Rejection>,
     pub(crate) read_only: ReadOnly,
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
@@ -77,6 +86,10 @@ impl Raft {
             progress: BTreeMap::new(),
             outbox: VecDeque::new(),
             dropped_messages: 0,
+            election_timeouts: 0,
+            check_quorum_stepdowns: 0,
+            rejected: RejectCounters::default(),
+            last_rejection: None,
             read_only: ReadOnly::default(),
             read_states: Vec::new(),
             incoming_snapshot: None,
@@ -201,6 +214,7 @@ impl Raft {
     fn tick_election(&mut self) {
         self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_timeout {
+            self.election_timeouts += 1;
             self.hup();
         }
     }
@@ -212,6 +226,7 @@ impl Raft {
             self.election_elapsed = 0;
             if self.cfg.check_quorum && !self.quorum_recently_active() {
                 // CheckQuorum: a leader cut off from a majority steps down (thesis §6.2).
+                self.check_quorum_stepdowns += 1;
                 let term = self.term;
                 self.become_follower(term, None);
                 return;
@@ -242,21 +257,33 @@ impl Raft {
 
     // ----- step -----
 
-    /// Handles one message from a peer.
-    pub fn step(&mut self, msg: Message) {
-        if msg.to != self.cfg.id || msg.from == self.cfg.id || !self.cfg.voters.contains(&msg.from)
-        {
-            return; // Misrouted or from a non-member: never trust it.
+    /// Handles one message from a peer. A message the guard (`guard.rs`) or a handler
+    /// refuses changes nothing, is counted, and its reason returned.
+    pub fn step(&mut self, msg: Message) -> Result<(), Rejection> {
+        if let Err(why) = guard::check(self, &msg) {
+            self.reject(why);
+            return Err(why);
         }
+        self.last_rejection = None;
         if msg.term > self.term {
             if !self.accept_higher_term(&msg) {
-                return;
+                return Ok(());
             }
         } else if msg.term < self.term {
             self.on_stale_term(&msg);
-            return;
+            return Ok(());
         }
         self.dispatch(msg);
+        match self.last_rejection.take() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a refused peer message (a handler found it would break an invariant).
+    pub(crate) fn reject(&mut self, why: Rejection) {
+        self.rejected.record(why);
+        self.last_rejection = Some(why);
     }
 
     /// §5.1 with the PreVote and lease exceptions. Returns false to drop the message.
@@ -356,12 +383,11 @@ impl Raft {
 
     /// A message of the current term from the leader `from`: follow it.
     pub(crate) fn follow(&mut self, from: NodeId) {
-        debug_assert!(
-            self.role != Role::Leader || self.leader != Some(from),
-            "two leaders in one term"
-        );
         if self.role == Role::Leader {
-            return; // Election safety violated by a peer; refuse to follow (checked in sim).
+            // Election safety violated by a peer: refuse to follow, count it (the simulator
+            // checks that correct nodes never get here).
+            self.reject(Rejection::SecondLeader);
+            return;
         }
         if self.role != Role::Follower || self.leader != Some(from) {
             let term = self.term;
@@ -388,6 +414,15 @@ impl Raft {
         let uncommitted = self.log.last_index() - self.log.committed();
         if uncommitted >= self.cfg.max_uncommitted_entries {
             return Err(ProposeError::Backpressure { uncommitted });
+        }
+        // Bytes bound the disk: the store must always fit the uncommitted tail (docs/raft.md).
+        let uncommitted_bytes = self.log.bytes_after(self.log.committed());
+        let cost = data.len() + crate::types::ENTRY_OVERHEAD_BYTES;
+        if uncommitted_bytes + cost > self.cfg.max_uncommitted_bytes {
+            return Err(ProposeError::BackpressureBytes {
+                uncommitted_bytes,
+                max_bytes: self.cfg.max_uncommitted_bytes,
+            });
         }
         let index = self.log.last_index() + 1;
         self.log.append(Entry {

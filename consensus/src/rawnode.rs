@@ -7,6 +7,7 @@
 use alloc::vec::Vec;
 
 use crate::config::{Config, ConfigError};
+use crate::guard::{RejectCounters, Rejection};
 use crate::log::RaftLog;
 use crate::node::Raft;
 use crate::types::{
@@ -96,9 +97,26 @@ impl RawNode {
         self.raft.tick();
     }
 
-    /// Feeds a message received from a peer.
+    /// Feeds a message received from a peer. A refused message (see [`Rejection`]) changes
+    /// nothing and is counted in [`RawNode::rejected`].
     pub fn step(&mut self, msg: Message) {
-        self.raft.step(msg);
+        let _ = self.raft.step(msg);
+    }
+
+    /// Feeds a message that the transport authenticated as coming from `sender`: a message
+    /// claiming any other sender is refused ([`Rejection::SenderMismatch`]), and so is
+    /// anything [`RawNode::step`] refuses.
+    pub fn step_from(&mut self, sender: NodeId, msg: Message) -> Result<(), Rejection> {
+        if msg.from != sender {
+            self.raft.rejected.record(Rejection::SenderMismatch);
+            return Err(Rejection::SenderMismatch);
+        }
+        self.raft.step(msg)
+    }
+
+    /// Peer messages refused so far, per reason.
+    pub fn rejected(&self) -> &RejectCounters {
+        &self.raft.rejected
     }
 
     /// Starts an election immediately (e.g. operator request, tests).
@@ -248,6 +266,23 @@ impl RawNode {
     pub fn entry(&self, index: u64) -> Option<&Entry> {
         self.raft.log.entry(index)
     }
+    /// Bytes the log holds after its snapshot (`Entry::batch_cost_bytes` each): what
+    /// compaction reclaims, in memory and on disk.
+    pub fn log_bytes(&self) -> usize {
+        self.raft.log.bytes_after(0)
+    }
+    /// Bytes of the entries after `index`.
+    pub fn log_bytes_after(&self, index: u64) -> usize {
+        self.raft.log.bytes_after(index)
+    }
+    /// Bytes of the entries after the commit index.
+    pub fn uncommitted_bytes(&self) -> usize {
+        self.raft.log.bytes_after(self.raft.log.committed())
+    }
+    /// Bytes of the held snapshot's data.
+    pub fn snapshot_bytes(&self) -> usize {
+        self.raft.log.snapshot().data.len()
+    }
     /// The compacted prefix's metadata.
     pub fn snapshot_meta(&self) -> SnapshotMeta {
         self.raft.log.snapshot().meta
@@ -255,6 +290,14 @@ impl RawNode {
     /// Messages dropped because the outbox was full.
     pub fn dropped_messages(&self) -> u64 {
         self.raft.dropped_messages
+    }
+    /// Election timeouts that started a (pre-)campaign.
+    pub fn election_timeouts(&self) -> u64 {
+        self.raft.election_timeouts
+    }
+    /// Leaderships given up by CheckQuorum.
+    pub fn check_quorum_stepdowns(&self) -> u64 {
+        self.raft.check_quorum_stepdowns
     }
 }
 

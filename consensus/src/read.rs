@@ -76,6 +76,11 @@ impl Raft {
 
     /// A follower echoed heartbeat round `ctx`: release the reads a quorum has confirmed.
     pub(crate) fn on_read_ack(&mut self, from: NodeId, ctx: u64) {
+        if ctx > self.read_only.round {
+            // An answer to a round we never started: a broken or forged peer.
+            self.reject(crate::guard::Rejection::Inconsistent);
+            return;
+        }
         if ctx == 0 || self.read_only.pending.is_empty() {
             return;
         }

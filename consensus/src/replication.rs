@@ -10,6 +10,7 @@
 
 use alloc::vec::Vec;
 
+use crate::guard::Rejection;
 use crate::node::{IncomingSnapshot, Raft};
 use crate::progress::ProgressState;
 use crate::types::{Entry, MessageBody, Role, Snapshot, SnapshotMeta};
@@ -119,7 +120,8 @@ impl Raft {
             return;
         }
         match self.log.maybe_append(prev_index, prev_term, entries) {
-            Some(last_new) => {
+            Err(why) => self.reject(why),
+            Ok(Some(last_new)) => {
                 self.log.commit_to(commit.min(last_new));
                 let reply = MessageBody::AppendResponse {
                     success: true,
@@ -129,7 +131,7 @@ impl Raft {
                 };
                 self.send(from, reply);
             }
-            None => {
+            Ok(None) => {
                 let probe = prev_index.min(self.log.last_index());
                 let hint_index = self.log.find_conflict_by_term(probe, prev_term);
                 let hint_term = self.log.term(hint_index).unwrap_or(0);
@@ -154,6 +156,11 @@ impl Raft {
         hint_term: u64,
     ) {
         if self.role != Role::Leader {
+            return;
+        }
+        if success && index > self.log.last_index() {
+            // A follower cannot hold what we never had: a broken or forged answer.
+            self.reject(Rejection::AckBeyondLog);
             return;
         }
         let Some(pr) = self.progress.get_mut(&from) else {

@@ -166,6 +166,15 @@ pub enum ProposeError {
     TooLarge { bytes: usize, max_bytes: usize },
     /// Too many entries are waiting to commit (`Config::max_uncommitted_entries`).
     Backpressure { uncommitted: u64 },
+    /// The uncommitted entries already hold `Config::max_uncommitted_bytes` (counted with
+    /// `Entry::batch_cost_bytes`): this bound is what keeps the log within the disk.
+    BackpressureBytes {
+        uncommitted_bytes: usize,
+        max_bytes: usize,
+    },
+    /// The node's store failed to persist; it takes no new work until a retry succeeds
+    /// (`driver::Driver`).
+    StoreFailed,
     /// The leader has not yet committed an entry of its term, so it cannot serve a ReadIndex.
     LeaderNotReady,
     /// Too many reads are pending (`Config::max_pending_reads`).

@@ -21,7 +21,7 @@ use crate::sched::wait::WaitQueue;
 use crate::{node, time};
 
 /// Events the consumer has not taken yet, at most.
-const PENDING_CAP: usize = 1024;
+pub const PENDING_CAP: usize = 1024;
 /// Events remembered for `events [N]`.
 const HISTORY_CAP: usize = 256;
 
@@ -80,6 +80,10 @@ pub enum EventKind {
         frames_kib: u64,
         heap_kib: u64,
         tsc_mhz: u64,
+        /// Worst-case rate error of the clock calibration, in ppm.
+        tsc_err_ppm: u64,
+        /// This boot's random id (crash records name the boot that panicked with it).
+        boot_id: u64,
     },
     /// A task ended (the scheduler's ground truth).
     TaskExit {
@@ -136,6 +140,8 @@ pub enum EventKind {
         role: &'static str,
         term: u64,
         leader: u64,
+        /// What caused it: election_timeout, check_quorum, newer_term or message.
+        why: &'static str,
     },
     /// Raft: the store was recovered at boot (`device` "disk" or "ram"; `clean` false when
     /// recovery stopped at a torn or corrupt record).
@@ -145,6 +151,28 @@ pub enum EventKind {
         replayed: u64,
         discarded: u64,
         clean: bool,
+    },
+    /// Raft: the log was compacted through `index` (`log_bytes` it held just before).
+    RaftCompact {
+        index: u64,
+        snapshot_bytes: u64,
+        log_bytes: u64,
+    },
+    /// Raft: committed work waits for the state machine (the reactor applies it; not
+    /// written to COM2).
+    RaftApply,
+    /// Raft: a snapshot replaced the state machine (`action` "installed" from the leader,
+    /// "loaded" from this node's own disk at boot).
+    RaftSnapshot {
+        action: &'static str,
+        index: u64,
+        bytes: u64,
+    },
+    /// Raft: the store failed and the node stalls (`state` "stalled", `error` its kind), or
+    /// a retry worked and it resumes ("resumed").
+    RaftStore {
+        state: &'static str,
+        error: &'static str,
     },
     /// Control plane: a command was committed and applied to the desired state (`reason`:
     /// why the scheduler bound or unbound a slot, `-` for operator commands).
@@ -196,6 +224,10 @@ impl EventKind {
             EventKind::NodeLeft { .. } => "node_left",
             EventKind::RaftRole { .. } => "raft_role",
             EventKind::RaftRecovery { .. } => "raft_recovery",
+            EventKind::RaftApply => "raft_apply",
+            EventKind::RaftCompact { .. } => "raft_compact",
+            EventKind::RaftSnapshot { .. } => "raft_snapshot",
+            EventKind::RaftStore { .. } => "raft_store",
             EventKind::XylemCommit { .. } => "xylem_commit",
             EventKind::XylemAction { .. } => "xylem_action",
             EventKind::LeaseExpired { .. } => "lease_expired",
@@ -206,7 +238,10 @@ impl EventKind {
 
     /// Whether the event goes to COM2.
     fn logged(&self) -> bool {
-        !matches!(self, EventKind::Tick { .. } | EventKind::Message { .. })
+        !matches!(
+            self,
+            EventKind::Tick { .. } | EventKind::Message { .. } | EventKind::RaftApply
+        )
     }
 }
 
@@ -214,9 +249,9 @@ impl fmt::Display for EventKind {
     /// The `key=value` fields after `kind=`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EventKind::Boot { id, role, frames_kib, heap_kib, tsc_mhz } => write!(
+            EventKind::Boot { id, role, frames_kib, heap_kib, tsc_mhz, tsc_err_ppm, boot_id } => write!(
                 f,
-                "id={id} role={role} version={} frames_kib={frames_kib} heap_kib={heap_kib} tsc_mhz={tsc_mhz}",
+                "id={id} role={role} version={} frames_kib={frames_kib} heap_kib={heap_kib} tsc_mhz={tsc_mhz} tsc_err_ppm={tsc_err_ppm} boot_id={boot_id:016x}",
                 env!("CARGO_PKG_VERSION")
             ),
             EventKind::TaskExit { task, name, reason, cpu_ticks } => {
@@ -244,10 +279,18 @@ impl fmt::Display for EventKind {
             }
             EventKind::NodeDown { peer, reporter: None } => write!(f, "peer={peer} reason=suspicion_timeout"),
             EventKind::NodeDown { peer, reporter: Some(r) } => write!(f, "peer={peer} reason=reported_by reporter={r}"),
-            EventKind::RaftRole { role, term, leader } => write!(f, "role={role} term={term} leader={leader}"),
+            EventKind::RaftRole { role, term, leader, why } => write!(f, "role={role} term={term} leader={leader} why={why}"),
             EventKind::RaftRecovery { device, generation, replayed, discarded, clean } => {
                 write!(f, "device={device} generation={generation} replayed={replayed} discarded={discarded} clean={clean}")
             }
+            EventKind::RaftCompact { index, snapshot_bytes, log_bytes } => {
+                write!(f, "index={index} snapshot_bytes={snapshot_bytes} log_bytes={log_bytes}")
+            }
+            EventKind::RaftSnapshot { action, index, bytes } => {
+                write!(f, "action={action} index={index} bytes={bytes}")
+            }
+            EventKind::RaftStore { state, error } => write!(f, "state={state} error={error}"),
+            EventKind::RaftApply => Ok(()),
             EventKind::XylemCommit { index, op, service, slot, node, epoch, reason } => {
                 write!(f, "index={index} op={op} service={service} slot={slot} target={node} epoch={epoch} reason={reason}")
             }
@@ -292,6 +335,19 @@ pub fn push(kind: EventKind) {
             .push(Event { t_us, kind });
     });
     CONSUMERS.wake_all();
+}
+
+/// Writes one COM2 line in the event format without queueing an event: for records too
+/// large for the queue's inline events, such as the previous boot's panic (`last_panic`).
+pub fn log_only(kind: &str, fields: fmt::Arguments) {
+    serial::write_fmt(
+        Line::EventLog,
+        format_args!(
+            "t_us={} node={} kind={kind} {fields}\n",
+            time::now_us(),
+            node::name()
+        ),
+    );
 }
 
 /// Takes the next event, blocking until one arrives.

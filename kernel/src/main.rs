@@ -26,7 +26,9 @@ mod mm;
 mod cells;
 mod cluster;
 mod console;
+mod crash;
 mod events;
+mod identity;
 mod klog;
 #[cfg(feature = "ktest")]
 mod ktest;
@@ -79,6 +81,7 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     cells::init();
     let calibration = platform::init(boot_info.rsdp_addr.into_option());
     let node = node::init();
+    let boot_id = crash::init_boot_id();
     arch::cpu::enable_interrupts();
     // Bytes typed before the COM1 route existed raised no interrupt; collect them now.
     console::on_receive_interrupt();
@@ -98,6 +101,8 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
         frames_kib: total_kib,
         heap_kib: heap_bytes / 1024,
         tsc_mhz: calibration.tsc_hz / 1_000_000,
+        tsc_err_ppm: time::calibration_error_ppm(),
+        boot_id,
     });
     start_tasks();
     sched::run_idle()
@@ -107,12 +112,20 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
 fn start_tasks() {
     use kcore::run_queue::Priority;
     // The network first: probing must finish before other tasks run and measure things.
+    // Identity before the network: the transport seals or refuses by its verdict.
+    identity::init();
     netstack::start();
+    // Before the cluster: what the previous boot's panic left is reported first, and the
+    // node's status reports carry it from the start.
+    crash::check_previous_boot();
     // The cluster drivers log as they start (voters, disk recovery): do it before the shell
-    // prints its first prompt, so nothing lands in the middle of a command's output.
-    cluster::membership::init();
-    cluster::consensus::init();
-    cluster::control::init();
+    // prints its first prompt, so nothing lands in the middle of a command's output. A node
+    // whose identity was refused starts none of them (docs/security.md).
+    if identity::cluster_allowed() {
+        cluster::membership::init();
+        cluster::consensus::init();
+        cluster::control::init();
+    }
     let spawned = sched::spawn("shell", Priority::HIGH, || shell::run())
         .and_then(|_| sched::spawn("reactor", Priority::NORMAL, reactor::run));
     if let Err(err) = spawned {

@@ -12,11 +12,18 @@ use crate::{cells, cluster};
 
 static CONSUMED: AtomicU64 = AtomicU64::new(0);
 static MISSED: AtomicU64 = AtomicU64::new(0);
+/// Test hook: while set, the reactor consumes nothing (so a test can fill the queue).
+#[cfg(feature = "ktest")]
+pub static PAUSED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Runs the loop forever (the `reactor` task).
 pub fn run() {
     let mut expected_seq = None;
     loop {
+        #[cfg(feature = "ktest")]
+        while PAUSED.load(Ordering::Acquire) {
+            crate::sched::sleep_ms(1);
+        }
         let numbered = events::next();
         if let Some(expected) = expected_seq {
             if numbered.seq > expected {
@@ -44,6 +51,7 @@ fn on_event(kind: &EventKind) {
             cells::on_tick();
         }
         EventKind::Message { kind, .. } => crate::netstack::transport::deliver(*kind),
+        EventKind::RaftApply => cluster::consensus::apply_pending(),
         EventKind::NodeUp { .. }
         | EventKind::NodeDown { .. }
         | EventKind::NodeLeft { .. }
@@ -52,7 +60,10 @@ fn on_event(kind: &EventKind) {
         }
         EventKind::NodeSuspect { .. }
         | EventKind::RaftRole { .. }
-        | EventKind::RaftRecovery { .. } => {}
+        | EventKind::RaftRecovery { .. }
+        | EventKind::RaftCompact { .. }
+        | EventKind::RaftSnapshot { .. }
+        | EventKind::RaftStore { .. } => {}
         EventKind::XylemCommit { .. }
         | EventKind::XylemAction { .. }
         | EventKind::LeaseExpired { .. } => {}

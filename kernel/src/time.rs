@@ -13,8 +13,6 @@ pub const TICK_HZ: u64 = 1000;
 /// Length of one tick.
 pub const TICK_US: u64 = 1_000_000 / TICK_HZ;
 
-const CALIBRATION_PIT_COUNT: u16 = 11_932; // 10 ms
-
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
 static TICKS: AtomicU64 = AtomicU64::new(0);
@@ -27,24 +25,85 @@ pub struct Calibration {
     pub apic_counts_per_tick: u32,
 }
 
-/// Measures the TSC and APIC timer against 10 ms of PIT and starts the periodic tick.
+/// PIT ticks between the two calibration readings (30 ms).
+const CALIBRATION_PIT_TICKS: u16 = 35_795;
+/// Attempts at each reading; the one bracketed by the closest TSC pair is kept.
+const READ_ATTEMPTS: usize = 24;
+
+/// One reading of the PIT counter, bracketed by TSC reads.
+#[derive(Clone, Copy)]
+struct Reading {
+    /// TSC halfway between the brackets.
+    tsc_mid: u64,
+    /// TSC cycles between the brackets: the reading's uncertainty.
+    tsc_width: u64,
+    pit: u16,
+    apic: u32,
+}
+
+/// The tightest of [`READ_ATTEMPTS`] readings.
+fn read_tight() -> Reading {
+    (0..READ_ATTEMPTS)
+        .map(|_| {
+            let before = cpu::rdtsc();
+            let apic = apic::timer_current();
+            let pit = pit::read_count();
+            let after = cpu::rdtsc();
+            Reading {
+                tsc_mid: before + (after - before) / 2,
+                tsc_width: after - before,
+                pit,
+                apic,
+            }
+        })
+        .min_by_key(|r| r.tsc_width)
+        .expect("at least one attempt")
+}
+
+/// Measures the TSC and APIC timer against 30 ms of PIT and starts the periodic tick.
+///
+/// The PIT counter is read at the start and the end of the interval, each reading
+/// bracketed by two TSC reads, and the TSC rate comes from the readings' midpoints. This
+/// stays exact when the host deschedules the vCPU (TCG on a busy machine): a reading taken
+/// across a descheduling has wide brackets and loses to a tight one. (Polling for the end of
+/// a PIT countdown instead noticed it late under load and measured 2.6 GHz TSCs as up to
+/// 5 GHz, which made every COM2 timestamp run at half speed.)
 pub fn init() -> Calibration {
-    let (tsc_delta, apic_delta) = pit::measure(
-        CALIBRATION_PIT_COUNT,
-        || (cpu::rdtsc(), apic::timer_start_calibration()),
-        |(tsc0, apic0)| (cpu::rdtsc() - tsc0, apic0 - apic::timer_current()),
-    );
-    let window_us = u64::from(CALIBRATION_PIT_COUNT) * 1_000_000 / pit::PIT_HZ;
-    let tsc_hz = tsc_delta * 1_000_000 / window_us;
+    pit::start_countdown();
+    apic::timer_start_calibration();
+    let start = read_tight();
+    while start.pit.wrapping_sub(pit::read_count()) < CALIBRATION_PIT_TICKS {
+        core::hint::spin_loop();
+    }
+    let end = read_tight();
+    pit::stop();
+    let pit_ticks = u64::from(start.pit.wrapping_sub(end.pit));
+    assert!(pit_ticks > 0, "the PIT did not count during calibration");
+    let tsc_delta = end.tsc_mid - start.tsc_mid;
+    let tsc_hz = tsc_delta * pit::PIT_HZ / pit_ticks;
     assert!(tsc_hz > 0, "TSC did not advance during calibration");
-    let apic_counts_per_tick = (u64::from(apic_delta) * TICK_US / window_us).max(1) as u32;
+    let window_us = pit_ticks * 1_000_000 / pit::PIT_HZ;
+    let apic_delta = u64::from(start.apic.wrapping_sub(end.apic));
+    let apic_counts_per_tick = (apic_delta * TICK_US / window_us).max(1) as u32;
     TSC_HZ.store(tsc_hz, Ordering::Relaxed);
     TSC_AT_BOOT.store(cpu::rdtsc(), Ordering::Relaxed);
+    CALIBRATION_ERROR_PPM.store(
+        (start.tsc_width + end.tsc_width) / 2 * 1_000_000 / tsc_delta.max(1),
+        Ordering::Relaxed,
+    );
     apic::timer_start_periodic(idt::TIMER_VECTOR, apic_counts_per_tick);
     Calibration {
         tsc_hz,
         apic_counts_per_tick,
     }
+}
+
+/// Worst-case rate error of the calibration, in parts per million.
+static CALIBRATION_ERROR_PPM: AtomicU64 = AtomicU64::new(0);
+
+/// The calibration's worst-case rate error in ppm (shown in the boot event).
+pub fn calibration_error_ppm() -> u64 {
+    CALIBRATION_ERROR_PPM.load(Ordering::Relaxed)
 }
 
 /// Microseconds since calibration (0 before it).

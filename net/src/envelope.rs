@@ -30,6 +30,10 @@ pub const MAGIC: [u8; 4] = *b"XYLM";
 /// The protocol version this crate speaks. A receiver rejects any other version: a new
 /// layout gets a new number, so old and new nodes never misread each other's bytes.
 pub const VERSION: u8 = 1;
+/// The version of a *sealed* datagram (`crate::seal`): the same 40-byte header, then an
+/// authenticated, encrypted body. A receiver that requires sealing refuses version 1, and a
+/// receiver that does not knows nothing of version 2 (`unsupported_version`).
+pub const VERSION_SEALED: u8 = 2;
 /// Size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 40;
 /// The largest datagram we send or accept, header included.
@@ -343,6 +347,16 @@ pub(crate) fn envelope_checksum(header_bytes: &[u8], payload: &[u8]) -> u32 {
 /// counted as corruption, never as an unknown kind or a foreign cluster. Cost is bounded by
 /// one pass over at most [`MAX_DATAGRAM_LEN`] bytes.
 pub fn parse(datagram: &[u8]) -> Result<Envelope<'_>, DecodeError> {
+    parse_version(datagram, VERSION)
+}
+
+/// [`parse`] for a sealed datagram ([`VERSION_SEALED`]): the payload is the sealed body,
+/// still to be opened by `crate::seal`.
+pub fn parse_sealed(datagram: &[u8]) -> Result<Envelope<'_>, DecodeError> {
+    parse_version(datagram, VERSION_SEALED)
+}
+
+fn parse_version(datagram: &[u8], expected: u8) -> Result<Envelope<'_>, DecodeError> {
     let got = datagram.len();
     if got < HEADER_LEN {
         return Err(DecodeError::Truncated {
@@ -357,7 +371,7 @@ pub fn parse(datagram: &[u8]) -> Result<Envelope<'_>, DecodeError> {
         return Err(DecodeError::BadMagic);
     }
     let version = datagram[OFF_VERSION];
-    if version != VERSION {
+    if version != expected {
         return Err(DecodeError::UnsupportedVersion { version });
     }
     let payload_len = usize::from(read_u16(datagram, OFF_PAYLOAD_LEN));
@@ -445,6 +459,17 @@ impl Envelope<'_> {
 /// Used by [`crate::transport::encode`], which checks sizes and returns typed errors; this
 /// function only asserts them, as the caller has already checked.
 pub(crate) fn write_header(header: &Header, payload_len: usize, out: &mut [u8]) {
+    write_header_version(header, VERSION, payload_len, out);
+}
+
+/// Writes the header with `version` (1 plain, 2 sealed), then the checksum over the
+/// `payload_len` bytes already in place after it.
+pub(crate) fn write_header_version(
+    header: &Header,
+    version: u8,
+    payload_len: usize,
+    out: &mut [u8],
+) {
     assert!(
         payload_len <= MAX_PAYLOAD_LEN,
         "payload length checked by the caller"
@@ -456,7 +481,7 @@ pub(crate) fn write_header(header: &Header, payload_len: usize, out: &mut [u8]) 
     assert!(header.sender != BROADCAST, "sender checked by the caller");
     let len_field = u16::try_from(payload_len).unwrap_or(u16::MAX);
     out[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&MAGIC);
-    out[OFF_VERSION] = VERSION;
+    out[OFF_VERSION] = version;
     out[OFF_KIND] = header.kind.tag();
     out[OFF_PAYLOAD_LEN..OFF_PAYLOAD_LEN + 2].copy_from_slice(&len_field.to_be_bytes());
     out[OFF_CLUSTER..OFF_CLUSTER + 8].copy_from_slice(&header.cluster_id.to_be_bytes());

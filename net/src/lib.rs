@@ -9,6 +9,8 @@
 //! - [`transport`]: [`encode`] into a caller buffer, the [`Endpoint`] that receives, filters
 //!   and counts, and [`dispatch`] to one [`Handler`] method per kind.
 //! - [`probe`]: ping/pong RTT probes and statistics for the `transport_rtt_us` benchmark.
+//! - [`seal`]: sealed datagrams — ChaCha20-Poly1305 under per-pair keys from the mutual-TLS
+//!   session, with a replay window ([`seal::Keyring`]).
 //!
 //! Neighbours: the kernel owns the UDP socket (smoltcp over virtio-net) and the clock and
 //! drives this crate; `membership` (SWIM, Raft) and `xylem` produce and consume the postcard
@@ -25,14 +27,15 @@ pub mod crc32c;
 pub mod dedup;
 pub mod envelope;
 pub mod probe;
+pub mod seal;
 pub mod transport;
 
 /// A node's numeric identity (the same type as `membership::NodeId`).
 pub type NodeId = u64;
 
 pub use envelope::{
-    decode, parse, DecodeError, DropCounters, Envelope, Header, Kind, LocalIdentity, BROADCAST,
-    HEADER_LEN, MAGIC, MAX_DATAGRAM_LEN, MAX_PAYLOAD_LEN, VERSION,
+    decode, parse, parse_sealed, DecodeError, DropCounters, Envelope, Header, Kind, LocalIdentity,
+    BROADCAST, HEADER_LEN, MAGIC, MAX_DATAGRAM_LEN, MAX_PAYLOAD_LEN, VERSION, VERSION_SEALED,
 };
 pub use probe::{ProbeConfig, ProbeError, ProbePayload, Prober, RttStats, RttSummary};
 pub use transport::{

@@ -22,7 +22,11 @@ use crate::envelope::{
     decode, parse, write_header, DecodeError, DropCounters, Envelope, Header, Kind, LocalIdentity,
     BROADCAST, HEADER_LEN, MAX_PAYLOAD_LEN,
 };
+use crate::seal::{Keyring, OpenError, SealError};
 use crate::NodeId;
+
+/// Offset of the version byte (after the 4-byte magic).
+const VERSION_OFFSET: usize = 4;
 
 /// Why an envelope could not be written. Operating errors, returned, never panicked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,6 +328,53 @@ impl Endpoint {
     ) -> Result<H::Output, ReceiveError> {
         let envelope = self.receive(datagram)?;
         Ok(dispatch(&envelope, handler))
+    }
+
+    /// Seals a datagram to `receiver` with the next sequence number (`crate::seal`): only
+    /// possible once a session with `receiver` exists in `keyring`.
+    pub fn encode_sealed(
+        &mut self,
+        kind: Kind,
+        receiver: NodeId,
+        payload: &[u8],
+        keyring: &mut Keyring,
+        buf: &mut [u8],
+    ) -> Result<usize, SealError> {
+        let header = self.next_header(kind, receiver);
+        let len = keyring.seal(&header, payload, buf)?;
+        self.after_send(kind);
+        Ok(len)
+    }
+
+    /// Receives a datagram where sealing is required: a plain one is dropped (`unsealed`),
+    /// a sealed one must open under `keyring` (authentic, fresh) before anything reads its
+    /// payload, which is decrypted into `out`. Envelope errors are counted in
+    /// [`Endpoint::drops`], sealing errors in the keyring. The replay window replaces the
+    /// duplicate filter here: only authenticated datagrams may move it.
+    pub fn receive_sealed<'o>(
+        &mut self,
+        datagram: &[u8],
+        keyring: &mut Keyring,
+        now_ms: u64,
+        out: &'o mut [u8],
+    ) -> Result<Envelope<'o>, OpenError> {
+        if datagram.len() > VERSION_OFFSET && datagram[VERSION_OFFSET] == crate::VERSION {
+            keyring.record_unsealed();
+            return Err(OpenError::Unsealed);
+        }
+        let local = self.local();
+        match keyring.open(datagram, &local, now_ms, out) {
+            Ok(envelope) => {
+                let slot = &mut self.received[envelope.header.kind.index()];
+                *slot = slot.saturating_add(1);
+                Ok(envelope)
+            }
+            Err(OpenError::Decode(error)) => {
+                self.drops.record(&error);
+                Err(OpenError::Decode(error))
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// Drops per reason.

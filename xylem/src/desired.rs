@@ -47,6 +47,10 @@ pub const VACATED_MAX: usize = 256;
 pub const EPOCH_JUMP_MAX: Epoch = 1 << 16;
 /// The first snapshot format (no tombstones, specs without `fenced`); still restored.
 pub const SNAPSHOT_FORMAT_V1: u8 = 1;
+/// Epochs at or above this are implausible and refused on apply (2^62): a cluster that
+/// assigns a million slots a second needs 146,000 years to get there, and keeping every
+/// epoch below it means `epoch + 1` can never overflow (issue #15.4).
+pub const EPOCH_MAX: Epoch = 1 << 62;
 /// The second snapshot format (no operate state: every service at generation 1); still
 /// restored.
 pub const SNAPSHOT_FORMAT_V2: u8 = 2;
@@ -152,6 +156,8 @@ pub enum ApplyError {
     EpochJump { epoch: Epoch, epoch_high: Epoch },
     /// `Assign` of a fenced slot that is still bound: it must be unbound (and cleared) first.
     FencedSlotBound { current: Epoch },
+    /// `Assign` epoch reaches [`EPOCH_MAX`]: no correct leader proposes it.
+    ImplausibleEpoch { epoch: Epoch, epoch_high: Epoch },
     /// `Unassign` of a slot that is not bound.
     NotAssigned,
     /// `Unassign` whose epoch is not the slot's current epoch.
@@ -370,7 +376,7 @@ impl DesiredState {
     pub fn check(&self, command: &Command) -> Result<(), ApplyError> {
         let mut scratch = self.clone();
         scratch
-            .apply(self.state.applied_index + 1, command)
+            .apply(self.state.applied_index.saturating_add(1), command)
             .map(|_| ())
     }
 
@@ -618,6 +624,9 @@ impl DesiredState {
         if epoch - epoch_high > EPOCH_JUMP_MAX {
             return Err(ApplyError::EpochJump { epoch, epoch_high });
         }
+        if epoch >= EPOCH_MAX {
+            return Err(ApplyError::ImplausibleEpoch { epoch, epoch_high });
+        }
         // A plan made before a cordon committed must not land a slot there after it.
         if self.ops.cordoned.contains(&node) || self.state.draining.contains(&node) {
             return Err(OperateError::Cordoned { node }.into());
@@ -727,6 +736,9 @@ impl DesiredState {
         }
         if epoch - epoch_high > EPOCH_JUMP_MAX {
             return Err(ApplyError::EpochJump { epoch, epoch_high });
+        }
+        if epoch >= EPOCH_MAX {
+            return Err(ApplyError::ImplausibleEpoch { epoch, epoch_high });
         }
         if self.is_cordoned(node) {
             return Err(OperateError::Cordoned { node }.into());
@@ -923,6 +935,9 @@ impl DesiredState {
                 if epoch - epoch_high > EPOCH_JUMP_MAX {
                     return Err(ApplyError::EpochJump { epoch, epoch_high });
                 }
+                if epoch >= EPOCH_MAX {
+                    return Err(ApplyError::ImplausibleEpoch { epoch, epoch_high });
+                }
                 epoch_high = epoch;
             }
         } else if !place.is_empty() {
@@ -1014,6 +1029,12 @@ impl DesiredState {
         Ok(restored)
     }
 
+    /// Checks the structural invariants (for tests and fuzzers; `apply` checks them in
+    /// debug builds, `restore` always).
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        self.invariants()
+    }
+
     /// Checks the structural invariants (used after every apply in debug builds and on
     /// restore always).
     fn invariants(&self) -> Result<(), &'static str> {
@@ -1023,6 +1044,9 @@ impl DesiredState {
         }
         if s.draining.len() > DRAINING_MAX {
             return Err("too many draining nodes");
+        }
+        if s.epoch_high >= EPOCH_MAX {
+            return Err("epoch_high implausible");
         }
         if s.vacated.len() > VACATED_MAX {
             return Err("too many tombstones");
@@ -1253,6 +1277,85 @@ mod tests {
             Some(Assignment { node: 1, epoch: 5 })
         );
         assert_eq!(ds.assignment("web", 1), None);
+    }
+
+    /// Issue #15: a forged `Assign` with epoch u64::MAX passed apply and then overflowed
+    /// the planner. Epoch jumps and implausible epochs are refused, and the planner never
+    /// overflows.
+    #[test]
+    fn implausible_epochs_are_refused() {
+        let (ds, results) = run(&[
+            web(2),
+            assign(0, 1, u64::MAX),
+            assign(0, 1, EPOCH_MAX),
+            assign(0, 1, EPOCH_JUMP_MAX + 1),
+            assign(0, 1, EPOCH_JUMP_MAX),
+            assign(1, 2, EPOCH_JUMP_MAX + 1),
+        ]);
+        for i in [1, 2, 3] {
+            assert!(
+                matches!(results[i], Err(ApplyError::EpochJump { epoch_high: 0, .. })),
+                "{i}: {:?}",
+                results[i]
+            );
+        }
+        assert_eq!(results[4], Ok(Applied::Assigned { previous: None }));
+        assert_eq!(results[5], Ok(Applied::Assigned { previous: None }));
+        assert_eq!(ds.epoch_high(), EPOCH_JUMP_MAX + 1);
+        assert!(ds.check_invariants().is_ok());
+        // Near the ceiling (only a corrupt or forged history gets there), EPOCH_MAX itself is
+        // refused even as a small step.
+        let mut top = ds.state.clone();
+        top.epoch_high = EPOCH_MAX - 1;
+        top.services.get_mut("web").unwrap().slots.clear();
+        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
+        bytes.extend(postcard::to_allocvec(&top).unwrap());
+        let mut near = DesiredState::restore(&bytes, catalog()).unwrap();
+        let index = near.applied_index() + 1;
+        assert_eq!(
+            near.apply(index, &assign(0, 1, EPOCH_MAX)),
+            Err(ApplyError::ImplausibleEpoch {
+                epoch: EPOCH_MAX,
+                epoch_high: EPOCH_MAX - 1
+            })
+        );
+        // A snapshot that claims an implausible epoch_high is refused on restore.
+        let mut evil = ds.state.clone();
+        evil.epoch_high = u64::MAX;
+        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
+        bytes.extend(postcard::to_allocvec(&evil).unwrap());
+        assert_eq!(
+            DesiredState::restore(&bytes, catalog()),
+            Err(SnapshotError::Invariant("epoch_high implausible"))
+        );
+    }
+
+    /// At the very top of the epoch range the planner reports the slots pending instead of
+    /// overflowing, and whatever it proposes still applies.
+    #[test]
+    fn planner_stops_at_the_epoch_ceiling() {
+        use crate::placement::{self, NoFence, NodeView, PendingReason, Refill};
+        let (ds, _) = run(&[web(2)]);
+        let mut top = ds.state.clone();
+        top.epoch_high = EPOCH_MAX - 2;
+        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
+        bytes.extend(postcard::to_allocvec(&top).unwrap());
+        let mut ds = DesiredState::restore(&bytes, catalog()).unwrap();
+        let views = [1, 2].map(|id| NodeView {
+            free_mib: 1024,
+            ..NodeView::unreported(id, crate::NodeRole::Worker, true, false)
+        });
+        let config = crate::config::Config::default();
+        let mut refill = Refill::new(&config, 0);
+        let plan = placement::plan(&ds, &views, &mut refill, &NoFence, &config, 0);
+        assert_eq!(plan.commands.len(), 1, "{plan:?}");
+        assert_eq!(plan.pending.len(), 1);
+        assert_eq!(plan.pending[0].reason, PendingReason::EpochsExhausted);
+        let index = ds.applied_index() + 1;
+        assert!(ds.apply(index, &plan.commands[0]).is_ok());
+        assert_eq!(ds.epoch_high(), EPOCH_MAX - 1);
+        let plan = placement::plan(&ds, &views, &mut refill, &NoFence, &config, 0);
+        assert!(plan.commands.is_empty());
     }
 
     #[test]

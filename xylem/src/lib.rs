@@ -19,7 +19,8 @@
 //! 9. [`write`] and [`wire`]: honest operator writes, and the messages between nodes.
 //! 10. [`node`]: [`node::ControlNode`], one node's whole control plane, which the kernel and the
 //!     cluster simulator drive; [`name`]: a cell's cluster-wide name `service/slot@epoch`.
-//! 11. [`status`]: the model and 80-column rendering of `xylem status`.
+//! 11. [`status`]: the model and 80-column rendering of `xylem status`; [`json`] the same
+//!     model (and the event history) as one JSON object for `--json`.
 //!
 //! [`config::Config`] holds the tunables (placement weights, refill policy, leases, timings);
 //! limits that apply-time validation depends on are constants, identical on every node.
@@ -35,6 +36,7 @@ pub mod autoscale;
 pub mod command;
 pub mod config;
 pub mod desired;
+pub mod json;
 pub mod lease;
 pub mod name;
 pub mod node;

@@ -36,7 +36,7 @@ use crate::lease::{FenceCheck, LeaseClient, LeaseServer};
 use crate::name::CellName;
 use crate::placement::{self, NodeView, Pending, Refill};
 use crate::reconcile::{self, Action, CellId, LocalCell, StopReason};
-use crate::report::{CellReport, NodeReport};
+use crate::report::{CellReport, NodeReport, PanicNote};
 use crate::service::PayloadCatalog;
 use crate::status::{self, MemberState, NodeRow, QuorumView, RaftRole, StatusInput};
 use crate::wire::ControlMsg;
@@ -225,6 +225,8 @@ struct RemoteReq {
 /// The control plane of one node (see the module docs).
 pub struct ControlNode {
     id: NodeId,
+    /// How this node's previous boot ended, when in a panic: carried in every report.
+    last_panic: Option<PanicNote>,
     role: NodeRole,
     members: BTreeMap<NodeId, NodeRole>,
     config: Config,
@@ -280,6 +282,12 @@ fn is_up(state: Option<MemberState>) -> bool {
 
 impl ControlNode {
     /// A node with an empty desired state (Raft replays the log into it).
+    /// Records how this node's previous boot ended (a crash record found at boot); every
+    /// report from now on carries it, so the leader's `xylem status` shows it.
+    pub fn set_last_panic(&mut self, note: Option<PanicNote>) {
+        self.last_panic = note;
+    }
+
     pub fn new(cfg: NodeConfig, catalog: PayloadCatalog) -> Self {
         let mut members: BTreeMap<NodeId, NodeRole> = cfg.members.iter().copied().collect();
         let role = *members.entry(cfg.id).or_insert(NodeRole::Worker);
@@ -294,6 +302,7 @@ impl ControlNode {
             applied_through: 0,
             reports: BTreeMap::new(),
             report_seq: 0,
+            last_panic: None,
             mine: BTreeMap::new(),
             spawning: BTreeSet::new(),
             failed: BTreeSet::new(),
@@ -855,7 +864,7 @@ impl ControlNode {
             uptime_s: 0,
             cpu_pct: 0,
         }));
-        let report = NodeReport::new(
+        let mut report = NodeReport::new(
             self.id,
             self.report_seq,
             obs.load_milli,
@@ -863,6 +872,7 @@ impl ControlNode {
             self.desired.applied_index(),
             cells,
         );
+        report.last_panic = self.last_panic.clone();
         self.reports.insert(self.id, (report.clone(), obs.now_ms));
         report
     }
@@ -972,10 +982,19 @@ impl ControlNode {
         self.observe(obs);
         check_static(&self.desired, &command)?;
         check_members(&self.members, &self.desired, &command)?;
-        if !self.has_quorum(obs) {
+        let leader = obs.raft.leader.ok_or(WriteError::NoQuorum)?;
+        // The leader validates against its own state, so it must be caught up. A follower
+        // only forwards (the leader checks the state part), so it needs a leader it can
+        // reach, not to have applied the newest entries itself: right after a commit it may
+        // be a few ms behind, which must not read as "no quorum".
+        let may_write = if leader == self.id {
+            self.has_quorum(obs)
+        } else {
+            !obs.raft.failed && is_up(obs.members.get(&leader).copied())
+        };
+        if !may_write {
             return Err(WriteError::NoQuorum);
         }
-        let leader = obs.raft.leader.ok_or(WriteError::NoQuorum)?;
         // The leader checks against its state (authoritative); a follower leaves the state
         // part to the leader, whose answer comes back typed.
         let bytes = if leader == self.id {
@@ -1219,6 +1238,7 @@ impl ControlNode {
                     free_mib: report.map_or(0, |r| r.free_mib),
                     cells: report.map_or(0, |r| r.cell_count),
                     maint: self.desired.maintenance(id),
+                    last_panic: report.and_then(|r| r.last_panic.clone()),
                 }
             })
             .collect();
@@ -1255,14 +1275,16 @@ impl ControlNode {
                 }
             })
             .collect();
-        NodeReport::new(
+        let mut report = NodeReport::new(
             self.id,
             self.report_seq,
             obs.load_milli,
             obs.free_mib,
             self.desired.applied_index(),
             cells,
-        )
+        );
+        report.last_panic = self.last_panic.clone();
+        report
     }
 
     /// A node's Raft role as this node can know it: its own exactly, the leader's, and for

@@ -181,6 +181,9 @@ pub enum PendingReason {
     Replacing { node: NodeId },
     /// A rolling update waits for its turn (one replacement per service at a time).
     RolloutWait,
+    /// No fresh epoch is left below [`crate::desired::EPOCH_MAX`] (never reached by a real
+    /// cluster; defends against a corrupt or forged `epoch_high`).
+    EpochsExhausted,
 }
 
 impl PendingReason {
@@ -242,6 +245,11 @@ struct PlaceSlot {
     avoid: Vec<NodeId>,
     fail: PendingReason,
     reason: Reason,
+}
+
+/// Whether `epoch` may still be handed out (below [`crate::desired::EPOCH_MAX`]).
+fn desired_epoch_ok(epoch: Epoch) -> bool {
+    epoch < crate::desired::EPOCH_MAX
 }
 
 struct Planner<'a> {
@@ -321,8 +329,8 @@ impl<'a> Planner<'a> {
                 seen.insert((c.service.as_str(), c.slot, c.epoch, v.id), c);
             }
         }
-        // Apply bounds epochs to EPOCH_JUMP_MAX above epoch_high, far from u64::MAX in any
-        // real cluster; saturating keeps a forged state from panicking the planner.
+        // `epoch_high` is below EPOCH_MAX by apply's rule, so this cannot overflow; saturate
+        // anyway so a corrupt state can only exhaust epochs, never panic.
         let next_epoch = desired.epoch_high().saturating_add(1);
         Self {
             cfg,
@@ -599,6 +607,10 @@ impl<'a> Planner<'a> {
             bound.is_none_or(|a| a.node != node || reason == Reason::Exited),
             "a move goes elsewhere"
         );
+        if !desired_epoch_ok(self.next_epoch) {
+            self.pending(spec, slot, PendingReason::EpochsExhausted);
+            return;
+        }
         if reason.is_refill() {
             refill.tracker.record_refill(&spec.name, slot, now_ms);
         }

@@ -12,6 +12,10 @@
 //! maximal integers) encodes in under [`REPORT_BYTES_MAX`] bytes so it fits one datagram next to
 //! a gossip message. A node with more cells reports the first [`REPORT_CELLS_MAX`] in
 //! `(service, slot)` order and sets `truncated`.
+//!
+//! A node whose previous boot ended in a kernel panic says so in every report of the boot
+//! after it ([`PanicNote`], from the crash record the panic left on its disk), so the
+//! leader's `xylem status` shows that a peer crashed, not just that it vanished.
 
 use crate::{CellState, Epoch, NodeId, Slot};
 use alloc::string::String;
@@ -20,14 +24,65 @@ use serde::{Deserialize, Serialize};
 
 /// Most cells carried by one report.
 pub const REPORT_CELLS_MAX: usize = 16;
-/// Upper bound on an encoded report, in bytes (tested against the worst case). A control
-/// datagram carries one report with a few bytes of framing, well inside the transport's
-/// 1400-byte payload.
-pub const REPORT_BYTES_MAX: usize = 1024;
-/// The first byte of every encoded report (format 2 added `applied_index`, format 3 each
-/// cell's `cpu_pct`; reports are soft state between nodes of one image, so older formats are
-/// simply refused).
-pub const REPORT_FORMAT_V3: u8 = 3;
+/// Upper bound on an encoded report, in bytes (tested against the worst case). A report
+/// travels as one transport payload (at most 1360 bytes) inside a control message.
+pub const REPORT_BYTES_MAX: usize = 1100;
+/// The first byte of every encoded report (format 2 added `applied_index`, format 3
+/// [`NodeReport::last_panic`], format 4 each cell's `cpu_pct`; reports are soft state between
+/// nodes of one image, so older formats are simply refused).
+pub const REPORT_FORMAT_V4: u8 = 4;
+/// Longest panic message a report carries (cut on a character boundary).
+pub const PANIC_MESSAGE_MAX: usize = 48;
+
+/// How a node's previous boot ended, when it ended in a kernel panic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PanicNote {
+    /// The crash record the panic wrote.
+    Panicked {
+        /// The boot that panicked.
+        boot_id: u64,
+        /// Its uptime at the panic, in ms (saturating).
+        uptime_ms: u32,
+        /// The CPU exception, if the panic came from one.
+        vector: Option<u8>,
+        /// RIP as an offset in the kernel ELF (saturating), for `addr2line`.
+        rip_offset: u32,
+        /// The panic message, at most [`PANIC_MESSAGE_MAX`] bytes.
+        message: String,
+    },
+    /// The disk held a torn or corrupt record: a crash is likely, its details unknown.
+    CorruptRecord,
+}
+
+impl PanicNote {
+    /// A note from a crash record's fields; the message is cut to [`PANIC_MESSAGE_MAX`].
+    pub fn panicked(
+        boot_id: u64,
+        uptime_ms: u64,
+        vector: Option<u8>,
+        rip_offset: u64,
+        message: &str,
+    ) -> Self {
+        let mut end = message.len().min(PANIC_MESSAGE_MAX);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        PanicNote::Panicked {
+            boot_id,
+            uptime_ms: u32::try_from(uptime_ms).unwrap_or(u32::MAX),
+            vector,
+            rip_offset: u32::try_from(rip_offset).unwrap_or(u32::MAX),
+            message: String::from(&message[..end]),
+        }
+    }
+
+    fn is_bounded(&self) -> bool {
+        match self {
+            PanicNote::Panicked { message, .. } => message.len() <= PANIC_MESSAGE_MAX,
+            PanicNote::CorruptRecord => true,
+        }
+    }
+}
 
 /// One cell in a report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +124,8 @@ pub struct NodeReport {
     pub cell_count: u32,
     /// The cells, in `(service, slot, epoch)` order, at most [`REPORT_CELLS_MAX`].
     pub cells: Vec<CellReport>,
+    /// How the node's previous boot ended, if in a panic (see [`PanicNote`]).
+    pub last_panic: Option<PanicNote>,
 }
 
 /// Why a report could not be encoded or decoded.
@@ -109,6 +166,7 @@ impl NodeReport {
             applied_index,
             cell_count,
             cells,
+            last_panic: None,
         }
     }
 
@@ -124,7 +182,10 @@ impl NodeReport {
                 count: self.cells.len(),
             });
         }
-        let bytes = alloc::vec![REPORT_FORMAT_V3];
+        if self.last_panic.as_ref().is_some_and(|p| !p.is_bounded()) {
+            return Err(ReportError::Malformed);
+        }
+        let bytes = alloc::vec![REPORT_FORMAT_V4];
         let bytes = postcard::to_extend(self, bytes).map_err(|_| ReportError::Malformed)?;
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
@@ -138,7 +199,7 @@ impl NodeReport {
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
         }
-        if version != REPORT_FORMAT_V3 {
+        if version != REPORT_FORMAT_V4 {
             return Err(ReportError::UnknownFormat { version });
         }
         let (report, rest) =
@@ -150,6 +211,9 @@ impl NodeReport {
             return Err(ReportError::TooManyCells {
                 count: report.cells.len(),
             });
+        }
+        if report.last_panic.as_ref().is_some_and(|p| !p.is_bounded()) {
+            return Err(ReportError::Malformed);
         }
         Ok(report)
     }
@@ -193,15 +257,53 @@ mod tests {
         }
     }
 
+    fn worst_panic() -> PanicNote {
+        PanicNote::panicked(
+            u64::MAX,
+            u64::MAX,
+            Some(u8::MAX),
+            u64::MAX,
+            &"x".repeat(500),
+        )
+    }
+
     #[test]
     fn worst_case_report_fits_the_bound() {
         let cells = (0..REPORT_CELLS_MAX).map(worst_cell).collect();
-        let report = NodeReport::new(u64::MAX, u64::MAX, u32::MAX, u32::MAX, u64::MAX, cells);
+        let mut report = NodeReport::new(u64::MAX, u64::MAX, u32::MAX, u32::MAX, u64::MAX, cells);
+        report.last_panic = Some(worst_panic());
         let bytes = report.encode().unwrap();
         assert!(bytes.len() <= REPORT_BYTES_MAX, "{} bytes", bytes.len());
-        // 43 header bytes + 16 x 61 per cell: the bound is tight, keep it that way on purpose.
-        assert_eq!(bytes.len(), 1019);
+        // 43 header bytes + 16 x 61 per cell + 73 for the panic note: the bound is tight,
+        // keep it that way on purpose.
+        assert_eq!(bytes.len(), 1092);
         assert_eq!(NodeReport::decode(&bytes), Ok(report));
+    }
+
+    #[test]
+    fn panic_notes_are_cut_and_bounded() {
+        let PanicNote::Panicked { message, .. } =
+            PanicNote::panicked(1, 2, None, 3, &"é".repeat(40))
+        else {
+            panic!("a panicked note");
+        };
+        assert!(message.len() <= PANIC_MESSAGE_MAX && message.chars().all(|c| c == 'é'));
+        let mut report = NodeReport::new(1, 1, 0, 0, 0, vec![]);
+        report.last_panic = Some(PanicNote::CorruptRecord);
+        let bytes = report.encode().unwrap();
+        assert_eq!(NodeReport::decode(&bytes), Ok(report.clone()));
+        // A forged note with a message over the bound is refused both ways.
+        report.last_panic = Some(PanicNote::Panicked {
+            boot_id: 1,
+            uptime_ms: 1,
+            vector: None,
+            rip_offset: 1,
+            message: "y".repeat(PANIC_MESSAGE_MAX + 1),
+        });
+        assert_eq!(report.encode(), Err(ReportError::Malformed));
+        let mut forged = vec![REPORT_FORMAT_V4];
+        forged.extend(postcard::to_allocvec(&report).unwrap());
+        assert_eq!(NodeReport::decode(&forged), Err(ReportError::Malformed));
     }
 
     #[test]
@@ -245,11 +347,12 @@ mod tests {
             Err(ReportError::UnknownFormat { version: 1 })
         );
         assert_eq!(
-            NodeReport::decode(&[REPORT_FORMAT_V3, 0xff]),
-            Err(ReportError::Malformed)
+            NodeReport::decode(&[3]),
+            Err(ReportError::UnknownFormat { version: 3 })
         );
+        assert_eq!(NodeReport::decode(&[4, 0xff]), Err(ReportError::Malformed));
         assert!(matches!(
-            NodeReport::decode(&[2; REPORT_BYTES_MAX + 1]),
+            NodeReport::decode(&[4; REPORT_BYTES_MAX + 1]),
             Err(ReportError::TooLarge { .. })
         ));
         // A forged report claiming 17 cells but small enough to pass the byte bound.
@@ -266,7 +369,7 @@ mod tests {
                 cpu_pct: 0,
             })
             .collect();
-        let mut bytes = vec![REPORT_FORMAT_V3];
+        let mut bytes = vec![REPORT_FORMAT_V4];
         bytes.extend(postcard::to_allocvec(&forged).unwrap());
         assert_eq!(
             NodeReport::decode(&bytes),

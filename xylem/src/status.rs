@@ -13,6 +13,9 @@
 //! ...
 //! CELL                               NODE         STATE      RST  UPTIME LOCAL
 //! web/0@3                            w1           running      0   1m15s     3
+//!
+//! NODE         LAST PANIC (previous boot)         <- only when a node reports one
+//! w2           up 12.3s vector 14 elf+0x1a2b: page fault (vector 14) in kernel mo~
 //! ```
 //!
 //! A cell is shown by its cluster-wide name `service/slot@epoch` ([`CellName`]); LOCAL is its
@@ -25,7 +28,7 @@
 use crate::desired::DesiredState;
 use crate::name::CellName;
 use crate::placement::Pending;
-use crate::report::NodeReport;
+use crate::report::{NodeReport, PanicNote};
 use crate::{CellState, NodeRole};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -108,9 +111,36 @@ pub struct NodeRow {
     pub cells: u32,
     /// Maintenance state (`xylem cordon|drain`): active, cordoned, draining or drained.
     pub maint: crate::operate::Maintenance,
+    /// How the node's previous boot ended, if in a panic (from its report).
+    pub last_panic: Option<PanicNote>,
 }
 
-/// A service's summarised health.
+/// A node's last panic in one line of at most `width` characters.
+pub fn panic_text(note: &PanicNote, width: usize) -> String {
+    let text = match note {
+        PanicNote::Panicked {
+            uptime_ms,
+            vector,
+            rip_offset,
+            message,
+            ..
+        } => {
+            let cause = match vector {
+                Some(v) => alloc::format!("vector {v}"),
+                None => String::from("panic"),
+            };
+            alloc::format!(
+                "up {}.{}s {cause} elf+{rip_offset:#x}: {message}",
+                uptime_ms / 1000,
+                uptime_ms % 1000 / 100
+            )
+        }
+        PanicNote::CorruptRecord => {
+            String::from("crash record corrupt (torn or flipped; not trusted)")
+        }
+    };
+    fit(&text, width)
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServiceHealth {
     /// Running equals desired and nothing is pending.
@@ -252,6 +282,7 @@ pub fn render(input: &StatusInput) -> String {
     render_nodes(&mut out, &input.nodes);
     render_services(&mut out, &input.services, input.quorum.quorum);
     render_cells(&mut out, &input.cells);
+    render_panics(&mut out, &input.nodes);
     debug_assert!(out.lines().all(|l| l.chars().count() <= WIDTH));
     out
 }
@@ -353,6 +384,25 @@ fn render_cells(out: &mut String, cells: &[CellRow]) {
         );
     }
     more(out, cells.len());
+}
+
+fn render_panics(out: &mut String, nodes: &[NodeRow]) {
+    let crashed: Vec<&NodeRow> = nodes.iter().filter(|n| n.last_panic.is_some()).collect();
+    if crashed.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{:<12} LAST PANIC (previous boot)", "NODE");
+    for n in crashed.iter().take(ROWS_MAX) {
+        if let Some(note) = &n.last_panic {
+            let _ = writeln!(
+                out,
+                "{:<12} {}",
+                fit(&n.name, 12),
+                panic_text(note, WIDTH - 13)
+            );
+        }
+    }
+    more(out, crashed.len());
 }
 
 fn more(out: &mut String, rows: usize) {

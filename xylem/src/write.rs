@@ -181,6 +181,12 @@ impl fmt::Display for ApplyError {
             Self::EpochJump { epoch, epoch_high } => {
                 write!(f, "implausible epoch {epoch} (highest {epoch_high})")
             }
+            Self::ImplausibleEpoch { epoch, epoch_high } => {
+                write!(
+                    f,
+                    "epoch {epoch} is at or above the ceiling 2^62 (highest {epoch_high})"
+                )
+            }
             Self::FencedSlotBound { current } => {
                 write!(f, "fenced slot still bound at epoch {current}")
             }

@@ -1,8 +1,13 @@
-//! Helpers shared by the payload binaries (argument parsing, delays). The binaries themselves
-//! are in `src/bin/`; each is `#![no_std]`, `#![no_main]`, `#![forbid(unsafe_code)]` and
-//! declares its `main` with `xylem_rt::entry!`.
-#![no_std]
+//! Helpers shared by the payload binaries (argument parsing, delays) and the `http`
+//! payload's protocol logic ([`http`], host-tested). The binaries themselves are in
+//! `src/bin/`; each is `#![no_std]`, `#![no_main]`, `#![forbid(unsafe_code)]` and declares
+//! its `main` with `xylem_rt::entry!`.
+#![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod http;
 
 use xylem_rt::{println, sys, Args};
 

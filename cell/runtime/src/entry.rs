@@ -5,11 +5,14 @@
 //! stack as the System V ABI requires before a `call`, and calls [`start_rust`], which reads
 //! the arguments with the `args` syscall, runs the payload's `main` and exits with its code.
 
+#[cfg(target_os = "none")]
 use core::panic::PanicInfo;
 
 use crate::abi::{self, ArgsIter};
+#[cfg(target_os = "none")]
 use crate::{sys, PANIC_EXIT_CODE};
 
+#[cfg(target_os = "none")]
 core::arch::global_asm!(
     ".globl _start",
     ".type _start, @function",
@@ -21,6 +24,7 @@ core::arch::global_asm!(
     start = sym start_rust,
 );
 
+#[cfg(target_os = "none")]
 extern "Rust" {
     /// Defined by the payload with `xylem_rt::entry!(main)`.
     fn __xylem_main(args: &Args) -> i32;
@@ -71,6 +75,7 @@ impl Args {
     }
 }
 
+#[cfg(target_os = "none")]
 extern "C" fn start_rust() -> ! {
     let mut args = Args {
         blob: [0; abi::MAX_ARGS_BYTES],
@@ -84,6 +89,7 @@ extern "C" fn start_rust() -> ! {
     sys::exit(code)
 }
 
+#[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     match info.location() {

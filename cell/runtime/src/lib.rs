@@ -6,20 +6,32 @@
 //! * a safe wrapper for every syscall of the ABI ([`sys`]);
 //! * `print!`/`println!` (fd 1) and `eprint!`/`eprintln!` (fd 2) ([`io`]);
 //! * a panic handler that prints the message and exits with code [`PANIC_EXIT_CODE`];
+//! * a global allocator over the `mem_map` syscall ([`heap`]), so payloads use `alloc`;
+//! * sockets: [`net::TcpListener`], [`net::TcpStream`], [`net::UdpSocket`], [`net::poll`];
+//! * the cell's own identity ([`sys::cell_info`]: its cluster-wide name, node, memory);
 //! * deliberate CPU faults for test payloads ([`fault`]).
 //!
 //! All `unsafe` of the payload side lives in this crate (`sys`, `fault`, `entry`), each block
 //! with a `// SAFETY:` comment; payload binaries are `#![forbid(unsafe_code)]`. The syscall
 //! numbers, errno values and layout come from `cell/src/abi.rs`, included verbatim as [`abi`],
-//! so the kernel and the runtime share one definition. No heap: arguments live in a fixed
-//! buffer of `abi::MAX_ARGS_BYTES` on the initial stack.
-#![no_std]
+//! so the kernel and the runtime share one definition. Arguments live in a fixed buffer of
+//! `abi::MAX_ARGS_BYTES` on the initial stack; the heap is mapped on first use.
+//!
+//! Host tests (`cargo test` in this directory) cover the pure parts (the allocator's chunk
+//! sizing and arena handling); the entry point, panic handler and global allocator are
+//! compiled only for `x86_64-unknown-none`.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
 
 #[path = "../../src/abi.rs"]
 pub mod abi;
 pub mod entry;
 pub mod fault;
+pub mod heap;
 pub mod io;
+pub mod mem;
+pub mod net;
 pub mod sys;
 
 pub use abi::Errno;

@@ -15,6 +15,11 @@ pub struct MemDevice {
     pending: Vec<(u64, [u8; SECTOR_BYTES])>,
     /// Writes performed (for tests and statistics).
     pub writes: u64,
+    /// Flushes performed.
+    pub flushes: u64,
+    /// Writes and flushes still to fail with `DeviceError::Io` (an injected transient fault:
+    /// a failed write lands nothing, a failed flush makes nothing durable).
+    failing_ops: u32,
 }
 
 /// What a crash did to the unflushed writes (for tests to assert on).
@@ -35,6 +40,38 @@ impl MemDevice {
             durable: vec![[0u8; SECTOR_BYTES]; sectors as usize],
             pending: Vec::new(),
             writes: 0,
+            flushes: 0,
+            failing_ops: 0,
+        }
+    }
+
+    /// Makes the next `ops` writes and flushes fail (a transient device fault).
+    pub fn fail_next_ops(&mut self, ops: u32) {
+        self.failing_ops = ops;
+    }
+
+    /// Injected failures not yet consumed.
+    pub fn failing_ops(&self) -> u32 {
+        self.failing_ops
+    }
+
+    fn injected_failure(&mut self, lba: u64) -> Result<(), DeviceError> {
+        if self.failing_ops > 0 {
+            self.failing_ops -= 1;
+            return Err(DeviceError::Io { lba });
+        }
+        Ok(())
+    }
+
+    /// A copy holding only what is durable (the unflushed writes dropped): what a crash
+    /// that lost every pending write would leave.
+    pub fn durable_copy(&self) -> MemDevice {
+        MemDevice {
+            durable: self.durable.clone(),
+            pending: Vec::new(),
+            writes: self.writes,
+            flushes: self.flushes,
+            failing_ops: 0,
         }
     }
 
@@ -110,12 +147,15 @@ impl BlockDevice for MemDevice {
         if lba >= self.durable.len() as u64 {
             return Err(DeviceError::OutOfRange { lba });
         }
+        self.injected_failure(lba)?;
         self.writes += 1;
         self.pending.push((lba, *buf));
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), DeviceError> {
+        self.injected_failure(u64::MAX)?;
+        self.flushes += 1;
         for (lba, data) in core::mem::take(&mut self.pending) {
             self.durable[lba as usize] = data;
         }

@@ -207,6 +207,19 @@ impl<D: BlockDevice> DiskStore<D> {
         self.tail_sector
     }
 
+    /// Sectors of each of the two regions: the most one generation (the whole compacted
+    /// state plus the batches appended after it) can use.
+    pub fn region_sectors(&self) -> u64 {
+        self.region_sectors
+    }
+
+    /// Rewrites the whole in-memory state as a new generation. After a failed `persist` the
+    /// mirror already holds the batch that did not reach the disk; a successful `resync`
+    /// makes all of it durable, so the caller may then keep the promises of that batch.
+    pub fn resync(&mut self) -> Result<(), DiskError> {
+        self.rewrite()
+    }
+
     /// The device (the simulator crashes it).
     pub fn device_mut(&mut self) -> &mut D {
         &mut self.dev

@@ -11,11 +11,15 @@
 extern crate alloc;
 
 pub mod byte_ring;
+pub mod crash_record;
 pub mod event_ring;
+pub mod fd_table;
 pub mod frame_filter;
 pub mod line_editor;
 pub mod load;
+pub mod map_regions;
 pub mod node_config;
 pub mod peers;
+pub mod rtc;
 pub mod run_queue;
 pub mod short_str;

@@ -8,9 +8,20 @@
 //! it to [`on_task_exit`], which frees the cell's memory, records the exit and asks the
 //! supervision policy (`cell::supervise`) whether and when to restart. Restarts are
 //! started from [`on_tick`] when their backoff has passed.
+//!
+//! No exit is lost: the scheduler's exit hook records a cell's end in its table record
+//! (`table::record_exit`) before the `task_exit` event is queued, and [`on_tick`] finishes
+//! any recorded end whose event never arrived (the queue overflowed). No panic on
+//! exhaustion: starting a cell checks the heap's headroom ([`HEAP_RESERVE_BYTES`]) and
+//! allocates its table slot and kernel stack fallibly, so running out of heap or tasks is
+//! a clear refusal ([`CellError::OutOfMemory`], [`CellError::TooManyTasks`]) at the shell
+//! and to the control plane.
 
+pub mod io;
 mod loader;
 pub mod payloads;
+mod sys_mem;
+mod sys_net;
 pub mod syscalls;
 pub mod table;
 
@@ -23,6 +34,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::run_queue::Priority;
 
+pub use self::io::Limits;
 use self::table::CellRecord;
 use crate::arch::idt::UserFault;
 use crate::arch::{cpu, syscall};
@@ -33,6 +45,62 @@ use crate::time;
 /// TSC just before the most recent drop to ring 3 (for `bench-cells`).
 pub static LAST_USER_ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
 
+/// The steps of starting a cell, in order, for the spawn breakdown of `bench-cells`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnStage {
+    /// `run` returned: spec checks, supervisor, table record, task (with its kernel stack).
+    Requested,
+    /// The cell's task started running (`cell_main`).
+    TaskRunning,
+    /// The payload's image was found in the cache (validated and its text built at boot,
+    /// `loader::prepare`).
+    Parsed,
+    /// The address space exists (top-level table, kernel half copied).
+    SpaceReady,
+    /// Every segment is mapped and filled.
+    SegmentsMapped,
+    /// The user stack is mapped.
+    StackMapped,
+    /// The table took the space; the cell is running.
+    Attached,
+}
+
+impl SpawnStage {
+    /// Every stage, in order.
+    pub const ALL: [SpawnStage; 7] = [
+        SpawnStage::Requested,
+        SpawnStage::TaskRunning,
+        SpawnStage::Parsed,
+        SpawnStage::SpaceReady,
+        SpawnStage::SegmentsMapped,
+        SpawnStage::StackMapped,
+        SpawnStage::Attached,
+    ];
+
+    /// The name the benchmark prints.
+    #[cfg(feature = "ktest")]
+    pub fn name(self) -> &'static str {
+        match self {
+            SpawnStage::Requested => "request",
+            SpawnStage::TaskRunning => "schedule",
+            SpawnStage::Parsed => "image_lookup",
+            SpawnStage::SpaceReady => "address_space",
+            SpawnStage::SegmentsMapped => "segments",
+            SpawnStage::StackMapped => "stack",
+            SpawnStage::Attached => "attach",
+        }
+    }
+}
+
+/// TSC at each stage of the most recent cell start (for `bench-cells`).
+pub static SPAWN_STAGE_TSC: [AtomicU64; SpawnStage::ALL.len()] =
+    [const { AtomicU64::new(0) }; SpawnStage::ALL.len()];
+
+/// Records that the current cell start reached `stage`.
+pub fn stamp(stage: SpawnStage) {
+    SPAWN_STAGE_TSC[stage as usize].store(cpu::rdtsc(), Ordering::Relaxed);
+}
+
 /// Why a cell could not be started or stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CellError {
@@ -41,6 +109,18 @@ pub enum CellError {
     NoSuchCell(u64),
     AlreadyFinished(u64),
     Spawn(String),
+    /// The heap cannot hold another cell and still keep the kernel's own reserve.
+    OutOfMemory {
+        free_bytes: u64,
+        needed_bytes: u64,
+    },
+    /// Every task slot is in use.
+    TooManyTasks,
+    /// Physical memory cannot hold another cell and still keep the kernel's reserve.
+    OutOfFrames {
+        free_frames: u64,
+        needed_frames: u64,
+    },
 }
 
 impl core::fmt::Display for CellError {
@@ -58,34 +138,115 @@ impl core::fmt::Display for CellError {
             CellError::NoSuchCell(id) => write!(f, "no cell {id} (see 'cell ls')"),
             CellError::AlreadyFinished(id) => write!(f, "cell {id} is not running"),
             CellError::Spawn(why) => write!(f, "cannot start a task: {why}"),
+            CellError::OutOfMemory {
+                free_bytes,
+                needed_bytes,
+            } => write!(
+                f,
+                "ENOMEM: out of kernel heap ({} KiB free, a cell needs {} KiB beyond the kernel's reserve); stop cells or give the node more memory",
+                free_bytes / 1024,
+                needed_bytes.div_ceil(1024)
+            ),
+            CellError::OutOfFrames {
+                free_frames,
+                needed_frames,
+            } => write!(
+                f,
+                "ENOMEM: out of physical memory ({} KiB free, a cell needs about {} KiB beyond the kernel's reserve); stop cells or give the node more memory",
+                free_frames * 4,
+                needed_frames * 4
+            ),
+            CellError::TooManyTasks => write!(
+                f,
+                "EAGAIN: the task table is full ({} tasks); stop a cell first",
+                sched::MAX_TASKS
+            ),
         }
     }
 }
 
-/// Installs the syscall and ring-3 fault handlers. Call once at boot.
+/// Heap a new cell costs up front: its kernel stack, its record, and its log's first
+/// growth (the loader's transient buffers come out of the reserve).
+pub const CELL_HEAP_BYTES: u64 = crate::arch::switch::STACK_BYTES as u64 + 4096;
+
+/// Heap kept for the kernel itself (Raft log, membership, the network, the shell) that
+/// cells never take: an eighth of the heap, at least 1 MiB.
+pub fn heap_reserve_bytes() -> u64 {
+    let (_, size) = crate::mm::heap::usage();
+    (size / 8).max(HEAP_RESERVE_BYTES)
+}
+
+/// The least heap [`heap_reserve_bytes`] keeps back.
+pub const HEAP_RESERVE_BYTES: u64 = 1 << 20;
+
+/// Installs the syscall and ring-3 fault handlers and the exit hook. Call once at boot.
 pub fn init() {
     syscall::init(syscalls::on_syscall);
     crate::arch::idt::set_user_fault_handler(on_user_fault);
+    // Validate every payload and build its shared text once (see `loader`). A payload that
+    // fails here fails to load later (LoadFailed), with the reason in its cell's log.
+    for name in payloads::names() {
+        if let Some(image) = payloads::image(name) {
+            if let Err(err) = loader::prepare(name, image) {
+                log::error!("cells: payload '{name}' is unusable: {err:?}");
+            }
+        }
+    }
+    sched::set_exit_hook(table::record_exit);
+}
+
+/// Physical frames kept for the kernel (DMA, page tables of running cells, the network)
+/// that new cells never take: a sixteenth of all frames, at least 256 (1 MiB).
+fn frame_reserve() -> u64 {
+    (crate::mm::frames::total_frames() / 16).max(256)
+}
+
+/// Refuses a new cell when its image, stack and page tables would not fit in the free
+/// frames on top of the kernel's reserve (the loader would fail later otherwise).
+fn check_frame_headroom(image_bytes: usize) -> Result<(), CellError> {
+    let pages = |bytes: u64| bytes.div_ceil(crate::mm::PAGE_BYTES);
+    // Image (with zeroed bss, rounded), stack, and a handful of page-table pages.
+    let needed_frames = pages(image_bytes as u64) + pages(::cell::abi::USER_STACK_BYTES) + 8;
+    let free_frames = crate::mm::frames::free_frames();
+    if free_frames < needed_frames + frame_reserve() {
+        return Err(CellError::OutOfFrames {
+            free_frames,
+            needed_frames,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a new cell when the heap could not hold it on top of the kernel's reserve.
+fn check_heap_headroom() -> Result<(), CellError> {
+    let (used, size) = crate::mm::heap::usage();
+    let free_bytes = size.saturating_sub(used);
+    let needed_bytes = CELL_HEAP_BYTES + heap_reserve_bytes();
+    if free_bytes < needed_bytes {
+        return Err(CellError::OutOfMemory {
+            free_bytes,
+            needed_bytes: CELL_HEAP_BYTES,
+        });
+    }
+    Ok(())
 }
 
 fn now_ms() -> u64 {
     time::now_us() / 1000
 }
 
-/// Starts a cell running `spec`, supervised with `policy`.
-pub fn run(spec: PayloadSpec, policy: RestartPolicy) -> Result<u64, CellError> {
-    run_labelled(spec, policy, None)
-}
-
-/// As [`run`], for a cell that serves a slot: its events carry `label`, its cluster-wide name.
-pub fn run_labelled(
+/// Starts a cell running `spec`, supervised with `policy`, within `limits`. `label` is its
+/// cluster-wide name (`web/1@7`: what its events carry and `cell_info` tells the payload) when
+/// the control plane started it for a slot; `None` names a local cell `cell-<id>`.
+pub fn run(
     spec: PayloadSpec,
     policy: RestartPolicy,
+    limits: Limits,
     label: Option<CellLabel>,
 ) -> Result<u64, CellError> {
-    if payloads::image(&spec.payload).is_none() {
+    let Some(image) = payloads::image(&spec.payload) else {
         return Err(CellError::UnknownPayload(spec.payload.clone()));
-    }
+    };
     let args_blob = spec
         .encode_args()
         .map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
@@ -94,21 +255,50 @@ pub fn run_labelled(
         ..supervise::Config::default()
     };
     let supervisor = Supervisor::new(config).map_err(|e| CellError::BadSpec(format!("{e:?}")))?;
+    // Finished cells beyond the kept few go first: their memory may be what we need.
+    table::purge_finished();
+    check_heap_headroom()?;
+    check_frame_headroom(image.len())?;
     let id = table::next_id();
-    let mut record = CellRecord::new(id, spec, args_blob, supervisor, now_ms());
+    let name = label.map_or_else(|| format!("cell-{id}"), |l| String::from(l.as_str()));
+    let mut record = CellRecord::new(id, spec, args_blob, supervisor, now_ms(), name, limits);
     record.label = label;
-    table::with(|cells| cells.insert(record));
+    let inserted = table::with(|cells| {
+        let room = cells.try_reserve_one();
+        if room {
+            cells.insert(record);
+        }
+        room
+    });
+    if !inserted {
+        let (used, size) = crate::mm::heap::usage();
+        return Err(CellError::OutOfMemory {
+            free_bytes: size.saturating_sub(used),
+            needed_bytes: CELL_HEAP_BYTES,
+        });
+    }
     if let Err(err) = start_incarnation(id) {
         table::with(|cells| cells.remove(&id));
         return Err(err);
     }
-    table::purge_finished();
+    stamp(SpawnStage::Requested);
     Ok(id)
 }
 
 fn start_incarnation(id: u64) -> Result<(), CellError> {
-    let task = sched::spawn_fn(&format!("cell-{id}"), Priority::CELL, cell_main, id)
-        .map_err(|e| CellError::Spawn(format!("{e:?}")))?;
+    let task = sched::spawn_fn(&format!("cell-{id}"), Priority::CELL, cell_main, id).map_err(
+        |e| match e {
+            sched::SpawnError::TooManyTasks => CellError::TooManyTasks,
+            sched::SpawnError::OutOfMemory => {
+                let (used, size) = crate::mm::heap::usage();
+                CellError::OutOfMemory {
+                    free_bytes: size.saturating_sub(used),
+                    needed_bytes: CELL_HEAP_BYTES,
+                }
+            }
+            other => CellError::Spawn(format!("{other:?}")),
+        },
+    )?;
     table::with(|cells| {
         if let Some(record) = cells.get_mut(&id) {
             record.task = Some(task);
@@ -124,6 +314,7 @@ fn start_incarnation(id: u64) -> Result<(), CellError> {
 // and drops to ring 3. Its two contracts are kept by the cell table (see the SAFETY lines).
 #[allow(unsafe_code)]
 fn cell_main(id: u64) {
+    stamp(SpawnStage::TaskRunning);
     let Some((payload, label)) = table::with(|cells| {
         cells
             .get(&id)
@@ -132,7 +323,7 @@ fn cell_main(id: u64) {
         return;
     };
     let image = payloads::image(&payload).expect("payload checked when the cell was created");
-    let loaded = match loader::load(image) {
+    let loaded = match loader::load(&payload, image) {
         Ok(loaded) => loaded,
         Err(err) => {
             table::with(|cells| {
@@ -154,6 +345,7 @@ fn cell_main(id: u64) {
     let attached = table::with(|cells| match cells.get_mut(&id) {
         Some(record) if !record.stop_requested => {
             record.attach_space(loaded.space, now_ms());
+            stamp(SpawnStage::Attached);
             true
         }
         // Stopped while loading: `loaded` is dropped here, and the task simply returns.
@@ -196,7 +388,8 @@ fn to_cell_exit(reason: &ExitReason, load_failed: bool) -> CellExit {
     }
 }
 
-/// A task ended (from the reactor, or directly from `stop`). Ignores non-cell tasks.
+/// A task ended (from the reactor, the sweep, or directly from `stop`). Ignores non-cell
+/// tasks and ends already handled.
 pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
     let now = now_ms();
     let mut to_emit = Vec::new();
@@ -204,38 +397,67 @@ pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
         let Some(record) = cells.values_mut().find(|c| c.task == Some(task)) else {
             return;
         };
-        let id = record.cell.id().0;
         let exit = to_cell_exit(reason, record.load_failed);
-        record.detach(exit, cpu_ticks, now);
-        let label = record.label;
-        to_emit.push(EventKind::CellExit {
-            cell: id,
-            reason: exit,
-            restarts: record.cell.restarts(),
-            name: label,
-        });
-        if record.stop_requested {
-            return;
+        finish_incarnation(record, exit, cpu_ticks, now, &mut to_emit);
+    });
+    for kind in to_emit {
+        events::push(kind);
+    }
+}
+
+/// Ends a cell's incarnation (its memory returns now) and asks supervision what next.
+fn finish_incarnation(
+    record: &mut CellRecord,
+    exit: CellExit,
+    cpu_ticks: u64,
+    now: u64,
+    to_emit: &mut Vec<EventKind>,
+) {
+    let id = record.cell.id().0;
+    let label = record.label;
+    record.ended = None;
+    record.detach(exit, cpu_ticks, now);
+    to_emit.push(EventKind::CellExit {
+        cell: id,
+        reason: exit,
+        restarts: record.cell.restarts(),
+        name: label,
+    });
+    if record.stop_requested {
+        return;
+    }
+    match record.supervisor.on_exit(exit, now) {
+        Decision::RestartAt(at_ms) => {
+            record.restart_at_ms = Some(at_ms);
+            to_emit.push(EventKind::CellRestart {
+                cell: id,
+                attempt: record.cell.restarts() + 1,
+                delay_ms: at_ms.saturating_sub(now),
+                name: label,
+            });
         }
-        match record.supervisor.on_exit(exit, now) {
-            Decision::RestartAt(at_ms) => {
-                record.restart_at_ms = Some(at_ms);
-                to_emit.push(EventKind::CellRestart {
-                    cell: id,
-                    attempt: record.cell.restarts() + 1,
-                    delay_ms: at_ms.saturating_sub(now),
-                    name: label,
-                });
+        Decision::CrashLoop => {
+            record.crash_looped = true;
+            to_emit.push(EventKind::CellCrashLoop {
+                cell: id,
+                failures: record.supervisor.failures_total(),
+                name: label,
+            });
+        }
+        Decision::Stop => {}
+    }
+}
+
+/// A restart whose task could not be started (no heap, no task slot) counts as a failed
+/// start: supervision backs off and tries again, or gives up.
+fn fail_start(id: u64) {
+    let now = now_ms();
+    let mut to_emit = Vec::new();
+    table::with(|cells| {
+        if let Some(record) = cells.get_mut(&id) {
+            if record.task.is_none() && record.cell.state() != ::cell::lifecycle::Phase::Dead {
+                finish_incarnation(record, CellExit::LoadFailed, 0, now, &mut to_emit);
             }
-            Decision::CrashLoop => {
-                record.crash_looped = true;
-                to_emit.push(EventKind::CellCrashLoop {
-                    cell: id,
-                    failures: record.supervisor.failures_total(),
-                    name: label,
-                });
-            }
-            Decision::Stop => {}
         }
     });
     for kind in to_emit {
@@ -243,8 +465,38 @@ pub fn on_task_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
     }
 }
 
-/// Starts the restarts whose backoff has passed (called on every tick event).
+/// Ends recorded by the exit hook whose `task_exit` event has not been handled (it may
+/// have been lost to a full event queue), and cells whose task is gone without any record:
+/// (task, reason, CPU ticks) for each.
+fn unreaped_exits() -> Vec<(TaskId, ExitReason, u64)> {
+    table::with(|cells| {
+        cells
+            .values()
+            .filter_map(|c| {
+                let task = c.task?;
+                match &c.ended {
+                    Some((reason, ticks)) => Some((task, reason.clone(), *ticks)),
+                    // A cell that is still loading owns its task; only an attached one can
+                    // have vanished without a word.
+                    None if c.cell.state() == ::cell::lifecycle::Phase::Running
+                        && !sched::exists(task) =>
+                    {
+                        Some((task, ExitReason::Killed, 0))
+                    }
+                    None => None,
+                }
+            })
+            .collect()
+    })
+}
+
+/// The cell manager's tick: finishes ends whose events never came, starts the restarts
+/// whose backoff has passed, and purges old finished cells.
 pub fn on_tick() {
+    for (task, reason, cpu_ticks) in unreaped_exits() {
+        SWEPT_EXITS.fetch_add(1, Ordering::Relaxed);
+        on_task_exit(task, &reason, cpu_ticks);
+    }
     let now = now_ms();
     let due: Vec<u64> = table::with(|cells| {
         cells
@@ -263,8 +515,18 @@ pub fn on_tick() {
     for id in due {
         if let Err(err) = start_incarnation(id) {
             log::error!("cell {id}: restart failed: {err}");
+            fail_start(id);
         }
     }
+    table::purge_finished();
+}
+
+/// Cell exits finished by the sweep rather than by their `task_exit` event.
+static SWEPT_EXITS: AtomicU64 = AtomicU64::new(0);
+
+/// How many cell exits the sweep finished because their event was lost (for `events`).
+pub fn swept_exits() -> u64 {
+    SWEPT_EXITS.load(Ordering::Relaxed)
 }
 
 /// Stops a cell for good. A running cell's task is killed and its memory returned before
@@ -302,6 +564,8 @@ pub fn stop(id: u64) -> Result<(), CellError> {
             }
         }),
     }
+    // Stopped cells join the finished ones: keep only the most recent few.
+    table::purge_finished();
     Ok(())
 }
 

@@ -23,6 +23,11 @@ static PAYLOADS: &[(&str, &[u8])] = &[
     payload!("crasher"),
     payload!("spinner"),
     payload!("counter"),
+    payload!("http"),
+    payload!("echo"),
+    payload!("memhog"),
+    payload!("sockhog"),
+    payload!("nettest"),
 ];
 
 /// The ELF image of a payload.

@@ -5,18 +5,29 @@
 //! The table owns each running cell's `AddressSpace`, so a cell's memory is returned the
 //! moment its task is gone — whether it exited, faulted or was stopped — and never by the
 //! cell's own (possibly dead) stack. Finished cells stay listed for inspection; only the
-//! most recent [`FINISHED_KEPT`] are kept, so the table's memory is bounded.
+//! most recent [`FINISHED_KEPT`] are kept (purged after every `cell run`, `cell stop` and
+//! on the cell manager's tick), so the table's memory is bounded: a finished cell holds its
+//! record (under 1 KiB) and what it logged (at most [`LOG_BYTES`]), so finished cells hold
+//! at most [`FINISHED_HEAP_BOUND_BYTES`] of heap.
+//!
+//! A cell's end is recorded here by the scheduler's exit hook ([`record_exit`]) the moment
+//! its task ends, not only as a `task_exit` event: the bounded event queue may drop that
+//! event under a flood, and the cell manager's periodic sweep then finds the recorded end
+//! and finishes the cell (frees its memory, asks supervision) all the same.
 
 use ::cell::abi::Errno;
 use ::cell::lifecycle::{Cell, CellId, CellStatus, ExitReason as CellExit, Phase};
 use ::cell::logbuf::LogBuf;
 use ::cell::spec::PayloadSpec;
 use ::cell::supervise::Supervisor;
+use alloc::string::String;
 use alloc::vec::Vec;
 use spin::Mutex;
 
+use super::io::{CellIo, CellParts, Limits};
 use crate::arch::cpu::without_interrupts;
 use crate::events::CellLabel;
+use crate::events::ExitReason;
 use crate::mm::address_space::AddressSpace;
 use crate::sched::{self, TaskId};
 
@@ -24,10 +35,19 @@ use crate::sched::{self, TaskId};
 pub const FINISHED_KEPT: usize = 32;
 /// Per-cell log capacity.
 pub const LOG_BYTES: usize = 16 * 1024;
+/// Heap one finished cell may hold at most: its log plus its record.
+pub const FINISHED_CELL_HEAP_BYTES: usize = LOG_BYTES + 1024;
+/// Heap the finished cells kept for inspection may hold at most, together.
+pub const FINISHED_HEAP_BOUND_BYTES: usize = FINISHED_KEPT * FINISHED_CELL_HEAP_BYTES;
 
 /// One cell.
 pub struct CellRecord {
     pub cell: Cell,
+    /// The cell's cluster-wide name (`web/1@7`), or `cell-<id>` for a local cell.
+    pub name: String,
+    pub limits: Limits,
+    /// The incarnation's sockets and mappings (emptied when it ends).
+    pub io: CellIo,
     pub args_blob: Vec<u8>,
     pub supervisor: Supervisor,
     pub log: LogBuf,
@@ -43,6 +63,9 @@ pub struct CellRecord {
     /// The cluster-wide name (`service/slot@epoch`) when the control plane started it for a
     /// slot; carried in its events.
     pub label: Option<CellLabel>,
+    /// The task's end as the scheduler reported it (reason, CPU ticks), recorded the moment
+    /// it happened and cleared when the cell manager finishes the incarnation.
+    pub ended: Option<(ExitReason, u64)>,
 }
 
 impl CellRecord {
@@ -52,9 +75,14 @@ impl CellRecord {
         args_blob: Vec<u8>,
         supervisor: Supervisor,
         now_ms: u64,
+        name: String,
+        limits: Limits,
     ) -> CellRecord {
         CellRecord {
             cell: Cell::new(CellId(id), spec, now_ms),
+            name,
+            limits,
+            io: CellIo::new(),
             args_blob,
             supervisor,
             log: LogBuf::new(LOG_BYTES),
@@ -65,6 +93,7 @@ impl CellRecord {
             stop_requested: false,
             load_failed: false,
             label: None,
+            ended: None,
         }
     }
 
@@ -73,9 +102,19 @@ impl CellRecord {
         self.space.as_ref().ok_or(Errno::EFAULT)
     }
 
-    /// As [`CellRecord::space`], mutably.
-    pub fn space_mut(&mut self) -> Result<&mut AddressSpace, Errno> {
-        self.space.as_mut().ok_or(Errno::EFAULT)
+    /// The address space and the argument blob, borrowed together.
+    pub fn space_and_args(&mut self) -> Result<(&mut AddressSpace, &[u8]), Errno> {
+        Ok((self.space.as_mut().ok_or(Errno::EFAULT)?, &self.args_blob))
+    }
+
+    /// The running incarnation's limits, address space and descriptors, borrowed together.
+    pub fn parts(&mut self) -> Result<CellParts<'_>, Errno> {
+        Ok(CellParts {
+            limits: self.limits,
+            space: self.space.as_mut().ok_or(Errno::EFAULT)?,
+            io: &mut self.io,
+            cell: &mut self.cell,
+        })
     }
 
     /// Installs a freshly loaded address space and marks the cell running.
@@ -92,8 +131,9 @@ impl CellRecord {
         }
     }
 
-    /// Ends the incarnation: frees its memory and records the exit.
+    /// Ends the incarnation: closes its sockets, frees its memory and records the exit.
     pub fn detach(&mut self, reason: CellExit, cpu_ticks: u64, now_ms: u64) {
+        self.io.clear();
         if let Some(space) = self.space.take() {
             let held = space.frames_held();
             drop(space);
@@ -151,6 +191,12 @@ impl Cells {
         self.0.iter_mut()
     }
 
+    /// Room for one more record, or `false` when the heap cannot provide it.
+    pub fn try_reserve_one(&mut self) -> bool {
+        self.0.try_reserve(1).is_ok()
+    }
+
+    /// Adds a record (call [`Cells::try_reserve_one`] first: this never reallocates then).
     pub fn insert(&mut self, record: CellRecord) {
         debug_assert!(
             self.0
@@ -159,6 +205,15 @@ impl Cells {
             "cell ids grow"
         );
         self.0.push(record);
+    }
+
+    /// Gives back the table's spare capacity after a crowd of cells is gone (only when at
+    /// least three quarters of it are unused, so steady churn never reallocates).
+    pub fn shrink_if_oversized(&mut self) {
+        let (len, capacity) = (self.0.len(), self.0.capacity());
+        if capacity > 64 && len * 4 < capacity {
+            self.0.shrink_to(len * 2);
+        }
     }
 
     pub fn remove(&mut self, id: &u64) -> Option<CellRecord> {
@@ -215,6 +270,25 @@ pub fn with_current<R>(f: impl FnOnce(&mut CellRecord) -> Result<R, Errno>) -> R
     })
 }
 
+/// Heap the cells' logs hold now (they grow with use, so this varies with what the cells
+/// printed before they ended).
+#[cfg(feature = "ktest")]
+pub fn logs_heap_bytes() -> u64 {
+    with(|cells| cells.values().map(|c| c.log.heap_bytes() as u64).sum())
+}
+
+/// The scheduler's exit hook: records that `task` ended, in its cell's record (if it runs a
+/// cell). Runs with interrupts masked and allocates nothing.
+pub fn record_exit(task: TaskId, reason: &ExitReason, cpu_ticks: u64) {
+    with(|cells| {
+        if let Some(record) = cells.values_mut().find(|c| c.task == Some(task)) {
+            if record.ended.is_none() {
+                record.ended = Some((reason.clone(), cpu_ticks));
+            }
+        }
+    });
+}
+
 /// Drops the oldest finished cells beyond [`FINISHED_KEPT`].
 pub fn purge_finished() {
     with(|cells| {
@@ -228,5 +302,6 @@ pub fn purge_finished() {
                 cells.remove(&id);
             }
         }
+        cells.shrink_if_oversized();
     });
 }

@@ -107,7 +107,8 @@ pub fn init() {
         // Request ids and lease numbers must not repeat across boots.
         boot_seed: crate::arch::cpu::rdtsc() << 16,
     };
-    let control = ControlNode::new(cfg, catalog());
+    let mut control = ControlNode::new(cfg, catalog());
+    control.set_last_panic(crate::crash::last_panic_note());
     without_interrupts(|| *CONTROL.lock() = Some(control));
     transport::set_consumer(net::Kind::Control, on_message);
 }
@@ -254,7 +255,7 @@ fn execute(output: Output) {
                 payload: spawn.payload,
                 args: spawn.args,
             };
-            let result = cells::run_labelled(spec, spawn.restart, Some(label));
+            let result = cells::run(spec, spawn.restart, cells::Limits::default(), Some(label));
             let cell = match result {
                 Ok(cell) => {
                     action("spawn", cell, &spawn.name, "-");
@@ -721,19 +722,28 @@ pub fn stats() -> Option<xylem::node::Stats> {
 // -------------------------------------------------------------------------------------------
 // Snapshots (for Raft log compaction and snapshot install)
 
-/// The desired state's snapshot bytes.
-// Called by Raft log compaction in `consensus.rs` (which lands separately).
-#[allow(dead_code)]
+/// The desired state's snapshot bytes (Raft log compaction in `consensus`).
 pub fn snapshot() -> Option<Vec<u8>> {
     without_interrupts(|| CONTROL.lock().as_ref().map(ControlNode::snapshot))
 }
 
-/// Installs a snapshot taken at log `index`.
-// Called by Raft snapshot install in `consensus.rs` (which lands separately).
-#[allow(dead_code)]
+/// Installs a snapshot taken at log `index` (from the leader, or this node's own at boot);
+/// the next tick reconciles against it.
 pub fn restore(index: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
     without_interrupts(|| match CONTROL.lock().as_mut() {
         Some(c) => c.restore(index, bytes),
         None => Err(SnapshotError::Empty),
+    })
+}
+
+/// Control messages refused, per reason (for `trust`): dropped (undecodable, from a
+/// non-member, out of place) and forwarded writes the leader's validation refused (an
+/// `Assign`/`Unassign` from anyone but the leader's own planner among them).
+pub fn inbound_refusals() -> Vec<(&'static str, u64)> {
+    stats().map_or_else(Vec::new, |s| {
+        alloc::vec![
+            ("dropped", s.messages_dropped),
+            ("forward_refused", s.forwards_refused),
+        ]
     })
 }

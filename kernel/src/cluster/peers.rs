@@ -23,8 +23,13 @@ pub fn get() -> &'static Peers {
     )
 }
 
-/// A node's name, or `node-<id>` when it is not in the list.
+/// A node's name: this node's own from its config, a peer's from the list, or
+/// `node-<id>` when it is in neither.
 pub fn name_of(id: u64) -> alloc::string::String {
+    let me = node::config();
+    if id == me.id {
+        return alloc::string::String::from(me.name.as_str());
+    }
     get()
         .name_of(id)
         .map_or_else(|| alloc::format!("node-{id}"), alloc::string::String::from)

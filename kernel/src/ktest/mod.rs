@@ -67,6 +67,10 @@ const TESTS: &[Test] = &[
         run: cell_tests::run_stop_no_leak,
     },
     Test {
+        name: "cells-exit-survives-event-flood",
+        run: cell_tests::exit_survives_event_flood,
+    },
+    Test {
         name: "bench-sched",
         run: sched_tests::bench,
     },

@@ -21,8 +21,11 @@
 //! `169.254.77.<id>/24` — link-local, because the fabric is a private L2 segment that
 //! exists only inside the host's unix sockets.
 
+pub mod cell_sockets;
 mod device;
+mod neighbors;
 pub mod ping;
+pub mod tls;
 pub mod transport;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -82,6 +85,12 @@ pub struct Stack {
     icmp: SocketHandle,
     pub(crate) transport: transport::Service,
     pub(crate) pinger: ping::Pinger,
+    /// Cells' sockets: budget, ports, closing streams (`cell_sockets`).
+    pub(crate) cells: cell_sockets::CellNet,
+    /// When the peers' static neighbour entries are next refreshed (`neighbors`).
+    neighbors_due_us: u64,
+    /// Mutual-TLS sessions with the peers (empty unless datagrams are sealed).
+    pub(crate) tls: tls::Manager,
 }
 
 static STACK: Mutex<Option<Stack>> = Mutex::new(None);
@@ -181,6 +190,7 @@ fn try_start() -> Result<(), StartError> {
     with_stack(|s| s.device.nic.enable_interrupts());
     sched::spawn("net", Priority::HIGH, net_task).map_err(StartError::Spawn)?;
     sched::spawn("net-timer", Priority::HIGH, timer_task).map_err(StartError::Spawn)?;
+    tls::start().map_err(StartError::Spawn)?;
     log::info!("net: virtio-net at PCI {location}, IRQ {irq_line}: {ip}/{PREFIX_LEN}");
     Ok(())
 }
@@ -195,9 +205,19 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
             .push(IpCidr::new(IpAddress::Ipv4(ip), PREFIX_LEN))
             .expect("one address fits");
     });
-    let mut sockets = SocketSet::new(alloc::vec::Vec::new());
+    // Sized once for every socket the node may ever hold (the kernel's two, the TLS links',
+    // and the cells' most, `cell_sockets::CellNet::sockets_max`), so adding a socket never
+    // reallocates:
+    // no growth under load, and no infallible allocation that could fail.
+    let cells = cell_sockets::CellNet::new(cell_socket_budget_bytes(), &[transport::PORT]);
+    // The TLS manager's sockets: at most one per peer plus its spare listeners.
+    let tls_sockets = crate::cluster::peers::get().len() + tls::SPARE_LISTENERS;
+    let mut sockets = SocketSet::new(alloc::vec::Vec::with_capacity(
+        cells.sockets_max() + 2 + tls_sockets,
+    ));
     let udp = sockets.add(transport::new_socket());
     let icmp = sockets.add(ping::new_socket());
+    let tls = tls::Manager::new(&mut sockets);
     Stack {
         iface,
         sockets,
@@ -206,7 +226,16 @@ fn build_stack(id: u64, ip: Ipv4Address, mut device: device::Device) -> Stack {
         icmp,
         transport: transport::Service::new(id),
         pinger: ping::Pinger::new(),
+        cells,
+        neighbors_due_us: 0,
+        tls,
     }
+}
+
+/// The node-wide budget of cell socket buffers: a quarter of the kernel heap.
+fn cell_socket_budget_bytes() -> usize {
+    let (_, heap_bytes) = crate::mm::heap::usage();
+    usize::try_from(heap_bytes / 4).unwrap_or(usize::MAX)
 }
 
 /// Routes the card's INTx (an ISA IRQ number chosen by the firmware) through the I/O APIC.
@@ -301,6 +330,10 @@ impl Stack {
     /// whether frames are still waiting (the receive budget ran out) and the next deadline.
     fn service(&mut self, now_us: u64) -> (bool, Option<u64>) {
         let now = Instant::from_micros(now_us as i64);
+        if now_us >= self.neighbors_due_us {
+            self.seed_neighbors(now);
+            self.neighbors_due_us = now_us + neighbors::REFRESH_US;
+        }
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         let more = self.device.budget_exhausted();
@@ -312,10 +345,18 @@ impl Stack {
             .sockets
             .get_mut::<smoltcp::socket::icmp::Socket>(self.icmp);
         self.pinger.service(icmp, now_us);
+        let (tls_work, tls_at) =
+            self.tls
+                .service(self.iface.context(), &mut self.sockets, &mut self.transport);
+        if tls_work {
+            tls::wake();
+        }
         // Flush what the handlers queued (pongs, probes, echo requests).
         self.device.start_poll();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         let more = more || self.device.budget_exhausted();
+        // Cells' closed streams that finished (or timed out) go away now.
+        self.reap_lingering(now_us);
         let smoltcp_at = self
             .iface
             .poll_at(now, &self.sockets)
@@ -324,11 +365,35 @@ impl Stack {
             smoltcp_at,
             self.transport.deadline_us(),
             self.pinger.deadline_us(),
+            self.cells.deadline_us(),
+            Some(self.neighbors_due_us),
+            tls_at,
         ]
         .into_iter()
         .flatten()
         .min();
         (more, deadline)
+    }
+
+    /// Tells smoltcp every configured peer's fixed fabric address (see `neighbors`).
+    fn seed_neighbors(&mut self, now: Instant) {
+        let local = (
+            EthernetAddress(self.device.local.mac),
+            Ipv4Address::from(self.device.local.ipv4),
+        );
+        let me = node::config().id;
+        let peers = crate::cluster::peers::get()
+            .iter()
+            .filter(|p| p.id != me)
+            // ip_of first: it admits only fabric ids (1..=254), which mac_of accepts.
+            .filter_map(|p| ip_of(p.id).map(|ip| (EthernetAddress(mac_of(p.id)), ip)));
+        neighbors::seed(&mut self.iface, &mut self.sockets, now, local, peers);
+    }
+
+    /// Takes back a handshake step the `tls` task ran.
+    pub(crate) fn finish_tls_job(&mut self, result: tls::JobResult) {
+        self.tls
+            .finish_job(result, &mut self.sockets, &mut self.transport);
     }
 
     /// Snapshot for the `net` command.

@@ -19,6 +19,7 @@
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
+use net::seal::{Keyring, KeyringConfig, SealError, SessionKeys};
 use net::{
     Endpoint, Kind, NodeId, ProbeConfig, ProbePayload, Prober, RttSummary, TransportConfig,
     BROADCAST, MAX_DATAGRAM_LEN, MAX_PAYLOAD_LEN,
@@ -57,6 +58,10 @@ pub enum SendError {
     Encode(net::EncodeError),
     /// The socket's send buffer is full.
     SocketFull,
+    /// Datagrams are sealed and no session with this peer exists yet.
+    NoSession(NodeId),
+    /// Sealing failed (payload too large for a sealed datagram…).
+    Seal(SealError),
 }
 
 pub(super) fn new_socket() -> udp::Socket<'static> {
@@ -88,6 +93,11 @@ pub fn cluster_id() -> u64 {
 /// The transport's state inside the stack.
 pub struct Service {
     endpoint: Endpoint,
+    /// Whether datagrams are sealed (`identity::sealed`), and the session keys if so.
+    sealed: bool,
+    keyring: Keyring,
+    /// Opened (or copied) payload of the datagram being handled.
+    open_buf: [u8; MAX_DATAGRAM_LEN],
     rng: Xoshiro256PlusPlus,
     rx_buf: [u8; RX_SCRATCH_BYTES],
     tx_buf: [u8; MAX_DATAGRAM_LEN],
@@ -104,6 +114,9 @@ impl Service {
         let initial_seq = rng.next_u32();
         Service {
             endpoint: Endpoint::new(TransportConfig::new(cluster_id(), node_id), initial_seq),
+            sealed: crate::identity::sealed(),
+            keyring: Keyring::new(node_id, KeyringConfig::default()),
+            open_buf: [0; MAX_DATAGRAM_LEN],
             rng,
             rx_buf: [0; RX_SCRATCH_BYTES],
             tx_buf: [0; MAX_DATAGRAM_LEN],
@@ -119,6 +132,25 @@ impl Service {
         &self.endpoint
     }
 
+    /// The keyring (sessions, seal counters).
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Installs the keys of a new session with `peer` (`netstack::tls`).
+    pub(super) fn install_keys(&mut self, peer: NodeId, keys: &SessionKeys, now_ms: u64) {
+        if let Err(err) = self.keyring.install(peer, keys, now_ms) {
+            log::error!("transport: cannot install keys for node {peer}: {err:?}");
+        }
+    }
+
+    /// Forgets `peer`'s keys if `key_id` is still its current session.
+    pub(super) fn forget_keys(&mut self, peer: NodeId, key_id: u32) {
+        if self.keyring.key_id(peer) == Some(key_id) {
+            self.keyring.forget(peer);
+        }
+    }
+
     fn send_to(
         &mut self,
         udp: &mut udp::Socket,
@@ -126,15 +158,34 @@ impl Service {
         to: NodeId,
         payload: &[u8],
     ) -> Result<(), SendError> {
+        if self.sealed && to == BROADCAST {
+            // Each pair has its own keys: a broadcast is one sealed datagram per session.
+            let peers: Vec<NodeId> = self.keyring.peers().collect();
+            let mut result = Ok(());
+            for peer in peers {
+                if let Err(err) = self.send_to(udp, kind, peer, payload) {
+                    result = Err(err);
+                }
+            }
+            return result;
+        }
         let ip = if to == BROADCAST {
             Ipv4Address::new(super::SUBNET[0], super::SUBNET[1], super::SUBNET[2], 255)
         } else {
             super::ip_of(to).ok_or(SendError::BadDestination(to))?
         };
-        let len = self
-            .endpoint
-            .encode(kind, to, payload, &mut self.tx_buf)
-            .map_err(SendError::Encode)?;
+        let len = if self.sealed {
+            self.endpoint
+                .encode_sealed(kind, to, payload, &mut self.keyring, &mut self.tx_buf)
+                .map_err(|e| match e {
+                    SealError::NoSession { peer } => SendError::NoSession(peer),
+                    other => SendError::Seal(other),
+                })?
+        } else {
+            self.endpoint
+                .encode(kind, to, payload, &mut self.tx_buf)
+                .map_err(SendError::Encode)?
+        };
         udp.send_slice(&self.tx_buf[..len], (IpAddress::Ipv4(ip), PORT))
             .map_err(|_| {
                 self.send_errors += 1;
@@ -152,32 +203,48 @@ impl Service {
         self.step_bench(udp, now_us);
     }
 
+    /// Checks one datagram (sealed: authentic and fresh, or dropped and counted before any
+    /// byte of it is parsed further), then hands it on by kind.
     fn on_datagram(&mut self, udp: &mut udp::Socket, len: usize, now_us: u64) {
-        let Ok(envelope) = self.endpoint.receive(&self.rx_buf[..len]) else {
-            return;
+        let (from, kind, payload_len) = if self.sealed {
+            match self.endpoint.receive_sealed(
+                &self.rx_buf[..len],
+                &mut self.keyring,
+                now_us / 1000,
+                &mut self.open_buf,
+            ) {
+                Ok(envelope) => (
+                    envelope.header.sender,
+                    envelope.header.kind,
+                    envelope.payload.len(),
+                ),
+                Err(_) => return,
+            }
+        } else {
+            let Ok(envelope) = self.endpoint.receive(&self.rx_buf[..len]) else {
+                return;
+            };
+            let n = envelope.payload.len();
+            self.open_buf[..n].copy_from_slice(envelope.payload);
+            (envelope.header.sender, envelope.header.kind, n)
         };
-        let from = envelope.header.sender;
-        match envelope.header.kind {
-            Kind::ProbePing => match self.endpoint.encode_pong(&envelope, &mut self.tx_buf) {
-                Ok(n) => match super::ip_of(from) {
-                    Some(ip)
-                        if udp
-                            .send_slice(&self.tx_buf[..n], (IpAddress::Ipv4(ip), PORT))
-                            .is_ok() =>
-                    {
-                        self.pongs_sent += 1
-                    }
-                    _ => self.send_errors += 1,
-                },
-                Err(_) => self.send_errors += 1,
-            },
+        match kind {
+            Kind::ProbePing => {
+                // The pong echoes the ping's payload; copy it out of the receive scratch.
+                let mut echo = [0u8; MAX_PAYLOAD_LEN];
+                echo[..payload_len].copy_from_slice(&self.open_buf[..payload_len]);
+                match self.send_to(udp, Kind::ProbePong, from, &echo[..payload_len]) {
+                    Ok(()) => self.pongs_sent += 1,
+                    Err(_) => self.send_errors += 1,
+                }
+            }
             Kind::ProbePong => {
                 if let Some(bench) = &mut self.bench {
-                    bench.on_pong(from, envelope.payload, now_us);
+                    bench.on_pong(from, &self.open_buf[..payload_len], now_us);
                 }
             }
             kind @ (Kind::Swim | Kind::Raft | Kind::Control) => {
-                if inbox_push(kind, from, envelope.payload) {
+                if inbox_push(kind, from, &self.open_buf[..payload_len]) {
                     events::push(EventKind::Message { kind, from });
                 }
             }

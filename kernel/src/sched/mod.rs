@@ -16,7 +16,9 @@
 //! Ground truth for the control plane is published in atomics (runnable count, load
 //! averages, context switches) that any context can read without a lock.
 
+pub mod mutex;
 pub mod wait;
+pub mod waker;
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -71,8 +73,31 @@ impl TaskState {
     }
 }
 
+/// Who a task belongs to, which decides who may end it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskClass {
+    /// The kernel's own work (idle, shell, reactor, net, …): never killed from the shell.
+    Kernel,
+    /// A cell's task: ended through the cell table (`cell stop`), never directly.
+    Cell,
+    /// A test task started from the shell (`spawn`): `kill` may end it.
+    Shell,
+}
+
+impl TaskClass {
+    /// The name `ps` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskClass::Kernel => "kernel",
+            TaskClass::Cell => "cell",
+            TaskClass::Shell => "shell",
+        }
+    }
+}
+
 struct Task {
     name: String,
+    class: TaskClass,
     priority: Priority,
     state: TaskState,
     slot: usize,
@@ -105,6 +130,11 @@ struct Scheduler {
 }
 
 static SCHED: Mutex<Option<Scheduler>> = Mutex::new(None);
+/// Told of every task's end before anything else is (see [`set_exit_hook`]).
+static EXIT_HOOK: spin::Once<ExitHook> = spin::Once::new();
+
+/// A function told of a task's end: (task, reason, CPU ticks used).
+pub type ExitHook = fn(TaskId, &ExitReason, u64);
 static CONTEXTS: [Context; MAX_TASKS] = [const { Context::empty() }; MAX_TASKS];
 static NEED_RESCHED: AtomicBool = AtomicBool::new(false);
 static RUNNABLE: AtomicU64 = AtomicU64::new(0);
@@ -128,6 +158,8 @@ pub enum SpawnError {
     TooManyTasks,
     /// The name is empty or longer than [`NAME_MAX_BYTES`].
     BadName,
+    /// No heap for the task's kernel stack.
+    OutOfMemory,
 }
 
 /// Why a kill was refused.
@@ -136,6 +168,12 @@ pub enum KillError {
     NoSuchTask,
     /// The idle task and the caller itself cannot be killed.
     Protected(&'static str),
+    /// A kernel task (the reactor, the network…): the node needs it.
+    KernelTask {
+        name: String,
+    },
+    /// A cell's task: stop the cell instead, so its table entry and memory go with it.
+    CellTask,
 }
 
 /// Turns the running boot context into the idle task. Call once, before interrupts.
@@ -158,6 +196,7 @@ pub fn init() {
 fn idle_task() -> Task {
     Task {
         name: String::from("idle"),
+        class: TaskClass::Kernel,
         priority: Priority::LOW,
         state: TaskState::Running,
         slot: 0,
@@ -177,31 +216,52 @@ pub fn run_idle() -> ! {
     }
 }
 
-/// Starts a kernel task running `f`.
+/// Starts a kernel task (class [`TaskClass::Kernel`]) running `f`.
 pub fn spawn(
     name: &str,
     priority: Priority,
     f: impl FnOnce() + Send + 'static,
 ) -> Result<TaskId, SpawnError> {
-    spawn_entry(name, priority, Entry::Boxed(Box::new(f)))
+    spawn_entry(name, priority, TaskClass::Kernel, Entry::Boxed(Box::new(f)))
 }
 
-/// Starts a kernel task running `f(arg)`, with no heap allocation for the entry: for tasks
-/// that may never return (cells enter ring 3 and end by exit, fault or kill).
+/// Starts a cell's task (class [`TaskClass::Cell`]) running `f(arg)`, with no heap
+/// allocation for the entry: a cell may never return (it enters ring 3 and ends by exit,
+/// fault or kill).
 pub fn spawn_fn(
     name: &str,
     priority: Priority,
     f: fn(u64),
     arg: u64,
 ) -> Result<TaskId, SpawnError> {
-    spawn_entry(name, priority, Entry::Plain(f, arg))
+    spawn_entry(name, priority, TaskClass::Cell, Entry::Plain(f, arg))
 }
 
-fn spawn_entry(name: &str, priority: Priority, entry: Entry) -> Result<TaskId, SpawnError> {
+/// Starts a task of `class` running `f(arg)` (no heap allocation for the entry).
+pub fn spawn_class_fn(
+    name: &str,
+    priority: Priority,
+    class: TaskClass,
+    f: fn(u64),
+    arg: u64,
+) -> Result<TaskId, SpawnError> {
+    spawn_entry(name, priority, class, Entry::Plain(f, arg))
+}
+
+fn spawn_entry(
+    name: &str,
+    priority: Priority,
+    class: TaskClass,
+    entry: Entry,
+) -> Result<TaskId, SpawnError> {
     if name.is_empty() || name.len() > NAME_MAX_BYTES {
         return Err(SpawnError::BadName);
     }
-    let mut stack = KernelStack::new(STACK_BYTES);
+    // A full task table is refused before a stack is allocated for nothing.
+    if with_sched(|s| s.free_slots.is_empty()) {
+        return Err(SpawnError::TooManyTasks);
+    }
+    let mut stack = KernelStack::try_new(STACK_BYTES).ok_or(SpawnError::OutOfMemory)?;
     let id = with_sched(|s| {
         let slot = s.free_slots.pop().ok_or(SpawnError::TooManyTasks)?;
         CONTEXTS[slot].reset(&mut stack, task_entry);
@@ -209,6 +269,7 @@ fn spawn_entry(name: &str, priority: Priority, entry: Entry) -> Result<TaskId, S
         s.next_id += 1;
         let task = Task {
             name: String::from(name),
+            class,
             priority,
             state: TaskState::Ready,
             slot,
@@ -297,20 +358,35 @@ pub fn sleep_ms(ms: u64) {
     sleep_until_us(time::now_us() + ms * 1000);
 }
 
+/// Registers the function told of every task's end (once; the cell table uses it to
+/// record a cell's end in the table itself, so the end is never carried by the bounded
+/// event queue alone). It runs with interrupts masked, in the ending task's context (exit)
+/// or the killer's (kill), before the `task_exit` event is queued; it must not block.
+pub fn set_exit_hook(hook: ExitHook) {
+    EXIT_HOOK.call_once(|| hook);
+}
+
 /// Ends the running task.
 pub fn exit(reason: ExitReason) -> ! {
-    let (id, name, cpu_ticks) = with_sched(|s| {
-        let t = &s.tasks[&s.current];
-        (s.current, events::TaskName::new(&t.name), t.cpu_ticks)
+    // One masked stretch from the hook to the switch: no other task can run while this one
+    // is recorded as ended but still on the CPU with its own page tables loaded.
+    without_interrupts(|| {
+        let (id, name, cpu_ticks) = with_sched(|s| {
+            let t = &s.tasks[&s.current];
+            (s.current, events::TaskName::new(&t.name), t.cpu_ticks)
+        });
+        assert!(id != IDLE_TASK, "the idle task cannot exit");
+        if let Some(hook) = EXIT_HOOK.get() {
+            hook(id, &reason, cpu_ticks);
+        }
+        events::push(EventKind::TaskExit {
+            task: id,
+            name,
+            reason,
+            cpu_ticks,
+        });
+        switch_away(TaskState::Exited);
     });
-    assert!(id != IDLE_TASK, "the idle task cannot exit");
-    events::push(EventKind::TaskExit {
-        task: id,
-        name,
-        reason,
-        cpu_ticks,
-    });
-    without_interrupts(|| switch_away(TaskState::Exited));
     unreachable!("an exited task was resumed");
 }
 
@@ -333,6 +409,9 @@ pub fn kill(id: TaskId) -> Result<u64, KillError> {
     })?;
     let (name, cpu_ticks) = (events::TaskName::new(&killed.name), killed.cpu_ticks);
     drop(killed);
+    if let Some(hook) = EXIT_HOOK.get() {
+        without_interrupts(|| hook(id, &ExitReason::Killed, cpu_ticks));
+    }
     events::push(EventKind::TaskExit {
         task: id,
         name,
@@ -340,6 +419,26 @@ pub fn kill(id: TaskId) -> Result<u64, KillError> {
         cpu_ticks,
     });
     Ok(cpu_ticks)
+}
+
+/// Ends a task on an operator's request (`kill` at the shell): only tasks the shell started
+/// (class [`TaskClass::Shell`]). The kernel's own tasks are refused with their name, and a
+/// cell's task is refused so the cell is stopped through its table (`cell stop`).
+pub fn kill_shell_task(id: TaskId) -> Result<u64, KillError> {
+    let class = with_sched(|s| {
+        s.tasks
+            .get(&id)
+            .map(|t| (t.class, t.name.clone()))
+            .ok_or(KillError::NoSuchTask)
+    })?;
+    match class {
+        (TaskClass::Shell, _) => kill(id),
+        (TaskClass::Cell, _) => Err(KillError::CellTask),
+        (TaskClass::Kernel, _) if id == IDLE_TASK => {
+            Err(KillError::Protected("it is the idle task"))
+        }
+        (TaskClass::Kernel, name) => Err(KillError::KernelTask { name }),
+    }
 }
 
 /// Blocks the running task (a wait queue already holds its id). Interrupts must be masked.
@@ -540,6 +639,7 @@ pub struct TaskInfo {
     pub state: TaskState,
     pub priority: u8,
     pub cpu_ticks: u64,
+    pub class: TaskClass,
 }
 
 /// CPU ticks a live task has used so far (`None` once it exited and was reaped): the
@@ -559,13 +659,13 @@ pub fn tasks() -> Vec<TaskInfo> {
                 state: t.state,
                 priority: t.priority.level(),
                 cpu_ticks: t.cpu_ticks,
+                class: t.class,
             })
             .collect()
     })
 }
 
 /// Whether a task exists (not exited and reaped).
-#[cfg(feature = "ktest")]
 pub fn exists(id: TaskId) -> bool {
     with_sched(|s| s.tasks.contains_key(&id))
 }

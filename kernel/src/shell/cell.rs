@@ -13,7 +13,7 @@ use xylem::name::CellName;
 
 pub const COMMANDS: &[Command] = &[Command {
     name: "cell",
-    usage: "cell run <payload> [args...] [--restart always|on-failure|never] | cell ls | cell stop <id|svc/slot@epoch> | cell logs <id|svc/slot@epoch> [N]",
+    usage: "cell run <payload> [args...] [--restart always|on-failure|never] [--memory-mib N] | cell ls | cell stop <id|svc/slot@epoch> | cell logs <id|svc/slot@epoch> [N]",
     help: "run, list, stop cells and read their logs",
     run: cell,
 }];
@@ -34,6 +34,7 @@ fn cell(args: &[&str]) -> Result<(), CommandError> {
 
 fn run(args: &[&str]) -> Result<(), CommandError> {
     let mut policy = RestartPolicy::Never;
+    let mut limits = cells::Limits::default();
     let mut words: Vec<&str> = Vec::new();
     let mut iter = args.iter();
     while let Some(&word) = iter.next() {
@@ -44,6 +45,13 @@ fn run(args: &[&str]) -> Result<(), CommandError> {
                     "restart policy '{value}' is not always, on-failure or never"
                 ))
             })?;
+        } else if word == "--memory-mib" {
+            let value = iter.next().ok_or(CommandError::Usage)?;
+            let mib: u32 = value.parse().map_err(|_| {
+                CommandError::Failed(format!("memory limit '{value}' is not a number of MiB"))
+            })?;
+            limits = cells::Limits::with_memory_mib(mib)
+                .map_err(|e| CommandError::Failed(e.to_string()))?;
         } else {
             words.push(word);
         }
@@ -54,7 +62,8 @@ fn run(args: &[&str]) -> Result<(), CommandError> {
     let spec = PayloadSpec::parse(&words.join(" "))
         .map_err(|e| CommandError::Failed(format!("bad payload spec: {e:?}")))?;
     let payload = spec.payload.clone();
-    let id = cells::run(spec, policy).map_err(|e| CommandError::Failed(e.to_string()))?;
+    let id =
+        cells::run(spec, policy, limits, None).map_err(|e| CommandError::Failed(e.to_string()))?;
     crate::println!("cell {id} started: {payload} (restart {})", policy.as_str());
     Ok(())
 }
@@ -72,7 +81,18 @@ fn ls() {
         "CPU_TICKS",
         "UPTIME_S"
     );
-    for c in cells::list() {
+    let rows = cells::list();
+    let finished = rows
+        .iter()
+        .filter(|c| {
+            c.task.is_none()
+                && matches!(
+                    c.state,
+                    ::cell::lifecycle::CellStatus::Dead | ::cell::lifecycle::CellStatus::CrashLoop
+                )
+        })
+        .count();
+    for c in rows {
         let task = c.task.map_or(String::from("-"), |t| t.to_string());
         let last = c.last_exit.map_or(String::from("-"), |e| e.to_string());
         let name = control::name_of(c.id).map_or(String::from("-"), |n| n.to_string());
@@ -90,6 +110,11 @@ fn ls() {
             c.uptime_ms % 1000
         );
     }
+    crate::println!(
+        "({finished} finished cells listed; at most {} are kept, holding at most {} KiB of heap)",
+        cells::table::FINISHED_KEPT,
+        cells::table::FINISHED_HEAP_BOUND_BYTES / 1024
+    );
 }
 
 /// A local id (`3`) or a cluster-wide name (`web/1@7`) of a cell on this node.

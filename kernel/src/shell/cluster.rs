@@ -44,5 +44,8 @@ fn members(args: &[&str]) -> Result<(), CommandError> {
     if malformed > 0 {
         crate::println!("({malformed} malformed SWIM messages dropped)");
     }
+    if let Some(refused) = super::trust::refusal_summary() {
+        crate::println!("{refused}");
+    }
     Ok(())
 }

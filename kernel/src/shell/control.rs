@@ -13,18 +13,18 @@ use xylem::write::{Invalid, WriteError};
 use super::{Command as ShellCommand, CommandError};
 use crate::cluster::control;
 use crate::cluster::{consensus, membership, peers};
-use crate::{cells, sched, time};
+use crate::{cells, node, sched, time};
 
 pub const COMMANDS: &[ShellCommand] = &[
     ShellCommand {
         name: "raft",
-        usage: "raft | raft put <key> <value> | raft get <key> | raft bench <count>",
+        usage: "raft | raft put <key> <value> | raft get <key> | raft bench <count> | raft churn <svc> <count> | raft stall-disk <ms>",
         help: "the Raft group: role, term, leader, indexes; a test key/value map",
         run: raft,
     },
     ShellCommand {
         name: "xylem",
-        usage: "xylem status | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--fence] [--min N --max M --target-load PCT|off] | scale <svc> <N> | delete <svc> | cordon|uncordon|drain <node> | rollout status|undo <svc> | events [N] | stats",
+        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--fence] [--min N --max M --target-load PCT|off] | scale <svc> <N> | delete <svc> | cordon|uncordon|drain <node> | rollout status|undo <svc> | events [N] [--json] | stats",
         help: "the control plane: services, replicas, failover, drains, rolling updates, autoscaling; writes answer once committed",
         run: xylem,
     },
@@ -39,6 +39,22 @@ fn raft(args: &[&str]) -> Result<(), CommandError> {
         [] => raft_status(),
         ["put", key, value] => raft_put(key, value),
         ["get", key] => raft_get(key),
+        ["stall-disk", ms] => {
+            let ms: u64 = ms
+                .parse()
+                .ok()
+                .filter(|ms| (1..=10_000).contains(ms))
+                .ok_or_else(|| failed(format!("'{ms}' is not 1..=10000 ms")))?;
+            consensus::inject_disk_stall(ms);
+            crate::println!("the raft task's next pass spins {ms} ms, like a slow flush");
+            Ok(())
+        }
+        ["churn", service, count] => raft_churn(
+            service,
+            count
+                .parse()
+                .map_err(|_| failed(format!("'{count}' is not a count")))?,
+        ),
         ["bench", count] => raft_bench(
             count
                 .parse()
@@ -66,12 +82,61 @@ fn raft_status() -> Result<(), CommandError> {
         s.last_index,
         s.device
     );
-    let (requests, busy_us) = crate::drivers::virtio::blk::stats();
+    crate::println!(
+        "log {} entries  log_bytes {}  snapshot {} ({} bytes)  compactions {}  installs {}",
+        s.log_entries,
+        s.log_bytes,
+        s.snapshot.0,
+        s.snapshot.1,
+        s.stats.compactions,
+        s.stats.snapshots_installed
+    );
+    crate::println!(
+        "store generation {}  used {} of {} sectors  failures {}  recoveries {}",
+        s.disk_generation,
+        s.disk_used_sectors,
+        s.disk_region_sectors,
+        s.stats.store_failures,
+        s.stats.store_recoveries
+    );
+    let (requests, busy_us, max_us) = crate::drivers::virtio::blk::stats();
     if let Some(mean_us) = busy_us.checked_div(requests) {
-        crate::println!("disk: {requests} requests, {mean_us} us mean wait");
+        crate::println!(
+            "disk: {requests} requests, {mean_us} us mean wait, {max_us} us longest, {}",
+            crate::drivers::virtio::blk::flush_mode()
+        );
+    }
+    if let Some((error, since_us)) = s.stalled {
+        crate::println!(
+            "STALLED for {} ms: the store failed ({}); retrying",
+            time::now_us().saturating_sub(since_us) / 1000,
+            consensus::disk_error_name(&error)
+        );
+    }
+    crate::println!(
+        "raft task: longest pass {} us, gap {} us  longest leader silence {} us  covering heartbeat rounds {}  ticks read as a pause {}",
+        s.pass_max_us,
+        s.pass_gap_max_us,
+        s.leader_gap_max_us,
+        s.cover_rounds,
+        s.skipped_ticks
+    );
+    if s.inbound_dropped > 0 {
+        crate::println!(
+            "{} Raft messages dropped: the raft task's queue was full",
+            s.inbound_dropped
+        );
     }
     if let Some(why) = s.failed {
         crate::println!("FAILED: {why}");
+    }
+    if let Some(rejected) = consensus::rejected() {
+        let reasons: Vec<String> = rejected
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        crate::println!("rejected: {} {}", rejected.total(), reasons.join(" "));
     }
     crate::println!(
         "voters: {}",
@@ -201,10 +266,66 @@ fn raft_bench(count: usize) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Most scale commands one `raft churn` proposes.
+const CHURN_MAX: usize = 100_000;
+
+/// `raft churn <svc> <count>` on the leader: commits `count` control-plane commands that
+/// scale `svc` between 1 and 2 replicas and back, one at a time (each waits for its
+/// commit), so the log, compaction, snapshots and the planner all see a long, churny life.
+/// Stops at the first refusal or a commit that does not come within 2 s, and says how far
+/// it got (`committed=N`), so a caller can go on at the new leader.
+fn raft_churn(service: &str, count: usize) -> Result<(), CommandError> {
+    if count == 0 || count > CHURN_MAX {
+        return Err(failed(format!("count must be 1..={CHURN_MAX}")));
+    }
+    let started_us = time::now_us();
+    let mut last_index = 0;
+    for i in 0..count {
+        let command = Command::Scale {
+            name: service.to_string(),
+            replicas: 1 + (i % 2) as u16,
+        };
+        let bytes = command
+            .encode()
+            .map_err(|e| failed(format!("cannot encode: {e:?}")))?;
+        let index = match consensus::propose(consensus::TAG_CONTROL, &bytes) {
+            Ok(index) => index,
+            Err(err) => {
+                return Err(failed(format!(
+                    "raft churn: committed={i} last_index={last_index}; proposal refused: {err:?}"
+                )))
+            }
+        };
+        let deadline_us = time::now_us() + 2_000_000;
+        loop {
+            match consensus::last_commit_advance() {
+                Some((commit, _)) if commit >= index => break,
+                Some(_) if time::now_us() <= deadline_us => sched::sleep_ms(1),
+                _ => {
+                    return Err(failed(format!(
+                        "raft churn: committed={i} last_index={last_index}; index {index} not committed within 2 s"
+                    )))
+                }
+            }
+        }
+        last_index = index;
+    }
+    let ms = (time::now_us() - started_us) / 1000;
+    crate::println!("raft churn: committed={count} last_index={last_index} in {ms} ms");
+    Ok(())
+}
+
 fn xylem(args: &[&str]) -> Result<(), CommandError> {
     match args.split_first() {
         Some((&"status", [])) => {
             crate::print!("{}", render_status());
+            Ok(())
+        }
+        Some((&"status", ["--json"])) => {
+            match control::status() {
+                Some(input) => crate::println!("{}", xylem::json::status(&input, node::name())),
+                None => return Err(failed("the control plane is not running")),
+            }
             Ok(())
         }
         Some((&"apply", rest)) => apply(rest),
@@ -256,11 +377,7 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
             }
             Ok(())
         }
-        Some((&"events", [])) => events(20),
-        Some((&"events", [n])) => events(
-            n.parse()
-                .map_err(|_| failed(format!("'{n}' is not a count")))?,
-        ),
+        Some((&"events", rest)) => events(rest),
         _ => Err(CommandError::Usage),
     }
 }
@@ -421,8 +538,26 @@ fn submit_outcome(result: Result<u64, WriteError>) -> Result<(), CommandError> {
     }
 }
 
-fn events(n: usize) -> Result<(), CommandError> {
-    for (t_us, text) in control::history(n) {
+/// Events shown when no count is given.
+const EVENTS_DEFAULT: usize = 20;
+
+/// `xylem events [N] [--json]` (the flag may come first or last).
+fn events(args: &[&str]) -> Result<(), CommandError> {
+    let json = args.contains(&"--json");
+    let counts: Vec<&&str> = args.iter().filter(|a| **a != "--json").collect();
+    let n = match counts.as_slice() {
+        [] => EVENTS_DEFAULT,
+        [n] => n
+            .parse()
+            .map_err(|_| failed(format!("'{n}' is not a count")))?,
+        _ => return Err(CommandError::Usage),
+    };
+    let history = control::history(n);
+    if json {
+        crate::println!("{}", xylem::json::events(node::name(), &history));
+        return Ok(());
+    }
+    for (t_us, text) in history {
         crate::println!("{:>6}.{:06}  {text}", t_us / 1_000_000, t_us % 1_000_000);
     }
     Ok(())

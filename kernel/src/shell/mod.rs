@@ -8,8 +8,10 @@ mod basic;
 mod cell;
 mod cluster;
 mod control;
+mod crash;
 mod net;
 mod tasks;
+mod trust;
 
 use alloc::string::String;
 use kcore::line_editor::{Action, LineEditor};
@@ -43,6 +45,8 @@ fn commands() -> impl Iterator<Item = &'static Command> {
         .chain(cluster::COMMANDS)
         .chain(control::COMMANDS)
         .chain(net::COMMANDS)
+        .chain(crash::COMMANDS)
+        .chain(trust::COMMANDS)
 }
 
 /// Runs the shell forever.

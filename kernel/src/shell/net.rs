@@ -110,12 +110,18 @@ fn net(args: &[&str]) -> Result<(), CommandError> {
     if !args.is_empty() {
         return Err(CommandError::Usage);
     }
-    let Some((status, endpoint, pongs, send_errors)) = netstack::with_stack(|s| {
+    let Some((status, endpoint, pongs, send_errors, cells)) = netstack::with_stack(|s| {
         (
             s.status(),
             s.transport.endpoint().clone(),
             s.transport.pongs_sent,
             s.transport.send_errors,
+            (
+                s.cells.counters,
+                s.cells.budget,
+                s.cells.lingering(),
+                s.tcp_states(),
+            ),
         )
     }) else {
         crate::println!("net: no network card");
@@ -169,6 +175,24 @@ fn net(args: &[&str]) -> Result<(), CommandError> {
     }
     crate::println!("{drops} (total {})", endpoint.drops().total());
     print_inboxes();
+    let (counters, budget, lingering, states) = cells;
+    crate::println!(
+        "cell sockets: open {}  lingering {}  created {}  accepted {}  lingered {}  aborted {}  buffers {}/{} bytes  refused {}",
+        counters.created - counters.removed,
+        lingering,
+        counters.created,
+        counters.accepted,
+        counters.lingered,
+        counters.aborted,
+        budget.used_bytes,
+        budget.max_bytes,
+        budget.refused
+    );
+    let mut line = String::from("  tcp states:");
+    for (name, count) in states {
+        let _ = write!(line, " {name} {count}");
+    }
+    crate::println!("{line}");
     let (irqs, not_ours, wakeups) = netstack::activity();
     crate::println!("activity: irqs {irqs}  irqs_not_ours {not_ours}  net_wakeups {wakeups}");
     Ok(())

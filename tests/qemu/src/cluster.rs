@@ -5,10 +5,19 @@
 //! everyone, so `ping worker-2` works on every node. Three-node clusters are the demo
 //! layout: `worker-1`, `worker-2` and `witness` (role witness). Dropping a `Cluster` kills
 //! every QEMU (each `Node` does on drop) and then stops the fabric.
+//!
+//! Every cluster keeps a journal (`harness.log` in its directory, `timeline::journal`):
+//! each node's clock is read once it has booted and again when the cluster is dropped,
+//! and signals, restarts and nemesis acts are recorded, so `cargo xtask timeline` can draw
+//! the run on one clock.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use timeline::journal::{self, Journal};
+
+use crate::certs::ClusterCa;
 use crate::fabric::{Fabric, FabricConfig, Mac, Nemesis};
 use crate::node::Node;
 use crate::qemu::NodeSpec;
@@ -70,12 +79,22 @@ pub fn raft_disk(fabric_dir: &Path, id: u64) -> std::path::PathBuf {
     path
 }
 
-/// The QEMU arguments attaching `disk` as the node's virtio-blk device.
+/// How QEMU caches the Raft disk: `writeback` keeps the host page cache but honours the
+/// guest's flushes (VIRTIO_BLK_F_FLUSH is offered and each VIRTIO_BLK_T_FLUSH becomes a
+/// host `fdatasync`), so an acknowledged Raft write is on the host's disk, and
+/// `raft_commit_us` includes a real flush. (`unsafe` would turn flushes into no-ops.)
+pub const RAFT_DISK_CACHE: &str = "writeback";
+
+/// The QEMU arguments attaching `disk` as the node's virtio-blk device. The environment
+/// variable `XYLEM_RAFT_DISK_CACHE` overrides the cache mode for experiments (say `unsafe`,
+/// to compare against flushes that cost nothing); every test and benchmark uses the default.
 pub fn raft_disk_args(disk: &Path) -> Vec<String> {
+    let cache =
+        std::env::var("XYLEM_RAFT_DISK_CACHE").unwrap_or_else(|_| RAFT_DISK_CACHE.to_string());
     vec![
         "-drive".into(),
         format!(
-            "file={},if=none,id=raftdisk,format=raw,cache=unsafe",
+            "file={},if=none,id=raftdisk,format=raw,cache={cache}",
             disk.display()
         ),
         "-device".into(),
@@ -83,24 +102,86 @@ pub fn raft_disk_args(disk: &Path) -> Vec<String> {
     ]
 }
 
-/// The specs of a cluster of `count` nodes on `fabric`.
+/// Whether the nodes authenticate each other (issue #15).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// Every node gets a certificate from a fresh cluster CA: mutual TLS, sealed datagrams.
+    Sealed,
+    /// `trust=off`: no identities, plain datagrams (the unauthenticated build, for
+    /// comparisons and for playing a node without identity).
+    Off,
+}
+
+/// The specs of a cluster of `count` nodes on `fabric`, each with an identity from a new
+/// cluster CA (written to the fabric directory).
 pub fn specs(image: &Path, fabric: &Fabric, count: usize, kvm: bool) -> Vec<NodeSpec> {
+    specs_with(image, fabric, count, kvm, Trust::Sealed)
+        .map(|(specs, _)| specs)
+        .unwrap_or_else(|e| panic!("making node certificates: {e}"))
+}
+
+/// [`specs`] with a choice of [`Trust`]; also returns the CA (to issue more identities).
+pub fn specs_with(
+    image: &Path,
+    fabric: &Fabric,
+    count: usize,
+    kvm: bool,
+    trust: Trust,
+) -> Result<(Vec<NodeSpec>, Option<ClusterCa>), String> {
     let names = node_names(count);
     let peers = peers_value(&names);
-    names
-        .iter()
-        .map(|(id, name, role)| {
-            let mut spec = NodeSpec::worker(*id, image);
-            spec.name = name.clone();
-            spec.role = role.to_string();
-            spec.kvm = kvm;
-            spec.config_extra.push(("peers".into(), peers.clone()));
-            spec.extra_args = fabric.qemu_args(*id as u32, node_mac(*id));
-            spec.extra_args
-                .extend(raft_disk_args(&raft_disk(fabric.dir(), *id)));
-            spec
-        })
-        .collect()
+    let ca = match trust {
+        Trust::Sealed => Some(ClusterCa::create(fabric.dir(), "cluster")?),
+        Trust::Off => None,
+    };
+    let mut specs = Vec::new();
+    for (id, name, role) in &names {
+        let mut spec = NodeSpec::worker(*id, image);
+        spec.name = name.clone();
+        spec.role = role.to_string();
+        spec.kvm = kvm;
+        spec.config_extra.push(("peers".into(), peers.clone()));
+        match &ca {
+            Some(ca) => spec.fw_cfg_files = ca.issue(*id, name)?.fw_cfg(),
+            None => spec.config_extra.push(("trust".into(), "off".into())),
+        }
+        spec.extra_args = fabric.qemu_args(*id as u32, node_mac(*id));
+        spec.extra_args
+            .extend(raft_disk_args(&raft_disk(fabric.dir(), *id)));
+        specs.push(spec);
+    }
+    Ok((specs, ca))
+}
+
+/// Two report periods of the control plane.
+const REPORTS_AFTER_SESSIONS: Duration = Duration::from_millis(600);
+
+/// How long the sessions of a booted cluster may take to come up.
+pub const SESSIONS_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Waits until `node`'s `trust` lists session keys for all `count - 1` other nodes.
+pub fn wait_session_mesh(node: &mut Node, count: usize) -> Result<(), HarnessError> {
+    let deadline = std::time::Instant::now() + SESSIONS_TIMEOUT;
+    loop {
+        let out = node.command("trust", Duration::from_secs(10))?;
+        let keyed = out
+            .lines()
+            .find_map(|l| l.strip_prefix("keys: "))
+            .map_or(0, |rest| {
+                rest.split_whitespace().filter(|w| w.contains(':')).count()
+            });
+        if keyed + 1 >= count {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(HarnessError::Check(format!(
+                "{} has sessions with {keyed} of {} peers:\n{out}",
+                node.spec.name,
+                count - 1
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A running cluster.
@@ -108,23 +189,91 @@ pub struct Cluster {
     // Field order matters: nodes drop (and die) before the fabric stops.
     pub nodes: Vec<Node>,
     pub fabric: Fabric,
+    journal: Arc<Journal>,
     /// How often each node was restarted (names the restarted node's log directory).
     restarts: std::collections::BTreeMap<u64, u32>,
+    /// The cluster CA (None for [`Trust::Off`]).
+    pub ca: Option<ClusterCa>,
 }
 
 impl Cluster {
-    /// Starts the fabric (seeded), then `count` nodes, and waits for every prompt.
+    /// Starts the fabric (seeded), then `count` nodes with identities, and waits for every
+    /// prompt.
     pub fn start(env: &Env, name: &str, count: usize, seed: u64) -> Result<Cluster, HarnessError> {
+        Cluster::start_with(env, name, count, seed, Trust::Sealed)
+    }
+
+    /// As [`Cluster::start`], with `extra_ports` more fabric ports that no node uses (for a
+    /// host endpoint, `crate::hostnet`).
+    pub fn start_with_ports(
+        env: &Env,
+        name: &str,
+        count: usize,
+        seed: u64,
+        extra_ports: &[u32],
+    ) -> Result<Cluster, HarnessError> {
+        Cluster::start_full(env, name, count, seed, Trust::Sealed, 0, extra_ports)
+    }
+
+    /// [`Cluster::start`] with a choice of [`Trust`].
+    pub fn start_with(
+        env: &Env,
+        name: &str,
+        count: usize,
+        seed: u64,
+        trust: Trust,
+    ) -> Result<Cluster, HarnessError> {
+        Cluster::start_with_spare_ports(env, name, count, seed, trust, 0)
+    }
+
+    /// [`Cluster::start_with`], plus `spare` fabric ports (ids after the nodes') for nodes a
+    /// scenario starts itself, e.g. a rogue.
+    pub fn start_with_spare_ports(
+        env: &Env,
+        name: &str,
+        count: usize,
+        seed: u64,
+        trust: Trust,
+        spare: usize,
+    ) -> Result<Cluster, HarnessError> {
+        Cluster::start_full(env, name, count, seed, trust, spare, &[])
+    }
+
+    /// Every way of starting a cluster: `count` nodes, `spare` node ports for nodes the caller
+    /// starts itself, and `extra_ports` for host endpoints.
+    fn start_full(
+        env: &Env,
+        name: &str,
+        count: usize,
+        seed: u64,
+        trust: Trust,
+        spare: usize,
+        extra_ports: &[u32],
+    ) -> Result<Cluster, HarnessError> {
         assert!(count >= 1, "a cluster has nodes");
         let dir = env.run_dir.join(name);
         // A previous run of this scenario may have left sockets and logs.
         let _ = std::fs::remove_dir_all(&dir);
-        let ids: Vec<u32> = (1..=count as u32).collect();
-        let fabric = Fabric::start(FabricConfig::new(&dir, &ids, seed))
-            .map_err(|e| HarnessError::Check(format!("fabric: {e:?}")))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| HarnessError::Io(format!("creating {}", dir.display()), e))?;
+        let journal = Arc::new(
+            Journal::create(&dir)
+                .map_err(|e| HarnessError::Io("creating the journal".into(), e))?,
+        );
+        let mut ids: Vec<u32> = (1..=(count + spare) as u32).collect();
+        ids.extend_from_slice(extra_ports);
+        let mut config = FabricConfig::new(&dir, &ids, seed);
+        config.journal = Some(Arc::clone(&journal));
+        let fabric =
+            Fabric::start(config).map_err(|e| HarnessError::Check(format!("fabric: {e:?}")))?;
+        let (specs, ca) = specs_with(&env.image, &fabric, count, env.kvm, trust)
+            .map_err(|e| HarnessError::Check(format!("certificates: {e}")))?;
         let mut nodes = Vec::new();
-        for spec in specs(&env.image, &fabric, count, env.kvm) {
-            nodes.push(Node::start(spec, &dir)?);
+        // Only the first `count` ports are nodes; the others belong to the caller.
+        for spec in specs {
+            let mut node = Node::start(spec, &dir)?;
+            node.set_journal(Arc::clone(&journal), 0);
+            nodes.push(node);
         }
         for node in &mut nodes {
             // The network comes up (and says so) before the shell's first prompt.
@@ -136,12 +285,41 @@ impl Cluster {
         std::thread::sleep(SETTLE);
         for node in &mut nodes {
             node.command("echo ready", BOOT_TIMEOUT)?;
+            node.clock_sample()?;
+        }
+        if trust == Trust::Sealed {
+            // Until a node holds a session with a peer, nothing it sends reaches that peer
+            // (not even its status report): a cluster is up when every pair has one.
+            for node in &mut nodes {
+                wait_session_mesh(node, count)?;
+            }
+            // And let the first status reports (every 250 ms) cross the new sessions, so
+            // the leader knows every worker before a scenario places cells.
+            std::thread::sleep(REPORTS_AFTER_SESSIONS);
         }
         Ok(Cluster {
             nodes,
             fabric,
+            journal,
             restarts: std::collections::BTreeMap::new(),
+            ca,
         })
+    }
+
+    /// The run's journal.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// Reads the clock of every node that can answer (not killed, not stopped); the
+    /// readings go to the journal and sharpen the clock fit of timelines.
+    pub fn sync_clocks(&mut self, timeout: Duration) {
+        for node in &mut self.nodes {
+            if node.is_responsive() {
+                // A node that cannot answer now is simply not sampled.
+                let _ = node.clock_sample_within(timeout);
+            }
+        }
     }
 
     /// The node with id `id` (1-based).
@@ -160,16 +338,45 @@ impl Cluster {
     pub fn restart(&mut self, id: u64) -> Result<(), HarnessError> {
         let index = usize::try_from(id).expect("small id") - 1;
         let spec = self.nodes[index].spec.clone();
+        self.restart_as(id, spec)
+    }
+
+    /// Replaces node `id` (after it was killed) with a QEMU of `spec` (e.g. the same node
+    /// with another identity), and waits for its prompt. Its disk, if any, is kept.
+    pub fn restart_as(&mut self, id: u64, spec: NodeSpec) -> Result<(), HarnessError> {
+        let index = usize::try_from(id).expect("small id") - 1;
         let dir = self.fabric.dir().to_path_buf();
         // The old QEMU must be gone (and its socket unlinked) before the new one binds.
         drop(self.nodes.remove(index));
         let _ = std::fs::remove_file(crate::fabric::node_path(&dir, id as u32));
         let restarts = self.restarts.entry(id).or_insert(0);
         *restarts += 1;
-        let mut node = Node::start(spec, &dir.join(format!("restart-{restarts}")))?;
-        node.wait_for_prompt(BOOT_TIMEOUT)?;
+        let incarnation = *restarts;
+        self.journal.record(
+            Instant::now(),
+            journal::kind::RESTART,
+            &[("target", &spec.name), ("incarnation", &incarnation)],
+        );
+        let mut node = Node::start(spec, &dir.join(format!("restart-{incarnation}")))?;
+        node.set_journal(Arc::clone(&self.journal), incarnation);
+        let booted = node.wait_for_prompt(BOOT_TIMEOUT);
         self.nodes.insert(index, node);
+        booted?;
+        self.nodes[index].clock_sample()?;
         Ok(())
+    }
+
+    /// Zeroes node `id`'s Raft disk (after it was killed): it restarts as a replaced machine
+    /// with a blank disk, which the kernel formats.
+    pub fn wipe_disk(&self, id: u64) -> Result<(), HarnessError> {
+        let path = raft_disk(self.fabric.dir(), id);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| HarnessError::Io(format!("opening {}", path.display()), e))?;
+        file.set_len(0)
+            .and_then(|()| file.set_len(RAFT_DISK_BYTES))
+            .map_err(|e| HarnessError::Io(format!("wiping {}", path.display()), e))
     }
 
     /// Every node's id and name.
@@ -178,6 +385,14 @@ impl Cluster {
             .iter()
             .map(|n| (n.spec.id, n.spec.name.clone()))
             .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A last reading of every clock, so timelines can fit each clock's rate over the
+        // whole run (the boot readings alone span too little time).
+        self.sync_clocks(crate::node::FINAL_SAMPLE_TIMEOUT);
     }
 }
 
@@ -212,6 +427,11 @@ mod tests {
         assert!(
             args[1].starts_with(&format!("file={},", path.display()))
                 && args[3].starts_with("virtio-blk-pci")
+        );
+        assert!(
+            args[1].contains("cache=writeback") && !args[1].contains("unsafe"),
+            "the Raft disk must honour flushes: {}",
+            args[1]
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -6,9 +6,11 @@
 //! behind. [`scenarios`] holds the scenarios `cargo xtask test` and `cargo xtask
 //! qemu-cluster` run; each returns `Ok` or a one-line reason.
 
+pub mod certs;
 pub mod cluster;
 pub mod events;
 pub mod fabric;
+pub mod hostnet;
 pub mod node;
 pub mod qemu;
 pub mod scenarios;

@@ -4,6 +4,10 @@
 //! (`server=on,wait=on`), so not one byte of boot output is lost. A reader thread copies the
 //! console into a shared buffer (and a log file); `expect` scans it from a cursor, so each
 //! expectation consumes what it matched. Dropping a `Node` SIGKILLs its QEMU (by PID).
+//!
+//! A node that belongs to a cluster carries the run's journal (`timeline::journal`): every
+//! signal the harness sends it and every reading of its clock is recorded there, so a
+//! timeline can place its events on the host clock and mark the faults.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -11,8 +15,11 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+
 use std::thread;
 use std::time::{Duration, Instant};
+use timeline::align::{ClockMap, ClockSample};
+use timeline::journal::{self, Journal};
 
 use crate::events::{self, Event};
 use crate::qemu::NodeSpec;
@@ -34,6 +41,26 @@ pub struct Node {
     pub started: Instant,
     /// Set once the process has been reaped.
     exit: Option<ExitStatus>,
+    /// The run's journal, if the node belongs to a cluster.
+    journal: Option<Arc<Journal>>,
+    /// Which boot of this node in the run (0 first, N for the N-th restart).
+    incarnation: u32,
+    /// Readings of the node's clock, host side relative to `started`.
+    samples: Vec<ClockSample>,
+    /// The last signal sent (SIGSTOP leaves the node unable to answer).
+    last_signal: Option<i32>,
+}
+
+/// Timeout of the clock reading taken when a cluster is torn down.
+pub const FINAL_SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGSTOP => "SIGSTOP".into(),
+        libc::SIGCONT => "SIGCONT".into(),
+        other => format!("signal{other}"),
+    }
 }
 
 impl Node {
@@ -89,7 +116,29 @@ impl Node {
             events_path,
             started,
             exit: None,
+            journal: None,
+            incarnation: 0,
+            samples: Vec::new(),
+            last_signal: None,
         })
+    }
+
+    /// Records this node's signals and clock readings in `journal` from now on, as boot
+    /// number `incarnation` of the node.
+    pub fn set_journal(&mut self, journal: Arc<Journal>, incarnation: u32) {
+        self.journal = Some(journal);
+        self.incarnation = incarnation;
+    }
+
+    /// Which boot of this node in the run this is.
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// Whether the node can answer a command: QEMU still runs and is not stopped.
+    pub fn is_responsive(&mut self) -> bool {
+        self.try_exit().is_none()
+            && !matches!(self.last_signal, Some(libc::SIGSTOP | libc::SIGKILL))
     }
 
     /// QEMU's process id.
@@ -169,7 +218,11 @@ impl Node {
 
     /// Runs `uptime` and returns the node's clock in seconds.
     fn uptime_secs(&mut self) -> Result<f64, HarnessError> {
-        let out = self.command("uptime", Duration::from_secs(10))?;
+        self.uptime_secs_within(Duration::from_secs(10))
+    }
+
+    fn uptime_secs_within(&mut self, timeout: Duration) -> Result<f64, HarnessError> {
+        let out = self.command("uptime", timeout)?;
         out.strip_prefix("up ")
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|s| s.parse().ok())
@@ -182,15 +235,70 @@ impl Node {
         Ok((self.uptime_secs()? * 1e6) as u64)
     }
 
-    /// The host instant at which this node's clock read zero: COM2 `t_us` values plus this
-    /// are host times. Measured with `uptime`, halving the round trip (error ~1 ms).
-    pub fn clock_origin(&mut self) -> Result<Instant, HarnessError> {
+    /// Reads the node's clock with `uptime`: the host instant of the reading (the round
+    /// trip's midpoint, error about half the round trip, ~1 ms) and the guest µs it read.
+    /// The reading is kept (see [`Node::clock_map`]) and journaled.
+    pub fn clock_sample_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(Instant, u64), HarnessError> {
         let before = Instant::now();
-        let secs = self.uptime_secs()?;
+        let secs = self.uptime_secs_within(timeout)?;
         let after = Instant::now();
         let mid = before + (after - before) / 2;
-        mid.checked_sub(Duration::from_secs_f64(secs))
+        let guest_us = (secs * 1e6).round() as u64;
+        let rtt_us = u64::try_from((after - before).as_micros()).unwrap_or(u64::MAX);
+        self.samples.push(ClockSample {
+            host_us: i64::try_from(mid.duration_since(self.started).as_micros())
+                .unwrap_or(i64::MAX),
+            guest_us,
+            rtt_us,
+        });
+        if let Some(j) = &self.journal {
+            j.record(
+                mid,
+                journal::kind::CLOCK,
+                &[
+                    ("target", &self.spec.name),
+                    ("incarnation", &self.incarnation),
+                    ("guest_us", &guest_us),
+                    ("rtt_us", &rtt_us),
+                ],
+            );
+        }
+        Ok((mid, guest_us))
+    }
+
+    /// [`Node::clock_sample_within`] with the usual command timeout.
+    pub fn clock_sample(&mut self) -> Result<(Instant, u64), HarnessError> {
+        self.clock_sample_within(Duration::from_secs(10))
+    }
+
+    /// The host instant at which this node's clock read zero: COM2 `t_us` values plus this
+    /// are host times, assuming the node's clock runs at the host's rate. Measured with
+    /// `uptime` (see [`Node::clock_sample`]).
+    pub fn clock_origin(&mut self) -> Result<Instant, HarnessError> {
+        let (mid, guest_us) = self.clock_sample()?;
+        mid.checked_sub(Duration::from_micros(guest_us))
             .ok_or_else(|| HarnessError::Check("clock origin before host epoch".into()))
+    }
+
+    /// The host instant of a COM2 time, fitted through every clock reading taken so far
+    /// (offset, and the rate once readings span half a second); `None` before the first.
+    /// Timelines use the same fit (`timeline::align`), so both agree.
+    pub fn host_instant(&self, t_us: u64) -> Option<Instant> {
+        let map = ClockMap::fit(&self.samples)?;
+        let host_us = map.host_us(t_us);
+        Some(if host_us >= 0 {
+            self.started + Duration::from_micros(host_us as u64)
+        } else {
+            self.started - Duration::from_micros(host_us.unsigned_abs())
+        })
+    }
+
+    /// The clock readings taken so far (host µs relative to QEMU's start).
+    pub fn clock_samples(&self) -> &[ClockSample] {
+        &self.samples
     }
 
     /// Everything on COM2 so far.
@@ -221,10 +329,23 @@ impl Node {
         }
     }
 
-    /// Sends a signal to QEMU (SIGKILL, SIGSTOP, SIGCONT).
-    pub fn signal(&self, signal: i32) -> Result<(), HarnessError> {
+    /// Sends a signal to QEMU (SIGKILL, SIGSTOP, SIGCONT), journaling it first.
+    pub fn signal(&mut self, signal: i32) -> Result<(), HarnessError> {
         let pid = libc::pid_t::try_from(self.pid)
             .map_err(|_| HarnessError::Check("pid out of range".into()))?;
+        if let Some(j) = &self.journal {
+            j.record(
+                Instant::now(),
+                journal::kind::SIGNAL,
+                &[
+                    ("target", &self.spec.name),
+                    ("incarnation", &self.incarnation),
+                    ("signal", &signal_name(signal)),
+                    ("pid", &pid),
+                ],
+            );
+        }
+        self.last_signal = Some(signal);
         // SAFETY: kill(2) on the PID of a child this Node spawned and has not yet reaped, so
         // the PID cannot have been recycled for another process.
         let rc = unsafe { libc::kill(pid, signal) };
@@ -283,7 +404,11 @@ impl Drop for Node {
     fn drop(&mut self) {
         if self.try_exit().is_none() {
             // The child is ours and not yet reaped; SIGCONT first so a stopped QEMU dies.
-            let _ = self.signal(libc::SIGCONT);
+            // Not through `signal`: tearing down is not a fault worth a journal line.
+            if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+                // SAFETY: kill(2) on our own unreaped child, as in `signal`.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }

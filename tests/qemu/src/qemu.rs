@@ -28,6 +28,8 @@ pub struct NodeSpec {
     pub config_extra: Vec<(String, String)>,
     /// Further fw_cfg files (name, contents).
     pub fw_cfg: Vec<(String, String)>,
+    /// fw_cfg file items read from host files (name, path): the node's identity.
+    pub fw_cfg_files: Vec<(String, PathBuf)>,
     /// Raw extra QEMU arguments.
     pub extra_args: Vec<String>,
     pub kvm: bool,
@@ -44,6 +46,7 @@ impl NodeSpec {
             image: image.to_path_buf(),
             config_extra: Vec::new(),
             fw_cfg: Vec::new(),
+            fw_cfg_files: Vec::new(),
             extra_args: Vec::new(),
             kvm: false,
         }
@@ -88,6 +91,9 @@ impl NodeSpec {
         for (name, contents) in &self.fw_cfg {
             cmd.args(["-fw_cfg", &format!("name={name},string={contents}")]);
         }
+        for (name, path) in &self.fw_cfg_files {
+            cmd.args(["-fw_cfg", &format!("name={name},file={}", path.display())]);
+        }
         if console == "stdio" {
             cmd.args(["-serial", "mon:stdio"]);
         } else {
@@ -97,7 +103,9 @@ impl NodeSpec {
         if self.kvm {
             cmd.args(["-accel", "kvm", "-cpu", "host"]);
         } else {
-            cmd.args(["-accel", "tcg"]);
+            // TCG's default CPU model (qemu64) has no RDRAND; the kernel needs it for TLS
+            // key material (arch/x86_64/rng.rs). TCG emulates it (docs/security.md).
+            cmd.args(["-accel", "tcg", "-cpu", "qemu64,+rdrand"]);
         }
         cmd.args(&self.extra_args);
         cmd

@@ -20,8 +20,17 @@ pub enum Bench {
     Boot,
     /// context_switch_ns, task_spawn_us (in-kernel).
     Sched,
-    /// cell_spawn_us, cell_teardown_us (in-kernel).
+    /// cell_spawn_us with its stage breakdown, cell_teardown_us (in-kernel).
     Cells,
+    /// http_rps, http_p99_us: one `http` cell, a closed-loop client with 8 connections.
+    Http {
+        /// Keep-alive connections of the closed-loop client.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Seconds measured (after a 3 s warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// ping_rtt_us, transport_rtt_us (two nodes on the fabric).
     Net,
     /// detect_kill_ms, detect_hang_ms, false_node_down_10min (three nodes).
@@ -41,6 +50,9 @@ pub enum Bench {
     /// drain_ms (3 replicas off one worker), rollout_ms (3 replicas), scale_out_ms (load
     /// above target -> new replica running): the operate scenarios (docs/operations.md).
     Operate,
+    /// tls_handshake_ms, transport_rtt_us and failover_ms with and without node
+    /// authentication, in the same run.
+    Trust,
 }
 
 /// Dispatches to one benchmark.
@@ -49,6 +61,10 @@ pub fn cmd_bench(which: &Bench) -> Result<(), String> {
         Bench::Boot => bench_boot(),
         Bench::Sched => bench_in_kernel("bench-sched"),
         Bench::Cells => bench_in_kernel("bench-cells"),
+        Bench::Http {
+            connections,
+            seconds,
+        } => bench_http(*connections, *seconds),
         Bench::Net => bench_net(),
         Bench::FailureDetect { idle_minutes } => {
             crate::bench_cluster::failure_detect(*idle_minutes)
@@ -58,6 +74,7 @@ pub fn cmd_bench(which: &Bench) -> Result<(), String> {
         Bench::RaftSim => crate::bench_cluster::simulator("sim-raft"),
         Bench::Raft => crate::bench_raft::raft(),
         Bench::Operate => crate::bench_cluster::operate(),
+        Bench::Trust => crate::bench_trust::trust(),
     }
 }
 
@@ -171,5 +188,63 @@ fn bench_net() -> Result<(), String> {
     }
     println!("METRIC ping_rtt_us {:.0} us", median(&mut pings));
     println!("METRIC transport_rtt_us {p50} us");
+    Ok(())
+}
+
+/// Warm-up before `bench http` counts answers.
+const HTTP_WARMUP: Duration = Duration::from_secs(3);
+
+/// One node running one `http` cell on port 80; the host endpoint (a smoltcp stack on one
+/// more fabric port, `qemu_tests::hostnet`) drives a closed loop of `connections` keep-alive
+/// connections, each sending `GET /` as soon as the previous answer is complete, for a 3 s
+/// warm-up and `seconds` measured. Prints `METRIC http_rps` and `METRIC http_p99_us`
+/// (latency from writing the request to the complete answer, on the host), plus p50/p90.
+fn bench_http(connections: usize, seconds: u64) -> Result<(), String> {
+    use qemu_tests::hostnet::{self, load, Endpoint};
+    use qemu_tests::scenarios::cells_net;
+    setup::ensure_qemu()?;
+    let image = image::build_image(Profile::Release, image::Flavor::Shell, boot::Firmware::Bios)?;
+    let run_dir = image::fresh_dir(&image::xylem_dir().join("bench-http"))?;
+    let env = qemu_tests::Env {
+        image: image.clone(),
+        ktest_image: image,
+        run_dir,
+        kvm: false,
+    };
+    let mut cluster =
+        qemu_tests::cluster::Cluster::start_with_ports(&env, "http", 1, 7, &[hostnet::HOST_ID])
+            .map_err(|e| e.to_string())?;
+    cells_net::run_cell(cluster.node(1), "http 80", "http: serving").map_err(|e| e.to_string())?;
+    let mut endpoint =
+        Endpoint::attach(cluster.fabric.dir(), hostnet::HOST_ID).map_err(|e| e.to_string())?;
+    let report = load::closed_loop(
+        &mut endpoint,
+        hostnet::node_addr(1, 80),
+        "/",
+        connections,
+        HTTP_WARMUP,
+        Duration::from_secs(seconds),
+    )
+    .map_err(|e| e.to_string())?;
+    eprintln!(
+        "    {} requests in {:.1} s over {connections} connections: p50 {} us, p90 {} us, p99 {} us, max {} us; {} non-200, {} connection errors",
+        report.requests,
+        report.elapsed.as_secs_f64(),
+        report.percentile_us(50.0),
+        report.percentile_us(90.0),
+        report.percentile_us(99.0),
+        report.percentile_us(100.0),
+        report.bad_status,
+        report.connection_errors
+    );
+    if report.requests == 0 || report.bad_status > 0 {
+        return Err(format!(
+            "http bench: {} answers, {} not 200",
+            report.requests, report.bad_status
+        ));
+    }
+    println!("METRIC http_rps {:.0} req/s", report.rps());
+    println!("METRIC http_p99_us {} us", report.percentile_us(99.0));
+    println!("METRIC http_p50_us {} us", report.percentile_us(50.0));
     Ok(())
 }

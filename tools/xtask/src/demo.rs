@@ -2,6 +2,7 @@
 //! a service at replicas=2 gets one cell on each worker; worker-2's QEMU is SIGKILLed; the
 //! survivor's kernel observes node_down, the Raft group commits the new assignment, and the
 //! replacement cell runs. Then worker-2 comes back and the cluster stays at exactly 2.
+//! Last, the run's timeline (`cargo xtask timeline`) is written and its path printed.
 
 use std::time::Duration;
 
@@ -14,13 +15,37 @@ use crate::setup;
 
 const CMD: Duration = Duration::from_secs(10);
 
-/// Runs the demo; fails (non-zero exit) if the failover does not happen.
+/// Runs the demo; fails (non-zero exit) if the failover does not happen. Either way the
+/// run's timeline is written once the cluster is down (its last clock readings are taken
+/// as it shuts down).
 pub fn cmd_demo() -> Result<(), String> {
     setup::ensure_qemu()?;
     let env = image::test_env(false, "demo")?;
+    let result = run(&env);
+    let dir = env.run_dir.join("demo");
+    match timeline::write_html(&dir) {
+        Ok((page, tl)) => {
+            println!("\n==> timeline of this run: {}", page.display());
+            for f in &tl.failovers {
+                println!(
+                    "    {}/{}: {} -> {} failover {:.1} ms",
+                    f.service,
+                    f.slot,
+                    f.from_node,
+                    f.to_node,
+                    f.ms()
+                );
+            }
+        }
+        Err(why) => println!("\n(no timeline: {why})"),
+    }
+    result
+}
+
+fn run(env: &qemu_tests::Env) -> Result<(), String> {
     let e = |err: qemu_tests::HarnessError| err.to_string();
     println!("==> booting worker-1, worker-2 and witness (64 MiB each, TCG) on the virtual switch");
-    let mut cluster = control::start(&env, "demo", 1).map_err(e)?;
+    let mut cluster = control::start(env, "demo", 1).map_err(e)?;
     let leader = control::wait_leader(&mut cluster, &[1, 2, 3]).map_err(e)?;
     println!("    membership converged; Raft leader: node {leader}");
     println!("\n==> xylem apply web --payload hello --replicas 2   (on worker-1)");

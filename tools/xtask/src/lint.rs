@@ -77,6 +77,28 @@ pub fn lints(tally: &mut Tally, payloads: &Path) {
                 "warnings",
             ]),
     );
+    // The ring-3 side's host tests (the runtime's allocator and included ABI, the `http`
+    // payload's protocol logic): standalone crates, so not part of the workspace's
+    // `cargo test`. Counted here beside their lints.
+    check(
+        tally,
+        "host tests (xylem-rt)",
+        cargo()
+            .current_dir(root.join("cell/runtime"))
+            .env("CARGO_TARGET_DIR", image::target_dir().join("runtime-host"))
+            .args(["test", "--release"]),
+    );
+    check(
+        tally,
+        "host tests (payloads lib)",
+        cargo()
+            .current_dir(root.join("cell/payloads"))
+            .env(
+                "CARGO_TARGET_DIR",
+                image::target_dir().join("payloads-host"),
+            )
+            .args(["test", "--release", "--lib"]),
+    );
 }
 
 /// Runs one lint command; its output is shown only when it fails.

@@ -6,12 +6,14 @@
 mod bench;
 mod bench_cluster;
 mod bench_raft;
+mod bench_trust;
 mod demo;
 mod image;
 mod lint;
 mod run;
 mod setup;
 mod test;
+mod timeline;
 
 use std::process::ExitCode;
 
@@ -39,6 +41,8 @@ enum Command {
     Demo,
     /// The multi-node QEMU scenarios, heavy ones included.
     QemuCluster(ClusterArgs),
+    /// One HTML picture of a cluster run (default: the newest under target/xylem/).
+    Timeline(TimelineArgs),
     /// Benchmarks; each prints 'METRIC <name> <value> <unit>' lines.
     Bench {
         #[command(subcommand)]
@@ -84,9 +88,24 @@ pub struct TestArgs {
     /// Add the heavy suite (the five-node scenario).
     #[arg(long)]
     pub heavy: bool,
+    /// Add the soak suite (20,000 Raft commands through 2 MiB disks, minutes long).
+    #[arg(long)]
+    pub soak: bool,
     /// Use KVM instead of TCG.
     #[arg(long)]
     pub kvm: bool,
+}
+
+/// `cargo xtask timeline`.
+#[derive(Args)]
+pub struct TimelineArgs {
+    /// The run directory (one holding <node>/events.log); default: the newest run.
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dir: Option<std::path::PathBuf>,
+    /// Also screenshot the page in headless Chromium (installed from apt when missing and
+    /// root), next to it as timeline.png.
+    #[arg(long)]
+    pub screenshot: bool,
 }
 
 /// `cargo xtask qemu-cluster`.
@@ -108,6 +127,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::cmd_test(args),
         Command::Demo => demo::cmd_demo(),
         Command::QemuCluster(args) => test::cmd_qemu_cluster(args),
+        Command::Timeline(args) => timeline::cmd_timeline(args),
         Command::Bench { which } => bench::cmd_bench(which),
     };
     match result {

@@ -63,6 +63,9 @@ pub fn cmd_test(args: &TestArgs) -> Result<(), String> {
                 if args.heavy {
                     run_scenarios(&env, Suite::Heavy, None, &mut tally);
                 }
+                if args.soak {
+                    run_scenarios(&env, Suite::Soak, None, &mut tally);
+                }
             }
         },
         Err(why) => tally.fail(format!("building kernel images: {why}")),
@@ -103,6 +106,15 @@ fn host_tests(tally: &mut Tally) {
         .env(
             "NET_FUZZ_SECS",
             std::env::var("NET_FUZZ_SECS").unwrap_or_else(|_| "60".into()),
+        )
+        // The step fuzzers of the Raft core and the control plane (issue #15.4): a minute each.
+        .env(
+            "STEP_FUZZ_SECS",
+            std::env::var("STEP_FUZZ_SECS").unwrap_or_else(|_| "60".into()),
+        )
+        .env(
+            "CONTROL_FUZZ_SECS",
+            std::env::var("CONTROL_FUZZ_SECS").unwrap_or_else(|_| "60".into()),
         )
         .args(["test", "--release", "--no-fail-fast"])
         .stdout(Stdio::piped())
@@ -176,6 +188,7 @@ fn run_scenarios(env: &Env, suite: Suite, only: Option<&str>, tally: &mut Tally)
     eprintln!("==> {} QEMU scenario(s), {:?} suite", chosen.len(), suite);
     for scenario in chosen {
         let started = Instant::now();
+        let started_at = std::time::SystemTime::now();
         match (scenario.run)(env) {
             Ok(()) => {
                 tally.passed += 1;
@@ -187,6 +200,7 @@ fn run_scenarios(env: &Env, suite: Suite, only: Option<&str>, tally: &mut Tally)
             }
             Err(why) => {
                 println!("scenario {} FAILED: {why}", scenario.name);
+                crate::timeline::after_failure(&env.run_dir, started_at);
                 tally.fail(format!("scenario {}: {why}", scenario.name));
             }
         }

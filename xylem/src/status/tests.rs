@@ -18,6 +18,7 @@ fn node(name: &str, role: NodeRole, raft: RaftRole) -> NodeRow {
         free_mib: 912,
         cells: 1,
         maint: crate::operate::Maintenance::Active,
+        last_panic: None,
     }
 }
 
@@ -147,6 +148,13 @@ fn worst_case_fits_80_columns() {
         free_mib: u32::MAX,
         cells: u32::MAX,
         maint: crate::operate::Maintenance::Active,
+        last_panic: Some(crate::report::PanicNote::panicked(
+            u64::MAX,
+            u64::MAX,
+            Some(u8::MAX),
+            u64::MAX,
+            &"é".repeat(100),
+        )),
     }];
     input.quorum.lease_left_ms = Some(u64::MAX);
     input.services = vec![ServiceRow {
@@ -348,4 +356,36 @@ fn cell_rows_come_from_reports() {
     input.cells = rows;
     assert!(render(&input)
         .contains("web/1@3                            w2           backoff      4      9s    12"));
+}
+
+#[test]
+fn a_crashed_node_shows_its_last_panic() {
+    use crate::report::PanicNote;
+    let mut input = typical(true);
+    assert!(
+        !render(&input).contains("LAST PANIC"),
+        "no section without a panic"
+    );
+    input.nodes[1].last_panic = Some(PanicNote::panicked(
+        0xabc,
+        12_345,
+        Some(14),
+        0x1a2b,
+        "page fault (vector 14) in kernel mode",
+    ));
+    input.nodes[2].last_panic = Some(PanicNote::CorruptRecord);
+    let text = render(&input);
+    let section: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains("LAST PANIC"))
+        .collect();
+    assert_eq!(
+        section,
+        [
+            "NODE         LAST PANIC (previous boot)",
+            "w2           up 12.3s vector 14 elf+0x1a2b: page fault (vector 14) in kernel mo~",
+            "witness      crash record corrupt (torn or flipped; not trusted)",
+        ]
+    );
+    assert!(text.lines().all(|l| l.chars().count() <= WIDTH));
 }

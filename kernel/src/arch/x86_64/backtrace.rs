@@ -36,13 +36,39 @@ pub fn print_from_interrupt(w: &mut impl Write, rip: u64) {
     walk(w, cpu::frame_pointer(), 1);
 }
 
-/// Prints the chain of callers of the current function.
-pub fn print_here(w: &mut impl Write) {
+/// Prints the chain of callers above the frame at `rbp` (the panic handler passes its own,
+/// so the printout and the crash record list the same frames).
+pub fn print_from(w: &mut impl Write, rbp: u64) {
     let _ = writeln!(
         w,
         "    backtrace (innermost first; ELF offsets for llvm-addr2line):"
     );
-    walk(w, cpu::frame_pointer(), 0);
+    walk(w, rbp, 0);
+}
+
+/// Calls `keep` with each return address into kernel text above the frame at `rbp`,
+/// innermost first, until it returns false (no allocation: the crash record uses it).
+pub fn for_each_return_address(mut rbp: u64, mut keep: impl FnMut(u64) -> bool) {
+    let Some(readable) = READABLE.get() else {
+        return;
+    };
+    for _ in 0..MAX_FRAMES {
+        if rbp == 0 || !rbp.is_multiple_of(8) || !readable(rbp) || !readable(rbp + 8) {
+            return;
+        }
+        // SAFETY: both words were just checked to be mapped; read as plain integers.
+        let (next, ret) = unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };
+        if ret == 0 {
+            return;
+        }
+        if ret >= KERNEL_TEXT_START && !keep(ret) {
+            return;
+        }
+        if next <= rbp {
+            return;
+        }
+        rbp = next;
+    }
 }
 
 fn print_frame(w: &mut impl Write, index: usize, addr: u64) {

@@ -46,8 +46,8 @@ pub fn frame_pointer() -> u64 {
 }
 
 /// Writes to a lower-half address, which the kernel's own page tables never map, so the
-/// write raises a page fault before touching memory. Exists for the fault-report test.
-#[cfg(feature = "ktest")]
+/// write raises a page fault before touching memory. Exists for the fault-report test and
+/// the shell's `crash pagefault`.
 pub fn fault_on_write(addr: u64) {
     assert!(
         addr < 0x0000_8000_0000_0000,

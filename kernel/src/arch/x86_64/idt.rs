@@ -36,6 +36,42 @@ pub struct UserFault {
     pub addr: u64,
 }
 
+/// A CPU exception raised in kernel mode, kept for the crash record the panic handler
+/// writes right after.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelFault {
+    pub vector: u8,
+    pub rip: u64,
+    pub cr2: u64,
+    pub error_code: Option<u64>,
+}
+
+/// The last kernel fault: vector + 1 (0 = none), RIP, CR2, error code (u64::MAX = none).
+/// Atomics, because the panic handler must read them without taking a lock.
+static FAULT_VECTOR: AtomicU64 = AtomicU64::new(0);
+static FAULT_RIP: AtomicU64 = AtomicU64::new(0);
+static FAULT_CR2: AtomicU64 = AtomicU64::new(0);
+static FAULT_CODE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+fn note_kernel_fault(vector: u8, frame: &InterruptStackFrame, error_code: Option<u64>) {
+    FAULT_RIP.store(frame.instruction_pointer.as_u64(), Ordering::SeqCst);
+    FAULT_CR2.store(Cr2::read_raw(), Ordering::SeqCst);
+    FAULT_CODE.store(error_code.unwrap_or(u64::MAX), Ordering::SeqCst);
+    FAULT_VECTOR.store(u64::from(vector) + 1, Ordering::SeqCst);
+}
+
+/// The kernel-mode exception that led to the current panic, if any.
+pub fn last_kernel_fault() -> Option<KernelFault> {
+    let vector = FAULT_VECTOR.load(Ordering::SeqCst).checked_sub(1)?;
+    let code = FAULT_CODE.load(Ordering::SeqCst);
+    Some(KernelFault {
+        vector: vector as u8,
+        rip: FAULT_RIP.load(Ordering::SeqCst),
+        cr2: FAULT_CR2.load(Ordering::SeqCst),
+        error_code: (code != u64::MAX).then_some(code),
+    })
+}
+
 /// Called for a ring-3 fault; must not return to the faulting code (it switches away).
 pub type UserFaultHandler = fn(UserFault) -> !;
 
@@ -229,6 +265,7 @@ fn fault(
         }
     }
     report(name, vector, frame, error_code, addr, from_user);
+    note_kernel_fault(vector, frame, error_code);
     panic!(
         "{name} (vector {vector}) in {} mode",
         if from_user { "user" } else { "kernel" }
@@ -333,10 +370,12 @@ extern "x86-interrupt" fn page_fault(frame: InterruptStackFrame, code: PageFault
 extern "x86-interrupt" fn double_fault(frame: InterruptStackFrame, code: u64) -> ! {
     // A double fault is always the kernel's problem, even if it began in ring 3.
     report("double fault (#DF)", 8, &frame, Some(code), None, false);
+    note_kernel_fault(8, &frame, Some(code));
     panic!("double fault");
 }
 
 extern "x86-interrupt" fn machine_check(frame: InterruptStackFrame) -> ! {
     report("machine check (#MC)", 18, &frame, None, None, false);
+    note_kernel_fault(18, &frame, None);
     panic!("machine check");
 }

@@ -10,6 +10,8 @@ pub mod pic;
 pub mod pit;
 pub mod port;
 pub mod qemu;
+pub mod rng;
+pub mod rtc;
 pub mod serial;
 pub mod switch;
 pub mod syscall;

@@ -84,13 +84,22 @@ impl fmt::Write for CrLf<'_> {
 
 /// A lock-free writer to COM1 for panics and fault reports.
 pub fn emergency_writer() -> impl fmt::Write {
+    emergency_writer_to(Line::Console)
+}
+
+/// A lock-free writer to either line (the panic handler's last COM2 event uses it).
+pub fn emergency_writer_to(line: Line) -> impl fmt::Write {
     struct Emergency(SerialPort);
     impl fmt::Write for Emergency {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             CrLf(&mut self.0).write_str(s)
         }
     }
-    // SAFETY: COM1 is initialised early in boot; a second handle only risks interleaved
-    // output, which is acceptable on the way down.
-    Emergency(unsafe { SerialPort::new(COM1_BASE) })
+    let base = match line {
+        Line::Console => COM1_BASE,
+        Line::EventLog => COM2_BASE,
+    };
+    // SAFETY: both UARTs are initialised early in boot; a second handle only risks
+    // interleaved output, which is acceptable on the way down.
+    Emergency(unsafe { SerialPort::new(base) })
 }

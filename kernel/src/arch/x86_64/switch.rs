@@ -12,7 +12,7 @@
 //! backtraces end cleanly at the bottom of every task.
 
 use alloc::boxed::Box;
-use alloc::vec;
+use alloc::vec::Vec;
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,12 +26,16 @@ pub struct KernelStack {
 }
 
 impl KernelStack {
-    /// Allocates a zeroed stack of `bytes` (rounded up to 16).
-    pub fn new(bytes: usize) -> KernelStack {
+    /// Allocates a zeroed stack of `bytes` (rounded up to 16); `None` when the heap cannot
+    /// hold it, so running out of memory refuses a task instead of panicking.
+    pub fn try_new(bytes: usize) -> Option<KernelStack> {
         assert!(bytes >= 4096, "kernel stack of {bytes} bytes is too small");
-        KernelStack {
-            memory: vec![0u128; bytes.div_ceil(16)].into_boxed_slice(),
-        }
+        let mut memory = Vec::new();
+        memory.try_reserve_exact(bytes.div_ceil(16)).ok()?;
+        memory.resize(bytes.div_ceil(16), 0u128);
+        Some(KernelStack {
+            memory: memory.into_boxed_slice(),
+        })
     }
 
     /// One past the highest address (16-byte aligned).

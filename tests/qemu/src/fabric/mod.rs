@@ -27,6 +27,7 @@
 mod garbage;
 mod mac;
 mod pcap;
+pub mod replay;
 mod rules;
 mod stats;
 mod switch;
@@ -43,6 +44,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use timeline::journal::{self, Journal};
 
 // The public surface for xtask's scenario code; some of it has no caller yet.
 #[allow(unused_imports)]
@@ -90,6 +93,9 @@ pub struct FabricConfig {
     pub capture_path: Option<PathBuf>,
     /// Capture file size cap. Default 64 MiB.
     pub capture_bytes_max: u64,
+    /// The run's harness journal: every nemesis act is recorded there (for timelines).
+    /// Default: none.
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl FabricConfig {
@@ -105,6 +111,7 @@ impl FabricConfig {
             poll_ms: 20,
             capture_path: None,
             capture_bytes_max: 64 << 20,
+            journal: None,
         }
     }
 }
@@ -175,6 +182,7 @@ pub struct Fabric {
     threads: Vec<JoinHandle<()>>,
     dir: PathBuf,
     nodes: Vec<NodeId>,
+    journal: Option<Arc<Journal>>,
 }
 
 impl Fabric {
@@ -220,6 +228,7 @@ impl Fabric {
             threads: Vec::new(),
             dir: config.dir.clone(),
             nodes: config.nodes.clone(),
+            journal: config.journal.clone(),
         };
         for (port, sock) in sockets.into_iter().enumerate() {
             let shared = Arc::clone(&fabric.shared);
@@ -256,6 +265,7 @@ impl Fabric {
     pub fn nemesis(&self) -> Nemesis {
         Nemesis {
             shared: Arc::clone(&self.shared),
+            journal: self.journal.clone(),
         }
     }
 
@@ -414,6 +424,7 @@ fn new_state(config: &FabricConfig) -> Result<State, FabricError> {
         capture,
         backlog_frames_max: config.backlog_frames_max,
         garbage_job_next: 0,
+        recorder: None,
     })
 }
 
@@ -422,47 +433,94 @@ fn new_state(config: &FabricConfig) -> Result<State, FabricError> {
 #[derive(Clone)]
 pub struct Nemesis {
     shared: Arc<Shared>,
+    journal: Option<Arc<Journal>>,
+}
+
+/// `all` or `1->2`: the journal's spelling of a link.
+fn link_text(link: Link) -> String {
+    match link {
+        Link::All => "all".into(),
+        Link::Directed { from, to } => format!("{from}->{to}"),
+    }
+}
+
+/// `1,3|2` for `&[&[1, 3], &[2]]`: the journal's spelling of partition groups.
+fn groups_text(groups: &[&[NodeId]]) -> String {
+    groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 impl Nemesis {
+    /// Records a fault in the run's journal (when the fabric has one).
+    fn note(&self, action: &str, fields: &[(&str, &dyn fmt::Display)]) {
+        if let Some(journal) = &self.journal {
+            let mut all: Vec<(&str, &dyn fmt::Display)> = vec![("action", &action)];
+            all.extend_from_slice(fields);
+            journal.record(Instant::now(), journal::kind::NEMESIS, &all);
+        }
+    }
+
     /// Frames flow only within a group, e.g. `partition(&[&[1], &[2, 3]])`. Nodes named in no
     /// group are alone. Replaces any earlier partition or block.
     pub fn partition(&self, groups: &[&[NodeId]]) {
+        self.note("partition", &[("groups", &groups_text(groups))]);
         self.shared.lock().rules.partition(groups);
     }
 
     /// Cut node `id` off from all others, both directions.
     pub fn isolate(&self, id: NodeId) {
+        self.note("isolate", &[("node", &id)]);
         self.shared.lock().rules.isolate(id);
     }
 
     /// Cut the one directed link `from -> to` (asymmetric partition); adds to the current cuts.
     pub fn block(&self, from: NodeId, to: NodeId) {
+        self.note("block", &[("from", &from), ("to", &to)]);
         self.shared.lock().rules.set_blocked(from, to, true);
     }
 
     pub fn unblock(&self, from: NodeId, to: NodeId) {
+        self.note("unblock", &[("from", &from), ("to", &to)]);
         self.shared.lock().rules.set_blocked(from, to, false);
     }
 
     /// Remove every partition and block. Loss, delay, duplication and garbage stay.
     pub fn heal(&self) {
+        self.note("heal", &[]);
         self.shared.lock().rules.heal();
     }
 
     /// Drop `pct` percent (0.0..=100.0) of frames on `link`.
     pub fn set_loss_pct(&self, link: Link, pct: f64) {
+        self.note("loss", &[("link", &link_text(link)), ("pct", &pct)]);
         self.shared.lock().rules.set_loss_ppm(link, pct_to_ppm(pct));
     }
 
     /// Deliver a second copy of `pct` percent of frames on `link` (the copy gets its own jitter).
     pub fn set_duplicate_pct(&self, link: Link, pct: f64) {
+        self.note("duplicate", &[("link", &link_text(link)), ("pct", &pct)]);
         self.shared.lock().rules.set_dup_ppm(link, pct_to_ppm(pct));
     }
 
     /// Delay frames on `link` by `delay_ms` plus uniform jitter in `[-jitter_ms, +jitter_ms]`
     /// (clamped at 0). Frames leave in order of due time, so jitter reorders.
     pub fn set_delay_ms(&self, link: Link, delay_ms: u64, jitter_ms: u64) {
+        self.note(
+            "delay",
+            &[
+                ("link", &link_text(link)),
+                ("delay_ms", &delay_ms),
+                ("jitter_ms", &jitter_ms),
+            ],
+        );
         let delay = Delay {
             delay_us: delay_ms * 1_000,
             jitter_us: jitter_ms * 1_000,
@@ -472,12 +530,25 @@ impl Nemesis {
 
     /// Remove loss, delay and duplication everywhere (partitions stay).
     pub fn clear_faults(&self) {
+        self.note("clear_faults", &[]);
         self.shared.lock().rules.clear_faults();
     }
 
     /// Send `rate_per_s` garbage frames per second to the target node(s) for `duration`.
     /// Garbage goes straight onto the node's wire: partitions and loss do not apply.
     pub fn inject_garbage(&self, target: Target, rate_per_s: u32, duration: Duration) {
+        let target_text = match target {
+            Target::Node(id) => id.to_string(),
+            Target::All => "all".into(),
+        };
+        self.note(
+            "garbage",
+            &[
+                ("node", &target_text),
+                ("rate_per_s", &rate_per_s),
+                ("duration_ms", &duration.as_millis()),
+            ],
+        );
         let now_us = self.shared.now_us();
         let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         let mut state = self.shared.lock();
@@ -500,6 +571,7 @@ impl Nemesis {
 
     /// Cancel every garbage job still running.
     pub fn stop_garbage(&self) {
+        self.note("stop_garbage", &[]);
         self.shared
             .lock()
             .timers
@@ -508,6 +580,7 @@ impl Nemesis {
 
     /// Back to a healthy network: heal, clear faults, stop garbage.
     pub fn reset(&self) {
+        self.note("reset", &[]);
         self.heal();
         self.clear_faults();
         self.stop_garbage();

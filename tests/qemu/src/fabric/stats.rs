@@ -60,6 +60,8 @@ pub struct PortStats {
     pub garbage_injected: u64,
     /// Garbage frames lost to a full backlog or an absent node.
     pub garbage_dropped: u64,
+    /// Frames injected or replayed onto the node's wire (`Nemesis::inject`, `replay`).
+    pub injected: u64,
     /// Socket errors on receive (other than timeouts).
     pub rx_errors: u64,
 }

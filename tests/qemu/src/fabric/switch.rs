@@ -93,6 +93,8 @@ pub struct State {
     pub capture: Option<PcapWriter>,
     pub backlog_frames_max: usize,
     pub garbage_job_next: u64,
+    /// Frames being recorded (`Nemesis::start_recording`).
+    pub recorder: Option<super::replay::Recorder>,
 }
 
 pub struct Shared {
@@ -129,6 +131,9 @@ impl State {
     /// must be woken (something entered the delay queue or a backlog).
     pub fn on_frame(&mut self, ingress: usize, frame: &[u8], now_us: u64) -> bool {
         self.capture(frame);
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.record(ingress, frame);
+        }
         let port = &mut self.ports[ingress].stats;
         port.rx_frames += 1;
         port.rx_bytes += frame.len() as u64;
@@ -226,6 +231,11 @@ impl State {
         self.ports[to].backlog.push_back(Pending { from, frame });
         assert!(self.ports[to].backlog.len() <= self.backlog_frames_max);
         true
+    }
+
+    /// Delivers a frame that came from no port (injected, replayed).
+    pub(super) fn deliver_direct(&mut self, to: usize, frame: Vec<u8>) {
+        self.deliver(None, to, frame);
     }
 
     fn try_send(&self, to: usize, frame: &[u8]) -> io::Result<()> {

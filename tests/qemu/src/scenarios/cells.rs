@@ -150,9 +150,11 @@ pub fn crash_loop(env: &Env) -> Result<(), HarnessError> {
 pub fn bad_commands(env: &Env) -> Result<(), HarnessError> {
     let mut node = boot(env, "cells-bad-commands")?;
     for (line, want) in [
-        ("cell", "error: usage: cell run <payload> [args...] [--restart always|on-failure|never] | cell ls | cell stop <id|svc/slot@epoch> | cell logs <id|svc/slot@epoch> [N]"),
-        ("cell run nosuch", "error: cell: no payload named 'nosuch' (available: hello, crasher, spinner, counter)"),
+        ("cell", "error: usage: cell run <payload> [args...] [--restart always|on-failure|never] [--memory-mib N] | cell ls | cell stop <id|svc/slot@epoch> | cell logs <id|svc/slot@epoch> [N]"),
+        ("cell run nosuch", "error: cell: no payload named 'nosuch' (available: hello, crasher, spinner, counter, http, echo, memhog, sockhog, nettest)"),
         ("cell run hello --restart sometimes", "error: cell: restart policy 'sometimes' is not always, on-failure or never"),
+        ("cell run hello --memory-mib 0", "error: cell: memory limit 0 MiB is outside 1..=4096 MiB"),
+        ("cell run hello --memory-mib lots", "error: cell: memory limit 'lots' is not a number of MiB"),
         ("cell stop 42", "error: cell: no cell 42 (see 'cell ls')"),
         ("cell stop x", "error: cell: 'x' is neither a cell id nor a name like web/1@7 (see 'cell ls')"),
         ("cell stop web/0@3", "error: cell: no cell web/0@3 on this node (see 'xylem status' for where it runs)"),
@@ -163,8 +165,9 @@ pub fn bad_commands(env: &Env) -> Result<(), HarnessError> {
         ensure!(out.trim_end() == want, "{line:?} printed {out:?}, expected {want:?}");
     }
     let ls = node.command("cell ls", COMMAND_TIMEOUT)?;
+    // The header and the finished-cells trailer, no rows.
     ensure!(
-        ls.lines().count() == 1,
+        ls.lines().count() == 2 && ls.contains("(0 finished cells listed"),
         "cells exist after only bad commands: {ls:?}"
     );
     Ok(())

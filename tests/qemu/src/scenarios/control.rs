@@ -167,23 +167,19 @@ pub struct Failover {
 }
 
 /// Injects `signal` into worker-2 while `service` runs one replica on each worker, and
-/// measures until worker-1 runs the replacement.
+/// measures until worker-1 runs the replacement. worker-1's clock is read just before the
+/// fault and again once the replacement runs; its COM2 times map to host time through the
+/// fit of all its readings (`Node::host_instant`), which also corrects the rate of a clock
+/// whose boot calibration was off, exactly as the run's timeline does.
 pub fn measure_failover(
     cluster: &mut Cluster,
     signal: i32,
     service: &str,
 ) -> Result<Failover, HarnessError> {
-    let origin = cluster.node(1).clock_origin()?;
-    let mark = cluster.node(1).guest_now_us()?;
+    let (_, mark) = cluster.node(1).clock_sample()?;
     let injected = Instant::now();
     cluster.node(2).signal(signal)?;
     let deadline = injected + CONVERGE;
-    let host_ms = |t_us: u64| {
-        (origin + Duration::from_micros(t_us))
-            .saturating_duration_since(injected)
-            .as_secs_f64()
-            * 1000.0
-    };
     loop {
         let events: Vec<_> = cluster
             .node(1)
@@ -213,10 +209,19 @@ pub fn measure_failover(
                 .find(|e| e.kind == "cell_start" && e.get("cell") == s.get("cell"))
         });
         if let (Some(down), Some(assign), Some(running)) = (down, assign, running) {
+            let times = (down.t_us, assign.t_us, running.t_us);
+            cluster.node(1).clock_sample()?;
+            let node = cluster.node(1);
+            let host_ms = |t_us: u64| -> Result<f64, HarnessError> {
+                let at = node
+                    .host_instant(t_us)
+                    .ok_or_else(|| HarnessError::Check("no clock readings".into()))?;
+                Ok(at.saturating_duration_since(injected).as_secs_f64() * 1000.0)
+            };
             return Ok(Failover {
-                node_down_ms: host_ms(down.t_us),
-                assign_committed_ms: host_ms(assign.t_us),
-                cell_running_ms: host_ms(running.t_us),
+                node_down_ms: host_ms(times.0)?,
+                assign_committed_ms: host_ms(times.1)?,
+                cell_running_ms: host_ms(times.2)?,
             });
         }
         ensure!(

@@ -2,15 +2,21 @@
 //! kernel checks); `cargo xtask qemu-cluster` runs the `Cluster` suite.
 
 mod cells;
+pub mod cells_net;
 mod cluster_net;
 pub mod control;
+mod crash;
+mod heal;
 mod kernel_tests;
+mod limits;
 pub mod membership;
 pub mod operate;
 pub mod promise;
 pub mod raft;
 mod shell;
 mod tasks;
+mod timeline;
+pub mod trust;
 
 use crate::{Env, HarnessError};
 
@@ -25,6 +31,8 @@ pub enum Suite {
     /// starve each other; see docs/control-plane.md). `qemu-cluster` always runs them;
     /// `cargo xtask test --heavy` adds them.
     Heavy,
+    /// Long soaks, only with `cargo xtask test --soak` (or `--scenario NAME`).
+    Soak,
 }
 
 /// A named scenario.
@@ -70,6 +78,16 @@ pub const ALL: &[Scenario] = &[
         name: "raft-partition",
         suite: Suite::Cluster,
         run: raft::partition,
+    },
+    Scenario {
+        name: "raft-soak",
+        suite: Suite::Soak,
+        run: raft::soak,
+    },
+    Scenario {
+        name: "raft-slow-disk",
+        suite: Suite::Cluster,
+        run: raft::slow_disk,
     },
     Scenario {
         name: "xylem-kill-worker",
@@ -147,6 +165,36 @@ pub const ALL: &[Scenario] = &[
         run: operate::autoscale,
     },
     Scenario {
+        name: "crash-record",
+        suite: Suite::Cluster,
+        run: crash::records,
+    },
+    Scenario {
+        name: "timeline-failover",
+        suite: Suite::Cluster,
+        run: timeline::failover,
+    },
+    Scenario {
+        name: "heal-witness-first",
+        suite: Suite::Cluster,
+        run: heal::witness_first,
+    },
+    Scenario {
+        name: "heal-worker-first",
+        suite: Suite::Cluster,
+        run: heal::worker_first,
+    },
+    Scenario {
+        name: "heal-blank-witness",
+        suite: Suite::Cluster,
+        run: heal::blank_witness,
+    },
+    Scenario {
+        name: "heal-blank-both",
+        suite: Suite::Cluster,
+        run: heal::blank_both,
+    },
+    Scenario {
         name: "xylem-five-nodes",
         suite: Suite::Heavy,
         run: control::five_nodes,
@@ -187,9 +235,49 @@ pub const ALL: &[Scenario] = &[
         run: cells::crash_loop,
     },
     Scenario {
+        name: "cells-to-the-limit",
+        suite: Suite::Node,
+        run: limits::to_the_limit,
+    },
+    Scenario {
+        name: "cells-low-memory",
+        suite: Suite::Node,
+        run: limits::low_memory,
+    },
+    Scenario {
+        name: "single-node",
+        suite: Suite::Node,
+        run: limits::single_node,
+    },
+    Scenario {
         name: "cells-bad-commands",
         suite: Suite::Node,
         run: cells::bad_commands,
+    },
+    Scenario {
+        name: "cells-http",
+        suite: Suite::Node,
+        run: cells_net::http_serves,
+    },
+    Scenario {
+        name: "cells-net-errors",
+        suite: Suite::Node,
+        run: cells_net::net_errors,
+    },
+    Scenario {
+        name: "cells-sockets-freed",
+        suite: Suite::Node,
+        run: cells_net::sockets_freed_on_kill,
+    },
+    Scenario {
+        name: "cells-memory",
+        suite: Suite::Node,
+        run: cells_net::memory_limits,
+    },
+    Scenario {
+        name: "cells-conn-storm",
+        suite: Suite::Node,
+        run: cells_net::connection_storm,
     },
     Scenario {
         name: "net-ping-mesh",
@@ -210,5 +298,35 @@ pub const ALL: &[Scenario] = &[
         name: "net-garbage-flood",
         suite: Suite::Cluster,
         run: cluster_net::garbage_flood,
+    },
+    Scenario {
+        name: "trust-sessions",
+        suite: Suite::Cluster,
+        run: trust::sessions,
+    },
+    Scenario {
+        name: "trust-identity",
+        suite: Suite::Cluster,
+        run: trust::identity,
+    },
+    Scenario {
+        name: "trust-rogue",
+        suite: Suite::Cluster,
+        run: trust::rogue,
+    },
+    Scenario {
+        name: "trust-replay",
+        suite: Suite::Cluster,
+        run: trust::replay,
+    },
+    Scenario {
+        name: "trust-forged-assign",
+        suite: Suite::Cluster,
+        run: trust::forged_assign,
+    },
+    Scenario {
+        name: "trust-forged-assign-plain",
+        suite: Suite::Cluster,
+        run: trust::forged_assign_plain,
     },
 ];

@@ -1,5 +1,7 @@
 //! Tasks from the shell: spawn, ps, kill with good and bad ids, and the `task_exit` events
-//! those produce on COM2.
+//! those produce on COM2. The kernel protects itself: `kill` refuses the reactor, the
+//! network tasks and the shell itself, and a cell's task (`cell stop` ends cells); shell
+//! tasks cannot run above the reactor, so a spinner never stops the control loop.
 
 use std::time::Duration;
 
@@ -61,6 +63,7 @@ pub fn spawn_and_kill(env: &Env) -> Result<(), HarnessError> {
         exit.get("reason") == Some("exited") && exit.get("code") == Some("7"),
         "exit event: {exit:?}"
     );
+    protected_tasks(&mut node)?;
     let recent = node.command("events 5", COMMAND_TIMEOUT)?;
     ensure!(
         recent.contains("task_exit") && recent.contains("overflowed"),
@@ -79,7 +82,15 @@ pub fn spawn_and_kill(env: &Env) -> Result<(), HarnessError> {
             "spawn rocket",
             "error: spawn: unknown test task 'rocket' (spin, sleeper, exit)",
         ),
-        ("spawn spin 9", "error: spawn: priority '9' is not 0-3"),
+        ("spawn spin 9", "error: spawn: priority '9' is not 2-3"),
+        (
+            "spawn spin 0",
+            "error: spawn: priority 0 would run above the kernel's services (the reactor runs at 1): shell tasks run at 2 (like cells) or 3 (background)",
+        ),
+        (
+            "spawn spin 1",
+            "error: spawn: priority 1 would run above the kernel's services (the reactor runs at 1): shell tasks run at 2 (like cells) or 3 (background)",
+        ),
         ("events many", "error: events: 'many' is not a count"),
     ] {
         let out = node.command(line, COMMAND_TIMEOUT)?;
@@ -93,6 +104,80 @@ pub fn spawn_and_kill(env: &Env) -> Result<(), HarnessError> {
         up.starts_with("up "),
         "node unresponsive after bad commands: {up:?}"
     );
+    Ok(())
+}
+
+/// The id `ps` lists for the task named `name`.
+fn ps_id(node: &mut Node, name: &str) -> Result<u64, HarnessError> {
+    let ps = node.command("ps", COMMAND_TIMEOUT)?;
+    ps.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| HarnessError::Check(format!("no task {name} in ps: {ps:?}")))
+}
+
+/// Events the reactor has consumed so far (from `events 1`).
+fn consumed(node: &mut Node) -> Result<u64, HarnessError> {
+    let out = node.command("events 1", COMMAND_TIMEOUT)?;
+    out.split(" offered, ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| HarnessError::Check(format!("no consumed count in {out:?}")))
+}
+
+/// `kill` refuses every kernel task and a cell's task with a clear error, and they all keep
+/// running; a spinner at the default priority does not stop the reactor.
+fn protected_tasks(node: &mut Node) -> Result<(), HarnessError> {
+    let ps = node.command("ps", COMMAND_TIMEOUT)?;
+    // This node has no network card, so no `net` tasks; a cluster node's are refused alike.
+    let kernel_tasks = ["reactor", "shell", "net", "net-timer"]
+        .into_iter()
+        .filter(|name| *name == "reactor" || *name == "shell" || ps.contains(name));
+    for name in kernel_tasks {
+        let id = ps_id(node, name)?;
+        let out = node.command(&format!("kill {id}"), COMMAND_TIMEOUT)?;
+        let want = format!(
+            "error: kill: task {id} ({name}) cannot be killed: it is one of the kernel's own tasks"
+        );
+        ensure!(
+            out.trim_end() == want,
+            "kill {name} printed {out:?}, expected {want:?}"
+        );
+        ensure!(
+            ps_id(node, name)? == id,
+            "{name} is gone after a refused kill"
+        );
+    }
+    let out = node.command("cell run counter 200", COMMAND_TIMEOUT)?;
+    let cell: u64 = out
+        .strip_prefix("cell ")
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| HarnessError::Check(format!("no cell id in {out:?}")))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let task = ps_id(node, &format!("cell-{cell}"))?;
+    let out = node.command(&format!("kill {task}"), COMMAND_TIMEOUT)?;
+    ensure!(
+        out.trim_end()
+            == format!(
+                "error: kill: task {task} runs cell {cell}: stop the cell instead ('cell stop {cell}')"
+            ),
+        "kill of a cell's task printed {out:?}"
+    );
+    node.command(&format!("cell stop {cell}"), COMMAND_TIMEOUT)?;
+    // A spinner at the default priority (2, like cells) leaves the reactor its CPU: the
+    // 10 ms tick events keep being consumed.
+    let out = node.command("spawn spin", COMMAND_TIMEOUT)?;
+    let spinner =
+        task_id(&out).ok_or_else(|| HarnessError::Check(format!("no task id in {out:?}")))?;
+    let before = consumed(node)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = consumed(node)?;
+    ensure!(
+        after >= before + 20,
+        "the reactor consumed only {} events in a second beside a spinner",
+        after - before
+    );
+    node.command(&format!("kill {spinner}"), COMMAND_TIMEOUT)?;
     Ok(())
 }
 

@@ -51,8 +51,10 @@ pub trait RaftImpl {
     type Msg: Clone + std::fmt::Debug;
     /// Short name for reports.
     const NAME: &'static str;
-    /// A fresh node `id` of `voters`; `seed` drives its election timeouts.
-    fn boot(id: u64, voters: &[u64], seed: u64) -> Self;
+    /// A fresh node `id` of `voters`; `seed` drives its election timeouts; the log is
+    /// compacted every `compact_every` applied entries (implementations with a byte-based
+    /// policy compact earlier; raft-rs never compacts).
+    fn boot(id: u64, voters: &[u64], seed: u64, compact_every: u64) -> Self;
     /// (from, to) of a message.
     fn route(msg: &Self::Msg) -> (u64, u64);
     /// Encoded size when known (checked against the 1200-byte budget).
@@ -67,8 +69,12 @@ pub trait RaftImpl {
     fn read_index(&mut self, ctx: u64) -> bool;
     /// Handles every pending Ready: persist, then hand out messages and applies.
     fn drain(&mut self, out: &mut Output<Self::Msg>);
+    /// Whether the log should be compacted now that the state machine applied `applied`.
+    fn wants_compaction(&self, applied: u64) -> bool;
     /// Compacts the log through `applied` with state-machine bytes `data` (may be a no-op).
     fn compact(&mut self, applied: u64, data: Vec<u8>);
+    /// The disk fails its next `ops` writes and flushes (no-op without a simulated disk).
+    fn fail_disk(&mut self, _ops: u32) {}
     /// Power loss now: unhandled work is lost; `tear` decides what unflushed writes do.
     fn crash(&mut self, tear: &mut rand_xoshiro::Xoshiro256PlusPlus);
     /// Restart from durable state; `out.applied` receives the snapshot to load, if any.
@@ -83,5 +89,10 @@ pub trait RaftImpl {
     /// corrupt records). Zero for implementations without a simulated disk.
     fn disk_fault_stats(&self) -> (u64, u64) {
         (0, 0)
+    }
+    /// (snapshots installed from a leader, store failures that stalled the node, stalls
+    /// ended by a successful retry), over the node's lives. Zero without such machinery.
+    fn snapshot_and_stall_stats(&self) -> (u64, u64, u64) {
+        (0, 0, 0)
     }
 }

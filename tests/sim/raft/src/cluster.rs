@@ -82,6 +82,11 @@ pub struct RunReport {
     pub torn_crashes: u64,
     /// Restarts whose disk recovery found torn or corrupt records (ours only).
     pub dirty_recoveries: u64,
+    /// Snapshots installed from a leader (ours only).
+    pub snapshot_installs: u64,
+    /// Store failures that stalled a node, and stalls a retry ended (ours only).
+    pub store_stalls: u64,
+    pub store_recoveries: u64,
 }
 
 struct Node<R> {
@@ -136,7 +141,7 @@ impl<R: RaftImpl> Sim<R> {
             .iter()
             .map(|&id| Node {
                 id,
-                raft: R::boot(id, &voters, seed),
+                raft: R::boot(id, &voters, seed, cfg.compact_every),
                 up: true,
                 sm: Sm::default(),
                 last_commit: 0,
@@ -212,6 +217,12 @@ impl<R: RaftImpl> Sim<R> {
             if all_committed && self.converged() {
                 self.report.converge_ticks = self.now - start;
                 self.report.committed = self.chain.len() as u64;
+                let stats = self.nodes.iter().map(|n| n.raft.snapshot_and_stall_stats());
+                (
+                    self.report.snapshot_installs,
+                    self.report.store_stalls,
+                    self.report.store_recoveries,
+                ) = stats.fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
                 self.report.terms_with_leader = self.leaders.len() as u64;
                 self.log(format_args!(
                     "converged after {} ticks, {} entries",
@@ -317,6 +328,12 @@ impl<R: RaftImpl> Sim<R> {
                 Event::Partition { cut, .. } => self.cut = cut,
                 Event::Heal => self.cut.clear(),
                 Event::Crash { node } => self.crash((node - 1) as usize),
+                Event::DiskFault { node, ops } => {
+                    let i = (node - 1) as usize;
+                    if self.nodes[i].up {
+                        self.nodes[i].raft.fail_disk(ops);
+                    }
+                }
                 Event::Restart { node } => self.restart((node - 1) as usize)?,
                 Event::Propose { value, pad_bytes } => {
                     self.propose_value(value, pad_bytes);
@@ -456,7 +473,7 @@ impl<R: RaftImpl> Sim<R> {
                     self.nodes[i].sm.index
                 ));
             }
-            if status.applied >= status.snapshot_index + self.cfg.compact_every {
+            if self.nodes[i].raft.wants_compaction(status.applied) {
                 let data = self.nodes[i].sm.encode();
                 self.nodes[i].raft.compact(status.applied, data);
             }

@@ -88,7 +88,7 @@ impl RaftImpl for RaftRs {
     type Msg = Message;
     const NAME: &'static str = "raft-rs";
 
-    fn boot(id: u64, voters: &[u64], seed: u64) -> Self {
+    fn boot(id: u64, voters: &[u64], seed: u64, _compact_every: u64) -> Self {
         let storage = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ id.rotate_left(32));
@@ -182,6 +182,10 @@ impl RaftImpl for RaftRs {
             out.messages.extend(msgs);
         }
         self.fix_timeout();
+    }
+
+    fn wants_compaction(&self, _applied: u64) -> bool {
+        false
     }
 
     fn compact(&mut self, _applied: u64, _data: Vec<u8>) {}

@@ -22,6 +22,9 @@ pub enum Event {
     Restart { node: u64 },
     /// A client proposes command `value` (with `pad_bytes` of payload) to the leader.
     Propose { value: u64, pad_bytes: usize },
+    /// The node's disk fails its next `ops` writes and flushes (a transient device fault:
+    /// ours stalls and retries; raft-rs, without a disk, ignores it).
+    DiskFault { node: u64, ops: u32 },
 }
 
 /// Network fault rates of the safety phase.
@@ -90,6 +93,9 @@ impl Schedule {
         }
         if faults {
             fault_events(&mut rng, nodes, ticks, &mut events);
+            // Their own stream, so adding them left every other event of a seed unchanged.
+            let mut disk_rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xD15C_FA17);
+            disk_fault_events(&mut disk_rng, nodes, ticks, &mut events);
         }
         events.retain(|(t, _)| *t < ticks);
         events.sort_by_key(|(t, _)| *t); // Stable: same-tick events keep generation order.
@@ -145,6 +151,22 @@ fn fault_events(
     }
     // A node may be crashed twice in a row only after its restart; re-derive that order.
     fix_crash_order(events);
+}
+
+/// Transient disk faults: every 40-200 ticks one node's disk fails 1-8 operations.
+fn disk_fault_events(
+    rng: &mut Xoshiro256PlusPlus,
+    nodes: u64,
+    ticks: u64,
+    events: &mut Vec<(u64, Event)>,
+) {
+    let mut t = 20 + below(rng, 100);
+    while t < ticks {
+        let node = 1 + below(rng, nodes);
+        let ops = 1 + below(rng, 8) as u32;
+        events.push((t, Event::DiskFault { node, ops }));
+        t += 40 + below(rng, 160);
+    }
 }
 
 /// Drops a crash of a node that is already down at that tick (its restart comes later).

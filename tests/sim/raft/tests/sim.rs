@@ -95,6 +95,7 @@ fn faults_are_really_injected() {
     let mut dirty = 0;
     let mut torn = 0;
     let mut reads = 0;
+    let (mut installs, mut stalls, mut recoveries) = (0, 0, 0);
     for seed in 0..200 {
         let r =
             run_seed::<Ours>(seed, &SimConfig::short(nodes_for(seed)), false).expect("seed passes");
@@ -103,8 +104,23 @@ fn faults_are_really_injected() {
         dirty += r.dirty_recoveries;
         torn += r.torn_crashes;
         reads += r.reads;
+        installs += r.snapshot_installs;
+        stalls += r.store_stalls;
+        recoveries += r.store_recoveries;
         assert!(r.max_message_bytes < 1200);
     }
+    println!(
+        "200 seeds: {crashes} crashes ({torn} torn), {dirty} dirty recoveries, {reads} reads, \
+         {installs} snapshot installs, {stalls} store stalls ({recoveries} retried ok)"
+    );
+    assert!(
+        installs > 100,
+        "only {installs} snapshots installed from a leader in 200 seeds"
+    );
+    assert!(
+        stalls > 200 && recoveries > 100,
+        "only {stalls} store stalls ({recoveries} ended by a retry) in 200 seeds"
+    );
     assert!(crashes > 200, "only {crashes} crashes in 200 seeds");
     assert!(terms > 300, "only {terms} leader terms in 200 seeds");
     assert!(
