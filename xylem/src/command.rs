@@ -16,6 +16,7 @@
 //! ([`crate::placement`]) proposes `Assign` and `Unassign`, and (with
 //! [`crate::frontdoor::plan_owners`]) `SetOwner`; operators propose `Expose`.
 
+use crate::operate::{AutoscalePolicy, Maintenance};
 use crate::service::{ServiceSpec, Spread};
 use crate::{Epoch, NodeId, Slot};
 use alloc::string::String;
@@ -73,6 +74,54 @@ pub enum Command {
         node: NodeId,
         epoch: Epoch,
     },
+    // Variants below were added by the operate work; appended so older entries keep their
+    // postcard variant numbers (see `crate::operate`).
+    /// Operator: set a node's maintenance state (`Active`, `Cordoned` or `Draining`).
+    Maintain { node: NodeId, mode: Maintenance },
+    /// Scheduler: start a replacement cell for a bound slot (make-before-break), running
+    /// `generation`; the slot's current cell keeps running until [`Command::Promote`].
+    Surge {
+        service: String,
+        slot: Slot,
+        node: NodeId,
+        epoch: Epoch,
+        generation: u32,
+        reason: Reason,
+    },
+    /// Scheduler: the replacement is ready; it becomes the slot's binding (the old cell is
+    /// then stale and stopped by its node).
+    Promote {
+        service: String,
+        slot: Slot,
+        epoch: Epoch,
+        reason: Reason,
+    },
+    /// Scheduler: give up a replacement (its node died, or it failed during a drain).
+    Unsurge {
+        service: String,
+        slot: Slot,
+        epoch: Epoch,
+        reason: Reason,
+    },
+    /// Scheduler: `generation` crash-looped during its rollout; go back to the previous version.
+    Rollback { service: String, generation: u32 },
+    /// Operator: `xylem rollout undo`, back to the previous version.
+    RolloutUndo { service: String },
+    /// Operator: enable (or with `None` disable) autoscaling of a service.
+    SetAutoscale {
+        service: String,
+        policy: Option<AutoscalePolicy>,
+    },
+    /// Scheduler: the autoscaler's decision and its placement, one atomic entry. Scaling out
+    /// binds exactly the unbound slots `from..to` as `place` says; scaling in unbinds the slots
+    /// at or above `to`. `load_milli` is the service's measured load, for the event log.
+    AutoScale {
+        service: String,
+        from: u16,
+        to: u16,
+        load_milli: u32,
+        place: Vec<(Slot, NodeId, Epoch)>,
+    },
 }
 
 /// Why the scheduler binds or unbinds a slot (for the event log, the refill budget and the
@@ -92,6 +141,10 @@ pub enum Reason {
     /// Its cell ended for good (clean exit under on-failure, any exit under never, an
     /// operator stop, a lost lease): re-placed under a new epoch.
     Exited,
+    /// A rolling update replaces the slot's cell with the new generation.
+    Rollout,
+    /// The autoscaler changed the replica count.
+    Autoscale,
 }
 
 impl Reason {
@@ -104,6 +157,8 @@ impl Reason {
             Self::Drain => "drain",
             Self::CrashLoop => "crash-loop",
             Self::Exited => "exited",
+            Self::Rollout => "rollout",
+            Self::Autoscale => "autoscale",
         }
     }
 
@@ -181,7 +236,30 @@ impl Command {
             Self::SetDraining { .. } => "set-draining",
             Self::Expose { .. } => "expose",
             Self::SetOwner { .. } => "set-owner",
+            Self::Maintain { .. } => "maintain",
+            Self::Surge { .. } => "surge",
+            Self::Promote { .. } => "promote",
+            Self::Unsurge { .. } => "unsurge",
+            Self::Rollback { .. } => "rollback",
+            Self::RolloutUndo { .. } => "rollout-undo",
+            Self::SetAutoscale { .. } => "set-autoscale",
+            Self::AutoScale { .. } => "autoscale",
         }
+    }
+
+    /// Whether only the leader's scheduler may propose this command (never an operator).
+    pub fn is_scheduler(&self) -> bool {
+        matches!(
+            self,
+            Self::Assign { .. }
+                | Self::Unassign { .. }
+                | Self::SetOwner { .. }
+                | Self::Surge { .. }
+                | Self::Promote { .. }
+                | Self::Unsurge { .. }
+                | Self::Rollback { .. }
+                | Self::AutoScale { .. }
+        )
     }
 }
 
@@ -315,6 +393,50 @@ mod tests {
             Command::SetDraining {
                 node: 3,
                 draining: true,
+            },
+            Command::Maintain {
+                node: 2,
+                mode: crate::operate::Maintenance::Cordoned,
+            },
+            Command::Surge {
+                service: String::from("web"),
+                slot: 2,
+                node: 3,
+                epoch: 40,
+                generation: 2,
+                reason: Reason::Rollout,
+            },
+            Command::Promote {
+                service: String::from("web"),
+                slot: 2,
+                epoch: 40,
+                reason: Reason::Drain,
+            },
+            Command::Unsurge {
+                service: String::from("web"),
+                slot: 2,
+                epoch: 40,
+                reason: Reason::NodeLost,
+            },
+            Command::Rollback {
+                service: String::from("web"),
+                generation: 2,
+            },
+            Command::RolloutUndo {
+                service: String::from("web"),
+            },
+            Command::SetAutoscale {
+                service: String::from("web"),
+                policy: Some(crate::operate::AutoscalePolicy {
+                    target_load_pct: 50,
+                }),
+            },
+            Command::AutoScale {
+                service: String::from("web"),
+                from: 1,
+                to: 64,
+                load_milli: 1900,
+                place: (1..64).map(|s| (s, 3, 1000 + u64::from(s))).collect(),
             },
         ]
     }

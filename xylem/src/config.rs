@@ -18,6 +18,47 @@ pub struct Config {
     pub lease: LeaseConfig,
     /// Periods of the node's own loop (reconcile, reports, plans, writes).
     pub timings: Timings,
+    /// Drains, rolling updates and autoscaling.
+    pub operate: OperateConfig,
+}
+
+/// The numbers of the three operate state machines (`docs/operations.md`). Leader-side only:
+/// they decide what the scheduler proposes, so nodes may differ without diverging.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperateConfig {
+    /// A replacement cell is ready once it has run this long without a restart (the reports
+    /// carry whole seconds). Default 1 s.
+    pub ready_s: u32,
+    /// A replacement that restarted this often (or crash-looped, or exited) has failed: a
+    /// rollout rolls back, a drain move is given up and retried. Default 2.
+    pub surge_fail_restarts: u16,
+    /// Drain moves in flight at once, cluster-wide. Default 2.
+    pub drain_moves_max: usize,
+    /// Autoscale hysteresis: scale out above `target · (100 + tolerance_pct)%` per replica;
+    /// scale in only when one replica fewer would stay below `target · (100 -
+    /// tolerance_pct)%`. Default 10.
+    pub tolerance_pct: u32,
+    /// No scale-out sooner than this after any scale (new replicas must show their load).
+    /// Default 3 000 ms.
+    pub scale_out_cooldown_ms: u64,
+    /// No scale-in sooner than this after any scale. Default 10 000 ms.
+    pub scale_in_cooldown_ms: u64,
+    /// Scale in only after the load stayed low this long without a break. Default 5 000 ms.
+    pub scale_in_stable_ms: u64,
+}
+
+impl Default for OperateConfig {
+    fn default() -> Self {
+        Self {
+            ready_s: 1,
+            surge_fail_restarts: 2,
+            drain_moves_max: 2,
+            tolerance_pct: 10,
+            scale_out_cooldown_ms: 3_000,
+            scale_in_cooldown_ms: 10_000,
+            scale_in_stable_ms: 5_000,
+        }
+    }
 }
 
 /// Scheduler feasibility limits and scoring weights (Nomad style: filter, then rank).
@@ -187,6 +228,9 @@ pub enum Mutation {
     NoFenceWait,
     /// A node keeps its fenced cells running after its lease ran out.
     IgnoreLeaseExpiry,
+    /// The scheduler promotes a drain or rollout replacement in the plan that starts it,
+    /// before it runs (break-before-make): the simulation's floor check must catch it.
+    PromoteUnready,
 }
 
 impl Default for LeaseConfig {

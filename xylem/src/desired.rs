@@ -24,8 +24,11 @@
 //! Snapshots ([`DesiredState::snapshot`] / [`DesiredState::restore`]) serialise the replicated
 //! part for Raft log compaction; restore re-checks every invariant.
 
-use crate::command::Command;
+use crate::command::{Command, Reason};
 use crate::frontdoor::{AddressError, Addresses, Owner};
+use crate::operate::{
+    validate_target, AutoscalePolicy, Maintenance, OperateError, Ops, ServiceOps, Surge, Version,
+};
 use crate::service::{validate_replicas, PayloadCatalog, ServiceSpec, SpecError, REPLICAS_CAP};
 use crate::{Epoch, NodeId, Slot};
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -49,8 +52,12 @@ pub const SNAPSHOT_FORMAT_V1: u8 = 1;
 /// assigns a million slots a second needs 146,000 years to get there, and keeping every
 /// epoch below it means `epoch + 1` can never overflow (issue #15.4).
 pub const EPOCH_MAX: Epoch = 1 << 62;
-/// The first byte of every snapshot this image takes.
+/// The second snapshot format (no operate state: every service at generation 1); still
+/// restored.
 pub const SNAPSHOT_FORMAT_V2: u8 = 2;
+/// The first byte of every snapshot this image takes: format 2's body followed by the
+/// operate state ([`crate::operate::Ops`]).
+pub const SNAPSHOT_FORMAT_V3: u8 = 3;
 
 /// A fenced slot that was unbound: who held it, and when it stopped being theirs. The slot
 /// may be bound again only once the leader knows that holder's cell is gone (`crate::lease`).
@@ -95,6 +102,22 @@ pub enum Applied {
     Exposed { index: u8 },
     /// The address has a new owner; `previous` is the one it replaced.
     OwnerSet { previous: Option<Owner> },
+    /// A node's maintenance state changed from `from`.
+    MaintenanceSet { from: Maintenance },
+    /// The service's payload or args changed: a rollout to `generation` starts.
+    RolloutStarted { generation: u32 },
+    /// A replacement cell is bound next to the slot's current one.
+    Surged,
+    /// The replacement became the binding; `previous` is the binding it replaced.
+    Promoted { previous: Assignment },
+    /// A replacement was given up.
+    Unsurged,
+    /// The service went back to generation `to` (rollback or undo).
+    RolledBack { to: u32 },
+    /// Autoscaling was enabled, changed or disabled.
+    AutoscaleSet,
+    /// The autoscaler moved replicas from `from` to `to` (slots bound or unbound with it).
+    AutoScaled { from: u16, to: u16 },
 }
 
 /// A field of a service that cannot change after creation.
@@ -148,6 +171,14 @@ pub enum ApplyError {
     TooManyDraining,
     /// An `Expose` or `SetOwner` the address table refused.
     Address(AddressError),
+    /// A maintenance, rollout or autoscale rule (see [`crate::operate`]).
+    Operate(OperateError),
+}
+
+impl From<OperateError> for ApplyError {
+    fn from(e: OperateError) -> Self {
+        Self::Operate(e)
+    }
 }
 
 /// Why snapshot bytes could not be restored.
@@ -193,6 +224,8 @@ struct Replicated {
 pub struct DesiredState {
     catalog: PayloadCatalog,
     state: Replicated,
+    /// Maintenance, rollout and autoscale state (replicated too; snapshot format 3).
+    ops: Ops,
 }
 
 impl DesiredState {
@@ -201,6 +234,7 @@ impl DesiredState {
         Self {
             catalog,
             state: Replicated::default(),
+            ops: Ops::default(),
         }
     }
 
@@ -254,6 +288,76 @@ impl DesiredState {
     /// Whether `node` is marked draining.
     pub fn is_draining(&self, node: NodeId) -> bool {
         self.state.draining.contains(&node)
+    }
+
+    /// Whether `node` takes no new slot (cordoned or draining).
+    pub fn is_cordoned(&self, node: NodeId) -> bool {
+        self.ops.cordoned.contains(&node) || self.is_draining(node)
+    }
+
+    /// A node's maintenance state; `Drained` when draining and no binding or replacement
+    /// names it any more.
+    pub fn maintenance(&self, node: NodeId) -> Maintenance {
+        if self.is_draining(node) {
+            let holds = self.assignments().any(|(_, _, a)| a.node == node)
+                || self.surges().any(|(_, _, s)| s.node == node);
+            if holds {
+                Maintenance::Draining
+            } else {
+                Maintenance::Drained
+            }
+        } else if self.ops.cordoned.contains(&node) {
+            Maintenance::Cordoned
+        } else {
+            Maintenance::Active
+        }
+    }
+
+    /// Nodes not `Active`, in id order.
+    pub fn maintained_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let mut nodes: Vec<NodeId> = self.ops.cordoned.iter().copied().collect();
+        nodes.extend(self.state.draining.iter().copied());
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.into_iter()
+    }
+
+    /// The rollout and autoscale state of a service.
+    pub fn ops(&self, service: &str) -> Option<&ServiceOps> {
+        self.ops.services.get(service)
+    }
+
+    /// The replacement in flight for a slot, if any.
+    pub fn surge(&self, service: &str, slot: Slot) -> Option<Surge> {
+        self.ops.services.get(service)?.surges.get(&slot).copied()
+    }
+
+    /// Every replacement in flight, in `(service, slot)` order.
+    pub fn surges(&self) -> impl Iterator<Item = (&str, Slot, Surge)> {
+        self.ops.services.iter().flat_map(|(name, o)| {
+            o.surges
+                .iter()
+                .map(move |(slot, s)| (name.as_str(), *slot, *s))
+        })
+    }
+
+    /// The generation a bound slot runs.
+    pub fn slot_generation(&self, service: &str, slot: Slot) -> Option<u32> {
+        self.ops.services.get(service)?.slot_gen.get(&slot).copied()
+    }
+
+    /// What a cell of `generation` runs: `(payload, args)`. The current and the previous
+    /// version are kept; an older generation (a slot left behind by two quick rollouts) runs
+    /// the current version, which is where it is headed anyway.
+    pub fn version(&self, service: &str, generation: u32) -> Option<(&str, &[String])> {
+        let spec = self.service(service)?;
+        let ops = self.ops.services.get(service)?;
+        match &ops.previous {
+            Some(v) if v.generation == generation && generation != ops.current => {
+                Some((v.payload.as_str(), v.args.as_slice()))
+            }
+            _ => Some((spec.payload.as_str(), spec.args.as_slice())),
+        }
     }
 
     /// The tombstone of an unbound fenced slot, if one is kept.
@@ -313,13 +417,60 @@ impl DesiredState {
                 epoch,
                 ..
             } => self.apply_unassign(index, service, *slot, *epoch),
-            Command::SetDraining { node, draining } => self.apply_draining(*node, *draining),
+            Command::SetDraining { node, draining } => {
+                let mode = if *draining {
+                    Maintenance::Draining
+                } else {
+                    Maintenance::Active
+                };
+                self.apply_maintain(*node, mode)
+                    .map(|applied| match applied {
+                        Applied::MaintenanceSet { from } => Applied::DrainingSet {
+                            changed: (from == Maintenance::Draining) != *draining,
+                        },
+                        other => other,
+                    })
+            }
             Command::Expose { service, port } => self.apply_expose(service, *port),
             Command::SetOwner {
                 service,
                 node,
                 epoch,
             } => self.apply_owner(service, *node, *epoch),
+            Command::Maintain { node, mode } => self.apply_maintain(*node, *mode),
+            Command::Surge {
+                service,
+                slot,
+                node,
+                epoch,
+                generation,
+                reason,
+            } => self.apply_surge(service, *slot, *node, *epoch, *generation, *reason),
+            Command::Promote {
+                service,
+                slot,
+                epoch,
+                ..
+            } => self.apply_promote(service, *slot, *epoch),
+            Command::Unsurge {
+                service,
+                slot,
+                epoch,
+                ..
+            } => self.apply_unsurge(service, *slot, *epoch),
+            Command::Rollback {
+                service,
+                generation,
+            } => self.apply_rollback(service, Some(*generation)),
+            Command::RolloutUndo { service } => self.apply_rollback(service, None),
+            Command::SetAutoscale { service, policy } => self.apply_set_autoscale(service, *policy),
+            Command::AutoScale {
+                service,
+                from,
+                to,
+                place,
+                ..
+            } => self.apply_autoscale(index, service, *from, *to, place),
         };
         debug_assert!(self.invariants().is_ok(), "{:?}", self.invariants());
         debug_assert_eq!(self.state.applied_index, index);
@@ -339,17 +490,25 @@ impl DesiredState {
                 slots: BTreeMap::new(),
             };
             self.state.services.insert(spec.name.clone(), entry);
+            let generation = self.ops.generation_high.saturating_add(1);
+            self.ops.generation_high = generation;
+            let ops = ServiceOps {
+                current: generation,
+                ..ServiceOps::default()
+            };
+            self.ops.services.insert(spec.name.clone(), ops);
             return Ok(Applied::ServiceCreated);
         };
-        // Changing what a cell runs would need a rollout; refuse rather than leave running
-        // cells silently out of date.
-        if entry.spec.payload != spec.payload {
-            return Err(ApplyError::ImmutableField {
-                field: Field::Payload,
-            });
-        }
-        if entry.spec.args != spec.args {
-            return Err(ApplyError::ImmutableField { field: Field::Args });
+        let new_version = entry.spec.payload != spec.payload || entry.spec.args != spec.args;
+        // A fenced slot never runs two cells, so it cannot be replaced make-before-break:
+        // a new version of a fenced service is a delete and a re-create.
+        if new_version && entry.spec.fenced {
+            let field = if entry.spec.payload != spec.payload {
+                Field::Payload
+            } else {
+                Field::Args
+            };
+            return Err(ApplyError::ImmutableField { field });
         }
         // Fencing changes what a move means; switching it on under running cells could leave
         // two of a slot running, so it is fixed at creation.
@@ -368,8 +527,34 @@ impl DesiredState {
             }
         }
         debug_assert_eq!(entry.spec.name, spec.name);
+        if !new_version {
+            entry.spec = spec.clone();
+            return Ok(Applied::ServiceUpdated);
+        }
+        let old = Version {
+            generation: 0,
+            payload: core::mem::take(&mut entry.spec.payload),
+            args: core::mem::take(&mut entry.spec.args),
+        };
         entry.spec = spec.clone();
-        Ok(Applied::ServiceUpdated)
+        let generation = self.ops.generation_high.saturating_add(1);
+        self.ops.generation_high = generation;
+        let ops = self.ops_mut(&spec.name);
+        ops.previous = Some(Version {
+            generation: ops.current,
+            ..old
+        });
+        ops.current = generation;
+        ops.rolled_back_from = None;
+        Ok(Applied::RolloutStarted { generation })
+    }
+
+    fn ops_mut(&mut self, service: &str) -> &mut ServiceOps {
+        // Apply creates the operate entry with the service and removes it with it.
+        self.ops
+            .services
+            .get_mut(service)
+            .expect("operate state of an existing service")
     }
 
     fn apply_scale(&mut self, name: &str, replicas: u16) -> Result<Applied, ApplyError> {
@@ -443,6 +628,7 @@ impl DesiredState {
             .remove(name)
             .ok_or(ApplyError::UnknownService)?;
         self.state.addresses.release(name);
+        self.ops.services.remove(name);
         if entry.spec.fenced {
             // A re-created service of the same name must not run next to the old cells.
             for (slot, a) in &entry.slots {
@@ -505,6 +691,10 @@ impl DesiredState {
         if epoch >= EPOCH_MAX {
             return Err(ApplyError::ImplausibleEpoch { epoch, epoch_high });
         }
+        // A plan made before a cordon committed must not land a slot there after it.
+        if self.ops.cordoned.contains(&node) || self.state.draining.contains(&node) {
+            return Err(OperateError::Cordoned { node }.into());
+        }
         if entry.spec.fenced {
             if let Some(current) = entry.slots.get(&slot) {
                 return Err(ApplyError::FencedSlotBound {
@@ -516,6 +706,11 @@ impl DesiredState {
         let previous = entry.slots.insert(slot, Assignment { node, epoch });
         debug_assert!(previous.is_none_or(|p| p.epoch < epoch));
         self.state.vacated.remove(&(String::from(service), slot));
+        // A (re)bound slot starts a new cell, which runs the current version; a replacement
+        // in flight is superseded by the move.
+        let ops = self.ops_mut(service);
+        ops.slot_gen.insert(slot, ops.current);
+        ops.surges.remove(&slot);
         Ok(Applied::Assigned { previous })
     }
 
@@ -540,31 +735,324 @@ impl DesiredState {
         }
         let previous = entry.slots.remove(&slot).expect("looked up above");
         debug_assert!(previous.epoch <= self.state.epoch_high);
-        if entry.spec.fenced {
+        let fenced = entry.spec.fenced;
+        let ops = self.ops_mut(service);
+        ops.slot_gen.remove(&slot);
+        ops.surges.remove(&slot);
+        if fenced {
             self.bury(service, slot, &previous, index);
         }
         Ok(Applied::Unassigned { previous })
     }
 
-    fn apply_draining(&mut self, node: NodeId, draining: bool) -> Result<Applied, ApplyError> {
-        if !draining {
-            return Ok(Applied::DrainingSet {
-                changed: self.state.draining.remove(&node),
-            });
+    fn apply_maintain(&mut self, node: NodeId, mode: Maintenance) -> Result<Applied, ApplyError> {
+        let from = match self.maintenance(node) {
+            Maintenance::Drained => Maintenance::Draining,
+            other => other,
+        };
+        match mode {
+            Maintenance::Active => {
+                self.state.draining.remove(&node);
+                self.ops.cordoned.remove(&node);
+            }
+            Maintenance::Cordoned => {
+                if !self.ops.cordoned.contains(&node) && self.ops.cordoned.len() >= DRAINING_MAX {
+                    return Err(OperateError::TooManyNodes.into());
+                }
+                // Cordoning a draining node stops the drain where it is.
+                self.state.draining.remove(&node);
+                self.ops.cordoned.insert(node);
+            }
+            Maintenance::Draining | Maintenance::Drained => {
+                if !self.state.draining.contains(&node) && self.state.draining.len() >= DRAINING_MAX
+                {
+                    return Err(ApplyError::TooManyDraining);
+                }
+                self.ops.cordoned.remove(&node);
+                self.state.draining.insert(node);
+            }
         }
-        if !self.state.draining.contains(&node) && self.state.draining.len() >= DRAINING_MAX {
-            return Err(ApplyError::TooManyDraining);
+        Ok(Applied::MaintenanceSet { from })
+    }
+
+    fn apply_surge(
+        &mut self,
+        service: &str,
+        slot: Slot,
+        node: NodeId,
+        epoch: Epoch,
+        generation: u32,
+        reason: Reason,
+    ) -> Result<Applied, ApplyError> {
+        let entry = self
+            .state
+            .services
+            .get(service)
+            .ok_or(ApplyError::UnknownService)?;
+        if entry.spec.fenced {
+            return Err(OperateError::Fenced.into());
         }
-        Ok(Applied::DrainingSet {
-            changed: self.state.draining.insert(node),
-        })
+        let bound = entry.slots.get(&slot).ok_or(ApplyError::NotAssigned)?;
+        debug_assert!(bound.epoch <= self.state.epoch_high);
+        let epoch_high = self.state.epoch_high;
+        if epoch <= epoch_high {
+            return Err(ApplyError::StaleEpoch { epoch, epoch_high });
+        }
+        if epoch - epoch_high > EPOCH_JUMP_MAX {
+            return Err(ApplyError::EpochJump { epoch, epoch_high });
+        }
+        if epoch >= EPOCH_MAX {
+            return Err(ApplyError::ImplausibleEpoch { epoch, epoch_high });
+        }
+        if self.is_cordoned(node) {
+            return Err(OperateError::Cordoned { node }.into());
+        }
+        let ops = self.ops.services.get(service).expect("ops of a service");
+        if let Some(s) = ops.surges.get(&slot) {
+            return Err(OperateError::SurgeExists { epoch: s.epoch }.into());
+        }
+        if generation != ops.current {
+            return Err(OperateError::StaleGeneration {
+                generation,
+                current: ops.current,
+            }
+            .into());
+        }
+        self.state.epoch_high = epoch;
+        let surge = Surge {
+            node,
+            epoch,
+            generation,
+            reason,
+        };
+        self.ops_mut(service).surges.insert(slot, surge);
+        Ok(Applied::Surged)
+    }
+
+    fn apply_promote(
+        &mut self,
+        service: &str,
+        slot: Slot,
+        epoch: Epoch,
+    ) -> Result<Applied, ApplyError> {
+        let ops = self
+            .ops
+            .services
+            .get_mut(service)
+            .ok_or(ApplyError::UnknownService)?;
+        let surge = ops
+            .surges
+            .get(&slot)
+            .filter(|s| s.epoch == epoch)
+            .copied()
+            .ok_or(OperateError::NoSurge)?;
+        ops.surges.remove(&slot);
+        ops.slot_gen.insert(slot, surge.generation);
+        let entry = self
+            .state
+            .services
+            .get_mut(service)
+            .expect("ops of a service");
+        let binding = Assignment {
+            node: surge.node,
+            epoch: surge.epoch,
+        };
+        // A surge exists only for a bound slot (apply_unassign and apply_assign drop it).
+        let previous = entry
+            .slots
+            .insert(slot, binding)
+            .expect("a surge of a bound slot");
+        debug_assert!(previous.epoch < surge.epoch);
+        Ok(Applied::Promoted { previous })
+    }
+
+    fn apply_unsurge(
+        &mut self,
+        service: &str,
+        slot: Slot,
+        epoch: Epoch,
+    ) -> Result<Applied, ApplyError> {
+        let ops = self
+            .ops
+            .services
+            .get_mut(service)
+            .ok_or(ApplyError::UnknownService)?;
+        if !ops.surges.get(&slot).is_some_and(|s| s.epoch == epoch) {
+            return Err(OperateError::NoSurge.into());
+        }
+        ops.surges.remove(&slot);
+        Ok(Applied::Unsurged)
+    }
+
+    /// Back to the previous version: `Some(generation)` from the scheduler (only while that
+    /// generation is still current), `None` from the operator.
+    fn apply_rollback(
+        &mut self,
+        service: &str,
+        failed: Option<u32>,
+    ) -> Result<Applied, ApplyError> {
+        let entry = self
+            .state
+            .services
+            .get_mut(service)
+            .ok_or(ApplyError::UnknownService)?;
+        let ops = self
+            .ops
+            .services
+            .get_mut(service)
+            .expect("ops of a service");
+        if let Some(generation) = failed {
+            if generation != ops.current {
+                return Err(OperateError::StaleGeneration {
+                    generation,
+                    current: ops.current,
+                }
+                .into());
+            }
+        }
+        let previous = ops.previous.take().ok_or(OperateError::NothingToUndo)?;
+        let to = previous.generation;
+        let undone = Version {
+            generation: ops.current,
+            payload: core::mem::replace(&mut entry.spec.payload, previous.payload),
+            args: core::mem::replace(&mut entry.spec.args, previous.args),
+        };
+        ops.current = to;
+        ops.rolled_back_from = failed;
+        // Replacements running the abandoned version are given up (their cells stop).
+        ops.surges.retain(|_, s| s.generation == to);
+        ops.previous = Some(undone);
+        Ok(Applied::RolledBack { to })
+    }
+
+    fn apply_set_autoscale(
+        &mut self,
+        service: &str,
+        policy: Option<AutoscalePolicy>,
+    ) -> Result<Applied, ApplyError> {
+        let entry = self
+            .state
+            .services
+            .get(service)
+            .ok_or(ApplyError::UnknownService)?;
+        if let Some(p) = policy {
+            validate_target(p.target_load_pct)?;
+            // Scaling binds new slots directly, which a fenced slot's tombstone forbids.
+            if entry.spec.fenced {
+                return Err(OperateError::Fenced.into());
+            }
+            if entry.spec.min_replicas == 0 {
+                return Err(OperateError::AutoscaleMinZero.into());
+            }
+        }
+        self.ops_mut(service).autoscale = policy;
+        Ok(Applied::AutoscaleSet)
+    }
+
+    fn apply_autoscale(
+        &mut self,
+        index: u64,
+        service: &str,
+        from: u16,
+        to: u16,
+        place: &[(Slot, NodeId, Epoch)],
+    ) -> Result<Applied, ApplyError> {
+        let entry = self
+            .state
+            .services
+            .get(service)
+            .ok_or(ApplyError::UnknownService)?;
+        let ops = self.ops.services.get(service).expect("ops of a service");
+        if ops.autoscale.is_none() {
+            return Err(OperateError::NotAutoscaled.into());
+        }
+        let spec = &entry.spec;
+        if spec.replicas != from {
+            return Err(OperateError::StaleScale {
+                from,
+                current: spec.replicas,
+            }
+            .into());
+        }
+        validate_replicas(to, spec.min_replicas, spec.max_replicas)
+            .map_err(ApplyError::InvalidSpec)?;
+        if to == from {
+            return Err(OperateError::StaleScale { from, current: to }.into());
+        }
+        // Check the whole entry before changing anything: it applies entirely or not at all.
+        let mut epoch_high = self.state.epoch_high;
+        if to > from {
+            let unbound: Vec<Slot> = (from..to)
+                .filter(|s| !entry.slots.contains_key(s))
+                .collect();
+            let placed: Vec<Slot> = place.iter().map(|(s, _, _)| *s).collect();
+            if placed != unbound {
+                return Err(OperateError::BadScalePlacement.into());
+            }
+            for &(_, node, epoch) in place {
+                if self.is_cordoned(node) {
+                    return Err(OperateError::Cordoned { node }.into());
+                }
+                if epoch <= epoch_high {
+                    return Err(ApplyError::StaleEpoch { epoch, epoch_high });
+                }
+                if epoch - epoch_high > EPOCH_JUMP_MAX {
+                    return Err(ApplyError::EpochJump { epoch, epoch_high });
+                }
+                if epoch >= EPOCH_MAX {
+                    return Err(ApplyError::ImplausibleEpoch { epoch, epoch_high });
+                }
+                epoch_high = epoch;
+            }
+        } else if !place.is_empty() {
+            return Err(OperateError::BadScalePlacement.into());
+        }
+        let fenced = spec.fenced;
+        let entry = self
+            .state
+            .services
+            .get_mut(service)
+            .expect("looked up above");
+        entry.spec.replicas = to;
+        let mut dropped = Vec::new();
+        if to < from {
+            let above: Vec<Slot> = entry.slots.range(to..).map(|(s, _)| *s).collect();
+            for slot in above {
+                let a = entry.slots.remove(&slot).expect("listed above");
+                dropped.push((slot, a));
+            }
+        }
+        for &(slot, node, epoch) in place {
+            entry.slots.insert(slot, Assignment { node, epoch });
+        }
+        self.state.epoch_high = epoch_high;
+        let ops = self.ops_mut(service);
+        let current = ops.current;
+        for &(slot, _, _) in place {
+            ops.slot_gen.insert(slot, current);
+            ops.surges.remove(&slot);
+        }
+        for (slot, _) in &dropped {
+            ops.slot_gen.remove(slot);
+            ops.surges.remove(slot);
+        }
+        if fenced {
+            for (slot, a) in &dropped {
+                self.bury(service, *slot, a, index);
+            }
+        }
+        for &(slot, _, _) in place {
+            self.state.vacated.remove(&(String::from(service), slot));
+        }
+        Ok(Applied::AutoScaled { from, to })
     }
 
     /// Serialises the replicated state for log compaction.
     pub fn snapshot(&self) -> Vec<u8> {
-        let bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
+        let bytes = alloc::vec![SNAPSHOT_FORMAT_V3];
         // Serialising plain data into a Vec only fails on allocation failure, which aborts anyway.
         let bytes = postcard::to_extend(&self.state, bytes).expect("serialise snapshot");
+        let bytes = postcard::to_extend(&self.ops, bytes).expect("serialise snapshot");
         debug_assert!(bytes.len() > 1);
         bytes
     }
@@ -573,16 +1061,30 @@ impl DesiredState {
     pub fn restore(bytes: &[u8], catalog: PayloadCatalog) -> Result<Self, SnapshotError> {
         let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         let (state, rest) = match version {
-            SNAPSHOT_FORMAT_V2 => postcard::take_from_bytes::<Replicated>(body),
+            SNAPSHOT_FORMAT_V2 | SNAPSHOT_FORMAT_V3 => {
+                postcard::take_from_bytes::<Replicated>(body)
+            }
             SNAPSHOT_FORMAT_V1 => postcard::take_from_bytes::<v1::Replicated>(body)
                 .map(|(old, rest)| (Replicated::from(old), rest)),
             _ => return Err(SnapshotError::UnknownFormat { version }),
         }
         .map_err(|_| SnapshotError::Malformed)?;
+        let (ops, rest) = if version == SNAPSHOT_FORMAT_V3 {
+            postcard::take_from_bytes::<Ops>(rest).map_err(|_| SnapshotError::Malformed)?
+        } else {
+            (
+                Ops::first_generation(state.services.iter().map(|(n, e)| (n, &e.slots))),
+                rest,
+            )
+        };
         if !rest.is_empty() {
             return Err(SnapshotError::Malformed);
         }
-        let restored = Self { catalog, state };
+        let restored = Self {
+            catalog,
+            state,
+            ops,
+        };
         for spec in restored.services() {
             spec.validate(&restored.catalog)
                 .map_err(SnapshotError::InvalidSpec)?;
@@ -624,9 +1126,39 @@ impl DesiredState {
                 return Err("tombstone of a bound slot");
             }
         }
+        let o = &self.ops;
+        if o.services.len() != s.services.len() || o.cordoned.len() > DRAINING_MAX {
+            return Err("operate state does not match the services");
+        }
         for (name, entry) in &s.services {
             if *name != entry.spec.name {
                 return Err("service key differs from its name");
+            }
+            let Some(ops) = o.services.get(name) else {
+                return Err("service without operate state");
+            };
+            if ops.current == 0 || ops.current > o.generation_high {
+                return Err("generation above generation_high");
+            }
+            if ops.slot_gen.len() != entry.slots.len()
+                || ops
+                    .slot_gen
+                    .keys()
+                    .zip(entry.slots.keys())
+                    .any(|(a, b)| a != b)
+            {
+                return Err("slot generations do not match the bindings");
+            }
+            for (slot, surge) in &ops.surges {
+                let Some(bound) = entry.slots.get(slot) else {
+                    return Err("surge of an unbound slot");
+                };
+                if surge.epoch <= bound.epoch || surge.epoch > s.epoch_high {
+                    return Err("surge epoch out of order");
+                }
+            }
+            if entry.spec.fenced && !ops.surges.is_empty() {
+                return Err("surge of a fenced service");
             }
             for (slot, assignment) in &entry.slots {
                 if *slot >= entry.spec.max_replicas || *slot >= REPLICAS_CAP {
@@ -998,26 +1530,27 @@ mod tests {
     }
 
     #[test]
-    fn update_keeps_payload_and_args_immutable() {
+    fn new_version_starts_a_rollout_fenced_stays_immutable() {
         let mut spec = ServiceSpec::new("web", "counter", 1);
         let (mut ds, _) = run(&[web(1), assign(0, 1, 1)]);
+        assert_eq!(ds.ops("web").unwrap().current, 1);
         assert_eq!(
             ds.apply(3, &Command::ApplyService(spec.clone())),
-            Err(ApplyError::ImmutableField {
-                field: Field::Payload
-            })
+            Ok(Applied::RolloutStarted { generation: 2 })
         );
-        spec.payload = "echo".to_string();
-        spec.args.push("x".to_string());
+        let ops = ds.ops("web").unwrap();
         assert_eq!(
-            ds.apply(4, &Command::ApplyService(spec.clone())),
-            Err(ApplyError::ImmutableField { field: Field::Args })
+            (ops.current, ops.outdated().collect::<Vec<_>>()),
+            (2, alloc::vec![0])
         );
+        // The slot still runs generation 1, whose version is kept.
+        assert_eq!(ds.version("web", 1).unwrap().0, "echo");
+        assert_eq!(ds.version("web", 2).unwrap().0, "counter");
         spec.args.clear();
         spec.replicas = 0;
         spec.max_replicas = 0;
         assert_eq!(
-            ds.apply(5, &Command::ApplyService(spec.clone())),
+            ds.apply(4, &Command::ApplyService(spec.clone())),
             Err(ApplyError::SlotOutOfRange {
                 slot: 0,
                 max_replicas: 0
@@ -1026,10 +1559,28 @@ mod tests {
         spec.max_replicas = 4;
         spec.restart = cell::spec::RestartPolicy::Always;
         assert_eq!(
-            ds.apply(6, &Command::ApplyService(spec)),
+            ds.apply(5, &Command::ApplyService(spec)),
             Ok(Applied::ServiceUpdated)
         );
         assert_eq!(ds.service("web").unwrap().max_replicas, 4);
+        assert_eq!(ds.ops("web").unwrap().current, 2);
+        // A fenced service cannot run two cells of a slot: its version is fixed.
+        let mut fenced = ServiceSpec::new("db", "echo", 1);
+        fenced.fenced = true;
+        ds.apply(6, &Command::ApplyService(fenced.clone())).unwrap();
+        fenced.payload = "counter".to_string();
+        assert_eq!(
+            ds.apply(7, &Command::ApplyService(fenced.clone())),
+            Err(ApplyError::ImmutableField {
+                field: Field::Payload
+            })
+        );
+        fenced.payload = "echo".to_string();
+        fenced.args.push("x".to_string());
+        assert_eq!(
+            ds.apply(8, &Command::ApplyService(fenced)),
+            Err(ApplyError::ImmutableField { field: Field::Args })
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@
 
 extern crate alloc;
 
+pub mod autoscale;
 pub mod command;
 pub mod config;
 pub mod desired;
@@ -40,6 +41,7 @@ pub mod json;
 pub mod lease;
 pub mod name;
 pub mod node;
+pub mod operate;
 pub mod placement;
 pub mod reconcile;
 pub mod refill;

@@ -40,7 +40,7 @@ use crate::report::{CellReport, NodeReport, PanicNote};
 use crate::service::PayloadCatalog;
 use crate::status::{self, MemberState, NodeRow, QuorumView, RaftRole, StatusInput};
 use crate::wire::ControlMsg;
-use crate::write::{check_static, validate_write, Invalid, Refusal, WriteError};
+use crate::write::{check_members, check_static, validate_write, Invalid, Refusal, WriteError};
 use crate::{CellState, Epoch, NodeId, NodeRole, Slot};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
@@ -89,6 +89,9 @@ pub struct LocalCellRow {
     pub state: CellState,
     pub restarts: u32,
     pub uptime_ms: u64,
+    /// CPU the cell used recently (the driver's measure, e.g. over the last second),
+    /// thousandths of a CPU.
+    pub cpu_milli: u32,
 }
 
 /// The world as the driver sees it at one input.
@@ -436,6 +439,7 @@ impl ControlNode {
                     state: CellState::Exited,
                     restarts: self.rows.get(&id).map_or(0, |r| r.restarts),
                     uptime_ms: 0,
+                    cpu_milli: 0,
                 });
                 self.rows.insert(id, row);
             }
@@ -650,6 +654,7 @@ impl ControlNode {
                     state: CellState::Starting,
                     restarts: 0,
                     uptime_ms: 0,
+                    cpu_milli: 0,
                 };
                 self.rows.insert(id, row);
             }
@@ -845,6 +850,7 @@ impl ControlNode {
                     restarts: row.map_or(0, |r| r.restarts.min(u32::from(u16::MAX)) as u16),
                     uptime_s: row
                         .map_or(0, |r| (r.uptime_ms / 1000).min(u64::from(u32::MAX)) as u32),
+                    cpu_pct: row.map_or(0, |r| (r.cpu_milli / 10).min(100) as u8),
                 }
             })
             .collect();
@@ -856,6 +862,7 @@ impl ControlNode {
             state: CellState::CrashLoop,
             restarts: 0,
             uptime_s: 0,
+            cpu_pct: 0,
         }));
         let mut report = NodeReport::new(
             self.id,
@@ -1020,6 +1027,7 @@ impl ControlNode {
     pub fn submit(&mut self, command: Command, obs: &Observed) -> Result<u64, WriteError> {
         self.observe(obs);
         check_static(&self.desired, &command)?;
+        check_members(&self.members, &self.desired, &command)?;
         let leader = obs.raft.leader.ok_or(WriteError::NoQuorum)?;
         // The leader validates against its own state, so it must be caught up. A follower
         // only forwards (the leader checks the state part), so it needs a leader it can
@@ -1164,7 +1172,10 @@ impl ControlNode {
         // Exactly the validation a local write gets (a forged scheduler command is refused).
         let checked = Command::decode(command)
             .map_err(|_| WriteError::Invalid(Invalid::Undecodable))
-            .and_then(|c| validate_write(&self.desired, &c));
+            .and_then(|c| {
+                check_members(&self.members, &self.desired, &c)?;
+                validate_write(&self.desired, &c)
+            });
         let bytes = match checked {
             Ok(bytes) if self.has_quorum(obs) => bytes,
             Ok(_) => return self.reply(from, req, Err(WriteError::NoQuorum)),
@@ -1272,6 +1283,7 @@ impl ControlNode {
                     load_milli: report.map_or(0, |r| r.load_milli),
                     free_mib: report.map_or(0, |r| r.free_mib),
                     cells: report.map_or(0, |r| r.cell_count),
+                    maint: self.desired.maintenance(id),
                     last_panic: report.and_then(|r| r.last_panic.clone()),
                 }
             })
@@ -1305,6 +1317,7 @@ impl ControlNode {
                     restarts: row.map_or(0, |r| r.restarts.min(u32::from(u16::MAX)) as u16),
                     uptime_s: row
                         .map_or(0, |r| (r.uptime_ms / 1000).min(u64::from(u32::MAX)) as u32),
+                    cpu_pct: row.map_or(0, |r| (r.cpu_milli / 10).min(100) as u8),
                 }
             })
             .collect();
@@ -1350,7 +1363,13 @@ impl ControlNode {
     /// The reason text of a committed command for logs: `op service/slot -> node @epoch`.
     pub fn reason_of(command: &Command) -> Option<Reason> {
         match command {
-            Command::Assign { reason, .. } | Command::Unassign { reason, .. } => Some(*reason),
+            Command::Assign { reason, .. }
+            | Command::Unassign { reason, .. }
+            | Command::Surge { reason, .. }
+            | Command::Promote { reason, .. }
+            | Command::Unsurge { reason, .. } => Some(*reason),
+            Command::Rollback { .. } => Some(Reason::Rollout),
+            Command::AutoScale { .. } => Some(Reason::Autoscale),
             _ => None,
         }
     }

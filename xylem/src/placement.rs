@@ -14,6 +14,19 @@
 //! 4. re-places slots whose cell is *done* (exited for good, or crash-looped) when
 //!    [`crate::refill`] allows it: every slot is filled, at a bounded pace.
 //!
+//! **Operate** (`crate::operate`, `docs/operations.md`), in the same round and the same plan:
+//! 5. replacements in flight ([`crate::operate::Surge`]) are promoted once their cell has run
+//!    `ready_s` without restarting (or at once when the old binding's node is lost), given up
+//!    when their node is lost, and when they fail (crash loop, exit, `surge_fail_restarts`
+//!    restarts) a rollout is rolled back (`Rollback`) and a drain move is given up and retried;
+//! 6. a slot on a draining node gets a replacement on another node (make-before-break, at most
+//!    `drain_moves_max` in flight cluster-wide); a slot whose generation is not the service's
+//!    current one gets a replacement running the current one (surge 1: one per service at a
+//!    time, the old cell serves until the new one is ready);
+//! 7. an autoscaled service whose slots are all settled gets an `AutoScale` entry when
+//!    [`crate::autoscale`] decides so: the new count and the new slots' nodes in one command.
+//! A cordoned node is infeasible for new slots and replacements but keeps its bindings.
+//!
 //! A **fenced** service's slot never moves in one step: the scheduler unbinds it (the old holder
 //! stops its cell, leaving a tombstone in the desired state), and binds it again only once the
 //! caller's [`FenceGate`] says the old holder's cell is surely gone (`crate::lease`).
@@ -26,11 +39,13 @@
 //! `epoch_high + 1, + 2, ...` in plan order; if a stale plan is committed twice, apply rejects
 //! the duplicate epochs, so re-planning before commits land is harmless.
 
+use crate::autoscale::{Autoscaler, Inputs};
 use crate::command::{Command, Reason};
 use crate::config::{Config, PlacementConfig};
 use crate::desired::{Assignment, DesiredState};
+use crate::operate::Surge;
 use crate::refill::{DoneKind, RefillBudget, RefillTracker, Verdict};
-use crate::report::NodeReport;
+use crate::report::{CellReport, NodeReport};
 use crate::service::{ServiceSpec, Spread};
 use crate::{Epoch, NodeId, NodeRole, Slot};
 use alloc::collections::BTreeMap;
@@ -56,6 +71,8 @@ pub struct NodeView {
     pub cells: u32,
     /// Cells the node reports done: `(service, slot, epoch, how)`.
     pub done: Vec<(String, Slot, Epoch, DoneKind)>,
+    /// Every cell of the node's report (readiness of replacements, autoscaler load).
+    pub reported: Vec<CellReport>,
 }
 
 impl NodeView {
@@ -72,6 +89,7 @@ impl NodeView {
             free_mib: 0,
             cells: 0,
             done: Vec::new(),
+            reported: Vec::new(),
         }
     }
 
@@ -98,6 +116,7 @@ impl NodeView {
             free_mib: report.free_mib,
             cells: report.cell_count,
             done,
+            reported: report.cells.clone(),
         }
     }
 }
@@ -118,11 +137,12 @@ impl FenceGate for NoFence {
     }
 }
 
-/// The leader's refill state: per-slot history and the cluster-wide budget.
+/// The leader's scheduler memory: refill history and budget, and the autoscaler's cooldowns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refill {
     pub tracker: RefillTracker,
     pub budget: RefillBudget,
+    pub autoscaler: Autoscaler,
 }
 
 impl Refill {
@@ -131,6 +151,7 @@ impl Refill {
         Self {
             tracker: RefillTracker::new(),
             budget: RefillBudget::new(&config.refill, now_ms),
+            autoscaler: Autoscaler::new(now_ms),
         }
     }
 }
@@ -156,6 +177,10 @@ pub enum PendingReason {
     FenceWait,
     /// The plan reached `plan_commands_max`; next round.
     PlanFull,
+    /// A replacement is starting; the slot's cell serves until it is ready.
+    Replacing { node: NodeId },
+    /// A rolling update waits for its turn (one replacement per service at a time).
+    RolloutWait,
     /// No fresh epoch is left below [`crate::desired::EPOCH_MAX`] (never reached by a real
     /// cluster; defends against a corrupt or forged `epoch_high`).
     EpochsExhausted,
@@ -164,7 +189,10 @@ pub enum PendingReason {
 impl PendingReason {
     /// Whether this is a real shortfall (`Degraded`) rather than a short, expected wait.
     pub fn is_degraded(&self) -> bool {
-        !matches!(self, Self::PlanFull | Self::FenceWait)
+        !matches!(
+            self,
+            Self::PlanFull | Self::FenceWait | Self::Replacing { .. } | Self::RolloutWait
+        )
     }
 }
 
@@ -191,6 +219,8 @@ struct Tally {
     role: NodeRole,
     alive: bool,
     draining: bool,
+    /// Cordoned or draining: no new slot, no replacement.
+    cordoned: bool,
     load_milli: u64,
     free_mib: u64,
     cells: u32,
@@ -227,6 +257,10 @@ struct Planner<'a> {
     nodes: BTreeMap<NodeId, Tally>,
     /// Done cells by (service, slot, epoch, node).
     done: BTreeMap<(&'a str, Slot, Epoch, NodeId), DoneKind>,
+    /// Every reported cell by (service, slot, epoch, node).
+    seen: BTreeMap<(&'a str, Slot, Epoch, NodeId), &'a CellReport>,
+    /// Drain replacements in flight (committed or planned this round).
+    drain_moves: usize,
     next_epoch: Epoch,
     out: Plan,
 }
@@ -254,6 +288,19 @@ pub fn plan(
     for spec in desired.services() {
         planner.place_service(desired, spec, refill, fence, now_ms);
     }
+    planner.drain_moves = desired
+        .surges()
+        .filter(|(_, _, s)| s.reason == Reason::Drain)
+        .count();
+    for spec in desired.services().filter(|s| !s.fenced) {
+        planner.operate_service(desired, spec);
+    }
+    refill
+        .autoscaler
+        .retain(|name| desired.ops(name).is_some_and(|o| o.autoscale.is_some()));
+    for spec in desired.services().filter(|s| !s.fenced) {
+        planner.autoscale_service(desired, spec, &mut refill.autoscaler, now_ms);
+    }
     debug_assert!(planner.out.commands.len() <= config.placement.plan_commands_max);
     planner.out
 }
@@ -262,11 +309,14 @@ impl<'a> Planner<'a> {
     fn new(cfg: &'a Config, desired: &DesiredState, views: &'a [NodeView]) -> Self {
         let mut nodes = BTreeMap::new();
         let mut done = BTreeMap::new();
+        let mut seen = BTreeMap::new();
         for v in views {
+            let draining = v.draining || desired.is_draining(v.id);
             let tally = Tally {
                 role: v.role,
                 alive: v.alive,
-                draining: v.draining || desired.is_draining(v.id),
+                draining,
+                cordoned: draining || desired.is_cordoned(v.id),
                 load_milli: u64::from(v.load_milli),
                 free_mib: u64::from(v.free_mib),
                 cells: v.cells,
@@ -274,6 +324,9 @@ impl<'a> Planner<'a> {
             nodes.insert(v.id, tally);
             for (service, slot, epoch, kind) in &v.done {
                 done.insert((service.as_str(), *slot, *epoch, v.id), *kind);
+            }
+            for c in &v.reported {
+                seen.insert((c.service.as_str(), c.slot, c.epoch, v.id), c);
             }
         }
         // `epoch_high` is below EPOCH_MAX by apply's rule, so this cannot overflow; saturate
@@ -283,6 +336,8 @@ impl<'a> Planner<'a> {
             cfg,
             nodes,
             done,
+            seen,
+            drain_moves: 0,
             next_epoch,
             out: Plan::default(),
         }
@@ -344,7 +399,10 @@ impl<'a> Planner<'a> {
             let bound = desired.assignment(&spec.name, slot);
             let need = match bound {
                 None => self.decide_unbound(spec, slot, refill, fence),
-                Some(a) => self.decide_bound(spec, slot, a, refill, now_ms),
+                Some(a) => {
+                    let surge = desired.surge(&spec.name, slot);
+                    self.decide_bound(spec, slot, a, surge, refill, now_ms)
+                }
             };
             // A binding on an alive node occupies it until a move succeeds (a drain or
             // refill move can fail and leave the cell where it is), so count it now.
@@ -399,6 +457,7 @@ impl<'a> Planner<'a> {
         spec: &ServiceSpec,
         slot: Slot,
         a: Assignment,
+        surge: Option<Surge>,
         refill: &mut Refill,
         now_ms: u64,
     ) -> Need {
@@ -407,9 +466,18 @@ impl<'a> Planner<'a> {
             .get(&a.node)
             .is_none_or(|t| !t.alive || t.role != NodeRole::Worker);
         if lost {
+            if surge.is_some_and(|s| self.alive_worker(s.node)) {
+                // Its replacement takes over (promoted by `operate_service` this round).
+                return Need::Keep;
+            }
             return self.moved(spec, slot, a, Vec::new(), Reason::NodeLost);
         }
         if self.nodes.get(&a.node).is_some_and(|t| t.draining) {
+            if !spec.fenced {
+                // Make-before-break: a replacement first (`operate_service`); the cell here
+                // keeps serving until it is ready.
+                return Need::Keep;
+            }
             return self.moved(spec, slot, a, alloc::vec![a.node], Reason::Drain);
         }
         let Some(&kind) = self.done.get(&(spec.name.as_str(), slot, a.epoch, a.node)) else {
@@ -559,6 +627,249 @@ impl<'a> Planner<'a> {
         });
     }
 
+    /// Replacements: promote, give up or roll back those in flight, then start new ones for
+    /// drains and rollouts (module docs, steps 5 and 6).
+    fn operate_service(&mut self, desired: &DesiredState, spec: &ServiceSpec) {
+        let Some(ops) = desired.ops(&spec.name) else {
+            return;
+        };
+        let mut in_flight = 0usize;
+        for (&slot, surge) in &ops.surges {
+            if self.full() {
+                return;
+            }
+            let Some(bound) = desired.assignment(&spec.name, slot) else {
+                continue;
+            };
+            let cell = self
+                .seen
+                .get(&(spec.name.as_str(), slot, surge.epoch, surge.node))
+                .copied();
+            if !self.alive_worker(surge.node) {
+                self.out.commands.push(Command::Unsurge {
+                    service: spec.name.clone(),
+                    slot,
+                    epoch: surge.epoch,
+                    reason: Reason::NodeLost,
+                });
+                continue;
+            }
+            let failed = cell.is_some_and(|c| {
+                c.state.is_done() || c.restarts >= self.cfg.operate.surge_fail_restarts
+            });
+            if failed {
+                if surge.reason == Reason::Rollout
+                    && surge.generation == ops.current
+                    && ops.previous.is_some()
+                {
+                    // The new version crash-loops: back to the previous one, which also
+                    // gives up every replacement running the new one.
+                    self.out.commands.push(Command::Rollback {
+                        service: spec.name.clone(),
+                        generation: surge.generation,
+                    });
+                    return;
+                }
+                self.out.commands.push(Command::Unsurge {
+                    service: spec.name.clone(),
+                    slot,
+                    epoch: surge.epoch,
+                    reason: Reason::CrashLoop,
+                });
+                continue;
+            }
+            let ready = cell.is_some_and(|c| {
+                c.state == crate::CellState::Running && c.uptime_s >= self.cfg.operate.ready_s
+            });
+
+            let old_lost = !self.alive_worker(bound.node);
+            if ready || old_lost {
+                let reason = if old_lost {
+                    Reason::NodeLost
+                } else {
+                    surge.reason
+                };
+                self.out.commands.push(Command::Promote {
+                    service: spec.name.clone(),
+                    slot,
+                    epoch: surge.epoch,
+                    reason,
+                });
+                continue;
+            }
+            in_flight += 1;
+            self.pending(spec, slot, PendingReason::Replacing { node: surge.node });
+        }
+        // Spread counts for choosing replacement nodes: every binding and replacement.
+        let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
+        for (_, a) in desired.assignments_of(&spec.name) {
+            *per_node.entry(a.node).or_insert(0) += 1;
+        }
+        for s in ops.surges.values() {
+            *per_node.entry(s.node).or_insert(0) += 1;
+        }
+        let mut rolling = in_flight > 0;
+        for slot in 0..spec.replicas {
+            let Some(a) = desired.assignment(&spec.name, slot) else {
+                continue;
+            };
+            if ops.surges.contains_key(&slot) || !self.alive_worker(a.node) {
+                continue;
+            }
+            let draining = self.nodes.get(&a.node).is_some_and(|t| t.draining);
+            let outdated = ops.slot_gen.get(&slot) != Some(&ops.current);
+            let reason = if draining {
+                if self.drain_moves >= self.cfg.operate.drain_moves_max {
+                    self.pending(spec, slot, PendingReason::DrainBlocked { node: a.node });
+                    continue;
+                }
+                Reason::Drain
+            } else if outdated {
+                if rolling {
+                    self.pending(spec, slot, PendingReason::RolloutWait);
+                    continue;
+                }
+                Reason::Rollout
+            } else {
+                continue;
+            };
+            if self.full() {
+                self.pending(spec, slot, PendingReason::PlanFull);
+                continue;
+            }
+            // A drain goes elsewhere; a rollout may stay on the node (spread decides), and
+            // the cell it replaces does not count there (it goes once the new one is ready,
+            // so a hard-spread service can still roll on a full cluster).
+            let avoid = if draining {
+                alloc::vec![a.node]
+            } else {
+                Vec::new()
+            };
+            if let Some(n) = per_node.get_mut(&a.node) {
+                *n = n.saturating_sub(1);
+            }
+            let choice = self.choose(spec, &per_node, &avoid);
+            *per_node.entry(a.node).or_insert(0) += 1;
+            let Some(node) = choice else {
+                let why = if draining {
+                    PendingReason::DrainBlocked { node: a.node }
+                } else {
+                    PendingReason::NoFeasibleNode
+                };
+                self.pending(spec, slot, why);
+                continue;
+            };
+            let epoch = self.next_epoch;
+            self.next_epoch = self.next_epoch.saturating_add(1);
+            *per_node.entry(node).or_insert(0) += 1;
+            self.charge(node);
+            if draining {
+                self.drain_moves += 1;
+            }
+            // A rollout replaces one slot at a time per service (surge 1).
+            rolling = rolling || reason == Reason::Rollout || outdated;
+            self.out.commands.push(Command::Surge {
+                service: spec.name.clone(),
+                slot,
+                node,
+                epoch,
+                generation: ops.current,
+                reason,
+            });
+            #[cfg(feature = "mutation")]
+            if self.cfg.lease.mutation == crate::config::Mutation::PromoteUnready {
+                self.out.commands.push(Command::Promote {
+                    service: spec.name.clone(),
+                    slot,
+                    epoch,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// The autoscaler's step for one service (module docs, step 7): only when every slot is
+    /// bound, nothing is being replaced, and every replica reports running.
+    fn autoscale_service(
+        &mut self,
+        desired: &DesiredState,
+        spec: &ServiceSpec,
+        scaler: &mut Autoscaler,
+        now_ms: u64,
+    ) {
+        let Some(ops) = desired.ops(&spec.name) else {
+            return;
+        };
+        let Some(policy) = ops.autoscale else {
+            return;
+        };
+        let bound: Vec<(Slot, Assignment)> = desired.assignments_of(&spec.name).collect();
+        // Not while a rollout is under way either: old and new versions may load differently.
+        let settled = bound.len() == usize::from(spec.replicas)
+            && bound.iter().all(|(s, _)| *s < spec.replicas)
+            && ops.surges.is_empty()
+            && ops.outdated().next().is_none();
+        if !settled || self.full() {
+            return;
+        }
+        let mut load_milli = 0u32;
+        for (slot, a) in &bound {
+            let key = (spec.name.as_str(), *slot, a.epoch, a.node);
+            match self.seen.get(&key) {
+                Some(c) if c.state == crate::CellState::Running => {
+                    load_milli = load_milli.saturating_add(u32::from(c.cpu_pct) * 10);
+                }
+                // A replica not (yet) running says nothing about load: wait.
+                _ => return,
+            }
+        }
+        let input = Inputs {
+            policy,
+            replicas: spec.replicas,
+            min: spec.min_replicas,
+            max: spec.max_replicas,
+            load_milli,
+        };
+        let Some(to) = scaler.decide(&self.cfg.operate, &spec.name, input, now_ms) else {
+            return;
+        };
+        let mut place = Vec::new();
+        if to > spec.replicas {
+            let mut per_node: BTreeMap<NodeId, u32> = BTreeMap::new();
+            for (_, a) in &bound {
+                *per_node.entry(a.node).or_insert(0) += 1;
+            }
+            for slot in spec.replicas..to {
+                let Some(node) = self.choose(spec, &per_node, &[]) else {
+                    break;
+                };
+                *per_node.entry(node).or_insert(0) += 1;
+                self.charge(node);
+                let epoch = self.next_epoch;
+                self.next_epoch = self.next_epoch.saturating_add(1);
+                place.push((slot, node, epoch));
+            }
+            if place.is_empty() {
+                self.pending(spec, spec.replicas, PendingReason::NoFeasibleNode);
+                return;
+            }
+        }
+        // Scale only as far as nodes were found: the count and its placement agree.
+        let to = if to > spec.replicas {
+            spec.replicas + place.len() as u16
+        } else {
+            to
+        };
+        scaler.changed(&spec.name, now_ms);
+        self.out.commands.push(Command::AutoScale {
+            service: spec.name.clone(),
+            from: spec.replicas,
+            to,
+            load_milli,
+            place,
+        });
+    }
+
     /// Feasibility then scoring; `None` when no node is feasible.
     fn choose(
         &self,
@@ -589,6 +900,7 @@ impl<'a> Planner<'a> {
         t.role == NodeRole::Worker
             && t.alive
             && !t.draining
+            && !t.cordoned
             && t.free_mib >= u64::from(cfg.free_mib_min)
             && t.cells < cfg.cells_per_node_max
     }

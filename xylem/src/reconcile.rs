@@ -110,9 +110,14 @@ pub fn reconcile(
         .collect();
     order.sort_by_key(|c| c.id);
     for cell in order {
+        // A slot's replacement in flight (make-before-break) is as much a binding as the
+        // slot's own until it is promoted or given up.
+        let surge = desired
+            .surge(&cell.service, cell.slot)
+            .is_some_and(|s| s.node == me && s.epoch == cell.epoch);
         let why = match desired.assignment(&cell.service, cell.slot) {
             None => Some(StopReason::Unassigned),
-            Some(a) if a.node != me || a.epoch != cell.epoch => {
+            Some(a) if !surge && (a.node != me || a.epoch != cell.epoch) => {
                 Some(StopReason::Fenced { current: a.epoch })
             }
             Some(_) if !kept.insert((&cell.service, cell.slot, cell.epoch)) => {
@@ -128,20 +133,34 @@ pub fn reconcile(
         }
     }
     let mut spawns = Vec::new();
-    for (service, slot, a) in desired.assignments().filter(|(_, _, a)| a.node == me) {
-        if kept.contains(&(service, slot, a.epoch)) {
+    let bound = desired
+        .assignments()
+        .filter(|(_, _, a)| a.node == me)
+        .map(|(service, slot, a)| {
+            let generation = desired.slot_generation(service, slot).unwrap_or(0);
+            (service, slot, a.epoch, generation)
+        });
+    let surges = desired
+        .surges()
+        .filter(|(_, _, s)| s.node == me)
+        .map(|(service, slot, s)| (service, slot, s.epoch, s.generation));
+    for (service, slot, epoch, generation) in bound.chain(surges) {
+        if kept.contains(&(service, slot, epoch)) {
             continue;
         }
-        // Apply keeps every assignment's service present, so the lookup cannot fail.
+        // Apply keeps every assignment's service present, so the lookups cannot fail.
         let spec = desired
             .service(service)
+            .expect("assignment of a missing service");
+        let (payload, args) = desired
+            .version(service, generation)
             .expect("assignment of a missing service");
         spawns.push(Action::Spawn {
             service: String::from(service),
             slot,
-            epoch: a.epoch,
-            payload: spec.payload.clone(),
-            args: spec.args.clone(),
+            epoch,
+            payload: String::from(payload),
+            args: args.to_vec(),
             restart: spec.restart,
         });
     }

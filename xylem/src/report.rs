@@ -28,9 +28,9 @@ pub const REPORT_CELLS_MAX: usize = 16;
 /// travels as one transport payload (at most 1360 bytes) inside a control message.
 pub const REPORT_BYTES_MAX: usize = 1100;
 /// The first byte of every encoded report (format 2 added `applied_index`, format 3
-/// [`NodeReport::last_panic`]; reports are soft state between nodes of one image, so older
-/// formats are simply refused).
-pub const REPORT_FORMAT_V3: u8 = 3;
+/// [`NodeReport::last_panic`], format 4 each cell's `cpu_pct`; reports are soft state between
+/// nodes of one image, so older formats are simply refused).
+pub const REPORT_FORMAT_V4: u8 = 4;
 /// Longest panic message a report carries (cut on a character boundary).
 pub const PANIC_MESSAGE_MAX: usize = 48;
 
@@ -102,6 +102,9 @@ pub struct CellReport {
     pub restarts: u16,
     /// Seconds since the current run started (saturating).
     pub uptime_s: u32,
+    /// CPU the cell used recently, percent of one CPU (the autoscaler's input; one byte keeps
+    /// the worst-case report under [`REPORT_BYTES_MAX`]).
+    pub cpu_pct: u8,
 }
 
 /// One node's report to the leader.
@@ -182,7 +185,7 @@ impl NodeReport {
         if self.last_panic.as_ref().is_some_and(|p| !p.is_bounded()) {
             return Err(ReportError::Malformed);
         }
-        let bytes = alloc::vec![REPORT_FORMAT_V3];
+        let bytes = alloc::vec![REPORT_FORMAT_V4];
         let bytes = postcard::to_extend(self, bytes).map_err(|_| ReportError::Malformed)?;
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
@@ -196,7 +199,7 @@ impl NodeReport {
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
         }
-        if version != REPORT_FORMAT_V3 {
+        if version != REPORT_FORMAT_V4 {
             return Err(ReportError::UnknownFormat { version });
         }
         let (report, rest) =
@@ -250,6 +253,7 @@ mod tests {
             state: CellState::CrashLoop,
             restarts: u16::MAX,
             uptime_s: u32::MAX,
+            cpu_pct: u8::MAX,
         }
     }
 
@@ -270,9 +274,9 @@ mod tests {
         report.last_panic = Some(worst_panic());
         let bytes = report.encode().unwrap();
         assert!(bytes.len() <= REPORT_BYTES_MAX, "{} bytes", bytes.len());
-        // 43 header bytes + 16 x 60 per cell + 73 for the panic note: the bound is tight,
+        // 43 header bytes + 16 x 61 per cell + 73 for the panic note: the bound is tight,
         // keep it that way on purpose.
-        assert_eq!(bytes.len(), 1076);
+        assert_eq!(bytes.len(), 1092);
         assert_eq!(NodeReport::decode(&bytes), Ok(report));
     }
 
@@ -297,7 +301,7 @@ mod tests {
             message: "y".repeat(PANIC_MESSAGE_MAX + 1),
         });
         assert_eq!(report.encode(), Err(ReportError::Malformed));
-        let mut forged = vec![REPORT_FORMAT_V3];
+        let mut forged = vec![REPORT_FORMAT_V4];
         forged.extend(postcard::to_allocvec(&report).unwrap());
         assert_eq!(NodeReport::decode(&forged), Err(ReportError::Malformed));
     }
@@ -312,6 +316,7 @@ mod tests {
             state: CellState::Running,
             restarts: 0,
             uptime_s: 3600,
+            cpu_pct: 0,
         }];
         let bytes = NodeReport::new(2, 40, 250, 900, 0, cells).encode().unwrap();
         assert!(bytes.len() < 32, "{}", bytes.len());
@@ -342,12 +347,12 @@ mod tests {
             Err(ReportError::UnknownFormat { version: 1 })
         );
         assert_eq!(
-            NodeReport::decode(&[2]),
-            Err(ReportError::UnknownFormat { version: 2 })
+            NodeReport::decode(&[3]),
+            Err(ReportError::UnknownFormat { version: 3 })
         );
-        assert_eq!(NodeReport::decode(&[3, 0xff]), Err(ReportError::Malformed));
+        assert_eq!(NodeReport::decode(&[4, 0xff]), Err(ReportError::Malformed));
         assert!(matches!(
-            NodeReport::decode(&[3; REPORT_BYTES_MAX + 1]),
+            NodeReport::decode(&[4; REPORT_BYTES_MAX + 1]),
             Err(ReportError::TooLarge { .. })
         ));
         // A forged report claiming 17 cells but small enough to pass the byte bound.
@@ -361,9 +366,10 @@ mod tests {
                 state: CellState::Running,
                 restarts: 0,
                 uptime_s: 0,
+                cpu_pct: 0,
             })
             .collect();
-        let mut bytes = vec![REPORT_FORMAT_V3];
+        let mut bytes = vec![REPORT_FORMAT_V4];
         bytes.extend(postcard::to_allocvec(&forged).unwrap());
         assert_eq!(
             NodeReport::decode(&bytes),

@@ -109,6 +109,8 @@ pub struct NodeRow {
     pub load_milli: u32,
     pub free_mib: u32,
     pub cells: u32,
+    /// Maintenance state (`xylem cordon|drain`): active, cordoned, draining or drained.
+    pub maint: crate::operate::Maintenance,
     /// How the node's previous boot ended, if in a panic (from its report).
     pub last_panic: Option<PanicNote>,
 }
@@ -318,7 +320,7 @@ fn render_quorum(out: &mut String, q: &QuorumView) {
 fn render_nodes(out: &mut String, nodes: &[NodeRow]) {
     let _ = writeln!(
         out,
-        "\n{:<12} {:<8} {:<8} {:<9} {:>6} {:>8} {:>5}",
+        "\n{:<12} {:<8} {:<8} {:<9} {:>6} {:>8} {:>5} STATE",
         "NODE", "ROLE", "MEMBER", "RAFT", "LOAD", "FREE_MIB", "CELLS"
     );
     for n in nodes.iter().take(ROWS_MAX) {
@@ -328,14 +330,15 @@ fn render_nodes(out: &mut String, nodes: &[NodeRow]) {
         let (role, member, raft) = (n.role.as_str(), n.member.as_str(), n.raft.as_str());
         let _ = writeln!(
             out,
-            "{:<12} {:<8} {:<8} {:<9} {:>6} {:>8} {:>5}",
+            "{:<12} {:<8} {:<8} {:<9} {:>6} {:>8} {:>5} {}",
             fit(&n.name, 12),
             role,
             member,
             raft,
             load,
             free,
-            cells
+            cells,
+            n.maint.as_str()
         );
     }
     more(out, nodes.len());

@@ -13,8 +13,10 @@
 
 use crate::command::{Command, EncodeError};
 use crate::desired::{ApplyError, DesiredState};
+use crate::operate::{check_maintenance, validate_target, Maintenance, MaintenanceError};
 use crate::service::SpecError;
-use crate::NodeId;
+use crate::{NodeId, NodeRole};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,8 @@ pub enum Invalid {
     TooLarge { len: usize },
     /// A forwarded command did not decode.
     Undecodable,
+    /// A cordon, uncordon or drain the cluster's members do not allow.
+    Maintenance(MaintenanceError),
 }
 
 /// Why Raft refused a proposal (the driver maps its consensus error to this).
@@ -73,11 +77,15 @@ pub enum WriteError {
 /// that fits. A follower runs only these before forwarding: its own state may lag the leader's
 /// by a few milliseconds, and the leader checks the state part itself.
 pub fn check_static(desired: &DesiredState, command: &Command) -> Result<Vec<u8>, WriteError> {
-    if matches!(
-        command,
-        Command::Assign { .. } | Command::Unassign { .. } | Command::SetOwner { .. }
-    ) {
+    if command.is_scheduler() {
         return Err(WriteError::Invalid(Invalid::NotOperator));
+    }
+    if let Command::SetAutoscale {
+        policy: Some(p), ..
+    } = command
+    {
+        validate_target(p.target_load_pct)
+            .map_err(|e| WriteError::Invalid(Invalid::Apply(e.into())))?;
     }
     if let Command::ApplyService(spec) = command {
         spec.validate(desired.catalog())
@@ -89,6 +97,29 @@ pub fn check_static(desired: &DesiredState, command: &Command) -> Result<Vec<u8>
             EncodeError::Serialize => Invalid::TooLarge { len: usize::MAX },
         })
     })
+}
+
+/// Checks a maintenance write against the configured members (the leader, before proposing):
+/// no unknown node, no witness, never the last worker taking slots.
+pub fn check_members(
+    members: &BTreeMap<NodeId, NodeRole>,
+    desired: &DesiredState,
+    command: &Command,
+) -> Result<(), WriteError> {
+    let (node, mode) = match command {
+        Command::Maintain { node, mode } => (*node, *mode),
+        Command::SetDraining { node, draining } => (
+            *node,
+            if *draining {
+                Maintenance::Draining
+            } else {
+                Maintenance::Active
+            },
+        ),
+        _ => return Ok(()),
+    };
+    check_maintenance(members, desired, node, mode)
+        .map_err(|e| WriteError::Invalid(Invalid::Maintenance(e)))
 }
 
 /// Checks an operator write exactly as apply will (the static checks, then against the
@@ -166,6 +197,7 @@ impl fmt::Display for ApplyError {
             }
             Self::TooManyDraining => write!(f, "too many draining nodes"),
             Self::Address(e) => write!(f, "address: {e:?}"),
+            Self::Operate(e) => write!(f, "{e}"),
         }
     }
 }
@@ -189,6 +221,9 @@ impl fmt::Display for WriteError {
             }
             Self::Invalid(Invalid::Undecodable) => {
                 write!(f, "rejected, nothing committed: the command did not decode")
+            }
+            Self::Invalid(Invalid::Maintenance(e)) => {
+                write!(f, "rejected, nothing committed: {e}")
             }
             Self::NoQuorum => write!(
                 f,
@@ -269,6 +304,62 @@ mod tests {
             node: 1,
             epoch: u64::MAX,
             reason: Reason::Place,
+        };
+        assert_eq!(
+            validate_write(&ds, &forged),
+            Err(WriteError::Invalid(Invalid::NotOperator))
+        );
+    }
+
+    #[test]
+    fn maintenance_is_checked_against_the_members() {
+        use crate::operate::Maintenance as M;
+        let mut ds = DesiredState::new(PayloadCatalog::new(&["hello"]));
+        let members: BTreeMap<NodeId, NodeRole> = [
+            (1, NodeRole::Worker),
+            (2, NodeRole::Worker),
+            (3, NodeRole::Witness),
+        ]
+        .into_iter()
+        .collect();
+        let set = |node, mode| Command::Maintain { node, mode };
+        let err = |e| Err(WriteError::Invalid(Invalid::Maintenance(e)));
+        assert_eq!(
+            check_members(&members, &ds, &set(9, M::Cordoned)),
+            err(MaintenanceError::UnknownNode { node: 9 })
+        );
+        assert_eq!(
+            check_members(&members, &ds, &set(3, M::Draining)),
+            err(MaintenanceError::Witness { node: 3 })
+        );
+        assert_eq!(
+            check_members(&members, &ds, &set(1, M::Drained)),
+            err(MaintenanceError::NotSettable)
+        );
+        assert_eq!(check_members(&members, &ds, &set(1, M::Draining)), Ok(()));
+        ds.apply(1, &set(2, M::Cordoned)).unwrap();
+        // Worker 2 takes no slots: draining 1 would leave its cells nowhere to go.
+        assert_eq!(
+            check_members(&members, &ds, &set(1, M::Draining)),
+            err(MaintenanceError::LastEligibleWorker { node: 1 })
+        );
+        let old = Command::SetDraining {
+            node: 1,
+            draining: true,
+        };
+        assert_eq!(
+            check_members(&members, &ds, &old),
+            err(MaintenanceError::LastEligibleWorker { node: 1 })
+        );
+        assert_eq!(check_members(&members, &ds, &set(1, M::Cordoned)), Ok(()));
+        let text = err(MaintenanceError::LastEligibleWorker { node: 1 })
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("rejected, nothing committed: node 1 is the last worker"));
+        // Scheduler-only commands are never operator writes.
+        let forged = Command::Rollback {
+            service: "web".into(),
+            generation: 1,
         };
         assert_eq!(
             validate_write(&ds, &forged),

@@ -30,6 +30,7 @@ fn views() -> Vec<NodeView> {
             free_mib: 100_000,
             cells: 0,
             done: Vec::new(),
+            reported: Vec::new(),
         })
         .collect()
 }

@@ -184,7 +184,8 @@ impl Fuzz {
                 epoch: nasty(&mut self.rng, self.epoch_high),
                 state: STATES[below(&mut self.rng, 6) as usize],
                 restarts: below(&mut self.rng, 9) as u16,
-                uptime_s: 1,
+                uptime_s: below(&mut self.rng, 3) as u32,
+                cpu_pct: below(&mut self.rng, 101) as u8,
             })
             .collect();
         let seq = if below(&mut self.rng, 5) == 0 {
@@ -312,10 +313,17 @@ impl Fuzz {
                     .desired()
                     .assignment(&spawn.name.service, spawn.name.slot)
                     .expect("spawn for a bound slot");
-                assert_eq!(
-                    (bound.node, bound.epoch),
-                    (1, spawn.name.epoch),
-                    "spawn for another node or epoch"
+                // The slot's binding, or its replacement in flight (make-before-break).
+                let surge = self
+                    .node
+                    .desired()
+                    .surge(&spawn.name.service, spawn.name.slot)
+                    .map(|s| (s.node, s.epoch));
+                assert!(
+                    (bound.node, bound.epoch) == (1, spawn.name.epoch)
+                        || surge == Some((1, spawn.name.epoch)),
+                    "spawn for another node or epoch: bound {bound:?}, surge {surge:?}, {}",
+                    spawn.name
                 );
             }
         }
@@ -356,6 +364,7 @@ impl Fuzz {
                         state: CellState::Starting,
                         restarts: 0,
                         uptime_ms: 0,
+                        cpu_milli: 0,
                     });
                     let name = spawn.name.clone();
                     self.with(|c, _| c.on_spawned(&name, Some(id)));

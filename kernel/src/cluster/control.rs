@@ -53,6 +53,12 @@ static HISTORY: Mutex<VecDeque<(u64, String)>> = Mutex::new(VecDeque::new());
 static READS: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
 /// Microseconds per tick spent in the control node (for `xylem stats`).
 static TIMINGS: Mutex<VecDeque<u64>> = Mutex::new(VecDeque::new());
+/// Per-cell CPU samples for the autoscaler: cell id -> (CPU ticks at the sample, when in ms,
+/// the rate over the last window in milli-CPU). Bounded by the cell table: rows of cells gone
+/// from it are dropped at each read.
+static CPU_SAMPLES: Mutex<BTreeMap<u64, (u64, u64, u32)>> = Mutex::new(BTreeMap::new());
+/// A cell's CPU rate is measured over windows of at least this long.
+const CPU_WINDOW_MS: u64 = 1_000;
 
 fn now_ms() -> u64 {
     time::now_us() / 1000
@@ -165,16 +171,39 @@ fn member_view() -> BTreeMap<NodeId, MemberState> {
         .collect()
 }
 
+/// The cell table as the control node sees it, with each cell's recent CPU use: the ticks of
+/// its finished incarnations plus its live task's, differenced over [`CPU_WINDOW_MS`].
 fn cell_rows() -> Vec<LocalCellRow> {
-    cells::list()
-        .into_iter()
-        .map(|c| LocalCellRow {
-            id: c.id,
-            state: CellState::from(c.state),
-            restarts: c.restarts,
-            uptime_ms: c.uptime_ms,
-        })
-        .collect()
+    let now = now_ms();
+    let rows = cells::list();
+    let ticks: Vec<u64> = rows
+        .iter()
+        .map(|c| c.cpu_ticks + c.task.and_then(sched::cpu_ticks_of).unwrap_or(0))
+        .collect();
+    without_interrupts(|| {
+        let mut samples = CPU_SAMPLES.lock();
+        samples.retain(|id, _| rows.iter().any(|c| c.id == *id));
+        rows.iter()
+            .zip(ticks)
+            .map(|(c, ticks)| {
+                let sample = samples.entry(c.id).or_insert((ticks, now, 0));
+                let elapsed_ms = now.saturating_sub(sample.1);
+                if elapsed_ms >= CPU_WINDOW_MS {
+                    let used_ms = ticks.saturating_sub(sample.0) * 1000 / time::TICK_HZ;
+                    sample.2 = u32::try_from(used_ms * 1000 / elapsed_ms).unwrap_or(u32::MAX);
+                    sample.0 = ticks;
+                    sample.1 = now;
+                }
+                LocalCellRow {
+                    id: c.id,
+                    state: CellState::from(c.state),
+                    restarts: c.restarts,
+                    uptime_ms: c.uptime_ms,
+                    cpu_milli: sample.2,
+                }
+            })
+            .collect()
+    })
 }
 
 /// Runs one input on the node with a fresh observation (`with_cells`: read the cell table,
@@ -381,6 +410,67 @@ fn describe(command: &Command) -> String {
             node,
             epoch,
         } => format!("owner {service} -> {} epoch={epoch}", peers::name_of(*node)),
+        Command::Maintain { node, mode } => {
+            format!("{} {}", mode.as_str(), peers::name_of(*node))
+        }
+        Command::Surge {
+            service,
+            slot,
+            node,
+            epoch,
+            generation,
+            reason,
+        } => format!(
+            "surge {service}/{slot}@{epoch} gen {generation} -> {} ({}): replacement starts",
+            peers::name_of(*node),
+            reason.as_str()
+        ),
+        Command::Promote {
+            service,
+            slot,
+            epoch,
+            reason,
+        } => format!(
+            "promote {service}/{slot}@{epoch} ({}): replacement ready, old cell stops",
+            reason.as_str()
+        ),
+        Command::Unsurge {
+            service,
+            slot,
+            epoch,
+            reason,
+        } => format!(
+            "give up replacement {service}/{slot}@{epoch} ({})",
+            reason.as_str()
+        ),
+        Command::Rollback {
+            service,
+            generation,
+        } => format!("rollback {service}: generation {generation} crash-looped"),
+        Command::RolloutUndo { service } => format!("rollout undo {service}"),
+        Command::SetAutoscale { service, policy } => match policy {
+            Some(p) => format!("autoscale {service} target={}%", p.target_load_pct),
+            None => format!("autoscale {service} off"),
+        },
+        Command::AutoScale {
+            service,
+            from,
+            to,
+            load_milli,
+            place,
+        } => {
+            let nodes: Vec<String> = place
+                .iter()
+                .map(|(slot, node, epoch)| format!("{slot}@{epoch}->{}", peers::name_of(*node)))
+                .collect();
+            format!(
+                "autoscale {service} {from}->{to}: load {}.{:03} CPU over {from} replicas{}{}",
+                load_milli / 1000,
+                load_milli % 1000,
+                if nodes.is_empty() { "" } else { ", placed " },
+                nodes.join(" ")
+            )
+        }
     }
 }
 
@@ -423,6 +513,54 @@ fn commit_event(index: u64, command: &Command) -> EventKind {
             node,
             epoch,
         } => ("owner", service.as_str(), 0, *node, *epoch, "-"),
+        Command::Maintain { node, mode } => (mode.as_str(), "", 0, *node, 0, "-"),
+        Command::Surge {
+            service,
+            slot,
+            node,
+            epoch,
+            reason,
+            ..
+        } => (
+            "surge",
+            service.as_str(),
+            *slot,
+            *node,
+            *epoch,
+            reason.as_str(),
+        ),
+        Command::Promote {
+            service,
+            slot,
+            epoch,
+            reason,
+        } => (
+            "promote",
+            service.as_str(),
+            *slot,
+            0,
+            *epoch,
+            reason.as_str(),
+        ),
+        Command::Unsurge {
+            service,
+            slot,
+            epoch,
+            reason,
+        } => (
+            "unsurge",
+            service.as_str(),
+            *slot,
+            0,
+            *epoch,
+            reason.as_str(),
+        ),
+        Command::Rollback { service, .. } => ("rollback", service.as_str(), 0, 0, 0, "crash-loop"),
+        Command::RolloutUndo { service } => ("rollout-undo", service.as_str(), 0, 0, 0, "-"),
+        Command::SetAutoscale { service, .. } => ("set-autoscale", service.as_str(), 0, 0, 0, "-"),
+        Command::AutoScale { service, to, .. } => {
+            ("autoscale", service.as_str(), *to, 0, 0, "autoscale")
+        }
     };
     EventKind::XylemCommit {
         index,
@@ -549,6 +687,30 @@ pub fn addresses() -> Vec<(String, xylem::frontdoor::Address)> {
         })
     })
     .unwrap_or_default()
+}
+
+/// `xylem rollout status <svc>` from this node's desired state (`None`: no such service or
+/// the plane is not running).
+pub fn rollout_text(service: &str) -> Option<String> {
+    without_interrupts(|| {
+        let guard = CONTROL.lock();
+        let desired = guard.as_ref()?.desired();
+        xylem::operate::rollout_text(desired, service, &peers::name_of)
+    })
+}
+
+/// A service's desired replica count in this node's desired state.
+pub fn service_replicas(service: &str) -> Option<u16> {
+    without_interrupts(|| {
+        let guard = CONTROL.lock();
+        Some(guard.as_ref()?.desired().service(service)?.replicas)
+    })
+}
+
+/// A node by name (`worker-2`) or id (`2`), among the configured members.
+pub fn node_by_name(text: &str) -> Option<NodeId> {
+    let id = peers::get().id_of(text).or_else(|| text.parse().ok())?;
+    all_nodes().contains(&id).then_some(id)
 }
 
 /// The local cell serving `name` (`web/1@7`), if this node runs it.

@@ -642,6 +642,12 @@ pub struct TaskInfo {
     pub class: TaskClass,
 }
 
+/// CPU ticks a live task has used so far (`None` once it exited and was reaped): the
+/// control plane turns the cells' ticks into a per-service load for the autoscaler.
+pub fn cpu_ticks_of(id: TaskId) -> Option<u64> {
+    with_sched(|s| s.tasks.get(&id).map(|t| t.cpu_ticks))
+}
+
 /// Every task, by id.
 pub fn tasks() -> Vec<TaskInfo> {
     with_sched(|s| {

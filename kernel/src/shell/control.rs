@@ -5,6 +5,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use xylem::command::Command;
+use xylem::operate::{validate_target, AutoscalePolicy, Maintenance, OperateError};
 use xylem::service::{ServiceSpec, SpecError};
 use xylem::status;
 use xylem::write::{Invalid, WriteError};
@@ -23,8 +24,8 @@ pub const COMMANDS: &[ShellCommand] = &[
     },
     ShellCommand {
         name: "xylem",
-        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--fence] [--port P] | expose <svc> <port> | scale <svc> <N> | delete <svc> | events [N] [--json] | stats",
-        help: "the control plane: services, replicas, failover, addresses; writes answer once committed",
+        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--fence] [--port P] [--min N --max M --target-load PCT|off] | expose <svc> <port> | scale <svc> <N> | delete <svc> | cordon|uncordon|drain <node> | rollout status|undo <svc> | events [N] [--json] | stats",
+        help: "the control plane: services, replicas, failover, addresses, drains, rolling updates, autoscaling; writes answer once committed",
         run: xylem,
     },
 ];
@@ -344,6 +345,21 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
             service: name.to_string(),
             port: parse_port(port)?,
         }),
+        Some((&"cordon", [node])) => maintain(node, Maintenance::Cordoned),
+        Some((&"uncordon", [node])) => maintain(node, Maintenance::Active),
+        Some((&"drain", [node])) => maintain(node, Maintenance::Draining),
+        Some((&"rollout", [action, service])) => match *action {
+            "status" => {
+                let text = control::rollout_text(service)
+                    .ok_or_else(|| failed(format!("no service '{service}'")))?;
+                crate::print!("{text}");
+                Ok(())
+            }
+            "undo" => submit(Command::RolloutUndo {
+                service: service.to_string(),
+            }),
+            _ => Err(CommandError::Usage),
+        },
         Some((&"stats", [])) => {
             let median = control::tick_us_median().map_or(String::from("-"), |us| format!("{us}"));
             crate::println!("control_tick_us_median {median}");
@@ -370,6 +386,22 @@ fn xylem(args: &[&str]) -> Result<(), CommandError> {
     }
 }
 
+/// `xylem cordon|uncordon|drain <node>`: by name or id; the leader also refuses a witness,
+/// an unknown node and draining the last worker that takes slots (nothing is committed).
+fn maintain(node: &str, mode: Maintenance) -> Result<(), CommandError> {
+    let id = control::node_by_name(node).ok_or_else(|| {
+        let names: Vec<String> = control::all_nodes()
+            .into_iter()
+            .map(peers::name_of)
+            .collect();
+        failed(format!(
+            "rejected, nothing committed: no node '{node}' in this cluster (nodes: {})",
+            names.join(", ")
+        ))
+    })?;
+    submit(Command::Maintain { node: id, mode })
+}
+
 fn apply(args: &[&str]) -> Result<(), CommandError> {
     let (&name, rest) = args.split_first().ok_or(CommandError::Usage)?;
     if name.starts_with("--") {
@@ -379,6 +411,7 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
         (None, 1u16, RestartPolicy::OnFailure, Vec::new());
     let mut port = None;
     let mut fenced = false;
+    let (mut min, mut max, mut target, mut replicas_given) = (None, None, None, false);
     let mut i = 0;
     while i < rest.len() {
         let value = |i: usize| {
@@ -390,9 +423,31 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
             "--payload" => payload = Some(value(i)?),
             "--port" => port = Some(parse_port(value(i)?)?),
             "--replicas" => {
+                replicas_given = true;
                 replicas = value(i)?
                     .parse()
                     .map_err(|_| failed(format!("'{}' is not a replica count", rest[i + 1])))?
+            }
+            "--min" | "--max" => {
+                let n: u16 = value(i)?
+                    .parse()
+                    .map_err(|_| failed(format!("'{}' is not a replica count", rest[i + 1])))?;
+                if rest[i] == "--min" {
+                    min = Some(n);
+                } else {
+                    max = Some(n);
+                }
+            }
+            "--target-load" => {
+                let v = value(i)?;
+                target = Some(if v == "off" {
+                    None
+                } else {
+                    let pct: u8 = v.trim_end_matches('%').parse().map_err(|_| {
+                        failed(format!("target load '{v}' is not a percentage (or off)"))
+                    })?;
+                    Some(pct)
+                });
             }
             "--restart" => {
                 let v = value(i)?;
@@ -420,12 +475,50 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
         i += 2;
     }
     let payload = payload.ok_or_else(|| failed("--payload is required"))?;
+    if !replicas_given {
+        // A new version or new bounds keep the current count (the autoscaler's, perhaps),
+        // within the new bounds; a new service starts at its minimum (at least 1).
+        replicas = match control::service_replicas(name) {
+            Some(current) => current.clamp(min.unwrap_or(0), max.unwrap_or(u16::MAX)),
+            None => min.unwrap_or(1).max(1),
+        };
+    }
     let mut spec = ServiceSpec::new(name, payload, replicas);
     spec.args = call_args;
     spec.restart = restart;
     spec.fenced = fenced;
+    spec.min_replicas = min.unwrap_or(spec.min_replicas);
+    spec.max_replicas = max.unwrap_or(spec.max_replicas);
+    // Every check that can be made here is made before anything is proposed, so a bad
+    // autoscale request commits neither the spec nor the policy.
+    let policy = match target {
+        Some(Some(pct)) => {
+            let refuse = |e: OperateError| failed(format!("rejected, nothing committed: {e}"));
+            validate_target(pct).map_err(refuse)?;
+            if spec.min_replicas == 0 {
+                return Err(refuse(OperateError::AutoscaleMinZero));
+            }
+            if fenced {
+                return Err(refuse(OperateError::Fenced));
+            }
+            Some(Some(AutoscalePolicy {
+                target_load_pct: pct,
+            }))
+        }
+        Some(None) => Some(None),
+        None => None,
+    };
+    if let Err(e) = spec.validate(&control::catalog()) {
+        return submit_outcome(Err(WriteError::Invalid(Invalid::Spec(e))));
+    }
     submit(Command::ApplyService(spec))?;
-    // Writes answer once committed: the service exists now, and gets its address.
+    // Writes answer once committed: the service exists now, and gets its policy and address.
+    if let Some(policy) = policy {
+        submit(Command::SetAutoscale {
+            service: name.to_string(),
+            policy,
+        })?;
+    }
     match port {
         Some(port) => submit(Command::Expose {
             service: name.to_string(),
@@ -445,7 +538,11 @@ fn parse_port(text: &str) -> Result<u16, CommandError> {
 /// Submits a write and answers only with its outcome: `committed at index N`, or an error
 /// saying exactly what happened (see `xylem::write`).
 fn submit(command: Command) -> Result<(), CommandError> {
-    match control::submit(command) {
+    submit_outcome(control::submit(command))
+}
+
+fn submit_outcome(result: Result<u64, WriteError>) -> Result<(), CommandError> {
+    match result {
         Ok(index) => {
             crate::println!("committed at index {index}");
             Ok(())

@@ -66,6 +66,9 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// drain_ms (3 replicas off one worker), rollout_ms (3 replicas), scale_out_ms (load
+    /// above target -> new replica running): the operate scenarios (docs/operations.md).
+    Operate,
     /// tls_handshake_ms, transport_rtt_us and failover_ms with and without node
     /// authentication, in the same run.
     Trust,
@@ -91,6 +94,7 @@ pub fn cmd_bench(which: &Bench) -> Result<(), String> {
         Bench::RaftSim => crate::bench_cluster::simulator("sim-raft"),
         Bench::Raft => crate::bench_raft::raft(),
         Bench::ServiceFailover { runs } => crate::bench_frontdoor::service_failover(*runs),
+        Bench::Operate => crate::bench_cluster::operate(),
         Bench::Trust => crate::bench_trust::trust(),
     }
 }

@@ -264,3 +264,16 @@ pub fn failover(kills: usize, hangs: usize) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `cargo xtask bench operate`: the three operate scenarios, which print `drain_ms`,
+/// `rollout_ms` and `scale_out_ms` (each on a fresh three-node cluster).
+pub fn operate() -> Result<(), String> {
+    use qemu_tests::scenarios::operate;
+    setup::ensure_qemu()?;
+    let env = image::test_env(false, "bench-operate")?;
+    let e = |err: qemu_tests::HarnessError| err.to_string();
+    operate::drain(&env).map_err(e)?;
+    operate::rollout(&env).map_err(e)?;
+    operate::autoscale(&env).map_err(e)?;
+    Ok(())
+}

@@ -28,6 +28,7 @@ fn input() -> StatusInput {
                 load_milli: 420,
                 free_mib: 12,
                 cells: 1,
+                maint: crate::operate::Maintenance::Active,
                 last_panic: None,
             },
             NodeRow {
@@ -38,6 +39,7 @@ fn input() -> StatusInput {
                 load_milli: 0,
                 free_mib: 0,
                 cells: 0,
+                maint: crate::operate::Maintenance::Active,
                 last_panic: Some(PanicNote::panicked(
                     0x9cbb_36ff_e4f8_8736,
                     2415,
@@ -54,6 +56,7 @@ fn input() -> StatusInput {
                 load_milli: 10,
                 free_mib: 40,
                 cells: 0,
+                maint: crate::operate::Maintenance::Active,
                 last_panic: Some(PanicNote::CorruptRecord),
             },
         ],

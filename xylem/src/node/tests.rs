@@ -209,6 +209,7 @@ impl Harness {
                     state: CellState::Running,
                     restarts: 0,
                     uptime_ms: 0,
+                    cpu_milli: 0,
                 });
                 m.ctl.on_spawned(&spawn.name, Some(cell));
             }

@@ -3,8 +3,9 @@
 
 use super::*;
 use crate::desired::ApplyError;
+use crate::operate::{Maintenance, OperateError};
 use crate::service::PayloadCatalog;
-use crate::Epoch;
+use crate::{CellState, Epoch};
 use alloc::string::ToString;
 use alloc::vec;
 
@@ -22,6 +23,7 @@ fn view(id: NodeId, role: NodeRole) -> NodeView {
         free_mib: 1024,
         cells: 0,
         done: Vec::new(),
+        reported: Vec::new(),
     }
 }
 
@@ -291,8 +293,29 @@ fn scale_down_drops_highest_slots() {
     assert_eq!(w.plan(&cluster(), 0), Plan::default());
 }
 
+/// A report row for the cell of `(service, slot, epoch)`.
+fn seen(service: &str, slot: Slot, epoch: Epoch, state: CellState, uptime_s: u32) -> CellReport {
+    CellReport {
+        cell_id: 1,
+        service: service.into(),
+        slot,
+        epoch,
+        state,
+        restarts: 0,
+        uptime_s,
+        cpu_pct: 0,
+    }
+}
+
+/// The cluster with `cells` reported by `node`.
+fn cluster_seeing(node: NodeId, cells: Vec<CellReport>) -> Vec<NodeView> {
+    let mut nodes = cluster();
+    nodes.iter_mut().find(|v| v.id == node).unwrap().reported = cells;
+    nodes
+}
+
 #[test]
-fn draining_moves_slots_off_or_reports_blocked() {
+fn draining_replaces_before_it_stops_or_reports_blocked() {
     let mut w = World::new();
     w.service("web", 2, Spread::Soft);
     w.converge(&cluster(), 0);
@@ -301,10 +324,31 @@ fn draining_moves_slots_off_or_reports_blocked() {
         draining: true,
     })
     .unwrap();
+    // Make-before-break: a replacement on W1, the slot stays bound to W2 meanwhile.
     let p = w.converge(&cluster(), 0);
     assert_eq!(p.commands.len(), 1);
+    let Command::Surge {
+        slot, node, epoch, ..
+    } = p.commands[0].clone()
+    else {
+        panic!("{:?}", p.commands)
+    };
+    assert_eq!((slot, node), (1, W1));
+    assert_eq!(w.nodes_of("web"), vec![W1, W2]);
+    assert_eq!(w.ds.maintenance(W2), Maintenance::Draining);
+    // Not ready yet (starting, then running for less than a second): nothing moves.
+    for (state, uptime_s) in [(CellState::Starting, 0), (CellState::Running, 0)] {
+        let nodes = cluster_seeing(W1, vec![seen("web", 1, epoch, state, uptime_s)]);
+        let p = w.plan(&nodes, 0);
+        assert!(p.commands.is_empty(), "{:?}", p.commands);
+        assert_eq!(p.pending[0].reason, PendingReason::Replacing { node: W1 });
+    }
+    let nodes = cluster_seeing(W1, vec![seen("web", 1, epoch, CellState::Running, 1)]);
+    let p = w.converge(&nodes, 0);
+    assert!(matches!(p.commands[..], [Command::Promote { slot: 1, .. }]));
     assert_eq!(w.nodes_of("web"), vec![W1, W1]);
-    // Both workers draining: the slot on W1 stays and is reported, it is not dropped.
+    assert_eq!(w.ds.maintenance(W2), Maintenance::Drained);
+    // Both workers draining: the slots on W1 stay and are reported, nothing is dropped.
     w.apply(&Command::SetDraining {
         node: W1,
         draining: true,
@@ -317,6 +361,74 @@ fn draining_moves_slots_off_or_reports_blocked() {
         p.pending[0].reason,
         PendingReason::DrainBlocked { node: W1 }
     );
+}
+
+#[test]
+fn a_cordoned_node_gets_nothing_new_but_keeps_its_cells() {
+    let mut w = World::new();
+    w.service("web", 2, Spread::Soft);
+    w.converge(&cluster(), 0);
+    w.apply(&Command::Maintain {
+        node: W2,
+        mode: Maintenance::Cordoned,
+    })
+    .unwrap();
+    assert_eq!(w.plan(&cluster(), 0), Plan::default());
+    w.apply(&Command::Scale {
+        name: "web".into(),
+        replicas: 4,
+    })
+    .unwrap();
+    w.converge(&cluster(), 0);
+    assert_eq!(w.nodes_of("web"), vec![W1, W2, W1, W1]);
+    w.apply(&Command::Maintain {
+        node: W2,
+        mode: Maintenance::Active,
+    })
+    .unwrap();
+    assert_eq!(w.ds.maintenance(W2), Maintenance::Active);
+}
+
+#[test]
+fn a_lost_node_promotes_its_replacement_and_a_lost_replacement_is_given_up() {
+    let mut w = World::new();
+    w.service("web", 1, Spread::Soft);
+    w.converge(&cluster(), 0);
+    let from = w.nodes_of("web")[0];
+    w.apply(&Command::SetDraining {
+        node: from,
+        draining: true,
+    })
+    .unwrap();
+    let p = w.converge(&cluster(), 0);
+    let Command::Surge { node: to, .. } = p.commands[0] else {
+        panic!("{:?}", p.commands)
+    };
+    // The replacement's node dies before it is ready: given up, and tried again elsewhere
+    // (nowhere here: the only other worker is gone, so the drain is blocked, the cell stays).
+    let mut nodes = cluster();
+    nodes.iter_mut().find(|v| v.id == to).unwrap().alive = false;
+    let p = w.converge(&nodes, 0);
+    assert!(matches!(p.commands[..], [Command::Unsurge { .. }]), "{p:?}");
+    assert_eq!(w.ds.surge("web", 0), None);
+    assert_eq!(w.nodes_of("web"), vec![from]);
+    // Again, and now the draining node dies: the replacement (starting) takes over at once.
+    let p = w.converge(&cluster(), 0);
+    assert!(matches!(p.commands[..], [Command::Surge { .. }]));
+    let mut nodes = cluster();
+    nodes.iter_mut().find(|v| v.id == from).unwrap().alive = false;
+    let p = w.converge(&nodes, 0);
+    assert!(
+        matches!(
+            p.commands[..],
+            [Command::Promote {
+                reason: Reason::NodeLost,
+                ..
+            }]
+        ),
+        "{p:?}"
+    );
+    assert_eq!(w.nodes_of("web"), vec![to]);
 }
 
 #[test]
@@ -586,6 +698,7 @@ fn view_from_report_carries_done_cells() {
         state,
         restarts: 9,
         uptime_s: 0,
+        cpu_pct: 0,
     };
     let report = NodeReport::new(
         W1,
@@ -685,4 +798,317 @@ fn a_slot_that_crash_looped_everywhere_still_gets_a_node() {
         );
     }
     assert_eq!(w.refill.tracker.avoid("lock", 0).len(), 2);
+}
+
+/// The cluster with every binding's and replacement's cell reported running for `uptime_s`,
+/// each using `cpu_pct` of a CPU.
+fn cluster_running(w: &World, uptime_s: u32, cpu_pct: u8) -> Vec<NodeView> {
+    let mut nodes = cluster();
+    let cells =
+        w.ds.assignments()
+            .map(|(s, slot, a)| (s, slot, a.node, a.epoch))
+            .chain(w.ds.surges().map(|(s, slot, x)| (s, slot, x.node, x.epoch)));
+    for (service, slot, node, epoch) in cells {
+        let mut cell = seen(service, slot, epoch, CellState::Running, uptime_s);
+        cell.cpu_pct = cpu_pct;
+        nodes
+            .iter_mut()
+            .find(|v| v.id == node)
+            .unwrap()
+            .reported
+            .push(cell);
+    }
+    nodes
+}
+
+fn new_version(w: &mut World, arg: &str) -> u32 {
+    let mut spec = w.ds.service("web").unwrap().clone();
+    spec.args = vec![arg.to_string()];
+    match w.apply(&Command::ApplyService(spec)).unwrap() {
+        crate::desired::Applied::RolloutStarted { generation } => generation,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Bound slots of `web` plus replacements, and how many run `generation`.
+fn serving(w: &World, generation: u32) -> (usize, usize) {
+    let ops = w.ds.ops("web").unwrap();
+    let bound = w.ds.assignments_of("web").count();
+    let at = ops.slot_gen.values().filter(|g| **g == generation).count();
+    (bound, at)
+}
+
+#[test]
+fn a_rollout_replaces_one_slot_at_a_time_and_never_runs_fewer() {
+    let mut w = World::new();
+    w.service("web", 3, Spread::Soft);
+    w.converge(&cluster(), 0);
+    let generation = new_version(&mut w, "v2");
+    let mut surges_seen = 0;
+    for round in 0..20 {
+        // Not ready: a replacement starts, nothing else moves.
+        let p = w.converge(&cluster_running(&w, 0, 0), 0);
+        surges_seen += p
+            .commands
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::Surge {
+                        reason: Reason::Rollout,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(w.ds.surges().count() <= 1, "surge 1, round {round}");
+        assert_eq!(serving(&w, generation).0, 3, "none unavailable");
+        // Ready: promoted (the old cell is then stale and stopped by its node), and the next
+        // slot's replacement starts in the same round.
+        let p = w.converge(&cluster_running(&w, 1, 0), 0);
+        surges_seen += p
+            .commands
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::Surge {
+                        reason: Reason::Rollout,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(w.ds.surges().count() <= 1, "surge 1, round {round}");
+        assert_eq!(serving(&w, generation).0, 3);
+        if serving(&w, generation).1 == 3 {
+            break;
+        }
+    }
+    assert_eq!(serving(&w, generation), (3, 3));
+    assert_eq!(surges_seen, 3);
+    assert_eq!(w.ds.surges().count(), 0);
+    assert_eq!(w.plan(&cluster_running(&w, 9, 0), 0), Plan::default());
+    // The cells now run the new args.
+    assert_eq!(
+        w.ds.version("web", generation).unwrap().1,
+        ["v2".to_string()]
+    );
+}
+
+#[test]
+fn a_crash_looping_version_rolls_back_by_itself() {
+    let mut w = World::new();
+    w.service("web", 2, Spread::Soft);
+    w.converge(&cluster(), 0);
+    let good = w.ds.ops("web").unwrap().current;
+    let bad = new_version(&mut w, "crash");
+    w.converge(&cluster_running(&w, 0, 0), 0);
+    let (_, slot, surge) = w.ds.surges().next().unwrap();
+    // The replacement restarts twice: the new generation has failed.
+    let mut nodes = cluster_running(&w, 0, 0);
+    for v in &mut nodes {
+        for c in &mut v.reported {
+            if c.epoch == surge.epoch {
+                c.restarts = 2;
+                c.state = CellState::Backoff;
+            }
+        }
+    }
+    let p = w.converge(&nodes, 0);
+    assert_eq!(
+        p.commands,
+        vec![Command::Rollback {
+            service: "web".into(),
+            generation: bad
+        }]
+    );
+    let ops = w.ds.ops("web").unwrap();
+    assert_eq!((ops.current, ops.rolled_back_from), (good, Some(bad)));
+    assert!(ops.surges.is_empty() && ops.outdated().next().is_none());
+    assert!(w.ds.service("web").unwrap().args.is_empty());
+    assert_eq!(w.ds.surge("web", slot), None);
+    assert_eq!(w.plan(&cluster_running(&w, 5, 0), 0), Plan::default());
+    // `rollout undo` goes forward to the bad version again, on purpose; a second undo back.
+    w.apply(&Command::RolloutUndo {
+        service: "web".into(),
+    })
+    .unwrap();
+    assert_eq!(w.ds.ops("web").unwrap().current, bad);
+    w.apply(&Command::RolloutUndo {
+        service: "web".into(),
+    })
+    .unwrap();
+    assert_eq!(w.ds.ops("web").unwrap().current, good);
+}
+
+#[test]
+fn a_new_leader_resumes_a_rollout_and_a_drain_where_they_were() {
+    let mut w = World::new();
+    w.service("web", 2, Spread::Soft);
+    w.converge(&cluster(), 0);
+    let generation = new_version(&mut w, "v2");
+    w.converge(&cluster_running(&w, 0, 0), 0);
+    assert_eq!(w.ds.surges().count(), 1);
+    // Leadership changes: the new leader has no memory, only the desired state.
+    w.refill = Refill::new(&w.config, 60_000);
+    let p = w.plan(&cluster_running(&w, 0, 0), 60_000);
+    assert!(p.commands.is_empty(), "the replacement is not ready: {p:?}");
+    for _ in 0..4 {
+        w.converge(&cluster_running(&w, 1, 0), 60_000);
+        w.refill = Refill::new(&w.config, 61_000);
+        w.converge(&cluster_running(&w, 0, 0), 61_000);
+    }
+    assert_eq!(serving(&w, generation), (2, 2));
+    // The same for a drain.
+    w.apply(&Command::SetDraining {
+        node: W1,
+        draining: true,
+    })
+    .unwrap();
+    w.converge(&cluster_running(&w, 0, 0), 62_000);
+    w.refill = Refill::new(&w.config, 63_000);
+    w.converge(&cluster_running(&w, 1, 0), 63_000);
+    assert_eq!(w.nodes_of("web"), vec![W2, W2]);
+    assert_eq!(w.ds.maintenance(W1), Maintenance::Drained);
+}
+
+#[test]
+fn autoscale_commits_the_count_and_the_placement_in_one_entry() {
+    let mut w = World::new();
+    let mut spec = ServiceSpec::new("web", "echo", 1);
+    spec.min_replicas = 1;
+    spec.max_replicas = 4;
+    w.apply(&Command::ApplyService(spec)).unwrap();
+    w.apply(&Command::SetAutoscale {
+        service: "web".into(),
+        policy: Some(crate::operate::AutoscalePolicy {
+            target_load_pct: 30,
+        }),
+    })
+    .unwrap();
+    w.converge(&cluster(), 0);
+    // Busy replicas (each at 90 %): one entry per step, count and nodes together.
+    let mut counts = vec![1u16];
+    for t in (0..30_000).step_by(100) {
+        let p = w.converge(&cluster_running(&w, 5, 90), t);
+        for c in &p.commands {
+            let Command::AutoScale {
+                from, to, place, ..
+            } = c
+            else {
+                panic!("only scale entries: {c:?}");
+            };
+            assert_eq!(place.len(), usize::from(to - from));
+            counts.push(*to);
+        }
+        assert_eq!(
+            w.ds.assignments_of("web").count(),
+            usize::from(w.ds.service("web").unwrap().replicas),
+            "placed in the same entry"
+        );
+    }
+    assert_eq!(counts, [1, 3, 4]);
+    // Idle: back to min after the stable window and the cooldown, in one step, and stays.
+    for t in (30_000..80_000).step_by(100) {
+        let p = w.converge(&cluster_running(&w, 5, 0), t);
+        for c in &p.commands {
+            let Command::AutoScale { to, .. } = c else {
+                panic!("only scale entries: {c:?}");
+            };
+            counts.push(*to);
+        }
+    }
+    assert_eq!(counts, [1, 3, 4, 1]);
+    assert_eq!(w.nodes_of("web").len(), 1);
+}
+
+#[test]
+fn autoscale_and_operate_inputs_are_checked() {
+    let mut w = World::new();
+    w.service("web", 1, Spread::Soft);
+    let set = |pct| Command::SetAutoscale {
+        service: "web".into(),
+        policy: Some(crate::operate::AutoscalePolicy {
+            target_load_pct: pct,
+        }),
+    };
+    let op = |e| Err(ApplyError::Operate(e));
+    // min 0: nothing to measure.
+    assert_eq!(w.apply(&set(50)), op(OperateError::AutoscaleMinZero));
+    let mut spec = w.ds.service("web").unwrap().clone();
+    spec.min_replicas = 1;
+    w.apply(&Command::ApplyService(spec)).unwrap();
+    for pct in [0, 4, 91, 255] {
+        assert_eq!(
+            w.apply(&set(pct)),
+            op(OperateError::TargetOutOfRange { pct })
+        );
+    }
+    assert!(w.apply(&set(5)).is_ok() && w.apply(&set(90)).is_ok());
+    // A stale or malformed scale entry changes nothing.
+    let before = w.ds.clone();
+    let scale = |from, to, place: Vec<(Slot, NodeId, Epoch)>| Command::AutoScale {
+        service: "web".into(),
+        from,
+        to,
+        load_milli: 0,
+        place,
+    };
+    let high = w.ds.epoch_high();
+    assert_eq!(
+        w.apply(&scale(2, 3, vec![])),
+        op(OperateError::StaleScale {
+            from: 2,
+            current: 1
+        })
+    );
+    assert_eq!(
+        w.apply(&scale(1, 3, vec![(1, W1, high + 1)])),
+        op(OperateError::BadScalePlacement)
+    );
+    assert!(matches!(
+        w.apply(&scale(1, 2, vec![(1, W1, high)])),
+        Err(ApplyError::StaleEpoch { .. })
+    ));
+    assert_eq!(
+        w.ds.services().collect::<Vec<_>>(),
+        before.services().collect::<Vec<_>>()
+    );
+    assert_eq!(w.ds.epoch_high(), before.epoch_high());
+    // Undo without a previous version; surges of unbound slots.
+    assert_eq!(
+        w.apply(&Command::RolloutUndo {
+            service: "web".into()
+        }),
+        op(OperateError::NothingToUndo)
+    );
+    assert_eq!(
+        w.apply(&Command::Surge {
+            service: "web".into(),
+            slot: 0,
+            node: W1,
+            epoch: high + 1,
+            generation: 1,
+            reason: Reason::Rollout,
+        }),
+        Err(ApplyError::NotAssigned)
+    );
+}
+
+#[test]
+fn a_hard_spread_service_rolls_on_a_full_cluster() {
+    let mut w = World::new();
+    w.service("web", 2, Spread::Hard);
+    w.converge(&cluster(), 0);
+    assert_eq!(w.nodes_of("web"), vec![W1, W2]);
+    let generation = new_version(&mut w, "v2");
+    for _ in 0..6 {
+        w.converge(&cluster_running(&w, 0, 0), 0);
+        w.converge(&cluster_running(&w, 1, 0), 0);
+    }
+    assert_eq!(serving(&w, generation), (2, 2));
+    let mut nodes = w.nodes_of("web");
+    nodes.sort_unstable();
+    assert_eq!(nodes, vec![W1, W2], "still one per node");
 }

@@ -17,6 +17,7 @@ fn node(name: &str, role: NodeRole, raft: RaftRole) -> NodeRow {
         load_milli: 420,
         free_mib: 912,
         cells: 1,
+        maint: crate::operate::Maintenance::Active,
         last_panic: None,
     }
 }
@@ -33,7 +34,10 @@ fn typical(quorum: bool) -> StatusInput {
         },
         nodes: vec![
             node("w1", NodeRole::Worker, RaftRole::Leader),
-            node("w2", NodeRole::Worker, RaftRole::Follower),
+            NodeRow {
+                maint: crate::operate::Maintenance::Draining,
+                ..node("w2", NodeRole::Worker, RaftRole::Follower)
+            },
             NodeRow {
                 cells: 0,
                 ..node("witness", NodeRole::Witness, RaftRole::Follower)
@@ -87,10 +91,10 @@ fn typical(quorum: bool) -> StatusInput {
 const GOLDEN: &str = "\
 quorum: leader=w1 term=4 voters=3/3 reachable
 
-NODE         ROLE     MEMBER   RAFT        LOAD FREE_MIB CELLS
-w1           worker   alive    leader      0.42      912     1
-w2           worker   alive    follower    0.42      912     1
-witness      witness  alive    follower    0.42      912     0
+NODE         ROLE     MEMBER   RAFT        LOAD FREE_MIB CELLS STATE
+w1           worker   alive    leader      0.42      912     1 active
+w2           worker   alive    follower    0.42      912     1 draining
+witness      witness  alive    follower    0.42      912     0 active
 
 SERVICE                      DESIRED RUNNING FENCE  STATE
 web                                2       2 no     Healthy
@@ -143,6 +147,7 @@ fn worst_case_fits_80_columns() {
         load_milli: u32::MAX,
         free_mib: u32::MAX,
         cells: u32::MAX,
+        maint: crate::operate::Maintenance::Active,
         last_panic: Some(crate::report::PanicNote::panicked(
             u64::MAX,
             u64::MAX,
@@ -283,6 +288,7 @@ fn service_rows_count_only_current_epoch_cells_on_assigned_nodes() {
         state,
         restarts: 0,
         uptime_s: 0,
+        cpu_pct: 0,
     };
     let reports = [
         NodeReport::new(
@@ -333,6 +339,7 @@ fn cell_rows_come_from_reports() {
             state: CellState::Backoff,
             restarts: 4,
             uptime_s: 9,
+            cpu_pct: 0,
         }],
     );
     let rows = cell_rows("w2", &report);

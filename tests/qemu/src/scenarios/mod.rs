@@ -12,6 +12,7 @@ mod heal;
 mod kernel_tests;
 mod limits;
 pub mod membership;
+pub mod operate;
 pub mod promise;
 pub mod raft;
 mod shell;
@@ -150,6 +151,21 @@ pub const ALL: &[Scenario] = &[
         name: "xylem-bad-commands",
         suite: Suite::Cluster,
         run: control::bad_commands,
+    },
+    Scenario {
+        name: "operate-drain",
+        suite: Suite::Cluster,
+        run: operate::drain,
+    },
+    Scenario {
+        name: "operate-rollout",
+        suite: Suite::Cluster,
+        run: operate::rollout,
+    },
+    Scenario {
+        name: "operate-autoscale",
+        suite: Suite::Cluster,
+        run: operate::autoscale,
     },
     Scenario {
         name: "crash-record",

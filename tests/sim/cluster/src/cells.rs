@@ -19,6 +19,16 @@ use xylem::CellState;
 /// The payloads of the simulated image.
 pub const PAYLOADS: [&str; 4] = ["steady", "exits", "flaky", "crash"];
 
+/// The CPU a running cell of `payload` uses, thousandths of a CPU: `steady` is busy (the
+/// autoscaler's load), the others nearly idle. Constant per payload, so a calm cluster's load
+/// is steady and the autoscaler must settle without oscillating.
+pub fn cpu_milli(payload: &str) -> u32 {
+    match payload {
+        "steady" => 700,
+        _ => 50,
+    }
+}
+
 /// How a payload ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {
@@ -219,6 +229,11 @@ impl SimCells {
                 state: c.state,
                 restarts: c.restarts,
                 uptime_ms: now_ms.saturating_sub(c.started_ms),
+                cpu_milli: if c.state == CellState::Running {
+                    cpu_milli(&c.payload)
+                } else {
+                    0
+                },
             })
             .collect()
     }

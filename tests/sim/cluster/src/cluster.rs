@@ -29,6 +29,7 @@ use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use xylem::command::Command;
 use xylem::config::{Config, Mutation};
+use xylem::operate::{AutoscalePolicy, Maintenance};
 use xylem::service::ServiceSpec;
 use xylem::{NodeRole, Slot};
 
@@ -98,6 +99,8 @@ pub struct Report {
     pub steps: u64,
     /// Liveness phase: ms until converged.
     pub converge_ms: u64,
+    /// Operate phase (a drain and a rollout of every service): ms until done.
+    pub operate_ms: u64,
     pub counts: Counts,
     pub net: crate::net::NetStats,
     /// Hash of every act and commit (same seed, same trace).
@@ -127,6 +130,11 @@ pub struct Sim {
     states: BTreeMap<u64, u64>,
     checked: BTreeMap<u64, u64>,
     calm: bool,
+    /// The operate phase (after the first convergence): its writes, and each service's
+    /// replica count when it started.
+    operating: bool,
+    operate_queue: Vec<Command>,
+    floor: BTreeMap<String, u16>,
 }
 
 impl Sim {
@@ -196,6 +204,9 @@ impl Sim {
             states: BTreeMap::new(),
             checked: BTreeMap::new(),
             calm: false,
+            operating: false,
+            operate_queue: Vec::new(),
+            floor: BTreeMap::new(),
         }
     }
 
@@ -239,13 +250,33 @@ impl Sim {
         let max = self.cfg.liveness_ms_max / STEP_MS;
         loop {
             self.step_once()?;
-            if self.converged().is_ok() {
+            // Converged, no write of the fault phase still in flight (it could change the
+            // services under the operate phase's feet), and every node active again.
+            if self.converged().is_ok() && self.writes.is_empty() && self.no_maintenance() {
                 break;
             }
             if self.step - start > max {
                 let why = self.converged().unwrap_err();
                 return Err(format!(
                     "no convergence within {} ms of calm: {why}",
+                    self.cfg.liveness_ms_max
+                ));
+            }
+        }
+        let converge_ms = (self.step - start) * STEP_MS;
+        // Operate on the converged cluster: a drain and a rollout, make-before-break.
+        self.start_operate();
+        let start_operate = self.step;
+        loop {
+            self.step_once()?;
+            self.check_floor();
+            if self.operate_done().is_ok() {
+                break;
+            }
+            if self.step - start_operate > max {
+                let why = self.operate_done().unwrap_err();
+                return Err(format!(
+                    "drain and rollout did not finish within {} ms: {why}",
                     self.cfg.liveness_ms_max
                 ));
             }
@@ -257,7 +288,8 @@ impl Sim {
         Ok(Report {
             nodes: self.nodes.len() as u64,
             steps: self.step,
-            converge_ms: (self.step - start) * STEP_MS,
+            converge_ms,
+            operate_ms: (self.step - start_operate) * STEP_MS,
             counts: self.rec.counts,
             net: self.net.stats,
             trace: self.rec.trace,
@@ -376,6 +408,7 @@ impl Sim {
     fn calm_down(&mut self) {
         self.log(|| "calm: heal, restart, resume".to_string());
         self.calm = true;
+        self.rec.calm = true;
         self.net.set_cut(BTreeSet::new());
         self.net.faults = NetFaults::calm();
         for i in 0..self.nodes.len() {
@@ -400,7 +433,7 @@ impl Sim {
         const NAMES: [&str; 4] = ["web", "api", "job", "lock"];
         let r = self.rng.next_u64();
         let name = NAMES[(r % 4) as usize].to_string();
-        match (r >> 8) % 10 {
+        match (r >> 8) % 14 {
             0..=4 => {
                 let payload = match (r >> 16) % 20 {
                     0..=9 => "steady",
@@ -419,6 +452,17 @@ impl Sim {
                 if name == "lock" {
                     spec.replicas = 1;
                 }
+                // A new version now and then (a rolling update, or a rollback when it
+                // crashes), and autoscaling bounds.
+                spec.args = match (r >> 36) % 3 {
+                    0 => Vec::new(),
+                    v => vec![format!("v{v}")],
+                };
+                if (r >> 40).is_multiple_of(3) {
+                    spec.replicas = spec.replicas.max(1);
+                    spec.min_replicas = 1;
+                    spec.max_replicas = 4;
+                }
                 Command::ApplyService(spec)
             }
             5..=7 => Command::Scale {
@@ -426,6 +470,23 @@ impl Sim {
                 replicas: ((r >> 24) % 4) as u16,
             },
             8 => Command::Delete { name },
+            10 => Command::RolloutUndo { service: name },
+            11 => Command::SetAutoscale {
+                service: name,
+                policy: (!(r >> 24).is_multiple_of(4)).then_some(AutoscalePolicy {
+                    target_load_pct: [50, 30, 90, 4][((r >> 28) % 4) as usize],
+                }),
+            },
+            12 | 13 => {
+                let node = 1 + (r >> 24) % (self.members.len() as u64 + 1);
+                let mode = [
+                    Maintenance::Active,
+                    Maintenance::Cordoned,
+                    Maintenance::Draining,
+                    Maintenance::Drained,
+                ][((r >> 32) % 4) as usize];
+                Command::Maintain { node, mode }
+            }
             _ => {
                 let workers: Vec<u64> = self
                     .members
@@ -489,6 +550,120 @@ impl Sim {
         }
     }
 
+    /// The operate phase, on the converged cluster: drain one worker and roll every service
+    /// to a new version at once, and check at every step that no (unfenced) service runs
+    /// fewer replicas than it did when the phase started (or than desired, if lower): drains
+    /// and rollouts are make-before-break.
+    fn start_operate(&mut self) {
+        let leader = (0..self.nodes.len()).find(|&i| {
+            self.nodes[i]
+                .raft()
+                .is_some_and(|r| r.role() == Role::Leader)
+        });
+        let Some(desired) = leader
+            .and_then(|i| self.nodes[i].ctl())
+            .map(|c| c.desired())
+        else {
+            return;
+        };
+        let workers: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|(_, r)| *r == NodeRole::Worker)
+            .map(|(id, _)| *id)
+            .collect();
+        let drain = workers[(self.rng.next_u64() % workers.len() as u64) as usize];
+        let mut queue = vec![Command::Maintain {
+            node: drain,
+            mode: Maintenance::Draining,
+        }];
+        for spec in desired.services().filter(|s| !s.fenced) {
+            let mut next = spec.clone();
+            next.args = vec![format!("op{}", self.step)];
+            queue.push(Command::ApplyService(next));
+            self.floor.insert(spec.name.clone(), spec.replicas);
+        }
+        queue.reverse();
+        self.log(|| format!("operate: drain {drain}, roll {:?}", self.floor));
+        self.operate_queue = queue;
+        self.operating = true;
+    }
+
+    /// Whether the leader's desired state has every node active (the calm's cleanup is done).
+    fn no_maintenance(&self) -> bool {
+        self.nodes
+            .iter()
+            .find(|n| n.raft().is_some_and(|r| r.role() == Role::Leader))
+            .and_then(|n| n.ctl())
+            .is_some_and(|c| c.desired().maintained_nodes().next().is_none())
+    }
+
+    /// Make-before-break: every unfenced service keeps `min(floor, replicas)` slots with a
+    /// running cell (any generation, bound or replacement).
+    fn check_floor(&mut self) {
+        let leader = (0..self.nodes.len()).find(|&i| {
+            self.nodes[i]
+                .raft()
+                .is_some_and(|r| r.role() == Role::Leader)
+        });
+        let Some(desired) = leader
+            .and_then(|i| self.nodes[i].ctl())
+            .map(|c| c.desired())
+        else {
+            return;
+        };
+        let mut running: BTreeSet<(String, Slot)> = BTreeSet::new();
+        for n in self.nodes.iter().filter(|n| n.power == Power::Up) {
+            for c in n.cells.executing() {
+                if c.state == xylem::CellState::Running {
+                    running.insert((c.name.service.clone(), c.name.slot));
+                }
+            }
+        }
+        let mut short = Vec::new();
+        for spec in desired.services().filter(|s| !s.fenced) {
+            let floor = self.floor.get(&spec.name).copied().unwrap_or(0);
+            let need = usize::from(floor.min(spec.replicas));
+            let have = running
+                .iter()
+                .filter(|(s, slot)| *s == spec.name && *slot < spec.replicas)
+                .count();
+            if have < need {
+                short.push(format!("{} runs {have} of {need}", spec.name));
+            }
+        }
+        for why in short {
+            self.rec.violation(format!(
+                "step {}: during a drain/rollout {why} (make-before-break broken)",
+                self.step
+            ));
+        }
+    }
+
+    /// Whether the operate phase is done: every write made, no replacement in flight, every
+    /// slot at its service's current version, and the cluster converged.
+    fn operate_done(&self) -> Result<(), String> {
+        if !self.operate_queue.is_empty() || !self.writes.is_empty() {
+            return Err("operate writes pending".to_string());
+        }
+        self.converged()?;
+        let leader = self
+            .nodes
+            .iter()
+            .find(|n| n.raft().is_some_and(|r| r.role() == Role::Leader))
+            .ok_or("no leader")?;
+        let desired = leader.ctl().ok_or("leader down")?.desired();
+        if let Some((service, slot, _)) = desired.surges().next() {
+            return Err(format!("{service}/{slot} still being replaced"));
+        }
+        for spec in desired.services() {
+            if let Some(slot) = desired.ops(&spec.name).and_then(|o| o.outdated().next()) {
+                return Err(format!("{}/{slot} not rolled", spec.name));
+            }
+        }
+        Ok(())
+    }
+
     /// In the calm: clear draining marks (every slot must be placeable), one write at a time.
     fn cleanup_command(&mut self) -> Option<(usize, Command)> {
         if !self.writes.is_empty() || !self.step.is_multiple_of(20) {
@@ -500,16 +675,18 @@ impl Sim {
                 .is_some_and(|r| r.role() == Role::Leader)
         })?;
         let ctl = self.nodes[leader].ctl()?;
-        let node = self
-            .members
-            .iter()
-            .map(|(id, _)| *id)
-            .find(|&id| ctl.desired().is_draining(id))?;
+        if let Some(command) = self.operate_queue.pop() {
+            return Some((leader, command));
+        }
+        if self.operating {
+            return None;
+        }
+        let node = ctl.desired().maintained_nodes().next()?;
         Some((
             leader,
-            Command::SetDraining {
+            Command::Maintain {
                 node,
-                draining: false,
+                mode: Maintenance::Active,
             },
         ))
     }

@@ -10,7 +10,7 @@ use sim_cluster::{run_seed, run_seeds, SimConfig};
 use xylem::config::Mutation;
 
 fn usage() -> ! {
-    eprintln!("usage: sim-cluster seed N [--quiet] [--long] [--mutation no-fence-wait|ignore-lease-expiry]\n       sim-cluster seeds FIRST COUNT [--long]");
+    eprintln!("usage: sim-cluster seed N [--quiet] [--long] [--mutation no-fence-wait|ignore-lease-expiry|promote-unready]\n       sim-cluster seeds FIRST COUNT [--long]");
     std::process::exit(2)
 }
 
@@ -24,6 +24,7 @@ fn main() {
         cfg.mutation = match args.get(i + 1).map(String::as_str) {
             Some("no-fence-wait") => Mutation::NoFenceWait,
             Some("ignore-lease-expiry") => Mutation::IgnoreLeaseExpiry,
+            Some("promote-unready") => Mutation::PromoteUnready,
             _ => usage(),
         };
     }

@@ -19,7 +19,7 @@ use membership::swim::{
 use rand_core::RngCore;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use xylem::config::Config;
-use xylem::node::{ControlNode, NodeConfig, Observed, Output, RaftView};
+use xylem::node::{ControlNode, Event, NodeConfig, Observed, Output, RaftView};
 use xylem::service::PayloadCatalog;
 use xylem::status::{MemberState, RaftRole};
 use xylem::write::Refusal;
@@ -323,7 +323,18 @@ impl SimNode {
                 self.check_act(ctx, Act::Stop(name, why));
                 self.cells.stop(cell);
             }
-            Output::Event(event) => ctx.rec.event(id, ctx.step, ctx.real_ms, event),
+            Output::Event(event) => {
+                if let Event::Committed {
+                    command,
+                    result: Ok(_),
+                    index,
+                } = &event
+                {
+                    let desired = self.machines.as_ref().expect("running").ctl.desired();
+                    ctx.rec.check_operate(id, *index, command, desired);
+                }
+                ctx.rec.event(id, ctx.step, ctx.real_ms, event)
+            }
         }
     }
 
@@ -354,11 +365,16 @@ impl SimNode {
         };
         let quorum = m.ctl.has_quorum(&obs);
         let binding = match &act {
-            Act::Spawn(name) => m
-                .ctl
-                .desired()
-                .assignment(&name.service, name.slot)
-                .is_some_and(|a| a.node == self.id && a.epoch == name.epoch),
+            Act::Spawn(name) => {
+                m.ctl
+                    .desired()
+                    .assignment(&name.service, name.slot)
+                    .is_some_and(|a| a.node == self.id && a.epoch == name.epoch)
+                    || m.ctl
+                        .desired()
+                        .surge(&name.service, name.slot)
+                        .is_some_and(|s| s.node == self.id && s.epoch == name.epoch)
+            }
             Act::Stop(..) => true,
         };
         ctx.rec

@@ -46,6 +46,14 @@ pub struct Counts {
     pub partitions: u64,
     pub one_way: u64,
     pub isolations: u64,
+    /// Replacements started, promoted, and rollbacks (drains and rolling updates).
+    pub surges: u64,
+    pub promotes: u64,
+    pub rollbacks: u64,
+    /// Autoscaler decisions committed.
+    pub autoscales: u64,
+    /// Maintenance changes committed (cordon, drain, uncordon).
+    pub maintains: u64,
 }
 
 /// FNV-1a, to compare entries cheaply.
@@ -77,6 +85,11 @@ pub struct Recorder {
     pub trace: u64,
     /// Print acts and events as they happen (`sim-cluster seed N`).
     pub verbose: bool,
+    /// The calm phase: the load is steady, so the autoscaler may only move one way.
+    pub calm: bool,
+    /// Operate entries already checked, and each service's scaling direction in the calm.
+    seen_operate: BTreeSet<u64>,
+    scale_direction: BTreeMap<(String, u32), bool>,
 }
 
 /// A node cut off from every other node for this long must not act (except lease stops):
@@ -201,6 +214,68 @@ impl Recorder {
             self.counts.refills += 1;
             self.refills.push_back(real_ms);
             self.check_budget(real_ms);
+        }
+    }
+
+    /// The operate rules on a committed, applied entry (`desired` is the state right after):
+    /// nothing new lands on a cordoned node; autoscaling stays within the bounds and, under
+    /// the calm's steady load, never changes direction (no oscillation).
+    pub fn check_operate(
+        &mut self,
+        node: u64,
+        index: u64,
+        command: &Command,
+        desired: &xylem::desired::DesiredState,
+    ) {
+        if !self.seen_operate.insert(index) {
+            return;
+        }
+        let targets: Vec<u64> = match command {
+            Command::Assign { node, .. } | Command::Surge { node, .. } => vec![*node],
+            Command::AutoScale { place, .. } => place.iter().map(|(_, n, _)| *n).collect(),
+            _ => Vec::new(),
+        };
+        for target in targets {
+            if desired.is_cordoned(target) {
+                self.violation(format!(
+                    "index {index} (applied on node {node}): {} lands on cordoned node {target}",
+                    command.kind()
+                ));
+            }
+        }
+        match command {
+            Command::Surge { .. } => self.counts.surges += 1,
+            Command::Promote { .. } => self.counts.promotes += 1,
+            Command::Rollback { .. } => self.counts.rollbacks += 1,
+            Command::Maintain { .. } | Command::SetDraining { .. } => self.counts.maintains += 1,
+            Command::AutoScale {
+                service, from, to, ..
+            } => {
+                self.counts.autoscales += 1;
+                if let Some(spec) = desired.service(service) {
+                    if !(spec.min_replicas..=spec.max_replicas).contains(to) {
+                        self.violation(format!(
+                            "index {index}: {service} autoscaled to {to}, outside {}..={}",
+                            spec.min_replicas, spec.max_replicas
+                        ));
+                    }
+                }
+                // Per version: a rollout to another payload changes the load legitimately.
+                let generation = desired.ops(service).map_or(0, |o| o.current);
+                let key = (service.clone(), generation);
+                if self.calm {
+                    let out = to > from;
+                    if let Some(&was) = self.scale_direction.get(&key) {
+                        if was != out {
+                            self.violation(format!(
+                                "index {index}: {service} autoscaled {from}->{to} against its earlier direction under a steady load (oscillation)"
+                            ));
+                        }
+                    }
+                    self.scale_direction.insert(key, out);
+                }
+            }
+            _ => {}
         }
     }
 

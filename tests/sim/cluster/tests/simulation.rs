@@ -92,6 +92,11 @@ fn faults_and_features_are_really_exercised() {
         c.spawn_failures += k.spawn_failures;
         c.leader_terms += k.leader_terms;
         c.spawns += k.spawns;
+        c.surges += k.surges;
+        c.promotes += k.promotes;
+        c.rollbacks += k.rollbacks;
+        c.autoscales += k.autoscales;
+        c.maintains += k.maintains;
         lost += r.net.lost;
         dup += r.net.duplicated;
         cut += r.net.partitioned;
@@ -120,6 +125,11 @@ fn faults_and_features_are_really_exercised() {
         ("forwarded writes", c.writes_forwarded_ok),
         ("refused writes", c.writes_failed),
         ("failed spawns", c.spawn_failures),
+        ("drain/rollout replacements", c.surges),
+        ("promotions", c.promotes),
+        ("automatic rollbacks", c.rollbacks),
+        ("autoscale decisions", c.autoscales),
+        ("maintenance changes", c.maintains),
     ] {
         assert!(n > 0, "no {what} in 300 seeds");
     }
@@ -129,13 +139,19 @@ fn faults_and_features_are_really_exercised() {
 /// Runs seeds with a broken fencing rule until one fails; the failure must be two cells of a
 /// fenced slot, and the seed must fail the same way again.
 fn mutation_is_caught(mutation: Mutation) {
+    mutation_is_caught_as(mutation, "fenced slot");
+}
+
+/// Runs seeds with a broken rule until one fails with `expect` in its message; the seed must
+/// fail the same way again and pass with the real rules.
+fn mutation_is_caught_as(mutation: Mutation, expect: &str) {
     let cfg = SimConfig {
         mutation,
         ..SimConfig::short()
     };
     let (seed, why) = run_seeds(0, 2_000, threads(), &cfg)
-        .expect_err("a broken fencing rule went unnoticed by 2,000 seeds");
-    assert!(why.contains("fenced slot"), "seed {seed}: {why}");
+        .expect_err("a broken rule went unnoticed by 2,000 seeds");
+    assert!(why.contains(expect), "seed {seed}: {why}");
     let again = run_seed(seed, &cfg, false).expect_err("replays");
     assert_eq!(again, why, "seed {seed} replays exactly");
     // The same seed passes with the real rules.
@@ -151,6 +167,11 @@ fn a_leader_that_skips_the_lease_wait_is_caught() {
 #[test]
 fn a_holder_that_ignores_its_lease_is_caught() {
     mutation_is_caught(Mutation::IgnoreLeaseExpiry);
+}
+
+#[test]
+fn a_replacement_promoted_before_it_runs_is_caught() {
+    mutation_is_caught_as(Mutation::PromoteUnready, "make-before-break");
 }
 
 #[test]
