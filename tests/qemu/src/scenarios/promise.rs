@@ -371,11 +371,20 @@ pub fn honest_writes(env: &Env) -> Result<(), HarnessError> {
         let out = cluster.node(id).command(line, CMD)?;
         let index = index_of(&out)
             .ok_or_else(|| HarnessError::Check(format!("{line:?} on node {id} printed {out:?}")))?;
-        let event = cluster
-            .node(id)
-            .events()
-            .into_iter()
-            .find(|e| e.kind == "xylem_commit" && e.get("index") == Some(&index.to_string()));
+        // "Committed" is the leader's word; a follower applies the entry a moment later
+        // (its next heartbeat), so its own commit event may trail the answer.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let event = loop {
+            let event = cluster
+                .node(id)
+                .events()
+                .into_iter()
+                .find(|e| e.kind == "xylem_commit" && e.get("index") == Some(&index.to_string()));
+            if event.is_some() || Instant::now() >= deadline {
+                break event;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         ensure!(
             event.as_ref().and_then(|e| e.get("op")) == Some(op),
             "node {id} answered index {index} but committed {event:?}"
