@@ -375,11 +375,10 @@ pub fn honest_writes(env: &Env) -> Result<(), HarnessError> {
         // (its next heartbeat), so its own commit event may trail the answer.
         let deadline = Instant::now() + Duration::from_secs(3);
         let event = loop {
-            let event = cluster
-                .node(id)
-                .events()
-                .into_iter()
-                .find(|e| e.kind == "xylem_commit" && e.get("index") == Some(&index.to_string()));
+            let event =
+                cluster.node(id).events().into_iter().find(|e| {
+                    e.kind == "xylem_commit" && e.get("index") == Some(&index.to_string())
+                });
             if event.is_some() || Instant::now() >= deadline {
                 break event;
             }
