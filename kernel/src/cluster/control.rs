@@ -182,24 +182,33 @@ fn cell_rows() -> Vec<LocalCellRow> {
         .collect();
     without_interrupts(|| {
         let mut samples = CPU_SAMPLES.lock();
-        samples.retain(|id, _| rows.iter().any(|c| c.id == *id));
+        // Only running incarnations are sampled: a finished cell (kept in the table for `cell
+        // ls`) uses no CPU, and its sample would only hold heap until the table purged it.
+        samples.retain(|id, _| rows.iter().any(|c| c.id == *id && c.task.is_some()));
         rows.iter()
             .zip(ticks)
             .map(|(c, ticks)| {
-                let sample = samples.entry(c.id).or_insert((ticks, now, 0));
-                let elapsed_ms = now.saturating_sub(sample.1);
-                if elapsed_ms >= CPU_WINDOW_MS {
-                    let used_ms = ticks.saturating_sub(sample.0) * 1000 / time::TICK_HZ;
-                    sample.2 = u32::try_from(used_ms * 1000 / elapsed_ms).unwrap_or(u32::MAX);
-                    sample.0 = ticks;
-                    sample.1 = now;
-                }
+                let cpu_milli = match c.task {
+                    Some(_) => {
+                        let sample = samples.entry(c.id).or_insert((ticks, now, 0));
+                        let elapsed_ms = now.saturating_sub(sample.1);
+                        if elapsed_ms >= CPU_WINDOW_MS {
+                            let used_ms = ticks.saturating_sub(sample.0) * 1000 / time::TICK_HZ;
+                            sample.2 =
+                                u32::try_from(used_ms * 1000 / elapsed_ms).unwrap_or(u32::MAX);
+                            sample.0 = ticks;
+                            sample.1 = now;
+                        }
+                        sample.2
+                    }
+                    None => 0,
+                };
                 LocalCellRow {
                     id: c.id,
                     state: CellState::from(c.state),
                     restarts: c.restarts,
                     uptime_ms: c.uptime_ms,
-                    cpu_milli: sample.2,
+                    cpu_milli,
                 }
             })
             .collect()

@@ -436,6 +436,10 @@ pub fn memory_limits(env: &Env) -> Result<(), HarnessError> {
     node.wait_event("memory_ok", Duration::from_secs(10), |e| {
         e.kind == "memory_ok"
     })?;
+    // "ok" is printed before the cell exits; its address space returns at the exit.
+    node.wait_event("the greedy memhog's exit", Duration::from_secs(10), |e| {
+        e.kind == "cell_exit" && e.get("cell") == Some(hog_id.as_str())
+    })?;
     drop(stream);
     node.command(&format!("cell stop {http_id}"), COMMAND_TIMEOUT)?;
     wait_sockets_settle(node, 0)?;
