@@ -1029,12 +1029,14 @@ impl ControlNode {
         check_static(&self.desired, &command)?;
         check_members(&self.members, &self.desired, &command)?;
         let leader = obs.raft.leader.ok_or(WriteError::NoQuorum)?;
-        // The leader validates against its own state, so it must be caught up. A follower
-        // only forwards (the leader checks the state part), so it needs a leader it can
+        // A follower only forwards (the leader checks the state part), so it needs a leader it can
         // reach, not to have applied the newest entries itself: right after a commit it may
         // be a few ms behind, which must not read as "no quorum".
         let may_write = if leader == self.id {
-            self.has_quorum(obs)
+            // Leading is enough: entries committed but not yet applied here are a few ms
+            // behind, and apply (the log's order) has the last word on a write validated
+            // against a state that missed them — its answer is then the apply's refusal.
+            self.leading(obs)
         } else {
             !obs.raft.failed && is_up(obs.members.get(&leader).copied())
         };
@@ -1177,8 +1179,8 @@ impl ControlNode {
                 validate_write(&self.desired, &c)
             });
         let bytes = match checked {
-            Ok(bytes) if self.has_quorum(obs) => bytes,
-            Ok(_) => return self.reply(from, req, Err(WriteError::NoQuorum)),
+            // Leading (checked above) is enough, as for a local write (see `submit`).
+            Ok(bytes) => bytes,
             Err(e) => {
                 self.stats.forwards_refused += 1;
                 return self.reply(from, req, Err(e));
