@@ -48,7 +48,10 @@ pub fn start(env: &Env, name: &str, seed: u64) -> Result<FrontDoorRig, HarnessEr
         .node(1)
         .command("xylem apply web --payload http --replicas 2 --port 80", CMD)?;
     ensure!(
-        out.lines().filter(|l| l.starts_with("accepted")).count() == 2,
+        out.lines()
+            .filter(|l| l.starts_with("committed at index"))
+            .count()
+            == 2,
         "apply --port printed {out:?}"
     );
     wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"])?;
