@@ -836,6 +836,14 @@ impl ControlNode {
 
     fn my_report(&mut self, obs: &Observed) -> NodeReport {
         self.report_seq += 1;
+        let report = self.report(obs, true);
+        self.reports.insert(self.id, (report.clone(), obs.now_ms));
+        report
+    }
+
+    /// This node's report as of now at the current sequence number; `failed` adds the slots
+    /// whose cells could not be started (reported as crash-looped, for the leader's refills).
+    fn report(&self, obs: &Observed, failed: bool) -> NodeReport {
         let mut cells: Vec<CellReport> = self
             .mine
             .iter()
@@ -854,16 +862,18 @@ impl ControlNode {
                 }
             })
             .collect();
-        cells.extend(self.failed.iter().map(|name| CellReport {
-            cell_id: 0,
-            service: name.service.clone(),
-            slot: name.slot,
-            epoch: name.epoch,
-            state: CellState::CrashLoop,
-            restarts: 0,
-            uptime_s: 0,
-            cpu_pct: 0,
-        }));
+        if failed {
+            cells.extend(self.failed.iter().map(|name| CellReport {
+                cell_id: 0,
+                service: name.service.clone(),
+                slot: name.slot,
+                epoch: name.epoch,
+                state: CellState::CrashLoop,
+                restarts: 0,
+                uptime_s: 0,
+                cpu_pct: 0,
+            }));
+        }
         let mut report = NodeReport::new(
             self.id,
             self.report_seq,
@@ -873,7 +883,6 @@ impl ControlNode {
             cells,
         );
         report.last_panic = self.last_panic.clone();
-        self.reports.insert(self.id, (report.clone(), obs.now_ms));
         report
     }
 
@@ -1264,7 +1273,7 @@ impl ControlNode {
             .filter(|&&id| id != self.id && up(id))
             .filter_map(|&id| self.fresh_report(id, obs.now_ms).cloned())
             .collect();
-        let mut me = self.clone_report_for_status(obs);
+        let mut me = self.report(obs, false);
         me.load_milli = obs.load_milli;
         me.free_mib = obs.free_mib;
         reports.push(me);
@@ -1301,38 +1310,6 @@ impl ControlNode {
             services,
             cells,
         }
-    }
-
-    /// This node's report as of now, without touching the sequence number.
-    fn clone_report_for_status(&self, obs: &Observed) -> NodeReport {
-        let cells = self
-            .mine
-            .iter()
-            .map(|(id, n)| {
-                let row = self.rows.get(id);
-                CellReport {
-                    cell_id: *id as u32,
-                    service: n.service.clone(),
-                    slot: n.slot,
-                    epoch: n.epoch,
-                    state: row.map_or(CellState::Exited, |r| r.state),
-                    restarts: row.map_or(0, |r| r.restarts.min(u32::from(u16::MAX)) as u16),
-                    uptime_s: row
-                        .map_or(0, |r| (r.uptime_ms / 1000).min(u64::from(u32::MAX)) as u32),
-                    cpu_pct: row.map_or(0, |r| (r.cpu_milli / 10).min(100) as u8),
-                }
-            })
-            .collect();
-        let mut report = NodeReport::new(
-            self.id,
-            self.report_seq,
-            obs.load_milli,
-            obs.free_mib,
-            self.desired.applied_index(),
-            cells,
-        );
-        report.last_panic = self.last_panic.clone();
-        report
     }
 
     /// A node's Raft role as this node can know it: its own exactly, the leader's, and for
