@@ -158,6 +158,9 @@ pub struct Stats {
     pub malformed: u64,
     /// Messages addressed to another identity, or from ourselves.
     pub misrouted: u64,
+    /// Dead verdicts taken as suspicions because the member itself spoke to us too
+    /// recently to have died (a healed partition's stale gossip).
+    pub deaths_doubted: u64,
 }
 
 /// The probe of the current protocol period.

@@ -121,12 +121,47 @@ impl Swim {
             Update::Dead {
                 incarnation, from, ..
             } => {
+                // A death we have direct evidence against is only a suspicion: we heard
+                // the member itself more recently than any true death could have been
+                // confirmed (`heard_too_recently_to_be_dead`). This is a node back from
+                // a partition gossiping its stale verdicts; the accused refutes within
+                // the suspicion timeout, and a member that really died still goes Down
+                // when that timeout runs out.
+                // Retransmitted copies of the same Dead keep it a suspicion too.
+                if old.is_active() && self.heard_too_recently_to_be_dead(id, now_ms) {
+                    self.stats.deaths_doubted += 1;
+                    let m = &self.members[&id];
+                    let suspect = (incarnation, MemberState::Suspect);
+                    if overrides(suspect, (m.incarnation, m.state)) {
+                        self.transition(id, MemberState::Suspect, incarnation, from, None, now_ms);
+                    }
+                    return;
+                }
                 self.transition(id, MemberState::Down, incarnation, from, None, now_ms);
             }
             Update::Left { incarnation, .. } => {
                 self.transition(id, MemberState::Left, incarnation, id, None, now_ms);
             }
         }
+    }
+
+    /// True when `id` itself spoke to us within the shortest time in which another node
+    /// could have confirmed its death: the accuser's probe timeout plus the suspicion
+    /// minimum, both counted from a probe sent after the death. A crashed member is
+    /// always older than that by the time its Dead arrives, so a real failure is never
+    /// slowed by this.
+    fn heard_too_recently_to_be_dead(&self, id: NodeId, now_ms: u64) -> bool {
+        let Some(member) = self.members.get(&id) else {
+            return false;
+        };
+        // 0 = never heard directly.
+        if member.last_heard_ms == 0 {
+            return false;
+        }
+        let n = self.active_count() as u64;
+        let window_ms =
+            self.config.probe_timeout_ms + suspicion_min_ms(self.config.suspicion_base_ms, n);
+        now_ms.saturating_sub(member.last_heard_ms) < window_ms
     }
 
     /// Facts about ourselves: refute anything that says we are not alive at an

@@ -223,7 +223,10 @@ impl Node {
 
     fn uptime_secs_within(&mut self, timeout: Duration) -> Result<f64, HarnessError> {
         let out = self.command("uptime", timeout)?;
-        out.strip_prefix("up ")
+        // Read the `up …` line wherever it is: right after a restart the echo can arrive
+        // behind boot output, so the body may still start with the echoed command.
+        out.lines()
+            .find_map(|line| line.trim().strip_prefix("up "))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| HarnessError::Check(format!("cannot read uptime from {out:?}")))

@@ -624,11 +624,12 @@ fn shuttle(nodes: &mut [Swim], now_ms: u64) -> Vec<(NodeId, Event)> {
 #[test]
 fn restarted_node_rejoins_by_refuting_its_old_death() {
     let seed = {
-        let mut a = node(10, &[20]);
+        // Node 30 (which then stays silent) declared 20 dead in its last life.
+        let mut a = node(10, &[20, 30]);
         a.tick(0);
         gossip(
             &mut a,
-            20,
+            30,
             Update::Dead {
                 id: 20,
                 incarnation: 5,
@@ -907,4 +908,74 @@ fn probing_a_static_peer_that_never_booted_costs_no_health() {
     let mut s = node(1, &[2, 3, 4]);
     tick_span(&mut s, 0, 3_000);
     assert!(s.local_health() > 0);
+}
+
+#[test]
+fn stale_death_of_a_member_we_just_heard_is_only_a_suspicion() {
+    // Node 3 comes back from a partition still holding 2 Down; node 2 has been talking to
+    // us all along. Its death (and every retransmitted copy) is a suspicion, which 2
+    // refutes; a member we have not heard from for longer goes Down as before.
+    let mut s = node(1, &[2, 3, 4]);
+    s.tick(0);
+    s.step(2, Message::Gossip { updates: vec![] }, 100);
+    outputs(&mut s);
+    let dead_2 = Update::Dead {
+        id: 2,
+        incarnation: 1,
+        from: 3,
+    };
+    let ev = gossip(&mut s, 3, dead_2.clone(), 150);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::NodeDown { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(s.state_of(2), Some(MemberState::Suspect));
+    gossip(&mut s, 3, dead_2, 160);
+    assert_eq!(s.state_of(2), Some(MemberState::Suspect));
+    assert_eq!(s.stats().deaths_doubted, 2);
+    // 2 refutes: alive again.
+    gossip(
+        &mut s,
+        2,
+        Update::Alive {
+            id: 2,
+            incarnation: 2,
+            meta: b"peer".to_vec(),
+        },
+        170,
+    );
+    assert_eq!(s.state_of(2), Some(MemberState::Alive));
+    // 4 never spoke to us directly: its death is believed at once.
+    let ev = gossip(
+        &mut s,
+        3,
+        Update::Dead {
+            id: 4,
+            incarnation: 1,
+            from: 3,
+        },
+        180,
+    );
+    assert!(ev.contains(&Event::NodeDown {
+        id: 4,
+        reason: DownReason::ReportedBy { reporter: 3 }
+    }));
+    // Long after 2 last spoke (past probe timeout + suspicion minimum), a death is believed.
+    let ev = gossip(
+        &mut s,
+        3,
+        Update::Dead {
+            id: 2,
+            incarnation: 2,
+            from: 3,
+        },
+        170 + 40 + 200,
+    );
+    assert!(
+        ev.contains(&Event::NodeDown {
+            id: 2,
+            reason: DownReason::ReportedBy { reporter: 3 }
+        }),
+        "{ev:?}"
+    );
 }
