@@ -41,6 +41,12 @@ pub struct OperateConfig {
     /// No scale-out sooner than this after any scale (new replicas must show their load).
     /// Default 3 000 ms.
     pub scale_out_cooldown_ms: u64,
+    /// Graceful stop of a cell whose slot moved or went away, for a service with a port: the
+    /// node first closes the cell's listeners (no new connection reaches it; the slot's new
+    /// binding is already every proxy's backend), lets it finish the connections it holds for
+    /// this long, then stops it. Covers the commit reaching the front door's owner and one
+    /// request's time. 0 stops at once. Default 2 000 ms.
+    pub stop_grace_ms: u64,
     /// No scale-in sooner than this after any scale. Default 10 000 ms.
     pub scale_in_cooldown_ms: u64,
     /// Scale in only after the load stayed low this long without a break. Default 5 000 ms.
@@ -55,6 +61,7 @@ impl Default for OperateConfig {
             drain_moves_max: 2,
             tolerance_pct: 10,
             scale_out_cooldown_ms: 3_000,
+            stop_grace_ms: 2_000,
             scale_in_cooldown_ms: 10_000,
             scale_in_stable_ms: 5_000,
         }

@@ -92,6 +92,48 @@ pub struct LocalCellRow {
     /// CPU the cell used recently (the driver's measure, e.g. over the last second),
     /// thousandths of a CPU.
     pub cpu_milli: u32,
+    /// The TCP ports the cell accepts connections on now (its listening sockets).
+    pub listening: ListenPorts,
+}
+
+/// Most listening ports a cell row carries (a service cell listens on its one port; more are
+/// left out, which only makes a cell look not ready).
+pub const LISTEN_PORTS_MAX: usize = 4;
+
+/// The TCP ports one cell listens on, at most [`LISTEN_PORTS_MAX`], distinct, never 0 (a
+/// fixed array keeps [`LocalCellRow`] `Copy` and allocation-free).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenPorts {
+    ports: [u16; LISTEN_PORTS_MAX],
+    len: u8,
+}
+
+impl ListenPorts {
+    /// The first [`LISTEN_PORTS_MAX`] distinct non-zero ports of `ports`.
+    pub fn new(ports: impl IntoIterator<Item = u16>) -> Self {
+        let mut out = Self::default();
+        for port in ports {
+            if port == 0 || out.contains(port) {
+                continue;
+            }
+            if usize::from(out.len) == LISTEN_PORTS_MAX {
+                break;
+            }
+            out.ports[usize::from(out.len)] = port;
+            out.len += 1;
+        }
+        out
+    }
+
+    /// Whether the cell listens on `port`.
+    pub fn contains(&self, port: u16) -> bool {
+        self.as_slice().contains(&port)
+    }
+
+    /// The ports, in the order given.
+    pub fn as_slice(&self) -> &[u16] {
+        &self.ports[..usize::from(self.len)]
+    }
 }
 
 /// The world as the driver sees it at one input.
@@ -162,6 +204,10 @@ pub enum Output {
     Send { to: NodeId, bytes: Vec<u8> },
     /// Start a cell; answer with [`ControlNode::on_spawned`].
     Spawn(SpawnCell),
+    /// Close the cell's listening sockets and keep its open connections: the first half of
+    /// a graceful stop (the `Stop` follows [`crate::config::OperateConfig::stop_grace_ms`]
+    /// later; meanwhile the cell reports `stopping`).
+    Quiesce { cell: CellId, name: CellName },
     /// Stop (or reap) a cell.
     Stop {
         cell: CellId,
@@ -244,6 +290,9 @@ pub struct ControlNode {
     failed: BTreeSet<CellName>,
     /// Cells a stop was issued for (not issued twice).
     stopping: BTreeSet<CellId>,
+    /// Cells stopping gracefully: quiesced (listeners closed), stopped at the ms, for the
+    /// reason given (see [`Output::Quiesce`]).
+    retiring: BTreeMap<CellId, (u64, StopReason)>,
     /// The last known state of each table row (for reports between inputs).
     rows: BTreeMap<CellId, LocalCellRow>,
     // Leader state.
@@ -307,6 +356,7 @@ impl ControlNode {
             spawning: BTreeSet::new(),
             failed: BTreeSet::new(),
             stopping: BTreeSet::new(),
+            retiring: BTreeMap::new(),
             rows: BTreeMap::new(),
             leading_term: None,
             pending: Vec::new(),
@@ -440,6 +490,7 @@ impl ControlNode {
                     restarts: self.rows.get(&id).map_or(0, |r| r.restarts),
                     uptime_ms: 0,
                     cpu_milli: 0,
+                    listening: ListenPorts::default(),
                 });
                 self.rows.insert(id, row);
             }
@@ -567,6 +618,7 @@ impl ControlNode {
         self.observe(obs);
         let now = obs.now_ms;
         self.enforce_lease(obs);
+        self.finish_retiring(now);
         self.renew_lease(obs);
         if let Some(ctx) = self.lease_server.start_round(&self.config.lease, now) {
             self.out.push(Output::ReadIndex { ctx });
@@ -655,6 +707,7 @@ impl ControlNode {
                     restarts: 0,
                     uptime_ms: 0,
                     cpu_milli: 0,
+                    listening: ListenPorts::default(),
                 };
                 self.rows.insert(id, row);
             }
@@ -698,7 +751,7 @@ impl ControlNode {
         self.stats.withheld_stops += u64::from(plan.withheld_stops);
         for action in plan.actions {
             match action {
-                Action::Stop { cell_id, why } => self.stop(cell_id, why),
+                Action::Stop { cell_id, why } => self.stop_or_retire(cell_id, why, obs.now_ms),
                 Action::Spawn {
                     service,
                     slot,
@@ -722,7 +775,59 @@ impl ControlNode {
         });
     }
 
+    /// A stop reconcile asked for: graceful for a running cell of a service with a port whose
+    /// slot moved or went away (quiesce now, stop after `stop_grace_ms`: clients behind the
+    /// front door see no failed request), at once otherwise (a fenced service's cell must
+    /// not outlive its binding; a deleted service has no port to drain; a duplicate or a
+    /// cell that is not running serves nobody).
+    fn stop_or_retire(&mut self, cell: CellId, why: StopReason, now_ms: u64) {
+        if let Some(&(at, _)) = self.retiring.get(&cell) {
+            if now_ms >= at {
+                self.stop(cell, why);
+            }
+            return;
+        }
+        let grace_ms = self.config.operate.stop_grace_ms;
+        let moved = matches!(why, StopReason::Unassigned | StopReason::Fenced { .. });
+        let name = self.mine.get(&cell).cloned();
+        let graceful = grace_ms > 0
+            && moved
+            && self
+                .rows
+                .get(&cell)
+                .is_some_and(|r| r.state == CellState::Running)
+            && name.as_ref().is_some_and(|n| {
+                self.desired.service(&n.service).is_some_and(|s| !s.fenced)
+                    && self.desired.addresses().get(&n.service).is_some()
+            });
+        match name {
+            Some(name) if graceful => {
+                self.retiring
+                    .insert(cell, (now_ms.saturating_add(grace_ms), why));
+                self.out.push(Output::Quiesce { cell, name });
+            }
+            _ => self.stop(cell, why),
+        }
+    }
+
+    /// Stops the retiring cells whose grace is over (quorum or not: the stop was decided
+    /// with quorum) and forgets those that ended meanwhile.
+    fn finish_retiring(&mut self, now_ms: u64) {
+        let mine = &self.mine;
+        self.retiring.retain(|cell, _| mine.contains_key(cell));
+        let due: Vec<(CellId, StopReason)> = self
+            .retiring
+            .iter()
+            .filter(|(_, (at, _))| now_ms >= *at)
+            .map(|(cell, (_, why))| (*cell, *why))
+            .collect();
+        for (cell, why) in due {
+            self.stop(cell, why);
+        }
+    }
+
     fn stop(&mut self, cell: CellId, why: StopReason) {
+        self.retiring.remove(&cell);
         let Some(name) = self.mine.remove(&cell) else {
             return;
         };
@@ -854,11 +959,26 @@ impl ControlNode {
                     service: name.service.clone(),
                     slot: name.slot,
                     epoch: name.epoch,
-                    state: row.map_or(CellState::Exited, |r| r.state),
+                    // A retiring cell still runs but is on its way out (no new
+                    // connections, stopped after the grace): not a running replica.
+                    state: match row {
+                        Some(r)
+                            if r.state == CellState::Running && self.retiring.contains_key(id) =>
+                        {
+                            CellState::Stopping
+                        }
+                        Some(r) => r.state,
+                        None => CellState::Exited,
+                    },
                     restarts: row.map_or(0, |r| r.restarts.min(u32::from(u16::MAX)) as u16),
                     uptime_s: row
                         .map_or(0, |r| (r.uptime_ms / 1000).min(u64::from(u32::MAX)) as u32),
                     cpu_pct: row.map_or(0, |r| (r.cpu_milli / 10).min(100) as u8),
+                    listening: self
+                        .desired
+                        .addresses()
+                        .get(&name.service)
+                        .is_some_and(|a| row.is_some_and(|r| r.listening.contains(a.port))),
                 }
             })
             .collect();
@@ -872,6 +992,7 @@ impl ControlNode {
                 restarts: 0,
                 uptime_s: 0,
                 cpu_pct: 0,
+                listening: false,
             }));
         }
         let mut report = NodeReport::new(

@@ -16,7 +16,8 @@
 //!
 //! **Operate** (`crate::operate`, `docs/operations.md`), in the same round and the same plan:
 //! 5. replacements in flight ([`crate::operate::Surge`]) are promoted once their cell has run
-//!    `ready_s` without restarting (or at once when the old binding's node is lost), given up
+//!    `ready_s` without restarting and, for a service with a port, its report says it listens
+//!    on that port (or at once when the old binding's node is lost), given up
 //!    when their node is lost, and when they fail (crash loop, exit, `surge_fail_restarts`
 //!    restarts) a rollout is rolled back (`Rollback`) and a drain move is given up and retried;
 //! 6. a slot on a draining node gets a replacement on another node (make-before-break, at most
@@ -678,8 +679,13 @@ impl<'a> Planner<'a> {
                 });
                 continue;
             }
+            // Ready: running `ready_s` without a restart and, for a service with a port,
+            // accepting connections on it (the old cell goes once this one is promoted).
+            let port = desired.addresses().get(&spec.name).map(|a| a.port);
             let ready = cell.is_some_and(|c| {
-                c.state == crate::CellState::Running && c.uptime_s >= self.cfg.operate.ready_s
+                c.state == crate::CellState::Running
+                    && c.uptime_s >= self.cfg.operate.ready_s
+                    && (port.is_none() || c.listening)
             });
 
             let old_lost = !self.alive_worker(bound.node);

@@ -2,7 +2,7 @@
 //!
 //! Each node periodically sends a [`NodeReport`]: its load, free memory, the log index its
 //! desired state has applied, and, per cell, `(cell id, service, slot, epoch, state, restarts,
-//! uptime)`. Every node keeps the latest report per node (newer `seq` wins); the leader turns
+//! uptime, CPU, whether it listens on its service's port)`. Every node keeps the latest report per node (newer `seq` wins); the leader turns
 //! them into [`crate::placement::NodeView`]s for the scheduler, and every node into rows for
 //! `xylem status`. The applied index lets the leader tell that a node has seen a fenced slot's
 //! unbinding (see [`crate::lease`]).
@@ -26,10 +26,14 @@ use serde::{Deserialize, Serialize};
 pub const REPORT_CELLS_MAX: usize = 16;
 /// Upper bound on an encoded report, in bytes (tested against the worst case). A report
 /// travels as one transport payload (at most 1360 bytes) inside a control message.
-pub const REPORT_BYTES_MAX: usize = 1100;
+pub const REPORT_BYTES_MAX: usize = 1120;
 /// The first byte of every encoded report (format 2 added `applied_index`, format 3
-/// [`NodeReport::last_panic`], format 4 each cell's `cpu_pct`; reports are soft state between
-/// nodes of one image, so older formats are simply refused).
+/// [`NodeReport::last_panic`], format 4 each cell's `cpu_pct`, format 5 each cell's
+/// `listening`). Formats before 4 are refused; a format-4 report (a node still running the
+/// previous image during an upgrade) decodes with every cell `listening`, so readiness
+/// falls back to what that image checked (run time only) instead of stalling every drain.
+pub const REPORT_FORMAT_V5: u8 = 5;
+/// The previous format, still decoded (see [`REPORT_FORMAT_V5`]).
 pub const REPORT_FORMAT_V4: u8 = 4;
 /// Longest panic message a report carries (cut on a character boundary).
 pub const PANIC_MESSAGE_MAX: usize = 48;
@@ -105,6 +109,66 @@ pub struct CellReport {
     /// CPU the cell used recently, percent of one CPU (the autoscaler's input; one byte keeps
     /// the worst-case report under [`REPORT_BYTES_MAX`]).
     pub cpu_pct: u8,
+    /// The cell accepts connections on its service's port (a listening socket on it); false
+    /// for a service without a port. Part of a replacement's readiness (`crate::placement`).
+    pub listening: bool,
+}
+
+/// [`CellReport`] as format 4 encoded it (no `listening`).
+#[derive(Deserialize)]
+struct CellReportV4 {
+    cell_id: u32,
+    service: String,
+    slot: Slot,
+    epoch: Epoch,
+    state: CellState,
+    restarts: u16,
+    uptime_s: u32,
+    cpu_pct: u8,
+}
+
+/// [`NodeReport`] as format 4 encoded it.
+#[derive(Deserialize)]
+struct NodeReportV4 {
+    node: NodeId,
+    seq: u64,
+    load_milli: u32,
+    free_mib: u32,
+    applied_index: u64,
+    cell_count: u32,
+    cells: Vec<CellReportV4>,
+    last_panic: Option<PanicNote>,
+}
+
+impl From<NodeReportV4> for NodeReport {
+    fn from(r: NodeReportV4) -> Self {
+        let cells = r
+            .cells
+            .into_iter()
+            .map(|c| CellReport {
+                cell_id: c.cell_id,
+                service: c.service,
+                slot: c.slot,
+                epoch: c.epoch,
+                state: c.state,
+                restarts: c.restarts,
+                uptime_s: c.uptime_s,
+                cpu_pct: c.cpu_pct,
+                // Format 4 does not say: readiness by run time only, as that image did.
+                listening: true,
+            })
+            .collect();
+        NodeReport {
+            node: r.node,
+            seq: r.seq,
+            load_milli: r.load_milli,
+            free_mib: r.free_mib,
+            applied_index: r.applied_index,
+            cell_count: r.cell_count,
+            cells,
+            last_panic: r.last_panic,
+        }
+    }
 }
 
 /// One node's report to the leader.
@@ -185,7 +249,7 @@ impl NodeReport {
         if self.last_panic.as_ref().is_some_and(|p| !p.is_bounded()) {
             return Err(ReportError::Malformed);
         }
-        let bytes = alloc::vec![REPORT_FORMAT_V4];
+        let bytes = alloc::vec![REPORT_FORMAT_V5];
         let bytes = postcard::to_extend(self, bytes).map_err(|_| ReportError::Malformed)?;
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
@@ -199,11 +263,13 @@ impl NodeReport {
         if bytes.len() > REPORT_BYTES_MAX {
             return Err(ReportError::TooLarge { len: bytes.len() });
         }
-        if version != REPORT_FORMAT_V4 {
-            return Err(ReportError::UnknownFormat { version });
+        let (report, rest) = match version {
+            REPORT_FORMAT_V5 => postcard::take_from_bytes::<NodeReport>(body),
+            REPORT_FORMAT_V4 => postcard::take_from_bytes::<NodeReportV4>(body)
+                .map(|(r, rest)| (NodeReport::from(r), rest)),
+            _ => return Err(ReportError::UnknownFormat { version }),
         }
-        let (report, rest) =
-            postcard::take_from_bytes::<NodeReport>(body).map_err(|_| ReportError::Malformed)?;
+        .map_err(|_| ReportError::Malformed)?;
         if !rest.is_empty() {
             return Err(ReportError::Malformed);
         }
@@ -254,6 +320,7 @@ mod tests {
             restarts: u16::MAX,
             uptime_s: u32::MAX,
             cpu_pct: u8::MAX,
+            listening: true,
         }
     }
 
@@ -274,9 +341,9 @@ mod tests {
         report.last_panic = Some(worst_panic());
         let bytes = report.encode().unwrap();
         assert!(bytes.len() <= REPORT_BYTES_MAX, "{} bytes", bytes.len());
-        // 43 header bytes + 16 x 61 per cell + 73 for the panic note: the bound is tight,
+        // 43 header bytes + 16 x 62 per cell + 73 for the panic note: the bound is tight,
         // keep it that way on purpose.
-        assert_eq!(bytes.len(), 1092);
+        assert_eq!(bytes.len(), 1108);
         assert_eq!(NodeReport::decode(&bytes), Ok(report));
     }
 
@@ -301,7 +368,7 @@ mod tests {
             message: "y".repeat(PANIC_MESSAGE_MAX + 1),
         });
         assert_eq!(report.encode(), Err(ReportError::Malformed));
-        let mut forged = vec![REPORT_FORMAT_V4];
+        let mut forged = vec![REPORT_FORMAT_V5];
         forged.extend(postcard::to_allocvec(&report).unwrap());
         assert_eq!(NodeReport::decode(&forged), Err(ReportError::Malformed));
     }
@@ -317,6 +384,7 @@ mod tests {
             restarts: 0,
             uptime_s: 3600,
             cpu_pct: 0,
+            listening: true,
         }];
         let bytes = NodeReport::new(2, 40, 250, 900, 0, cells).encode().unwrap();
         assert!(bytes.len() < 32, "{}", bytes.len());
@@ -351,6 +419,11 @@ mod tests {
             Err(ReportError::UnknownFormat { version: 3 })
         );
         assert_eq!(NodeReport::decode(&[4, 0xff]), Err(ReportError::Malformed));
+        assert_eq!(NodeReport::decode(&[5, 0xff]), Err(ReportError::Malformed));
+        assert_eq!(
+            NodeReport::decode(&[6]),
+            Err(ReportError::UnknownFormat { version: 6 })
+        );
         assert!(matches!(
             NodeReport::decode(&[4; REPORT_BYTES_MAX + 1]),
             Err(ReportError::TooLarge { .. })
@@ -367,14 +440,79 @@ mod tests {
                 restarts: 0,
                 uptime_s: 0,
                 cpu_pct: 0,
+                listening: false,
             })
             .collect();
-        let mut bytes = vec![REPORT_FORMAT_V4];
+        let mut bytes = vec![REPORT_FORMAT_V5];
         bytes.extend(postcard::to_allocvec(&forged).unwrap());
         assert_eq!(
             NodeReport::decode(&bytes),
             Err(ReportError::TooManyCells { count: 17 })
         );
+    }
+
+    /// A format-4 report (the previous image, during an upgrade) still decodes, its cells
+    /// counted as listening; one trailing byte or a format-4 body under the format-5 byte
+    /// is malformed, not misread.
+    #[test]
+    fn format_4_reports_decode_as_listening() {
+        #[derive(Serialize)]
+        struct CellV4<'a> {
+            cell_id: u32,
+            service: &'a str,
+            slot: Slot,
+            epoch: Epoch,
+            state: CellState,
+            restarts: u16,
+            uptime_s: u32,
+            cpu_pct: u8,
+        }
+        #[derive(Serialize)]
+        struct ReportV4<'a> {
+            node: NodeId,
+            seq: u64,
+            load_milli: u32,
+            free_mib: u32,
+            applied_index: u64,
+            cell_count: u32,
+            cells: Vec<CellV4<'a>>,
+            last_panic: Option<PanicNote>,
+        }
+        let old = ReportV4 {
+            node: 2,
+            seq: 9,
+            load_milli: 300,
+            free_mib: 700,
+            applied_index: 44,
+            cell_count: 1,
+            cells: vec![CellV4 {
+                cell_id: 3,
+                service: "web",
+                slot: 1,
+                epoch: 12,
+                state: CellState::Running,
+                restarts: 0,
+                uptime_s: 5,
+                cpu_pct: 7,
+            }],
+            last_panic: None,
+        };
+        let mut bytes = vec![REPORT_FORMAT_V4];
+        bytes.extend(postcard::to_allocvec(&old).unwrap());
+        let report = NodeReport::decode(&bytes).unwrap();
+        assert_eq!((report.node, report.seq, report.applied_index), (2, 9, 44));
+        assert_eq!(report.cells.len(), 1);
+        let cell = &report.cells[0];
+        assert!(cell.listening && cell.cpu_pct == 7 && cell.epoch == 12);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(NodeReport::decode(&longer), Err(ReportError::Malformed));
+        bytes[0] = REPORT_FORMAT_V5;
+        assert_eq!(NodeReport::decode(&bytes), Err(ReportError::Malformed));
+        // And the current format keeps `listening` both ways.
+        let mut now = report.clone();
+        now.cells[0].listening = false;
+        assert_eq!(NodeReport::decode(&now.encode().unwrap()), Ok(now));
     }
 
     #[test]

@@ -186,6 +186,7 @@ impl Fuzz {
                 restarts: below(&mut self.rng, 9) as u16,
                 uptime_s: below(&mut self.rng, 3) as u32,
                 cpu_pct: below(&mut self.rng, 101) as u8,
+                listening: below(&mut self.rng, 2) == 1,
             })
             .collect();
         let seq = if below(&mut self.rng, 5) == 0 {
@@ -365,12 +366,13 @@ impl Fuzz {
                         restarts: 0,
                         uptime_ms: 0,
                         cpu_milli: 0,
+                        listening: xylem::node::ListenPorts::new([80]),
                     });
                     let name = spawn.name.clone();
                     self.with(|c, _| c.on_spawned(&name, Some(id)));
                 }
                 Output::Stop { cell, .. } => self.cells.retain(|c| c.id != cell),
-                Output::Send { .. } | Output::Event(_) => {}
+                Output::Send { .. } | Output::Event(_) | Output::Quiesce { .. } => {}
             }
         }
     }

@@ -39,6 +39,12 @@ struct Harness {
     /// The next spawn fails (out of memory or tasks); records where.
     fail_next_spawn: bool,
     failed_spawn_on: Option<NodeId>,
+    /// Cells started from now on listen on this port.
+    listen_on: Option<u16>,
+    /// Running cells' uptime grows with `run` (off: every cell stays at 0).
+    age_cells: bool,
+    /// Every `Output::Quiesce`, by node.
+    quiesced: Vec<(NodeId, CellId)>,
 }
 
 fn config() -> Config {
@@ -86,6 +92,9 @@ impl Harness {
             reads_fail: false,
             fail_next_spawn: false,
             failed_spawn_on: None,
+            listen_on: None,
+            age_cells: false,
+            quiesced: Vec::new(),
         };
         // The new leader's no-op; its first report reaches the followers (they act only
         // once they know they caught up with it).
@@ -210,9 +219,11 @@ impl Harness {
                     restarts: 0,
                     uptime_ms: 0,
                     cpu_milli: 0,
+                    listening: ListenPorts::new(self.listen_on),
                 });
                 m.ctl.on_spawned(&spawn.name, Some(cell));
             }
+            Output::Quiesce { cell, .. } => self.quiesced.push((id, cell)),
             Output::Stop { cell, .. } => {
                 let m = self.nodes.get_mut(&id).unwrap();
                 if let Some(row) = m.cells.iter_mut().find(|r| r.id == cell) {
@@ -246,6 +257,13 @@ impl Harness {
     fn run(&mut self, ms: u64) {
         for _ in 0..ms / 10 {
             self.now += 10;
+            if self.age_cells {
+                for m in self.nodes.values_mut() {
+                    for row in m.cells.iter_mut().filter(|r| r.state == CellState::Running) {
+                        row.uptime_ms += 10;
+                    }
+                }
+            }
             let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
             for id in ids {
                 self.with(id, |c, o| c.tick(o));
@@ -807,4 +825,108 @@ fn a_follower_behind_the_leader_s_report_has_no_quorum() {
         lagging.on_committed(index, entry.as_deref(), &caught_up);
     }
     assert!(lagging.has_quorum(&caught_up));
+}
+
+/// A drain of a service with a port behind the front door: the replacement is promoted once it
+/// runs and listens; the old cell is then quiesced (listeners closed, reported `stopping`),
+/// keeps running through `stop_grace_ms` for the connections it holds, and only then stops.
+/// A service without a port loses its cell at once (nothing to drain).
+#[test]
+fn a_moved_cell_of_a_service_with_a_port_is_quiesced_then_stopped_after_the_grace() {
+    let mut h = Harness::new();
+    h.listen_on = Some(80);
+    h.age_cells = true;
+    h.write(W1, web(2)).unwrap();
+    h.write(
+        W1,
+        Command::Expose {
+            service: "web".into(),
+            port: 80,
+        },
+    )
+    .unwrap();
+    h.write(
+        W1,
+        Command::ApplyService(ServiceSpec::new("batch", "hello", 2)),
+    )
+    .unwrap();
+    h.run(500);
+    assert_eq!(h.running("web").len(), 2);
+    let on_w2: Vec<CellName> = h
+        .running("web")
+        .into_iter()
+        .filter(|(n, _)| *n == W2)
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(on_w2.len(), 1, "{:?}", h.running("web"));
+    let old = h.nodes[&W2].ctl.cell_named(&on_w2[0]).unwrap();
+    h.write(
+        W1,
+        Command::Maintain {
+            node: W2,
+            mode: crate::operate::Maintenance::Draining,
+        },
+    )
+    .unwrap();
+    let grace = config().operate.stop_grace_ms;
+    let mut quiesced_at = None;
+    for _ in 0..1_000 {
+        h.run(10);
+        // Never fewer than two web cells running (the retiring one counts: it still serves
+        // the connections it holds).
+        assert!(h.running("web").len() >= 2, "{:?}", h.running("web"));
+        let old_row = h.nodes[&W2].cells.iter().find(|r| r.id == old).unwrap();
+        let quiesced = h.quiesced.contains(&(W2, old));
+        match (quiesced_at, quiesced) {
+            (None, true) => {
+                assert_eq!(
+                    old_row.state,
+                    CellState::Running,
+                    "stopped before the grace"
+                );
+                // Quiesced only after the slot moved to the replacement, which listens.
+                let slot = on_w2[0].slot;
+                let a = h.nodes[&W2].ctl.desired().assignment("web", slot).unwrap();
+                assert_eq!(a.node, W1);
+                quiesced_at = Some(h.now);
+            }
+            (Some(at), _) if h.now - at == 600 => {
+                assert_eq!(
+                    old_row.state,
+                    CellState::Running,
+                    "stopped before the grace"
+                );
+                // W2's report (as the leader holds it) says the cell is on its way out.
+                let (report, _) = &h.nodes[&W1].ctl.reports[&W2];
+                let cell = report
+                    .cells
+                    .iter()
+                    .find(|c| c.service == "web" && c.epoch == on_w2[0].epoch)
+                    .unwrap();
+                assert_eq!(cell.state, CellState::Stopping);
+                assert!(
+                    cell.listening,
+                    "quiesce is the kernel's: the row still lists the port"
+                );
+            }
+            (Some(at), _) if old_row.state != CellState::Running => {
+                assert!(
+                    h.now - at >= grace,
+                    "stopped {} ms after quiesce",
+                    h.now - at
+                );
+                break;
+            }
+            (Some(at), _) => assert!(h.now - at <= grace + 200, "never stopped"),
+            (None, false) => assert_eq!(old_row.state, CellState::Running),
+        }
+    }
+    let at = quiesced_at.expect("the old cell was never quiesced");
+    assert!(h.now - at >= grace, "the old cell was never stopped");
+    // `batch` has no port: its cell on W2 was stopped at once, never quiesced.
+    assert!(h
+        .quiesced
+        .iter()
+        .all(|&(node, cell)| node == W2 && cell == old));
+    assert!(h.running("batch").iter().all(|(n, _)| *n == W1));
 }

@@ -304,6 +304,7 @@ fn seen(service: &str, slot: Slot, epoch: Epoch, state: CellState, uptime_s: u32
         restarts: 0,
         uptime_s,
         cpu_pct: 0,
+        listening: false,
     }
 }
 
@@ -361,6 +362,98 @@ fn draining_replaces_before_it_stops_or_reports_blocked() {
         p.pending[0].reason,
         PendingReason::DrainBlocked { node: W1 }
     );
+}
+
+/// For a service with a port, a replacement is promoted only once it has run `ready_s` AND
+/// its node reports it listening on the port: a cell that runs but has not bound (or lost)
+/// its listener would take the slot's connections and refuse them. A service without a port
+/// is ready by run time alone.
+#[test]
+fn a_replacement_of_a_service_with_a_port_waits_until_it_listens() {
+    let mut w = World::new();
+    w.service("web", 2, Spread::Soft);
+    w.apply(&Command::Expose {
+        service: "web".into(),
+        port: 80,
+    })
+    .unwrap();
+    w.service("batch", 2, Spread::Soft);
+    w.converge(&cluster(), 0);
+    w.apply(&Command::SetDraining {
+        node: W2,
+        draining: true,
+    })
+    .unwrap();
+    let p = w.converge(&cluster(), 0);
+    let surges: Vec<(String, Slot, Epoch)> = p
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Surge {
+                service,
+                slot,
+                epoch,
+                node: W1,
+                reason: Reason::Drain,
+                ..
+            } => Some((service.clone(), *slot, *epoch)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(surges.len(), 2, "{:?}", p.commands);
+    let epoch_of = |svc: &str| {
+        surges
+            .iter()
+            .find(|s| s.0 == svc)
+            .map(|s| (s.1, s.2))
+            .unwrap()
+    };
+    let (web_slot, web_epoch) = epoch_of("web");
+    let (batch_slot, batch_epoch) = epoch_of("batch");
+    // Both running for 5 s, neither listening: only `batch` (no port) is promoted.
+    let rows = |listening: bool| {
+        let mut web = seen("web", web_slot, web_epoch, CellState::Running, 5);
+        web.listening = listening;
+        let batch = seen("batch", batch_slot, batch_epoch, CellState::Running, 5);
+        cluster_seeing(W1, vec![web, batch])
+    };
+    for _ in 0..3 {
+        let p = w.converge(&rows(false), 0);
+        assert!(
+            p.commands.iter().all(|c| !matches!(
+                c,
+                Command::Promote { service, .. } if service == "web"
+            )),
+            "promoted a replacement that does not listen: {:?}",
+            p.commands
+        );
+        assert!(p
+            .pending
+            .iter()
+            .any(|q| q.service == "web" && q.reason == PendingReason::Replacing { node: W1 }));
+    }
+    assert_eq!(w.ds.assignment("batch", batch_slot).unwrap().node, W1);
+    assert_eq!(w.ds.assignment("web", web_slot).unwrap().node, W2);
+    // Listening but restarted into a fresh run (uptime 0): still not ready.
+    let mut fresh = rows(true);
+    for v in &mut fresh {
+        for c in &mut v.reported {
+            c.uptime_s = 0;
+        }
+    }
+    let p = w.plan(&fresh, 0);
+    assert!(!p
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::Promote { .. })));
+    // Listening and running long enough: promoted, the drain finishes.
+    let p = w.converge(&rows(true), 0);
+    assert!(p.commands.iter().any(|c| matches!(
+        c,
+        Command::Promote { service, slot, .. } if service == "web" && *slot == web_slot
+    )));
+    assert_eq!(w.ds.assignment("web", web_slot).unwrap().node, W1);
+    assert_eq!(w.ds.maintenance(W2), Maintenance::Drained);
 }
 
 #[test]
@@ -699,6 +792,7 @@ fn view_from_report_carries_done_cells() {
         restarts: 9,
         uptime_s: 0,
         cpu_pct: 0,
+        listening: false,
     };
     let report = NodeReport::new(
         W1,

@@ -289,6 +289,7 @@ fn service_rows_count_only_current_epoch_cells_on_assigned_nodes() {
         restarts: 0,
         uptime_s: 0,
         cpu_pct: 0,
+        listening: false,
     };
     let reports = [
         NodeReport::new(
@@ -340,6 +341,7 @@ fn cell_rows_come_from_reports() {
             restarts: 4,
             uptime_s: 9,
             cpu_pct: 0,
+            listening: false,
         }],
     );
     let rows = cell_rows("w2", &report);

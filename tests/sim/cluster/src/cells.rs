@@ -13,7 +13,7 @@ use cell::supervise::{self, Decision, Supervisor};
 use rand_core::RngCore;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use xylem::name::CellName;
-use xylem::node::LocalCellRow;
+use xylem::node::{ListenPorts, LocalCellRow};
 use xylem::CellState;
 
 /// The payloads of the simulated image.
@@ -234,6 +234,7 @@ impl SimCells {
                 } else {
                     0
                 },
+                listening: ListenPorts::default(),
             })
             .collect()
     }

@@ -319,6 +319,9 @@ impl SimNode {
                 let m = self.machines.as_mut().expect("running");
                 m.ctl.on_spawned(&spawn.name, cell);
             }
+            // Services in the simulation have no port: nothing is ever quiesced. Were one,
+            // the cell keeps running until its `Stop`, which is what this models.
+            Output::Quiesce { .. } => {}
             Output::Stop { cell, name, why } => {
                 self.check_act(ctx, Act::Stop(name, why));
                 self.cells.stop(cell);
