@@ -10,7 +10,8 @@
 //!  "quorum":{"ok":true,"leader":"worker-1","term":4,"voters_reachable":3,"voters_total":3,
 //!            "lease_left_ms":null},
 //!  "nodes":[{"name":"worker-1","role":"worker","member":"alive","raft":"leader",
-//!            "load_milli":420,"free_mib":12,"cells":1,"last_panic":null}],
+//!            "maintenance":"active","load_milli":420,"free_mib":12,"cells":1,
+//!            "last_panic":null}],
 //!  "services":[{"name":"web","desired":2,"running":2,"pending":0,"fenced":false,
 //!                "health":"healthy"}],
 //!  "cells":[{"name":"web/0@3","id":3,"service":"web","slot":0,"epoch":3,"node":"worker-1",
@@ -18,7 +19,8 @@
 //! {"format":"xylem-events/1","node":"worker-1","events":[{"t_us":812345,"text":"…"}]}
 //! ```
 //!
-//! `last_panic` is `null`, `{"kind":"panicked","boot_id":"<16 hex>","uptime_ms":…,
+//! `maintenance` is `active`, `cordoned`, `draining` or `drained`, as the table's last column
+//! (`xylem cordon|uncordon|drain`). `last_panic` is `null`, `{"kind":"panicked","boot_id":"<16 hex>","uptime_ms":…,
 //! "vector":null|14,"rip_offset":…,"message":"…"}` or `{"kind":"corrupt_record"}`.
 
 use crate::report::PanicNote;
@@ -58,6 +60,7 @@ struct Node<'a> {
     role: &'static str,
     member: &'static str,
     raft: &'static str,
+    maintenance: &'static str,
     load_milli: u32,
     free_mib: u32,
     cells: u32,
@@ -154,6 +157,7 @@ fn node_view(n: &NodeRow) -> Node<'_> {
         role: n.role.as_str(),
         member: n.member.as_str(),
         raft: raft_name(n.raft),
+        maintenance: n.maint.as_str(),
         load_milli: n.load_milli,
         free_mib: n.free_mib,
         cells: n.cells,

@@ -3,7 +3,9 @@
 //! answers to send. Host-tested (`cargo test --lib` in `cell/payloads`).
 //!
 //! Rules:
-//! - `GET /` → 200 `node=<node> cell=<cell> requests=<n>`; `GET /healthz` → 200 `ok`;
+//! - `GET /` → 200 `node=<node> cell=<cell> requests=<n>` (then ` greeting=<g>` when the
+//!   payload was given one: a version a rolling update can tell apart); `GET /healthz` → 200
+//!   `ok`;
 //!   `HEAD` of either → the same head without a body.
 //! - Another path → 404; another method → 405 (with `Allow: GET, HEAD`).
 //! - Malformed request → 400 and close; a head longer than [`HEAD_BYTES_MAX`] or a declared
@@ -25,11 +27,12 @@ pub const BODY_BYTES_MAX: usize = 16 * 1024;
 /// Most headers in one request.
 pub const HEADERS_MAX: usize = 32;
 
-/// Who answers: the node's name and the cell's cluster-wide name.
+/// Who answers: the node's name, the cell's cluster-wide name and its greeting, if any.
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub node: String,
     pub cell: String,
+    pub greeting: Option<String>,
 }
 
 /// What [`Conn::next_request`] did.
@@ -173,11 +176,15 @@ impl Conn {
         let mut body = String::new();
         let (status, reason) = match (method, path) {
             ("GET" | "HEAD", "/") => {
-                let _ = writeln!(
+                let _ = write!(
                     body,
                     "node={} cell={} requests={count}",
                     identity.node, identity.cell
                 );
+                if let Some(greeting) = &identity.greeting {
+                    let _ = write!(body, " greeting={greeting}");
+                }
+                body.push('\n');
                 (200, "OK")
             }
             ("GET" | "HEAD", "/healthz") => {
@@ -256,7 +263,24 @@ mod tests {
         Identity {
             node: "worker-1".to_string(),
             cell: "web/1@7".to_string(),
+            greeting: None,
         }
+    }
+
+    #[test]
+    fn a_greeting_follows_the_counter() {
+        let mut conn = Conn::new();
+        conn.received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let who = Identity {
+            greeting: Some("hello-v2".to_string()),
+            ..identity()
+        };
+        assert_eq!(conn.next_request(&who, 4), Outcome::Answered);
+        let out = text(&mut conn);
+        assert!(
+            out.ends_with("\r\n\r\nnode=worker-1 cell=web/1@7 requests=4 greeting=hello-v2\n"),
+            "{out}"
+        );
     }
 
     fn run(conn: &mut Conn, input: &[u8]) -> std::vec::Vec<Outcome> {

@@ -569,6 +569,25 @@ pub fn stop(id: u64) -> Result<(), CellError> {
     Ok(())
 }
 
+/// Stops a cell from taking new connections: every listener it holds closes its listening
+/// sockets (connections already established stay; see `CellSocket::stop_listening`). The
+/// first half of the control plane's graceful stop; the cell keeps running until `stop`.
+pub fn quiesce(id: u64) -> Result<(), CellError> {
+    table::with(|cells| {
+        let record = cells.get_mut(&id).ok_or(CellError::NoSuchCell(id))?;
+        if record.is_finished() {
+            return Err(CellError::AlreadyFinished(id));
+        }
+        // No network: no listeners either.
+        let _ = crate::netstack::with_stack(|stack| {
+            for (_, socket) in record.io.fds.iter_mut() {
+                socket.stop_listening(stack);
+            }
+        });
+        Ok(())
+    })
+}
+
 /// One row of `cell ls`.
 pub struct CellRow {
     pub id: u64,
@@ -580,6 +599,8 @@ pub struct CellRow {
     pub cpu_ticks: u64,
     pub uptime_ms: u64,
     pub last_exit: Option<CellExit>,
+    /// TCP ports the running incarnation accepts connections on (its listeners).
+    pub listening: Vec<u16>,
 }
 
 /// Every cell in the table.
@@ -602,6 +623,12 @@ pub fn list() -> Vec<CellRow> {
                     0
                 },
                 last_exit: c.cell.exit_reason(),
+                listening: c
+                    .io
+                    .fds
+                    .iter()
+                    .filter_map(|(_, socket)| socket.listening_port())
+                    .collect(),
             })
             .collect()
     })

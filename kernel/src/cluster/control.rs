@@ -26,7 +26,9 @@ use spin::Mutex;
 use xylem::command::Command;
 use xylem::desired::{Applied, SnapshotError};
 use xylem::name::CellName;
-use xylem::node::{ControlNode, Event, LocalCellRow, NodeConfig, Observed, Output, RaftView};
+use xylem::node::{
+    ControlNode, Event, ListenPorts, LocalCellRow, NodeConfig, Observed, Output, RaftView,
+};
 use xylem::reconcile::StopReason;
 use xylem::service::PayloadCatalog;
 use xylem::status::{MemberState, RaftRole, StatusInput};
@@ -209,6 +211,7 @@ fn cell_rows() -> Vec<LocalCellRow> {
                     restarts: c.restarts,
                     uptime_ms: c.uptime_ms,
                     cpu_milli,
+                    listening: ListenPorts::new(c.listening.iter().copied()),
                 }
             })
             .collect()
@@ -290,6 +293,14 @@ fn execute(output: Output) {
                     c.on_spawned(&spawn.name, cell);
                 }
             });
+        }
+        Output::Quiesce { cell, name } => {
+            // A cell that already ended has nothing to quiesce; its stop follows anyway.
+            let _ = cells::quiesce(cell);
+            action("quiesce", cell, &name, "moved");
+            note(format!(
+                "quiescing {name} (cell {cell}): no new connections, stopped after the grace"
+            ));
         }
         Output::Stop { cell, name, why } => {
             // A cell that already ended is simply forgotten.

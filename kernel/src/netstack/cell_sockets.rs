@@ -612,13 +612,54 @@ impl CellSocket {
         }
     }
 
+    /// The port this socket accepts connections on, if it is a listener that still takes
+    /// new ones (not stopped by [`CellSocket::stop_listening`]).
+    pub fn listening_port(&self) -> Option<u16> {
+        match self.state {
+            State::TcpListen { port, wanted, .. } if wanted > 0 => Some(port),
+            _ => None,
+        }
+    }
+
+    /// Stops taking new connections on a listener (the first half of a graceful stop: the
+    /// control plane moved the cell's slot away and no proxy sends it new connections): its
+    /// backlog sockets still in `Listen` are removed and none come back, so a SYN finds
+    /// another cell's listener on a shared service port, or none. Connections already past
+    /// the handshake stay for `accept`; the cell's other sockets are untouched. The port
+    /// stays held until the socket is released. Not a listener: nothing happens.
+    pub fn stop_listening(&mut self, stack: &mut Stack) {
+        let State::TcpListen {
+            backlog, wanted, ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        *wanted = 0;
+        backlog.retain(|&handle| {
+            if stack.tcp(handle).state() == tcp::State::Listen {
+                stack.remove_socket(handle, TCP_SOCKET_BYTES);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     /// `accept`: take one established connection. `EAGAIN` if none is ready.
     pub fn accept(&mut self, stack: &mut Stack) -> Result<CellSocket, Errno> {
-        let State::TcpListen { port, backlog, .. } = &mut self.state else {
+        let State::TcpListen {
+            port,
+            backlog,
+            wanted,
+        } = &mut self.state
+        else {
             return Err(Errno::EINVAL);
         };
         let port = *port;
-        relisten_reset(stack, backlog, port);
+        // A stopped listener (wanted 0) never listens again.
+        if *wanted > 0 {
+            relisten_reset(stack, backlog, port);
+        }
         let index = backlog
             .iter()
             .position(|&h| acceptable(stack.tcp(h).state()))
@@ -985,8 +1026,14 @@ impl CellSocket {
         }
         match &self.state {
             State::TcpFresh { .. } => POLLHUP,
-            State::TcpListen { backlog, port, .. } => {
-                relisten_reset(stack, backlog, *port);
+            State::TcpListen {
+                backlog,
+                port,
+                wanted,
+            } => {
+                if *wanted > 0 {
+                    relisten_reset(stack, backlog, *port);
+                }
                 if backlog.iter().any(|&h| acceptable(stack.tcp(h).state())) {
                     POLLIN
                 } else {

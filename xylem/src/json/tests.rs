@@ -39,7 +39,7 @@ fn input() -> StatusInput {
                 load_milli: 0,
                 free_mib: 0,
                 cells: 0,
-                maint: crate::operate::Maintenance::Active,
+                maint: crate::operate::Maintenance::Draining,
                 last_panic: Some(PanicNote::panicked(
                     0x9cbb_36ff_e4f8_8736,
                     2415,
@@ -114,12 +114,15 @@ fn status_is_one_line_with_the_documented_fields() {
             "free_mib",
             "last_panic",
             "load_milli",
+            "maintenance",
             "member",
             "name",
             "raft",
             "role"
         ]
     );
+    assert_eq!(v["nodes"][0]["maintenance"], "active");
+    assert_eq!(v["nodes"][1]["maintenance"], "draining");
     assert_eq!(v["nodes"][0]["last_panic"], Value::Null);
     assert_eq!(v["nodes"][1]["member"], "dead");
     assert_eq!(v["nodes"][1]["raft"], "unknown");
@@ -157,6 +160,24 @@ fn status_is_one_line_with_the_documented_fields() {
     assert_eq!(v["cells"][0]["state"], "running");
     assert_eq!(v["cells"][0]["name"], "web/0@7");
     assert_eq!(v["cells"][0]["id"], 3);
+}
+
+/// Every maintenance state has its spelling, the same as `xylem status`'s table.
+#[test]
+fn each_node_carries_its_maintenance_state() {
+    use crate::operate::Maintenance;
+    for (mode, text) in [
+        (Maintenance::Active, "active"),
+        (Maintenance::Cordoned, "cordoned"),
+        (Maintenance::Draining, "draining"),
+        (Maintenance::Drained, "drained"),
+    ] {
+        let mut input = input();
+        input.nodes[0].maint = mode;
+        let v: Value = serde_json::from_str(&status(&input, "worker-1")).unwrap();
+        assert_eq!(v["nodes"][0]["maintenance"], text);
+        assert_eq!(mode.as_str(), text);
+    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
-//! `http [port]`: an HTTP/1.1 server (default port 80).
+//! `http [port] [greeting]`: an HTTP/1.1 server (default port 80).
 //!
 //! `GET /` answers `node=<node> cell=<cluster-wide name> requests=<n>` (n counts the
-//! requests this cell has served, this one included); `GET /healthz` answers `ok`. Other
+//! requests this cell has served, this one included), then ` greeting=<greeting>` when one
+//! was given (`xylem apply web --payload http --args 80 v2`: a version a rolling update can
+//! tell apart); `GET /healthz` answers `ok`. Other
 //! paths are 404, other methods 405, a malformed request 400 (and the connection closes), a
 //! request whose head exceeds [`payloads::http::HEAD_BYTES_MAX`] or whose body exceeds
 //! [`payloads::http::BODY_BYTES_MAX`] 413. Keep-alive is the HTTP/1.1 default; `Connection:
@@ -68,6 +70,7 @@ fn main(args: &Args) -> i32 {
     let identity = http::Identity {
         node: String::from(info.node_name.as_str()),
         cell: String::from(info.name.as_str()),
+        greeting: args.get(1).map(String::from),
     };
     println!(
         "http: serving {} on port {port} as {}",
