@@ -13,6 +13,7 @@ mod kernel_tests;
 mod limits;
 pub mod membership;
 pub mod operate;
+pub mod operate_front;
 pub mod promise;
 pub mod raft;
 mod shell;
@@ -166,6 +167,16 @@ pub const ALL: &[Scenario] = &[
         name: "operate-autoscale",
         suite: Suite::Cluster,
         run: operate::autoscale,
+    },
+    Scenario {
+        name: "operate-drain-clients",
+        suite: Suite::Cluster,
+        run: operate_front::drain_clients,
+    },
+    Scenario {
+        name: "operate-rollout-clients",
+        suite: Suite::Cluster,
+        run: operate_front::rollout_clients,
     },
     Scenario {
         name: "crash-record",
