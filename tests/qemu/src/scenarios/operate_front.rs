@@ -62,7 +62,8 @@ fn answer_of(body: &str) -> Result<Answer, String> {
 /// One `GET /` on a fresh connection (`Connection: close`).
 fn get_fresh(gateway: SocketAddrV4) -> Result<Answer, String> {
     let mut s = TcpStream::connect_timeout(&gateway.into(), BUDGET).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(BUDGET)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(BUDGET))
+        .map_err(|e| e.to_string())?;
     s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
@@ -104,7 +105,9 @@ fn get_keepalive(conn: &mut Option<TcpStream>, gateway: SocketAddrV4) -> Result<
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
-        let n = s.read(&mut chunk).map_err(|e| fail(e.to_string(), buf.len()))?;
+        let n = s
+            .read(&mut chunk)
+            .map_err(|e| fail(e.to_string(), buf.len()))?;
         if n == 0 {
             return Err(fail("closed".into(), buf.len()));
         }
@@ -340,8 +343,9 @@ fn web_cells(status: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The client's verdict: no failed request, enough answers. Prints the figures.
-fn judge(what: &str, samples: &[Sample], retries: usize) -> Result<(), HarnessError> {
+/// The client's verdict: no failed request, enough answers. Prints the figures, and when
+/// each failed request started (ms from `t0`, the operator's command).
+fn judge(what: &str, samples: &[Sample], retries: usize, t0: Instant) -> Result<(), HarnessError> {
     let ok = samples.iter().filter(|s| s.outcome.is_ok()).count();
     let failed = failures(samples);
     let gap = longest_gap_ms(samples);
@@ -350,12 +354,50 @@ fn judge(what: &str, samples: &[Sample], retries: usize) -> Result<(), HarnessEr
          keep-alive retries after an idle close {retries}",
         samples.len() - ok
     );
+    let at = |i: Instant| {
+        if i >= t0 {
+            i.duration_since(t0).as_millis() as i64
+        } else {
+            -(t0.duration_since(i).as_millis() as i64)
+        }
+    };
+    let when: Vec<(i64, i64)> = samples
+        .iter()
+        .filter(|s| s.outcome.is_err())
+        .map(|s| (at(s.started), at(s.done)))
+        .take(20)
+        .collect();
+    if !when.is_empty() {
+        eprintln!("    failed requests (started, done) ms from the command: {when:?}");
+    }
     ensure!(ok > 200, "{what}: too few answers ({ok})");
     ensure!(
         failed.is_empty(),
         "{what}: clients saw failed requests: {failed:?}"
     );
     Ok(())
+}
+
+/// What the gateway and the owner's proxy counted (printed when a request failed).
+fn diagnose(rig: &mut FrontDoorRig) {
+    let s = &rig.gateway.stats;
+    eprintln!(
+        "    gateway: accepted {} relayed {} connect_failures {} refused_busy {}",
+        s.accepted.load(Ordering::Relaxed),
+        s.relayed.load(Ordering::Relaxed),
+        s.connect_failures.load(Ordering::Relaxed),
+        s.refused_busy.load(Ordering::Relaxed)
+    );
+    for id in 1..=3 {
+        if let Ok(out) = rig.cluster.node(id).command("frontdoor", CMD) {
+            for line in out
+                .lines()
+                .filter(|l| l.contains("proxy") || l.contains("answer"))
+            {
+                eprintln!("    node {id}: {}", line.trim());
+            }
+        }
+    }
 }
 
 /// `xylem drain worker-2` while the client runs: `web`'s replica there moves to worker-1
@@ -373,7 +415,7 @@ pub fn drain_clients(env: &Env) -> Result<(), HarnessError> {
     let client = Client::start(rig.gateway.listen);
     std::thread::sleep(Duration::from_secs(1));
     let t0 = Instant::now();
-    let drained = (|| {
+    let drained = (|| -> Result<String, HarnessError> {
         write(&mut rig.cluster, "xylem drain worker-2")?;
         loop {
             let status = rig.cluster.node(1).command("xylem status", CMD)?;
@@ -407,7 +449,7 @@ pub fn drain_clients(env: &Env) -> Result<(), HarnessError> {
         "    drain of worker-2 under clients: {} ms (old cell stopped)",
         took.as_millis()
     );
-    judge("drain", &samples, retries)?;
+    judge("drain", &samples, retries, t0).inspect_err(|_| diagnose(&mut rig))?;
     let tail: Vec<&Sample> = samples.iter().rev().take(20).collect();
     ensure!(
         tail.iter()
@@ -448,7 +490,10 @@ pub fn rollout_clients(env: &Env) -> Result<(), HarnessError> {
             "xylem apply web --payload http --args 80 v2 --replicas 2 --port 80",
         )?;
         loop {
-            let out = rig.cluster.node(1).command("xylem rollout status web", CMD)?;
+            let out = rig
+                .cluster
+                .node(1)
+                .command("xylem rollout status web", CMD)?;
             let status = rig.cluster.node(1).command("xylem status", CMD)?;
             let cells = web_cells(&status);
             let running = cells.iter().filter(|(_, s)| s == "running").count();
@@ -475,7 +520,7 @@ pub fn rollout_clients(env: &Env) -> Result<(), HarnessError> {
         "    rollout v1 -> v2 under clients: {} ms (old cells stopped)",
         took.as_millis()
     );
-    judge("rollout", &samples, retries)?;
+    judge("rollout", &samples, retries, t0).inspect_err(|_| diagnose(&mut rig))?;
     let greetings: Vec<&str> = samples
         .iter()
         .filter_map(|s| s.outcome.as_ref().ok())
@@ -501,7 +546,10 @@ pub fn rollout_clients(env: &Env) -> Result<(), HarnessError> {
             "xylem apply web --payload http --args 99999 v3 --replicas 2 --port 80",
         )?;
         loop {
-            let out = rig.cluster.node(1).command("xylem rollout status web", CMD)?;
+            let out = rig
+                .cluster
+                .node(1)
+                .command("xylem rollout status web", CMD)?;
             if out.contains("rolled back: generation") {
                 ensure!(out.contains("(http 80 v2)"), "rolled back to:\n{out}");
                 return Ok(());
@@ -521,7 +569,7 @@ pub fn rollout_clients(env: &Env) -> Result<(), HarnessError> {
         "    crash-looping v3 rolled back under clients in {} ms",
         took.as_millis()
     );
-    judge("rollback", &samples, retries)?;
+    judge("rollback", &samples, retries, t0).inspect_err(|_| diagnose(&mut rig))?;
     ensure!(
         samples
             .iter()
