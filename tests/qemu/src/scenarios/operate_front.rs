@@ -562,7 +562,8 @@ pub fn rollout_clients(env: &Env) -> Result<(), HarnessError> {
         }
     })();
     let took = t0.elapsed();
-    std::thread::sleep(Duration::from_secs(1));
+    // Clients keep going while the failed replacement is given up and the v2 cells serve on.
+    std::thread::sleep(Duration::from_secs(4));
     let (samples, retries) = client.finish();
     back?;
     eprintln!(
