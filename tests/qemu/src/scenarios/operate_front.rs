@@ -6,8 +6,10 @@
 //! replaces is first quiesced (no new connections; it is no longer a backend anywhere) and
 //! stopped only after `stop_grace_ms`.
 //!
-//! The client ([`Client`]): a fresh connection every 20 ms (open loop, 2 s budget each) plus
-//! one keep-alive connection with a request every 20 ms. The keep-alive side behaves as HTTP
+//! The client ([`Client`]): a fresh connection every 20 ms (open loop, 2 s budget each), one
+//! keep-alive connection with a request every 20 ms, and a *slow* request every 50 ms (its
+//! head sent in two parts [`SLOW_PAUSE`] apart, so about six are in flight inside a cell at
+//! any time: a cell stopped without a grace would cut those). The keep-alive side behaves as HTTP
 //! clients do (RFC 9112 §9.3.1): a request on a reused connection that the server closed
 //! while idle — no byte of an answer came back — is retried once on a fresh connection; such
 //! retries are counted and reported, a second failure is a failed request.
@@ -33,6 +35,10 @@ const OPERATE_MAX: Duration = Duration::from_secs(60);
 const EVERY: Duration = Duration::from_millis(20);
 /// Each request's budget.
 const BUDGET: Duration = Duration::from_secs(2);
+/// The pause inside a slow request's head.
+const SLOW_PAUSE: Duration = Duration::from_millis(300);
+/// How often a slow request starts.
+const SLOW_EVERY: Duration = Duration::from_millis(50);
 /// Open-loop requests in flight at most (beyond, a tick is skipped and counted failed).
 const IN_FLIGHT_MAX: usize = 200;
 
@@ -61,11 +67,24 @@ fn answer_of(body: &str) -> Result<Answer, String> {
 
 /// One `GET /` on a fresh connection (`Connection: close`).
 fn get_fresh(gateway: SocketAddrV4) -> Result<Answer, String> {
+    get_fresh_paced(gateway, None)
+}
+
+/// One `GET /` on a fresh connection; with `pause`, the head goes in two parts that far
+/// apart (a slow client: the request is in flight inside the cell meanwhile).
+fn get_fresh_paced(gateway: SocketAddrV4, pause: Option<Duration>) -> Result<Answer, String> {
     let mut s = TcpStream::connect_timeout(&gateway.into(), BUDGET).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(BUDGET))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    let head: &[u8] = b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n";
+    if let Some(pause) = pause {
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.write_all(&head[..16]).map_err(|e| e.to_string())?;
+        std::thread::sleep(pause);
+        s.write_all(&head[16..]).map_err(|e| e.to_string())?;
+    } else {
+        s.write_all(head).map_err(|e| e.to_string())?;
+    }
     let mut bytes = Vec::new();
     s.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
     match hostnet::http::parse_response(&bytes) {
@@ -127,6 +146,7 @@ pub struct Sample {
     pub started: Instant,
     pub done: Instant,
     pub keepalive: bool,
+    pub slow: bool,
     pub outcome: Result<Answer, String>,
 }
 
@@ -152,11 +172,15 @@ impl Client {
             let (stop, samples, retries) = (stop.clone(), samples.clone(), retries.clone());
             std::thread::spawn(move || keepalive_loop(gateway, &stop, &samples, &retries))
         };
+        let slow = {
+            let (stop, samples) = (stop.clone(), samples.clone());
+            std::thread::spawn(move || open_loop_paced(gateway, &stop, &samples, true))
+        };
         Client {
             stop,
             samples,
             retries,
-            threads: vec![open, keep],
+            threads: vec![open, keep, slow],
         }
     }
 
@@ -175,6 +199,20 @@ impl Client {
 }
 
 fn open_loop(gateway: SocketAddrV4, stop: &AtomicBool, samples: &Arc<Mutex<Vec<Sample>>>) {
+    open_loop_paced(gateway, stop, samples, false);
+}
+
+fn open_loop_paced(
+    gateway: SocketAddrV4,
+    stop: &AtomicBool,
+    samples: &Arc<Mutex<Vec<Sample>>>,
+    slow: bool,
+) {
+    let (every, pause) = if slow {
+        (SLOW_EVERY, Some(SLOW_PAUSE))
+    } else {
+        (EVERY, None)
+    };
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -184,23 +222,25 @@ fn open_loop(gateway: SocketAddrV4, stop: &AtomicBool, samples: &Arc<Mutex<Vec<S
                 started,
                 done: started,
                 keepalive: false,
+                slow,
                 outcome: Err("client saturated".into()),
             });
         } else {
             in_flight.fetch_add(1, Ordering::Relaxed);
             let (samples, in_flight) = (samples.clone(), in_flight.clone());
             std::thread::spawn(move || {
-                let outcome = get_fresh(gateway);
+                let outcome = get_fresh_paced(gateway, pause);
                 samples.lock().expect("poisoned").push(Sample {
                     started,
                     done: Instant::now(),
                     keepalive: false,
+                    slow,
                     outcome,
                 });
                 in_flight.fetch_sub(1, Ordering::Relaxed);
             });
         }
-        next += EVERY;
+        next += every;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
@@ -235,6 +275,7 @@ fn keepalive_loop(
             started,
             done: Instant::now(),
             keepalive: true,
+            slow: false,
             outcome,
         });
         next += EVERY;
@@ -251,7 +292,11 @@ fn failures(samples: &[Sample]) -> Vec<(String, usize)> {
     for s in samples {
         if let Err(e) = &s.outcome {
             let key: String = e.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
-            let tag = if s.keepalive { "keep-alive: " } else { "" };
+            let tag = match (s.keepalive, s.slow) {
+                (true, _) => "keep-alive: ",
+                (_, true) => "slow: ",
+                _ => "",
+            };
             *kinds.entry(format!("{tag}{key}")).or_default() += 1;
         }
     }
@@ -371,6 +416,11 @@ fn judge(what: &str, samples: &[Sample], retries: usize, t0: Instant) -> Result<
         eprintln!("    failed requests (started, done) ms from the command: {when:?}");
     }
     ensure!(ok > 200, "{what}: too few answers ({ok})");
+    let slow_ok = samples
+        .iter()
+        .filter(|s| s.slow && s.outcome.is_ok())
+        .count();
+    ensure!(slow_ok > 10, "{what}: too few slow answers ({slow_ok})");
     ensure!(
         failed.is_empty(),
         "{what}: clients saw failed requests: {failed:?}"
