@@ -26,9 +26,39 @@ static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
 pub enum MmError {
     /// The bootloader did not map physical memory (a boot-config bug).
     NoPhysicalMapping,
-    /// No usable region is large enough for the heap.
-    #[allow(dead_code, reason = "read through Debug in the error message")]
-    NoRoomForHeap { wanted_bytes: u64 },
+    /// No usable region holds even the smallest heap (a machine-size fact: too little RAM,
+    /// or the firmware fragmented it).
+    NoRoomForHeap {
+        /// The smallest heap the kernel runs with.
+        min_bytes: u64,
+        /// The largest contiguous usable run the memory map offered.
+        largest_usable_bytes: u64,
+        /// All usable memory in the map.
+        usable_bytes: u64,
+    },
+}
+
+impl core::fmt::Display for MmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MmError::NoPhysicalMapping => {
+                write!(f, "the bootloader did not map physical memory")
+            }
+            MmError::NoRoomForHeap {
+                min_bytes,
+                largest_usable_bytes,
+                usable_bytes,
+            } => write!(
+                f,
+                "no room for the kernel heap: it needs {} KiB of contiguous RAM, the largest \
+                 usable run in the memory map is {} KiB ({} KiB usable in all); give the \
+                 machine more memory",
+                min_bytes / 1024,
+                largest_usable_bytes / 1024,
+                usable_bytes / 1024
+            ),
+        }
+    }
 }
 
 /// The virtual address at which physical address `phys` is mapped.
@@ -48,17 +78,33 @@ pub fn init(phys_offset: Option<u64>, regions: &'static MemoryRegions) -> Result
         .filter(|r| r.kind == MemoryRegionKind::Usable)
         .map(|r| r.end - r.start)
         .sum();
-    let heap_bytes = heap::size_for(usable_bytes);
-    let (heap_start, largest) = regions
+    // The heap is one contiguous run (no page-table work), so it lives in the largest usable
+    // region. Under OVMF that region is much smaller than a quarter of RAM at 64 MiB (the
+    // firmware's own allocations split low memory), so the heap shrinks to fit it rather
+    // than refusing to boot; only a run below the minimum heap is an error.
+    let (heap_start, largest_bytes) = regions
         .iter()
         .filter(|r| r.kind == MemoryRegionKind::Usable)
-        .map(|r| (align_up(r.start, PAGE_BYTES), r.end))
-        .filter(|(start, end)| end.saturating_sub(*start) >= heap_bytes)
-        .max_by_key(|(start, end)| end - start)
-        .ok_or(MmError::NoRoomForHeap {
-            wanted_bytes: heap_bytes,
+        .map(|r| {
+            let start = align_up(r.start, PAGE_BYTES);
+            (start, r.end.saturating_sub(start) & !(PAGE_BYTES - 1))
+        })
+        .max_by_key(|&(_, bytes)| bytes)
+        .unwrap_or((0, 0));
+    let heap_bytes =
+        heap::size_within(usable_bytes, largest_bytes).ok_or(MmError::NoRoomForHeap {
+            min_bytes: heap::HEAP_MIN_BYTES,
+            largest_usable_bytes: largest_bytes,
+            usable_bytes,
         })?;
-    debug_assert!(largest - heap_start >= heap_bytes);
+    if heap_bytes < heap::size_for(usable_bytes) {
+        log::info!(
+            "mm: heap {} KiB (wanted {} KiB): the largest usable run is {} KiB",
+            heap_bytes / 1024,
+            heap::size_for(usable_bytes) / 1024,
+            largest_bytes / 1024
+        );
+    }
     heap::init(phys_to_virt(heap_start), heap_bytes);
     let heap_range = heap_start..heap_start + heap_bytes;
     for region in regions
