@@ -9,22 +9,6 @@ use spin::Mutex;
 
 use crate::arch::cpu::without_interrupts;
 
-/// The smallest heap the kernel boots with.
-pub const HEAP_MIN_BYTES: u64 = 4 << 20;
-const HEAP_MAX_BYTES: u64 = 32 << 20;
-
-/// The heap takes a quarter of usable memory, within [4 MiB, 32 MiB], page-aligned.
-pub fn size_for(usable_bytes: u64) -> u64 {
-    (usable_bytes / 4).clamp(HEAP_MIN_BYTES, HEAP_MAX_BYTES) & !0xfff
-}
-
-/// [`size_for`], shrunk to fit a contiguous run of `run_bytes`; `None` when even the
-/// minimum heap does not fit.
-pub fn size_within(usable_bytes: u64, run_bytes: u64) -> Option<u64> {
-    let bytes = size_for(usable_bytes).min(run_bytes & !0xfff);
-    (bytes >= HEAP_MIN_BYTES).then_some(bytes)
-}
-
 struct KernelHeap {
     heap: Mutex<Heap>,
 }

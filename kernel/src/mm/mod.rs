@@ -12,6 +12,7 @@ pub mod heap;
 
 use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
 use core::sync::atomic::{AtomicU64, Ordering};
+use kcore::heap_plan::{self, NoRoomForHeap};
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{OffsetPageTable, PageTable, Translate};
 use x86_64::VirtAddr;
@@ -28,14 +29,7 @@ pub enum MmError {
     NoPhysicalMapping,
     /// No usable region holds even the smallest heap (a machine-size fact: too little RAM,
     /// or the firmware fragmented it).
-    NoRoomForHeap {
-        /// The smallest heap the kernel runs with.
-        min_bytes: u64,
-        /// The largest contiguous usable run the memory map offered.
-        largest_usable_bytes: u64,
-        /// All usable memory in the map.
-        usable_bytes: u64,
-    },
+    NoRoomForHeap(NoRoomForHeap),
 }
 
 impl core::fmt::Display for MmError {
@@ -44,11 +38,11 @@ impl core::fmt::Display for MmError {
             MmError::NoPhysicalMapping => {
                 write!(f, "the bootloader did not map physical memory")
             }
-            MmError::NoRoomForHeap {
+            MmError::NoRoomForHeap(NoRoomForHeap {
                 min_bytes,
                 largest_usable_bytes,
                 usable_bytes,
-            } => write!(
+            }) => write!(
                 f,
                 "no room for the kernel heap: it needs {} KiB of contiguous RAM, the largest \
                  usable run in the memory map is {} KiB ({} KiB usable in all); give the \
@@ -73,38 +67,22 @@ pub fn init(phys_offset: Option<u64>, regions: &'static MemoryRegions) -> Result
     let offset = phys_offset.ok_or(MmError::NoPhysicalMapping)?;
     PHYS_OFFSET.store(offset, Ordering::Relaxed);
     address_space::record_kernel_cr3();
-    let usable_bytes: u64 = regions
+    // The heap shrinks to fit the largest usable run rather than refusing to boot (OVMF at
+    // 64 MiB offers ~12 MiB of a ~14 MiB wish); kcore::heap_plan has the rule and its tests.
+    let usable = regions
         .iter()
         .filter(|r| r.kind == MemoryRegionKind::Usable)
-        .map(|r| r.end - r.start)
-        .sum();
-    // The heap is one contiguous run (no page-table work), so it lives in the largest usable
-    // region. Under OVMF that region is much smaller than a quarter of RAM at 64 MiB (the
-    // firmware's own allocations split low memory), so the heap shrinks to fit it rather
-    // than refusing to boot; only a run below the minimum heap is an error.
-    let (heap_start, largest_bytes) = regions
-        .iter()
-        .filter(|r| r.kind == MemoryRegionKind::Usable)
-        .map(|r| {
-            let start = align_up(r.start, PAGE_BYTES);
-            (start, r.end.saturating_sub(start) & !(PAGE_BYTES - 1))
-        })
-        .max_by_key(|&(_, bytes)| bytes)
-        .unwrap_or((0, 0));
-    let heap_bytes =
-        heap::size_within(usable_bytes, largest_bytes).ok_or(MmError::NoRoomForHeap {
-            min_bytes: heap::HEAP_MIN_BYTES,
-            largest_usable_bytes: largest_bytes,
-            usable_bytes,
-        })?;
-    if heap_bytes < heap::size_for(usable_bytes) {
+        .map(|r| (r.start, r.end));
+    let plan = heap_plan::plan(usable).map_err(MmError::NoRoomForHeap)?;
+    if plan.bytes < plan.wanted_bytes {
         log::info!(
             "mm: heap {} KiB (wanted {} KiB): the largest usable run is {} KiB",
-            heap_bytes / 1024,
-            heap::size_for(usable_bytes) / 1024,
-            largest_bytes / 1024
+            plan.bytes / 1024,
+            plan.wanted_bytes / 1024,
+            plan.largest_run_bytes / 1024
         );
     }
+    let (heap_start, heap_bytes) = (plan.start, plan.bytes);
     heap::init(phys_to_virt(heap_start), heap_bytes);
     let heap_range = heap_start..heap_start + heap_bytes;
     for region in regions
