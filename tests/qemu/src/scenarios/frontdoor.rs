@@ -498,11 +498,44 @@ pub fn across(
 ) -> Result<(Verdict, Vec<Sample>), HarnessError> {
     let prober = Prober::start(rig.gateway.listen);
     std::thread::sleep(Duration::from_secs(1));
+    let fault_at = Instant::now();
     let faulted = fault(rig);
     std::thread::sleep(settle);
     let samples = prober.finish();
     faulted?;
+    // Which requests failed, when (ms from the fault, by start and end) and why: what
+    // tells a proxy that picked a dead backend from a connection that was in flight.
+    for line in failure_timeline(&samples, fault_at).iter().take(60) {
+        eprintln!("      {line}");
+    }
     Ok((verdict(&samples), samples))
+}
+
+/// One line per failed request: start and end in ms from `since`, kind and reason.
+pub fn failure_timeline(samples: &[Sample], since: Instant) -> Vec<String> {
+    let ms = |t: Instant| {
+        if t >= since {
+            (t - since).as_secs_f64() * 1000.0
+        } else {
+            -((since - t).as_secs_f64() * 1000.0)
+        }
+    };
+    samples
+        .iter()
+        .filter_map(|s| {
+            let e = s.outcome.as_ref().err()?;
+            Some(format!(
+                "failed {:>+7.0} ms .. {:>+7.0} ms {} {e}",
+                ms(s.started),
+                ms(s.done),
+                if s.keepalive {
+                    "keep-alive"
+                } else {
+                    "new conn  "
+                }
+            ))
+        })
+        .collect()
 }
 
 /// Kill a worker (a replica that does not own the address): the owner's proxy stops
