@@ -815,8 +815,12 @@ impl Sim {
         }
         for (ip, owners) in &by_ip {
             for &(_, epoch) in owners {
+                let moved = self.owner_epochs.iter().any(|(i, _)| i == ip);
                 if self.owner_epochs.insert((*ip, epoch)) {
                     self.rec.counts.owner_epochs += 1;
+                    if moved {
+                        self.rec.counts.owner_takeovers += 1;
+                    }
                 }
             }
             if owners.len() > 1 {

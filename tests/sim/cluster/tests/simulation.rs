@@ -99,6 +99,7 @@ fn faults_and_features_are_really_exercised() {
         c.maintains += k.maintains;
         c.owner_epochs += k.owner_epochs;
         c.owner_overlaps += k.owner_overlaps;
+        c.owner_takeovers += k.owner_takeovers;
         lost += r.net.lost;
         dup += r.net.duplicated;
         cut += r.net.partitioned;
@@ -133,18 +134,11 @@ fn faults_and_features_are_really_exercised() {
         ("autoscale decisions", c.autoscales),
         ("maintenance changes", c.maintains),
         ("answered service addresses", c.owner_epochs),
+        ("address takeovers", c.owner_takeovers),
     ] {
         assert!(n > 0, "no {what} in 300 seeds");
     }
     assert!(c.leader_terms > 300, "elections happen beyond the first");
-    // Addresses move (a takeover is a second epoch for an address), not just get a first
-    // owner: more answered (address, epoch) pairs than runs.
-    assert!(
-        c.owner_epochs > 2 * reports.len() as u64,
-        "addresses rarely move: {} answered epochs in {} runs",
-        c.owner_epochs,
-        reports.len()
-    );
     let minority_max = reports
         .iter()
         .map(|r| r.minority_answer_ms_max)
