@@ -658,10 +658,20 @@ pub fn kill_owner(env: &Env) -> Result<(), HarnessError> {
         last >= 15,
         "clients did not recover: {last}/20 of the last answers ok"
     );
+    // The takeover needs SWIM's verdict, a plan and a commit (about 300 ms on a quiet
+    // host; `bench service-failover`); 2 s leaves room for a loaded one. Connections through
+    // the dead owner are lost with it; a fresh one started after the kill is retried by the
+    // gateway (3 connects of 400 ms) until the new owner's announcement lands, so at most
+    // a couple may fail (measured: none).
     ensure!(
-        v.outage_ms < 5000.0,
+        v.outage_ms < 2000.0,
         "clients saw a {:.0} ms gap when the owner died",
         v.outage_ms
+    );
+    ensure!(
+        v.failed_new_after <= 2,
+        "{} fresh requests started after the owner died failed: {v:?}",
+        v.failed_new_after
     );
     // DNS still names the same address (it never changes, only its owner does).
     for id in 1..=2u32 {
