@@ -96,16 +96,6 @@ pub struct LocalCellRow {
     pub listening: ListenPorts,
 }
 
-/// How long a node that had full quorum keeps answering for its front-door addresses while
-/// it catches up with a commit it has not applied yet (see [`ControlNode::answering`]). Each
-/// commit reaches followers as the leader's report or Raft's commit index a few ms before
-/// the entry is applied; without this, every commit (a drain's or a rollout's steps) made the
-/// owner drop its address for those ms, resetting every proxied connection. Moving an
-/// address is not delayed by it beyond what apply lag already allows (the old owner stops
-/// when it applies the move, as without it); a long lag (a pause, a partition, a restart)
-/// still stops answering at once.
-pub const ANSWER_CATCH_UP_MS: u64 = 250;
-
 /// Most listening ports a cell row carries (a service cell listens on its one port; more are
 /// left out, which only makes a cell look not ready).
 pub const LISTEN_PORTS_MAX: usize = 4;
@@ -300,8 +290,6 @@ pub struct ControlNode {
     failed: BTreeSet<CellName>,
     /// Cells a stop was issued for (not issued twice).
     stopping: BTreeSet<CellId>,
-    /// When this node last had full quorum ([`ControlNode::has_quorum`]), at an input.
-    quorum_at_ms: Option<u64>,
     /// Cells stopping gracefully: quiesced (listeners closed), stopped at the ms, for the
     /// reason given (see [`Output::Quiesce`]).
     retiring: BTreeMap<CellId, (u64, StopReason)>,
@@ -309,6 +297,9 @@ pub struct ControlNode {
     rows: BTreeMap<CellId, LocalCellRow>,
     // Leader state.
     leading_term: Option<u64>,
+    /// When (local ms) this node last had quorum, for the front door's answer grace
+    /// (`crate::frontdoor::ANSWER_GRACE_MS`).
+    quorum_seen_ms: Option<u64>,
     refill: Refill,
     pending: Vec<Pending>,
     inflight: Option<(u64, u64)>,
@@ -369,9 +360,9 @@ impl ControlNode {
             failed: BTreeSet::new(),
             stopping: BTreeSet::new(),
             retiring: BTreeMap::new(),
-            quorum_at_ms: None,
             rows: BTreeMap::new(),
             leading_term: None,
+            quorum_seen_ms: None,
             pending: Vec::new(),
             inflight: None,
             lease_server: LeaseServer::new(),
@@ -494,7 +485,7 @@ impl ControlNode {
     /// fresh (full refill budget, no history; no lease of an earlier leader is known).
     fn observe(&mut self, obs: &Observed) {
         if self.has_quorum(obs) {
-            self.quorum_at_ms = Some(obs.now_ms);
+            self.quorum_seen_ms = Some(obs.now_ms);
         }
         if let Some(table) = obs.cells {
             for &id in self.mine.keys() {
@@ -1159,31 +1150,20 @@ impl ControlNode {
     }
 
     /// The addresses this node answers for now: those committed to it, only while it may
-    /// act (quorum, in contact with the leader and caught up; `crate::frontdoor::answering`),
-    /// or while it merely catches up with the newest commit ([`ANSWER_CATCH_UP_MS`]).
+    /// act (quorum, in contact with the leader and caught up; `crate::frontdoor::answering`)
+    /// or had quorum within [`crate::frontdoor::ANSWER_GRACE_MS`] (a leader election, or
+    /// the few ms between a commit and its apply, must not make the owner drop the address
+    /// and reset every connection through it).
     pub fn answering(&self, obs: &Observed) -> Vec<crate::frontdoor::Answer> {
-        let may_act = self.has_quorum(obs) || self.catching_up(obs);
-        crate::frontdoor::answering(self.id, may_act, self.desired.addresses())
-    }
-
-    /// In contact with a live leader (its report fresh, Raft working) and had full quorum
-    /// within [`ANSWER_CATCH_UP_MS`]: only an entry or two behind, as every follower is for
-    /// a few ms after each commit (the leader's report, or Raft's commit index, arrives
-    /// before the entry is applied). Never true for a node that has not had quorum since it
-    /// started, nor for one cut off or paused: its last quorum is too old.
-    fn catching_up(&self, obs: &Observed) -> bool {
-        let r = &obs.raft;
-        let Some(leader) = r.leader else {
-            return false;
-        };
-        let leader_live = leader == self.id
-            || (is_up(obs.members.get(&leader).copied())
-                && self.fresh_report(leader, obs.now_ms).is_some());
-        !r.failed
-            && leader_live
-            && self
-                .quorum_at_ms
-                .is_some_and(|at| obs.now_ms.saturating_sub(at) < ANSWER_CATCH_UP_MS)
+        #[cfg(feature = "mutation")]
+        if self.config.lease.mutation == crate::config::Mutation::AnswerWithoutQuorum {
+            return crate::frontdoor::answering(self.id, true, self.desired.addresses());
+        }
+        let quorum = self.has_quorum(obs)
+            || self.quorum_seen_ms.is_some_and(|at| {
+                obs.now_ms.saturating_sub(at) <= crate::frontdoor::ANSWER_GRACE_MS
+            });
+        crate::frontdoor::answering(self.id, quorum, self.desired.addresses())
     }
 
     // ---------------------------------------------------------------------------------------
