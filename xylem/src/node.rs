@@ -625,7 +625,7 @@ impl ControlNode {
         self.observe(obs);
         let now = obs.now_ms;
         self.enforce_lease(obs);
-        self.finish_retiring(now);
+        self.finish_retiring(obs);
         self.renew_lease(obs);
         if let Some(ctx) = self.lease_server.start_round(&self.config.lease, now) {
             self.out.push(Output::ReadIndex { ctx });
@@ -817,11 +817,16 @@ impl ControlNode {
         }
     }
 
-    /// Stops the retiring cells whose grace is over (quorum or not: the stop was decided
-    /// with quorum) and forgets those that ended meanwhile.
-    fn finish_retiring(&mut self, now_ms: u64) {
+    /// Stops the retiring cells whose grace is over, with quorum only (as every stop:
+    /// reconcile rule 3; a minority keeps running what it has), and forgets those that ended
+    /// meanwhile.
+    fn finish_retiring(&mut self, obs: &Observed) {
+        let now_ms = obs.now_ms;
         let mine = &self.mine;
         self.retiring.retain(|cell, _| mine.contains_key(cell));
+        if self.retiring.is_empty() || !self.has_quorum(obs) {
+            return;
+        }
         let due: Vec<(CellId, StopReason)> = self
             .retiring
             .iter()

@@ -53,6 +53,8 @@ pub struct SimCell {
     /// Local time at which the current phase ends (start done, exit, restart).
     due_ms: Option<u64>,
     started_ms: u64,
+    /// Its listeners were closed (`Output::Quiesce`): it runs on, taking no new connection.
+    pub quiesced: bool,
 }
 
 /// A node's cell table.
@@ -124,12 +126,20 @@ impl SimCells {
             supervisor,
             due_ms: Some(now_ms),
             started_ms: now_ms,
+            quiesced: false,
         });
         self.purge();
         id
     }
 
     /// Stops a cell for good (a kill: never restarted).
+    /// Closes a cell's listeners (the first half of a graceful stop): it keeps running.
+    pub fn quiesce(&mut self, id: u64) {
+        if let Some(c) = self.cells.iter_mut().find(|c| c.id == id) {
+            c.quiesced = true;
+        }
+    }
+
     pub fn stop(&mut self, id: u64) {
         if let Some(c) = self.cells.iter_mut().find(|c| c.id == id) {
             if c.state.is_live() {
@@ -220,8 +230,9 @@ impl SimCells {
         }
     }
 
-    /// The table as the control node observes it.
-    pub fn rows(&self, now_ms: u64) -> Vec<LocalCellRow> {
+    /// The table as the control node observes it; a running cell that was not quiesced
+    /// listens on its service's port (`port_of`), as the `http` payload does once started.
+    pub fn rows(&self, now_ms: u64, port_of: impl Fn(&str) -> Option<u16>) -> Vec<LocalCellRow> {
         self.cells
             .iter()
             .map(|c| LocalCellRow {
@@ -234,7 +245,11 @@ impl SimCells {
                 } else {
                     0
                 },
-                listening: ListenPorts::default(),
+                listening: if c.state == CellState::Running && !c.quiesced {
+                    ListenPorts::new(port_of(&c.name.service))
+                } else {
+                    ListenPorts::default()
+                },
             })
             .collect()
     }

@@ -239,7 +239,10 @@ impl SimNode {
                 (*id, state)
             })
             .collect();
-        let rows = self.cells.rows(now);
+        let desired = m.ctl.desired();
+        let rows = self.cells.rows(now, |service| {
+            desired.addresses().get(service).map(|a| a.port)
+        });
         let live = self.cells.live() as u32;
         let obs = Observed {
             now_ms: now,
@@ -320,9 +323,8 @@ impl SimNode {
                 let m = self.machines.as_mut().expect("running");
                 m.ctl.on_spawned(&spawn.name, cell);
             }
-            // Services in the simulation have no port: nothing is ever quiesced. Were one,
-            // the cell keeps running until its `Stop`, which is what this models.
-            Output::Quiesce { .. } => {}
+            // The cell keeps running, listening no more, until its `Stop`.
+            Output::Quiesce { cell, .. } => self.cells.quiesce(cell),
             Output::Stop { cell, name, why } => {
                 self.check_act(ctx, Act::Stop(name, why));
                 self.cells.stop(cell);
