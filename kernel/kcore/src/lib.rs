@@ -17,6 +17,7 @@ pub mod event_ring;
 pub mod fd_table;
 pub mod frame_filter;
 pub mod line_editor;
+pub mod line_ring;
 pub mod load;
 pub mod map_regions;
 pub mod node_config;

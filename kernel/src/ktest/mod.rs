@@ -59,6 +59,10 @@ const TESTS: &[Test] = &[
         run: sched_tests::spawn_exit_no_leak,
     },
     Test {
+        name: "sched-stack-pool",
+        run: sched_tests::stack_pool,
+    },
+    Test {
         name: "cells-fault-returns-frames",
         run: cell_tests::fault_returns_frames,
     },
