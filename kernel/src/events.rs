@@ -12,7 +12,10 @@
 //! COM2 lines are written by their own task once it runs ([`start_writer`]): [`push`] only
 //! formats the line into a bounded queue (`arch::serial::queue_event_line`), in order, so a
 //! producer never waits for the emulated UART (~1 µs per byte under TCG: starting a cell
-//! paid ~100 µs for its `cell_start` line). The writer drains it in 128-byte chunks; lines
+//! paid ~100 µs for its `cell_start` line). The writer (normal priority, so a busy cell never
+//! starves it) waits [`WRITER_DELAY_MS`] after being woken, so whatever woke it finishes first
+//! (a cell starting gets to ring 3 before the previous cell's exit lines are written), then
+//! drains the queue in 128-byte chunks; lines
 //! that did not fit are counted and reported by a `log_dropped lines=N` line once there is
 //! room. Panic, exit and poweroff write what is queued before they go.
 
@@ -343,10 +346,16 @@ pub fn start_writer() -> Result<crate::sched::TaskId, crate::sched::SpawnError> 
     Ok(id)
 }
 
+/// How long the writer lets queued lines wait before writing them: what woke it (a cell
+/// starting, say) finishes first instead of waiting behind the UART, and lines go out in
+/// batches. Short enough that the harness and operators see events promptly.
+const WRITER_DELAY_MS: u64 = 2;
+
 fn writer_loop() {
     let mut dropped_reported = 0;
     loop {
         WRITER.wait_until(|| serial::event_log_counters().0 > 0);
+        crate::sched::sleep_ms(WRITER_DELAY_MS);
         // Interrupts come back between chunks, so the writer never masks them for long.
         while serial::drain_event_log(128) > 0 {}
         let (_, dropped, _) = serial::event_log_counters();

@@ -268,7 +268,11 @@ fn idle_task() -> Task {
 pub fn run_idle() -> ! {
     loop {
         reschedule_if_needed();
-        cpu::enable_interrupts_and_halt();
+        // Idle time zeroes freed frames for later allocations, one frame per round so a
+        // task that became ready waits at most one frame; with none left to zero, halt.
+        if !crate::mm::frames::prezero_one() {
+            cpu::enable_interrupts_and_halt();
+        }
     }
 }
 
