@@ -57,7 +57,7 @@ const DEFAULT_LIMITS: Limits = Limits {
 
 /// The built payloads: `XYLEM_PAYLOAD_DIR` (xtask sets it) or where `cargo xtask build` puts
 /// them. Missing payloads fail the test (it used to pass silently without them).
-fn payload_dir() -> Option<PathBuf> {
+fn payload_dir() -> PathBuf {
     let dir = std::env::var_os("XYLEM_PAYLOAD_DIR").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -70,7 +70,7 @@ fn payload_dir() -> Option<PathBuf> {
         "no built payloads in {} (run `cargo xtask build` or set XYLEM_PAYLOAD_DIR)",
         dir.display()
     );
-    Some(dir)
+    dir
 }
 
 /// The emulated kernel state of one traced cell.
@@ -251,8 +251,8 @@ fn spawn_traced(path: &std::path::Path) -> libc::pid_t {
     }
 }
 
-fn run_payload(name: &str, args: &[&str], limits: Limits) -> Option<Run> {
-    let path = payload_dir()?.join(name);
+fn run_payload(name: &str, args: &[&str], limits: Limits) -> Run {
+    let path = payload_dir().join(name);
     assert!(path.exists(), "{} not built", path.display());
     let mut blob = vec![0u8; abi::MAX_ARGS_BYTES];
     let len = abi::encode_args(args.iter().copied(), &mut blob).unwrap();
@@ -278,12 +278,12 @@ fn run_payload(name: &str, args: &[&str], limits: Limits) -> Option<Run> {
         clock_us: 0,
     };
     let end = trace(&mut tracee, deadline, limits.max_writes);
-    Some(Run {
+    Run {
         end,
         stdout: String::from_utf8_lossy(&tracee.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&tracee.stderr).into_owned(),
         clock_us: tracee.clock_us,
-    })
+    }
 }
 
 /// The tracing loop: syscall stops are emulated, signal stops end the run as a fault.
@@ -364,9 +364,7 @@ fn lines(text: &str) -> Vec<&str> {
 
 #[test]
 fn hello_greets_with_its_cell_id_and_sleeps_a_second() {
-    let Some(run) = run_payload("hello", &["3"], DEFAULT_LIMITS) else {
-        return;
-    };
+    let run = run_payload("hello", &["3"], DEFAULT_LIMITS);
     assert_eq!(run.end, End::Exited(0));
     assert_eq!(lines(&run.stdout), ["hello from cell 42"; 3]);
     assert_eq!(
@@ -381,9 +379,7 @@ fn counter_counts_up_each_interval() {
         max_writes: 4,
         ..DEFAULT_LIMITS
     };
-    let Some(run) = run_payload("counter", &[], limits) else {
-        return;
-    };
+    let run = run_payload("counter", &[], limits);
     assert_eq!(run.end, End::Stopped);
     assert_eq!(
         lines(&run.stdout),
@@ -394,9 +390,7 @@ fn counter_counts_up_each_interval() {
 
 #[test]
 fn spinner_beats_and_exits() {
-    let Some(run) = run_payload("spinner", &["1000", "3"], DEFAULT_LIMITS) else {
-        return;
-    };
+    let run = run_payload("spinner", &["1000", "3"], DEFAULT_LIMITS);
     assert_eq!(run.end, End::Exited(0));
     let beats = lines(&run.stdout);
     assert_eq!(beats.len(), 3);
@@ -415,9 +409,7 @@ fn crasher_faults_become_signals_at_the_expected_place() {
         ("divide-by-zero", libc::SIGFPE, None),
     ];
     for (mode, expected_signal, expected_addr) in cases {
-        let Some(run) = run_payload("crasher", &[mode, "250"], DEFAULT_LIMITS) else {
-            return;
-        };
+        let run = run_payload("crasher", &[mode, "250"], DEFAULT_LIMITS);
         let End::Signal { signal, addr, rip } = run.end else {
             panic!("{mode}: {:?}", run.end)
         };
@@ -441,52 +433,36 @@ fn crasher_faults_become_signals_at_the_expected_place() {
 
 #[test]
 fn crasher_wild_pointer_gets_efault_and_exits_14() {
-    let Some(run) = run_payload("crasher", &["wild-pointer"], DEFAULT_LIMITS) else {
-        return;
-    };
+    let run = run_payload("crasher", &["wild-pointer"], DEFAULT_LIMITS);
     assert_eq!(run.end, End::Exited(14));
     assert!(run.stdout.contains("EFAULT (14)"), "{}", run.stdout);
 }
 
 #[test]
 fn crasher_exit_code_panic_usage_and_spin() {
-    let Some(run) = run_payload("crasher", &["exit", "7", "100"], DEFAULT_LIMITS) else {
-        return;
-    };
+    let run = run_payload("crasher", &["exit", "7", "100"], DEFAULT_LIMITS);
     assert_eq!((run.end, run.clock_us), (End::Exited(7), 100_000));
-    let Some(run) = run_payload("crasher", &["exit", "-3"], DEFAULT_LIMITS) else {
-        return;
-    };
+    let run = run_payload("crasher", &["exit", "-3"], DEFAULT_LIMITS);
     assert_eq!(run.end, End::Exited(-3));
-    let Some(run) = run_payload("crasher", &["panic"], DEFAULT_LIMITS) else {
-        return;
-    };
+    let run = run_payload("crasher", &["panic"], DEFAULT_LIMITS);
     assert_eq!(run.end, End::Exited(101));
     assert!(
         run.stderr.starts_with("panic at ") && run.stderr.contains("crasher asked to panic"),
         "{}",
         run.stderr
     );
-    let Some(run) = run_payload("crasher", &[], DEFAULT_LIMITS) else {
-        return;
-    };
+    let run = run_payload("crasher", &[], DEFAULT_LIMITS);
     assert_eq!(run.end, End::Exited(2));
     assert!(run.stdout.starts_with("usage: crasher"));
-    let Some(run) = run_payload("crasher", &["bogus"], DEFAULT_LIMITS) else {
-        return;
-    };
+    let run = run_payload("crasher", &["bogus"], DEFAULT_LIMITS);
     assert_eq!(run.end, End::Exited(2));
-    let Some(run) = run_payload("hello", &["x"], DEFAULT_LIMITS) else {
-        return;
-    };
+    let run = run_payload("hello", &["x"], DEFAULT_LIMITS);
     assert_eq!(run.end, End::Exited(2), "malformed number is a usage error");
     let limits = Limits {
         deadline: Duration::from_millis(300),
         ..DEFAULT_LIMITS
     };
-    let Some(run) = run_payload("crasher", &["spin-forever"], limits) else {
-        return;
-    };
+    let run = run_payload("crasher", &["spin-forever"], limits);
     assert_eq!(run.end, End::Stopped);
     assert!(
         run.stdout

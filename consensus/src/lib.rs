@@ -61,6 +61,8 @@ mod read;
 mod replication;
 mod types;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

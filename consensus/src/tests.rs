@@ -1,9 +1,9 @@
 //! Paper-mapped unit tests (named after Raft paper / thesis sections, as raft-rs does), plus
-//! the disk format's corruption tests. A tiny synchronous network drives `RawNode`s.
+//! the disk format's corruption tests. The shared synchronous harness of
+//! [`crate::testing`] (the one test network of every Raft test) drives the `RawNode`s.
 
 extern crate std;
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -12,172 +12,11 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::disk::mem::MemDevice;
 use super::disk::{BlockDevice, DiskStore, StopReason, SECTOR_BYTES};
+use super::testing::{approx_encoded_len, Cluster as Net, Observer};
 use super::*;
-
-struct Net {
-    nodes: BTreeMap<u64, RawNode>,
-    applied: BTreeMap<u64, Vec<Entry>>,
-    reads: BTreeMap<u64, Vec<ReadState>>,
-    queue: VecDeque<Message>,
-    /// Directed links that drop everything.
-    cut: BTreeSet<(u64, u64)>,
-    max_message_bytes: usize,
-}
-
-impl Net {
-    fn new(n: u64, seed: u64) -> Net {
-        Net::with(n, seed, |_| {})
-    }
-
-    fn with(n: u64, seed: u64, tweak: impl Fn(&mut Config)) -> Net {
-        let voters: Vec<u64> = (1..=n).collect();
-        let mut nodes = BTreeMap::new();
-        for &id in &voters {
-            let mut cfg = Config::new(id, &voters, seed);
-            tweak(&mut cfg);
-            nodes.insert(id, RawNode::new(cfg).expect("valid config"));
-        }
-        Net {
-            nodes,
-            applied: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            queue: VecDeque::new(),
-            cut: BTreeSet::new(),
-            max_message_bytes: 0,
-        }
-    }
-
-    fn node(&mut self, id: u64) -> &mut RawNode {
-        self.nodes.get_mut(&id).expect("node")
-    }
-
-    fn isolate(&mut self, id: u64) {
-        for &other in self.nodes.keys() {
-            if other != id {
-                self.cut.insert((id, other));
-                self.cut.insert((other, id));
-            }
-        }
-    }
-
-    fn heal(&mut self) {
-        self.cut.clear();
-    }
-
-    fn process_ready(&mut self) {
-        let ids: Vec<u64> = self.nodes.keys().copied().collect();
-        for id in ids {
-            while self.nodes[&id].has_ready() {
-                let node = self.nodes.get_mut(&id).expect("node");
-                let rd = node.ready();
-                if rd.snapshot.is_some() {
-                    // The state machine here is the list of applied entries; a snapshot resets it.
-                    self.applied.insert(id, Vec::new());
-                }
-                for m in &rd.messages {
-                    self.max_message_bytes = self.max_message_bytes.max(approx_encoded_len(m));
-                    if !self.cut.contains(&(m.from, m.to)) {
-                        self.queue.push_back(m.clone());
-                    }
-                }
-                self.applied
-                    .entry(id)
-                    .or_default()
-                    .extend(rd.committed_entries.iter().cloned());
-                self.reads
-                    .entry(id)
-                    .or_default()
-                    .extend(rd.read_states.iter().copied());
-                self.nodes.get_mut(&id).expect("node").advance(rd);
-            }
-        }
-    }
-
-    fn stabilize(&mut self) {
-        for _ in 0..10_000 {
-            self.process_ready();
-            let Some(m) = self.queue.pop_front() else {
-                return;
-            };
-            if let Some(node) = self.nodes.get_mut(&m.to) {
-                node.step(m);
-            }
-        }
-        panic!("network did not quiesce");
-    }
-
-    fn tick(&mut self, ticks: u32) {
-        for _ in 0..ticks {
-            for node in self.nodes.values_mut() {
-                node.tick();
-            }
-            self.stabilize();
-        }
-    }
-
-    fn leaders(&self) -> Vec<u64> {
-        self.nodes
-            .values()
-            .filter(|n| n.role() == Role::Leader)
-            .map(|n| n.id())
-            .collect()
-    }
-
-    fn elect(&mut self) -> u64 {
-        for _ in 0..200 {
-            self.tick(1);
-            if let [leader] = self.leaders()[..] {
-                return leader;
-            }
-        }
-        panic!("no leader elected");
-    }
-
-    /// Like `stabilize`, but delivers only the messages `keep` accepts (the rest are lost).
-    fn stabilize_only(&mut self, keep: impl Fn(&Message) -> bool) {
-        for _ in 0..10_000 {
-            self.process_ready();
-            let Some(m) = self.queue.pop_front() else {
-                return;
-            };
-            if keep(&m) {
-                if let Some(node) = self.nodes.get_mut(&m.to) {
-                    node.step(m);
-                }
-            }
-        }
-        panic!("network did not quiesce");
-    }
-
-    /// `id` campaigns (no pre-vote in the nets that use this) until it leads, with
-    /// `keep` filtering the traffic; a first try may only teach it a newer term.
-    fn campaign_until_leader(&mut self, id: u64, keep: impl Fn(&Message) -> bool) {
-        for _ in 0..3 {
-            self.node(id).campaign();
-            self.stabilize_only(&keep);
-            if self.nodes[&id].role() == Role::Leader {
-                return;
-            }
-        }
-        panic!("node {id} was not elected");
-    }
-}
 
 fn is_append_from(m: &Message, from: u64) -> bool {
     m.from == from && matches!(m.body, MessageBody::Append { .. })
-}
-
-/// Upper bound of postcard's encoding (varints ≤ 10 bytes each): enough for size checks.
-fn approx_encoded_len(m: &Message) -> usize {
-    let fixed = 3 * 10 + 1;
-    fixed
-        + match &m.body {
-            MessageBody::Append { entries, .. } => {
-                40 + entries.iter().map(|e| e.batch_cost_bytes()).sum::<usize>()
-            }
-            MessageBody::Snapshot { data, .. } => 60 + data.len(),
-            _ => 40,
-        }
 }
 
 #[test]
@@ -597,32 +436,24 @@ fn test_snapshot_chunked_install_7() {
     assert_eq!(snap.meta.index, applied);
     assert!(net.nodes[&leader].first_index() > 1);
     net.heal();
-    let mut installed = None;
-    for _ in 0..60 {
-        for node in net.nodes.values_mut() {
-            node.tick();
-        }
-        for _ in 0..10_000 {
-            let ids: Vec<u64> = net.nodes.keys().copied().collect();
-            for id in ids {
-                while net.nodes[&id].has_ready() {
-                    let rd = net.node(id).ready();
-                    if let Some(s) = &rd.snapshot {
-                        installed = Some(s.clone());
-                    }
-                    for m in &rd.messages {
-                        assert!(approx_encoded_len(m) < 1200);
-                        net.queue.push_back(m.clone());
-                    }
-                    net.node(id).advance(rd);
-                }
+    /// Keeps the snapshot a follower installs and checks every message's size.
+    #[derive(Default)]
+    struct Watch {
+        installed: Option<Snapshot>,
+    }
+    impl Observer for Watch {
+        fn ready(&mut self, _id: u64, rd: &Ready) {
+            if let Some(s) = &rd.snapshot {
+                self.installed = Some(s.clone());
             }
-            let Some(m) = net.queue.pop_front() else {
-                break;
-            };
-            net.node(m.to).step(m);
+            for m in &rd.messages {
+                assert!(approx_encoded_len(m) < 1200);
+            }
         }
     }
+    let mut watch = Watch::default();
+    net.tick_with(60, &mut watch);
+    let installed = watch.installed;
     let installed = installed.expect("snapshot installed on the follower");
     assert_eq!(installed.data, data, "chunks reassembled byte for byte");
     assert_eq!(
@@ -961,7 +792,7 @@ fn test_snapshot_resumes_after_follower_restart_7() {
             node.tick();
         }
         net.process_ready();
-        while let Some(m) = net.queue.pop_front() {
+        while let Some(m) = net.net.pop_next() {
             if let MessageBody::Snapshot { offset, .. } = m.body {
                 if offset > 0 {
                     continue; // Lost.
@@ -976,7 +807,7 @@ fn test_snapshot_resumes_after_follower_restart_7() {
         }
     }
     assert!(first_chunk_seen);
-    net.queue.clear();
+    net.net.clear();
     let restarted =
         RawNode::restart(Config::new(follower, &[1, 2, 3], 99), durable).expect("restart");
     net.nodes.insert(follower, restarted);

@@ -20,10 +20,11 @@
 //! A failure (panic or broken invariant) prints `reproduce with STEP_FUZZ_SEED=<seed>`;
 //! each seed is deterministic, so that replays exactly.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
+use consensus::testing::Network;
 use consensus::{
     Config, Entry, Message, MessageBody, RawNode, Rejection, SnapshotMeta, PLAUSIBLE_MAX,
 };
@@ -68,7 +69,9 @@ struct Fuzz {
     rng: Xoshiro256PlusPlus,
     nodes: BTreeMap<u64, RawNode>,
     records: BTreeMap<u64, Record>,
-    queue: VecDeque<Message>,
+    /// The shared test network as a perfect FIFO: the fuzzer's own generator decides
+    /// loss and reordering (one stream, so a seed replays exactly).
+    queue: Network<Message>,
     /// Real messages seen, for the adversary to mutate and replay.
     seen: Vec<Message>,
     insider: bool,
@@ -93,7 +96,7 @@ impl Fuzz {
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             nodes,
             records: VOTERS.iter().map(|&id| (id, Record::default())).collect(),
-            queue: VecDeque::new(),
+            queue: Network::reliable(),
             seen: Vec::new(),
             insider: seed % 2 == 1,
             leaders: BTreeMap::new(),
@@ -143,12 +146,12 @@ impl Fuzz {
     }
 
     fn deliver(&mut self) {
-        let Some(msg) = self.queue.pop_front() else {
+        let Some(msg) = self.queue.pop_next() else {
             return;
         };
         match below(&mut self.rng, 10) {
-            0 => {}                         // lost
-            1 => self.queue.push_back(msg), // reordered
+            0 => {}                       // lost
+            1 => self.queue.send(msg, 0), // reordered: to the back
             _ => {
                 if self.seen.len() < 4096 {
                     self.seen.push(msg.clone());
@@ -379,12 +382,14 @@ impl Fuzz {
                         .applied
                         .insert(entry.index, (entry.term, entry.data.clone()));
                 }
-                self.queue.extend(rd.messages.iter().cloned());
+                for m in &rd.messages {
+                    self.queue.send(m.clone(), 0);
+                }
                 node.advance(rd);
             }
         }
         while self.queue.len() > 2048 {
-            self.queue.pop_front();
+            self.queue.pop_next();
         }
     }
 

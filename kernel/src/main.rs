@@ -74,7 +74,12 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
         &boot_info.memory_regions,
     ) {
         Ok(bytes) => bytes,
-        Err(err) => panic!("memory init failed: {err:?}"),
+        // Too little (or too fragmented) RAM is a fact about the machine, not a kernel bug:
+        // say what is missing and stop, without a panic's backtrace and crash record.
+        Err(err) => {
+            log::error!("boot stopped: {err}");
+            arch::qemu::exit(arch::qemu::ExitCode::BootFailed)
+        }
     };
     // The scheduler exists before the first timer tick, which it accounts.
     sched::init();

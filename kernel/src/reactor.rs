@@ -1,9 +1,12 @@
 //! The control loop: the one consumer of the ordered event queue.
 //!
-//! Every event — task exits, memory pressure, ticks, and (as they land) membership
-//! verdicts, Raft commits and shell requests — is taken here in order and handed to the
-//! component that reacts to it. For now it keeps per-kind counts and notices gaps in the
-//! sequence numbers (events lost to queue overflow), which `events` reports.
+//! Every event is taken here in order and handed to the component that reacts to it: a tick
+//! drives SWIM, Raft (queued for the `raft` task, which owns the disk), the control plane
+//! and the cell manager's timers, in that order; a transport message goes to its kind's
+//! consumer; `RaftApply` applies committed entries; a membership verdict replans and
+//! reconciles; a task exit goes to the cell manager. It also counts what it consumed and
+//! notices gaps in the sequence numbers (events lost to queue overflow), which `events`
+//! reports. Neighbours: `events` (the queue), `cluster::*`, `cells`; docs/architecture.md.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -231,6 +231,10 @@ pub enum Mutation {
     /// The scheduler promotes a drain or rollout replacement in the plan that starts it,
     /// before it runs (break-before-make): the simulation's floor check must catch it.
     PromoteUnready,
+    /// A node answers for the addresses committed to it whether or not it has quorum (a
+    /// stale owner cut off, paused or behind keeps answering): the simulation's ownership
+    /// check must catch it.
+    AnswerWithoutQuorum,
 }
 
 impl Default for LeaseConfig {

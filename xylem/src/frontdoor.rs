@@ -299,6 +299,19 @@ pub fn plan_owners(
     out
 }
 
+/// How long a node keeps answering for its addresses after it last had quorum (local ms).
+///
+/// Quorum blinks for reasons that move nothing: the Raft leader dies (every node is without
+/// a leader until the next one is elected and has reported, 100-300 ms) and every commit
+/// is seen a moment before it is applied. Without a grace, the owner dropped its address at
+/// each blink and reset every connection through it — even when the node that died ran
+/// neither the address nor a replica. The price: a node cut off keeps answering for up to
+/// this long after its quorum ends (1 s, against a takeover that needs a SWIM `node_down`
+/// verdict, an election if the leader was lost, and a commit), and only at its old epoch,
+/// which a new owner's is above; a paused node's clock jumps on resume, so it has no grace
+/// left and answers for nothing until it has caught up again.
+pub const ANSWER_GRACE_MS: u64 = 1_000;
+
 /// An address a node answers for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Answer {

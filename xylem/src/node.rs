@@ -250,6 +250,9 @@ pub struct ControlNode {
     rows: BTreeMap<CellId, LocalCellRow>,
     // Leader state.
     leading_term: Option<u64>,
+    /// When (local ms) this node last had quorum, for the front door's answer grace
+    /// (`crate::frontdoor::ANSWER_GRACE_MS`).
+    quorum_seen_ms: Option<u64>,
     refill: Refill,
     pending: Vec<Pending>,
     inflight: Option<(u64, u64)>,
@@ -311,6 +314,7 @@ impl ControlNode {
             stopping: BTreeSet::new(),
             rows: BTreeMap::new(),
             leading_term: None,
+            quorum_seen_ms: None,
             pending: Vec::new(),
             inflight: None,
             lease_server: LeaseServer::new(),
@@ -432,6 +436,9 @@ impl ControlNode {
     /// Tracks leadership changes: a new term of ours starts the scheduler and lease server
     /// fresh (full refill budget, no history; no lease of an earlier leader is known).
     fn observe(&mut self, obs: &Observed) {
+        if self.has_quorum(obs) {
+            self.quorum_seen_ms = Some(obs.now_ms);
+        }
         if let Some(table) = obs.cells {
             for &id in self.mine.keys() {
                 let row = table.iter().find(|r| r.id == id).copied();
@@ -1026,9 +1033,20 @@ impl ControlNode {
     }
 
     /// The addresses this node answers for now: those committed to it, only while it may
-    /// act (quorum, in contact with the leader and caught up; `crate::frontdoor::answering`).
+    /// act (quorum, in contact with the leader and caught up; `crate::frontdoor::answering`)
+    /// or had quorum within [`crate::frontdoor::ANSWER_GRACE_MS`] (a leader election, or
+    /// the few ms between a commit and its apply, must not make the owner drop the address
+    /// and reset every connection through it).
     pub fn answering(&self, obs: &Observed) -> Vec<crate::frontdoor::Answer> {
-        crate::frontdoor::answering(self.id, self.has_quorum(obs), self.desired.addresses())
+        #[cfg(feature = "mutation")]
+        if self.config.lease.mutation == crate::config::Mutation::AnswerWithoutQuorum {
+            return crate::frontdoor::answering(self.id, true, self.desired.addresses());
+        }
+        let quorum = self.has_quorum(obs)
+            || self.quorum_seen_ms.is_some_and(|at| {
+                obs.now_ms.saturating_sub(at) <= crate::frontdoor::ANSWER_GRACE_MS
+            });
+        crate::frontdoor::answering(self.id, quorum, self.desired.addresses())
     }
 
     // ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 use super::*;
 use crate::disk::mem::MemDevice;
 use crate::disk::SECTOR_BYTES;
+use crate::testing::Network;
 use crate::types::{MessageBody, Role};
 
 /// A tiny state machine: the sum of applied bytes and the last index.
@@ -53,10 +54,11 @@ struct Member {
     sm: Sum,
 }
 
-/// A cluster of drivers over perfect links, delivering messages in order.
+/// A cluster of drivers over the shared test network's perfect links, delivering messages
+/// in order.
 struct Cluster {
     members: BTreeMap<u64, Member>,
-    inflight: Vec<Message>,
+    net: Network<Message>,
     down: Vec<u64>,
     policy: CompactionPolicy,
 }
@@ -81,7 +83,7 @@ impl Cluster {
         }
         Cluster {
             members,
-            inflight: Vec::new(),
+            net: Network::reliable(),
             down: Vec::new(),
             policy,
         }
@@ -110,23 +112,22 @@ impl Cluster {
         if driver.wants_compaction(applied) {
             let _ = driver.compact(applied, member.sm.encode());
         }
-        self.inflight.extend(out.messages);
+        for m in out.messages {
+            self.net.send(m, 0);
+        }
     }
 
     fn deliver_all(&mut self) {
-        for _ in 0..10_000 {
-            if self.inflight.is_empty() {
+        for _ in 0..1_000_000 {
+            let Some(m) = self.net.pop_next() else {
                 return;
+            };
+            if self.down.contains(&m.to) {
+                continue;
             }
-            let msgs = core::mem::take(&mut self.inflight);
-            for m in msgs {
-                if self.down.contains(&m.to) {
-                    continue;
-                }
-                let to = m.to;
-                self.driver(to).step(m);
-                self.settle(to);
-            }
+            let to = m.to;
+            self.driver(to).step(m);
+            self.settle(to);
         }
         panic!("messages never quiesced");
     }
@@ -291,13 +292,7 @@ fn a_failing_store_stalls_without_acknowledging_and_retry_resumes() {
     let index = c.driver(leader).propose(vec![2; 10]).unwrap();
     c.settle(leader);
     // Deliver the append to the follower by hand and look at what it sends back.
-    let to_follower: Vec<Message> = c
-        .inflight
-        .iter()
-        .filter(|m| m.to == follower)
-        .cloned()
-        .collect();
-    c.inflight.retain(|m| m.to != follower);
+    let to_follower: Vec<Message> = c.net.take_to(follower);
     assert!(!to_follower.is_empty());
     let mut out = Output::default();
     for m in to_follower {
@@ -330,7 +325,9 @@ fn a_failing_store_stalls_without_acknowledging_and_retry_resumes() {
                     )),
                     "the kept Ready's acknowledgement was not sent after the retry: {out:?}"
                 );
-                c.inflight.extend(out.messages);
+                for m in out.messages {
+                    c.net.send(m, 0);
+                }
                 break;
             }
             Err(_) => assert!(attempts < 5, "retry never succeeded"),

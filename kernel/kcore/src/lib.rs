@@ -16,6 +16,7 @@ pub mod dns;
 pub mod event_ring;
 pub mod fd_table;
 pub mod frame_filter;
+pub mod heap_plan;
 pub mod line_editor;
 pub mod line_ring;
 pub mod load;

@@ -635,13 +635,26 @@ pub fn on_message(from: NodeId, bytes: &[u8]) {
     drive(true, |c, o| c.on_message(from, bytes, o));
 }
 
+/// How long an operator write waits for a reachable Raft leader: a few election timeouts,
+/// so a write typed during an election lands instead of failing, while a node that is
+/// really cut off answers "no quorum" within about a second.
+const LEADER_WAIT_MS: u64 = 1_000;
+
 /// Validates an operator write and proposes it (leader) or forwards it (follower), then waits
 /// until its outcome is known: the committed index, or why not (at most the write timeout,
 /// after which it is "timed out, outcome unknown"). Called by the shell task.
+/// A write that finds no reachable leader waits up to [`LEADER_WAIT_MS`] for one (an
+/// election in progress, a leader's verdict a few ms old) before it says "no quorum".
 pub fn submit(command: Command) -> Result<u64, WriteError> {
-    let mut submitted = Err(WriteError::NoQuorum);
-    drive(false, |c, o| submitted = c.submit(command, o));
-    let id = submitted?;
+    let wait_until_ms = now_ms() + LEADER_WAIT_MS;
+    let id = loop {
+        let mut submitted = Err(WriteError::NoQuorum);
+        drive(false, |c, o| submitted = c.submit(command.clone(), o));
+        match submitted {
+            Err(WriteError::NoQuorum) if now_ms() < wait_until_ms => sched::sleep_ms(20),
+            other => break other?,
+        }
+    };
     let timeout_ms = without_interrupts(|| {
         CONTROL
             .lock()

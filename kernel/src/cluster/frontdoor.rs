@@ -6,8 +6,9 @@
 //!   owner's `node_down`.
 //! - On every node, after every input the control plane handles (ticks every 10 ms,
 //!   commits, membership verdicts): [`plan`] turns the table into a `netstack::frontdoor::Plan` —
-//!   the addresses committed to this node, only while it may act (quorum), with the nodes
-//!   running a replica as proxy backends — and hands it to the `net` task.
+//!   the addresses committed to this node, only while it may act (quorum, or within
+//!   `xylem::frontdoor::ANSWER_GRACE_MS` after it), with the nodes running a replica as
+//!   proxy backends — and hands it to the `net` task.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -19,9 +20,10 @@ use xylem::{CellState, NodeId};
 use crate::netstack::frontdoor::{Owned, Plan};
 
 /// What this node's `net` task should do now: the addresses `ControlNode::answering`
-/// gives it (committed to it, and only with quorum), with the nodes running a replica as
-/// proxy backends (SWIM not declaring them down; alive ones first) and whether a replica
-/// runs here (`cells`: the node's cell table, when read for this input).
+/// gives it (committed to it, with quorum or within its grace after it), with the nodes
+/// running a replica as proxy backends (SWIM not declaring them down; only the alive ones
+/// while any is) and whether a replica runs here (`cells`: the node's cell table, when
+/// read for this input).
 pub fn plan(control: &ControlNode, obs: &Observed, cells: Option<&[LocalCellRow]>) -> Plan {
     let me = control.id();
     let desired = control.desired();
@@ -57,6 +59,12 @@ pub fn plan(control: &ControlNode, obs: &Observed, cells: Option<&[LocalCellRow]
                 .collect();
             backends.sort_unstable();
             backends.dedup();
+            // A suspected node is skipped while an alive one remains: it is most likely
+            // dead (SWIM suspects before it declares), and a connection sent to it waits
+            // out the proxy's connect timeout before trying the next.
+            if backends.iter().any(|b| b.0 == 0) {
+                backends.retain(|b| b.0 == 0);
+            }
             Some(Owned {
                 service: String::from(service),
                 ip: a.ip,

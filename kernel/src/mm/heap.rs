@@ -9,14 +9,6 @@ use spin::Mutex;
 
 use crate::arch::cpu::without_interrupts;
 
-const HEAP_MIN_BYTES: u64 = 4 << 20;
-const HEAP_MAX_BYTES: u64 = 32 << 20;
-
-/// The heap takes a quarter of usable memory, within [4 MiB, 32 MiB], page-aligned.
-pub fn size_for(usable_bytes: u64) -> u64 {
-    (usable_bytes / 4).clamp(HEAP_MIN_BYTES, HEAP_MAX_BYTES) & !0xfff
-}
-
 struct KernelHeap {
     heap: Mutex<Heap>,
 }

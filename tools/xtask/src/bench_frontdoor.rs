@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use qemu_tests::scenarios::control::wait_leader;
 use qemu_tests::scenarios::frontdoor::{self, across};
 
 use crate::bench::median;
@@ -25,6 +26,8 @@ pub fn service_failover(runs: usize) -> Result<(), String> {
     let env = image::test_env(false, "bench-service-failover")?;
     let mut outage = [Vec::new(), Vec::new()];
     let mut failed = [Vec::new(), Vec::new()];
+    // Owner kills where the owner also led Raft (the takeover waits for an election too).
+    let mut leader_owner_outage = Vec::new();
     for run in 0..runs.max(1) {
         for (case, name) in ["replica", "owner"].iter().enumerate() {
             let seed = 100 + (run * 2 + case) as u64;
@@ -43,16 +46,25 @@ pub fn service_failover(runs: usize) -> Result<(), String> {
             } else {
                 owner
             };
+            let leader = wait_leader(&mut rig.cluster, &[1, 2, 3]).map_err(|e| e.to_string())?;
             let (v, samples) = across(&mut rig, SETTLE, |rig| {
                 rig.cluster.node(victim).signal(libc::SIGKILL)
             })
             .map_err(|e| e.to_string())?;
             eprintln!(
-                "    run {run} kill {name} (node {victim}, owner {owner}): outage {:.0} ms, {} failed of {}",
+                "    run {run} kill {name} (node {victim}, owner {owner}, leader {leader}): outage {:.0} ms, {} failed of {} ({} in flight at the kill; failed: {} started before, {} new + {} keep-alive after); median latency {:.0} ms",
                 v.outage_ms,
                 v.failed,
-                v.failed + v.ok
+                v.failed + v.ok,
+                v.in_flight_at_fault,
+                v.failed_started_before,
+                v.failed_new_after,
+                v.failed_keepalive_after,
+                v.median_ms
             );
+            if case == 1 && victim == leader {
+                leader_owner_outage.push(v.outage_ms);
+            }
             if v.failed > 0 {
                 eprintln!("      failures: {:?}", frontdoor::failure_kinds(&samples));
             }
@@ -68,6 +80,13 @@ pub fn service_failover(runs: usize) -> Result<(), String> {
         println!(
             "METRIC client_failed_requests_{name} {:.0} count",
             median(&mut failed[case])
+        );
+    }
+    if !leader_owner_outage.is_empty() {
+        println!(
+            "METRIC client_outage_ms_owner_leader {:.0} ms ({} of the owner runs killed the Raft leader too)",
+            median(&mut leader_owner_outage),
+            leader_owner_outage.len()
         );
     }
     Ok(())

@@ -808,3 +808,63 @@ fn a_follower_behind_the_leader_s_report_has_no_quorum() {
     }
     assert!(lagging.has_quorum(&caught_up));
 }
+
+/// The addresses `id` answers for now.
+fn answering(h: &mut Harness, id: NodeId) -> Vec<crate::frontdoor::Answer> {
+    let mut out = Vec::new();
+    h.with(id, |c, o| out = c.answering(o));
+    out
+}
+
+#[test]
+fn an_owner_rides_out_a_short_loss_of_quorum_but_not_a_long_one() {
+    let mut h = Harness::new();
+    h.write(W1, web(2)).unwrap();
+    h.write(
+        W1,
+        Command::Expose {
+            service: "web".into(),
+            port: 80,
+        },
+    )
+    .unwrap();
+    h.run(600);
+    // The witness owns the address (the planner's first choice) and alone answers.
+    assert_eq!(answering(&mut h, WIT).len(), 1);
+    assert!(answering(&mut h, W1).is_empty() && answering(&mut h, W2).is_empty());
+    // The leader vanishes: the witness has no quorum at once (its leader is down), but keeps
+    // answering through the grace an election needs...
+    h.set_connected(W1, false);
+    h.run(crate::frontdoor::ANSWER_GRACE_MS - 100);
+    assert_eq!(answering(&mut h, WIT).len(), 1, "dropped within the grace");
+    // ...and not beyond it.
+    h.run(200);
+    assert!(answering(&mut h, WIT).is_empty(), "answered without quorum");
+    // Back in contact and caught up: it answers again (the address never moved).
+    h.set_connected(W1, true);
+    h.run(500);
+    assert_eq!(answering(&mut h, WIT).len(), 1);
+}
+
+#[test]
+fn a_resumed_owner_has_no_grace_left() {
+    let mut h = Harness::new();
+    h.write(W1, web(1)).unwrap();
+    h.write(
+        W1,
+        Command::Expose {
+            service: "web".into(),
+            port: 80,
+        },
+    )
+    .unwrap();
+    h.run(600);
+    // A paused owner: no tick for 5 s, then it looks at its inputs with a jumped clock and
+    // a stale report from the leader.
+    h.set_connected(WIT, false);
+    h.now += 5_000;
+    assert!(
+        answering(&mut h, WIT).is_empty(),
+        "a resumed owner answered"
+    );
+}

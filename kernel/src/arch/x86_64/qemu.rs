@@ -18,6 +18,9 @@ pub enum ExitCode {
     TestsFailed = 0x11,
     /// Kernel panic: host status 99.
     Panic = 0x31,
+    /// The machine cannot run the kernel (e.g. too little RAM for the heap), said on the
+    /// console before exiting: host status 67.
+    BootFailed = 0x21,
 }
 
 /// Exits QEMU through isa-debug-exit. Without the device (real hardware, or QEMU started

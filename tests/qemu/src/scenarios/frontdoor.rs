@@ -351,6 +351,15 @@ pub struct Verdict {
     pub outage_ms: f64,
     pub failed: usize,
     pub ok: usize,
+    /// Around the fault (set by [`across`]): requests in flight when it struck (started
+    /// before, done after), failed requests started before it, and failed requests started
+    /// after it on a fresh connection and on the keep-alive one.
+    pub in_flight_at_fault: usize,
+    pub failed_started_before: usize,
+    pub failed_new_after: usize,
+    pub failed_keepalive_after: usize,
+    /// Median latency of the successful requests (ms).
+    pub median_ms: f64,
 }
 
 pub fn verdict(samples: &[Sample]) -> Verdict {
@@ -369,11 +378,43 @@ pub fn verdict(samples: &[Sample]) -> Verdict {
             Err(_) => failed += 1,
         }
     }
+    let mut latencies: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.outcome.is_ok())
+        .map(|s| s.done.saturating_duration_since(s.started))
+        .collect();
+    latencies.sort_unstable();
     Verdict {
         outage_ms: outage.as_secs_f64() * 1000.0,
         failed,
         ok,
+        in_flight_at_fault: 0,
+        failed_started_before: 0,
+        failed_new_after: 0,
+        failed_keepalive_after: 0,
+        median_ms: latencies
+            .get(latencies.len() / 2)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
     }
+}
+
+/// [`verdict`] with the counts around a fault at `fault_at`.
+pub fn verdict_around(samples: &[Sample], fault_at: Instant) -> Verdict {
+    let mut v = verdict(samples);
+    for s in samples {
+        if s.started <= fault_at && s.done > fault_at {
+            v.in_flight_at_fault += 1;
+        }
+        if s.outcome.is_ok() {
+            continue;
+        }
+        match (s.started <= fault_at, s.keepalive) {
+            (true, _) => v.failed_started_before += 1,
+            (false, false) => v.failed_new_after += 1,
+            (false, true) => v.failed_keepalive_after += 1,
+        }
+    }
+    v
 }
 
 /// Failed requests by reason (the first words of the error), most frequent first.
@@ -496,13 +537,53 @@ pub fn across(
     settle: Duration,
     fault: impl FnOnce(&mut FrontDoorRig) -> Result<(), HarnessError>,
 ) -> Result<(Verdict, Vec<Sample>), HarnessError> {
+    // Warm the path first: the gateway's first connections to a service address it has
+    // not reached yet wait out its neighbour resolution and used to fail in a burst about
+    // 1 s after the client started — right when the fault struck, which made them look
+    // like the fault's failures.
+    for _ in 0..5 {
+        check("GET before the fault", rig.get())?;
+    }
     let prober = Prober::start(rig.gateway.listen);
     std::thread::sleep(Duration::from_secs(1));
+    let fault_at = Instant::now();
     let faulted = fault(rig);
     std::thread::sleep(settle);
     let samples = prober.finish();
     faulted?;
-    Ok((verdict(&samples), samples))
+    // Which requests failed, when (ms from the fault, by start and end) and why: what
+    // tells a proxy that picked a dead backend from a connection that was in flight.
+    for line in failure_timeline(&samples, fault_at).iter().take(60) {
+        eprintln!("      {line}");
+    }
+    Ok((verdict_around(&samples, fault_at), samples))
+}
+
+/// One line per failed request: start and end in ms from `since`, kind and reason.
+pub fn failure_timeline(samples: &[Sample], since: Instant) -> Vec<String> {
+    let ms = |t: Instant| {
+        if t >= since {
+            (t - since).as_secs_f64() * 1000.0
+        } else {
+            -((since - t).as_secs_f64() * 1000.0)
+        }
+    };
+    samples
+        .iter()
+        .filter_map(|s| {
+            let e = s.outcome.as_ref().err()?;
+            Some(format!(
+                "failed {:>+7.0} ms .. {:>+7.0} ms {} {e}",
+                ms(s.started),
+                ms(s.done),
+                if s.keepalive {
+                    "keep-alive"
+                } else {
+                    "new conn  "
+                }
+            ))
+        })
+        .collect()
 }
 
 /// Kill a worker (a replica that does not own the address): the owner's proxy stops
@@ -515,6 +596,33 @@ pub fn kill_replica(env: &Env) -> Result<(), HarnessError> {
     })?;
     eprintln!("    kill a replica: {v:?}");
     ensure!(v.ok > 100, "too few answers: {v:?}");
+    // Only connections in flight on the dead replica may fail. A request that starts
+    // after the kill on a fresh connection must be served (the proxy skips a suspected or
+    // down backend and retries one that does not answer on the other replica). One thing
+    // beyond the front door still costs a few: when the dead node's slot is re-placed on
+    // the survivor, the replacement cell starts beside the serving one on the shared port,
+    // and a few fresh connections in the ~100 ms of its start were closed without a byte
+    // (4 in the run that found it: 5 requests at 20 ms is the bound). The keep-alive
+    // connection may have been relayed to the dead replica: its one request in flight
+    // there fails, and it reconnects. Of the requests in flight at the kill, round-robin
+    // sent about half to the dead replica: at most half of them (+2 for the rotation's
+    // phase) may fail.
+    ensure!(
+        v.failed_new_after <= 5,
+        "{} requests started after the kill failed: {v:?}",
+        v.failed_new_after
+    );
+    ensure!(
+        v.failed_keepalive_after <= 1,
+        "the keep-alive client failed {} times after the kill: {v:?}",
+        v.failed_keepalive_after
+    );
+    ensure!(
+        v.failed_started_before <= v.in_flight_at_fault / 2 + 2,
+        "{} of {} requests in flight at the kill failed (more than the dead replica's share): {v:?}",
+        v.failed_started_before,
+        v.in_flight_at_fault
+    );
     ensure!(
         v.outage_ms < 1000.0,
         "clients saw a {:.0} ms gap when a non-owner died",
@@ -550,10 +658,20 @@ pub fn kill_owner(env: &Env) -> Result<(), HarnessError> {
         last >= 15,
         "clients did not recover: {last}/20 of the last answers ok"
     );
+    // The takeover needs SWIM's verdict, a plan and a commit (about 300 ms on a quiet
+    // host; `bench service-failover`); 2 s leaves room for a loaded one. Connections through
+    // the dead owner are lost with it; a fresh one started after the kill is retried by the
+    // gateway (3 connects of 400 ms) until the new owner's announcement lands, so at most
+    // a couple may fail (measured: none).
     ensure!(
-        v.outage_ms < 5000.0,
+        v.outage_ms < 2000.0,
         "clients saw a {:.0} ms gap when the owner died",
         v.outage_ms
+    );
+    ensure!(
+        v.failed_new_after <= 2,
+        "{} fresh requests started after the owner died failed: {v:?}",
+        v.failed_new_after
     );
     // DNS still names the same address (it never changes, only its owner does).
     for id in 1..=2u32 {

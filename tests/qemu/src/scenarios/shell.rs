@@ -119,9 +119,10 @@ pub fn boot_uefi(env: &Env) -> Result<(), HarnessError> {
     spec.name = "boot-uefi".into();
     spec.kvm = env.kvm;
     spec.firmware = Some(uefi.firmware.clone());
-    // OVMF keeps more of low memory than SeaBIOS: at 64 MiB the kernel finds no 14 MiB
-    // run for its heap and panics at boot (NoRoomForHeap), so UEFI gets 128 MiB for now.
-    spec.memory_mib = 128;
+    // The default 64 MiB, like every BIOS node: OVMF splits low memory so the largest usable
+    // run is ~12 MiB, and the heap shrinks to fit it (mm::init logs that) instead of
+    // refusing to boot.
+    spec.memory_mib = 64;
     let mut node = Node::start(spec, &env.run_dir)?;
     node.wait_for_prompt(BOOT_TIMEOUT)?;
     let boot = node.wait_event("boot event", COMMAND_TIMEOUT, |e| e.kind == "boot")?;
@@ -133,6 +134,11 @@ pub fn boot_uefi(env: &Env) -> Result<(), HarnessError> {
     ensure!(
         mem.contains("frames: total") && mem.contains("heap:"),
         "mem under UEFI: {mem:?}"
+    );
+    let heap_kib = boot.get("heap_kib").and_then(|v| v.parse::<u64>().ok());
+    ensure!(
+        heap_kib.is_some_and(|k| k >= 4096),
+        "UEFI at 64 MiB boots with at least the 4 MiB minimum heap: {boot:?}"
     );
     node.send_line("poweroff")?;
     node.expect("powering off", COMMAND_TIMEOUT)?;

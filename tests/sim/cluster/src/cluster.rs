@@ -13,12 +13,18 @@
 //! - every node that applied the same index holds the same desired state, and the same entry
 //!   at every index;
 //! - a write answered "committed at index i" is entry i; "lost at i" is not;
-//! - refills per minute stay within the budget (per leader term).
+//! - refills per minute stay within the budget (per leader term);
+//! - service addresses (the front door, `xylem::frontdoor`): never two nodes answering for one
+//!   address at the same owner epoch, and a node that has been in a minority (the running
+//!   nodes it reaches over links that work both ways, directly or through others, are not a
+//!   majority) for over [`MINORITY_ANSWER_MS`] answers for nothing.
 //!
 //! Liveness (converged when all hold at once): one leader every node agrees on, every node
 //! `alive` in every view, every node caught up with the same desired state, and every service
 //! at exactly its desired count of running cells on its bound nodes at the current epochs,
-//! with no other cell of any service running.
+//! with no other cell of any service running; every service address answered by exactly one
+//! node, its committed owner, which is not draining (the operate phase drains a worker: an
+//! address it owned must have moved).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,6 +46,20 @@ use crate::schedule::{self, CutKind, Fault};
 
 /// Real milliseconds per step (the kernel's tick).
 pub const STEP_MS: u64 = 10;
+
+/// How long the calm cluster must stay converged before the operate phase starts: five
+/// planning rounds (`plan_every_ms` is 100 ms), so a plan made just before is committed.
+pub const STABLE_MS: u64 = 500;
+
+/// A node in a minority for longer than this must answer for no service address. It
+/// answers only with quorum (`ControlNode::has_quorum`: a leader it reaches, applied up to
+/// that leader's last report, the report younger than `report_stale_ms`, 2 s) or within
+/// `xylem::frontdoor::ANSWER_GRACE_MS` (1 s) after it last had it. Cut off from the
+/// majority, its leader's reports go stale within 2 s (or its own leader, in the minority
+/// with it, steps down by CheckQuorum within two election timeouts); then the grace runs
+/// out; 500 ms more covers steps and clock rates (±1 %). The 10,000 seeds measure the
+/// longest (`minority_answer_ms_max`, 2.3 s when this was written).
+pub const MINORITY_ANSWER_MS: u64 = 3_500;
 
 /// Size and shape of one run.
 #[derive(Clone, Debug)]
@@ -103,6 +123,8 @@ pub struct Report {
     pub operate_ms: u64,
     pub counts: Counts,
     pub net: crate::net::NetStats,
+    /// Longest time a node kept answering for an address while in a minority (ms).
+    pub minority_answer_ms_max: u64,
     /// Hash of every act and commit (same seed, same trace).
     pub trace: u64,
 }
@@ -135,6 +157,12 @@ pub struct Sim {
     operating: bool,
     operate_queue: Vec<Command>,
     floor: BTreeMap<String, u16>,
+    /// Per node: since when (real ms) it has been in a minority and answering for an
+    /// address at the same time.
+    minority_answering_since: BTreeMap<u64, u64>,
+    minority_answer_ms_max: u64,
+    /// (address, epoch) pairs seen answered.
+    owner_epochs: BTreeSet<([u8; 4], u64)>,
 }
 
 impl Sim {
@@ -207,6 +235,9 @@ impl Sim {
             operating: false,
             operate_queue: Vec::new(),
             floor: BTreeMap::new(),
+            minority_answering_since: BTreeMap::new(),
+            minority_answer_ms_max: 0,
+            owner_epochs: BTreeSet::new(),
         }
     }
 
@@ -248,22 +279,33 @@ impl Sim {
         self.calm_down();
         let start = self.step;
         let max = self.cfg.liveness_ms_max / STEP_MS;
+        let mut stable_since: Option<u64> = None;
         loop {
             self.step_once()?;
             // Converged, no write of the fault phase still in flight (it could change the
-            // services under the operate phase's feet), and every node active again.
+            // services under the operate phase's feet), and every node active again — and
+            // still so [`STABLE_MS`] later: a node resumed in the calm looks converged for a
+            // moment while the leader's move of its cells (planned when it seemed lost) is
+            // still in flight, and that move is not the operate phase's to judge.
             if self.converged().is_ok() && self.writes.is_empty() && self.no_maintenance() {
-                break;
+                let since = *stable_since.get_or_insert(self.step);
+                if (self.step - since) * STEP_MS >= STABLE_MS {
+                    break;
+                }
+            } else {
+                stable_since = None;
             }
             if self.step - start > max {
-                let why = self.converged().unwrap_err();
+                let why = self.converged().err().unwrap_or_else(|| {
+                    "converged, but not for long, or writes or maintenance left".to_string()
+                });
                 return Err(format!(
                     "no convergence within {} ms of calm: {why}",
                     self.cfg.liveness_ms_max
                 ));
             }
         }
-        let converge_ms = (self.step - start) * STEP_MS;
+        let converge_ms = (stable_since.unwrap_or(self.step) - start) * STEP_MS;
         // Operate on the converged cluster: a drain and a rollout, make-before-break.
         self.start_operate();
         let start_operate = self.step;
@@ -292,6 +334,7 @@ impl Sim {
             operate_ms: (self.step - start_operate) * STEP_MS,
             counts: self.rec.counts,
             net: self.net.stats,
+            minority_answer_ms_max: self.minority_answer_ms_max,
             trace: self.rec.trace,
         })
     }
@@ -470,6 +513,12 @@ impl Sim {
                 replicas: ((r >> 24) % 4) as u16,
             },
             8 => Command::Delete { name },
+            // The front door: a port (and so an address) for a service; ports collide now
+            // and then (refused: `PortTaken`), and a service that does not exist has none.
+            9 => Command::Expose {
+                service: name,
+                port: [80, 8080, 443][((r >> 24) % 3) as usize],
+            },
             10 => Command::RolloutUndo { service: name },
             11 => Command::SetAutoscale {
                 service: name,
@@ -513,7 +562,13 @@ impl Sim {
         {
             // The fenced singleton "lock" is applied early (a few times, in case the cluster
             // had no leader yet: re-applying the same spec changes nothing).
-            let command = if self.step.is_multiple_of(50) && self.step <= 300 {
+            // It gets an address too (steps 100, 200, 300), as `apply --port` does.
+            let command = if self.step.is_multiple_of(100) && self.step <= 300 {
+                Command::Expose {
+                    service: "lock".to_string(),
+                    port: 80,
+                }
+            } else if self.step.is_multiple_of(50) && self.step <= 300 {
                 let mut spec = ServiceSpec::new("lock", "steady", 1);
                 spec.fenced = true;
                 Command::ApplyService(spec)
@@ -716,8 +771,89 @@ impl Sim {
     fn check(&mut self) -> Result<(), String> {
         self.check_cells();
         self.check_states();
+        self.check_owners();
         self.rec.check_writes();
         Ok(())
+    }
+
+    /// The nodes `a` reaches through links that work both ways, directly or through
+    /// others, itself included, among the running ones: its side of the partition.
+    fn reachable(&self, a: u64) -> usize {
+        let mut side = BTreeSet::from([a]);
+        let mut frontier = vec![a];
+        while let Some(x) = frontier.pop() {
+            for n in self.nodes.iter().filter(|n| n.power == Power::Up) {
+                if !side.contains(&n.id) && self.net.linked(x, n.id) && self.net.linked(n.id, x) {
+                    side.insert(n.id);
+                    frontier.push(n.id);
+                }
+            }
+        }
+        side.len()
+    }
+
+    /// Front door ownership: never two nodes answering for one address at one epoch; a
+    /// node in a minority stops answering within [`MINORITY_ANSWER_MS`]. A paused node
+    /// answers nothing (it executes nothing; when it resumes its control loop runs first,
+    /// as for cells).
+    fn check_owners(&mut self) {
+        let now = self.real_ms();
+        let majority = self.nodes.len() / 2 + 1;
+        let mut by_ip: BTreeMap<[u8; 4], Vec<(u64, u64)>> = BTreeMap::new();
+        let mut minority_answering = Vec::new();
+        for n in self.nodes.iter().filter(|n| n.power == Power::Up) {
+            let answers = n.answering(now, &self.members);
+            if answers.is_empty() {
+                continue;
+            }
+            for a in &answers {
+                by_ip.entry(a.ip).or_default().push((n.id, a.epoch));
+            }
+            if self.reachable(n.id) < majority {
+                minority_answering.push((n.id, answers));
+            }
+        }
+        for (ip, owners) in &by_ip {
+            for &(_, epoch) in owners {
+                let moved = self.owner_epochs.iter().any(|(i, _)| i == ip);
+                if self.owner_epochs.insert((*ip, epoch)) {
+                    self.rec.counts.owner_epochs += 1;
+                    if moved {
+                        self.rec.counts.owner_takeovers += 1;
+                    }
+                }
+            }
+            if owners.len() > 1 {
+                self.rec.counts.owner_overlaps += 1;
+                let mut epochs: Vec<u64> = owners.iter().map(|o| o.1).collect();
+                epochs.sort_unstable();
+                epochs.dedup();
+                if epochs.len() < owners.len() {
+                    self.rec.violation(format!(
+                        "step {}: two nodes answer for {ip:?} at one epoch: {owners:?}",
+                        self.step
+                    ));
+                }
+            }
+        }
+        let mut since = BTreeMap::new();
+        for (id, answers) in minority_answering {
+            let from = self
+                .minority_answering_since
+                .get(&id)
+                .copied()
+                .unwrap_or(now);
+            since.insert(id, from);
+            let long = now - from;
+            self.minority_answer_ms_max = self.minority_answer_ms_max.max(long);
+            if long > MINORITY_ANSWER_MS {
+                self.rec.violation(format!(
+                    "step {}: node {id}, in a minority for over {MINORITY_ANSWER_MS} ms, answers for {answers:?}",
+                    self.step
+                ));
+            }
+        }
+        self.minority_answering_since = since;
     }
 
     /// Never two executing cells of one (service, slot, epoch), nor of a fenced slot. A
@@ -834,6 +970,37 @@ impl Sim {
             let extra: Vec<_> = running.difference(&want).collect();
             let missing: Vec<_> = want.difference(&running).collect();
             return Err(format!("cells: missing {missing:?}, extra {extra:?}"));
+        }
+        // Every service address: exactly one node answers, its committed owner, alive
+        // (every node is, above) and not draining (a live witness is never draining, so
+        // `plan_owners` always has somewhere to move it).
+        let now = self.real_ms();
+        let mut answering: BTreeMap<[u8; 4], Vec<u64>> = BTreeMap::new();
+        for n in &self.nodes {
+            for a in n.answering(now, &self.members) {
+                answering.entry(a.ip).or_default().push(n.id);
+            }
+        }
+        for (service, addr) in desired.addresses().iter() {
+            let owner = addr
+                .owner
+                .ok_or_else(|| format!("{service}'s address has no owner"))?;
+            if desired.is_draining(owner.node) {
+                return Err(format!(
+                    "{service}'s address is owned by draining node {}",
+                    owner.node
+                ));
+            }
+            let who = answering.remove(&addr.ip()).unwrap_or_default();
+            if who != [owner.node] {
+                return Err(format!(
+                    "{service}'s address is answered by {who:?}, owner {}",
+                    owner.node
+                ));
+            }
+        }
+        if !answering.is_empty() {
+            return Err(format!("addresses of no service answered: {answering:?}"));
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use sim_cluster::{run_seed, run_seeds, SimConfig};
 use xylem::config::Mutation;
 
 fn usage() -> ! {
-    eprintln!("usage: sim-cluster seed N [--quiet] [--long] [--mutation no-fence-wait|ignore-lease-expiry|promote-unready]\n       sim-cluster seeds FIRST COUNT [--long]");
+    eprintln!("usage: sim-cluster seed N [--quiet] [--long] [--mutation no-fence-wait|ignore-lease-expiry|promote-unready|answer-without-quorum]\n       sim-cluster seeds FIRST COUNT [--long]");
     std::process::exit(2)
 }
 
@@ -25,6 +25,7 @@ fn main() {
             Some("no-fence-wait") => Mutation::NoFenceWait,
             Some("ignore-lease-expiry") => Mutation::IgnoreLeaseExpiry,
             Some("promote-unready") => Mutation::PromoteUnready,
+            Some("answer-without-quorum") => Mutation::AnswerWithoutQuorum,
             _ => usage(),
         };
     }
@@ -64,8 +65,13 @@ fn main() {
                         .take(5)
                         .map(|(ms, seed)| format!("seed={seed}: {ms} ms"))
                         .collect();
+                    let minority = reports
+                        .iter()
+                        .map(|r| r.minority_answer_ms_max)
+                        .max()
+                        .unwrap_or(0);
                     println!(
-                        "{count} seeds ok in {:.1} s; convergence median {median} ms, slowest {}",
+                        "{count} seeds ok in {:.1} s; convergence median {median} ms, slowest {}; longest answering in a minority {minority} ms",
                         started.elapsed().as_secs_f64(),
                         slowest.join(", ")
                     );

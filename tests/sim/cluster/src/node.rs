@@ -19,6 +19,7 @@ use membership::swim::{
 use rand_core::RngCore;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use xylem::config::Config;
+use xylem::frontdoor::Answer;
 use xylem::node::{ControlNode, Event, NodeConfig, Observed, Output, RaftView};
 use xylem::service::PayloadCatalog;
 use xylem::status::{MemberState, RaftRole};
@@ -524,6 +525,38 @@ impl SimNode {
         self.cells.tick(now, ctx.rng);
         self.call(ctx, |c, o| c.tick(o));
         self.pump(ctx);
+    }
+
+    /// The service addresses this node answers for now (`ControlNode::answering`, what the
+    /// kernel hands its `net` task after every control input): none while it is down.
+    pub fn answering(&self, real_ms: u64, members: &[(u64, NodeRole)]) -> Vec<Answer> {
+        let Some(m) = self.machines.as_ref() else {
+            return Vec::new();
+        };
+        if m.ctl.desired().addresses().is_empty() {
+            // Nothing to answer for (most steps of most runs): skip the observation.
+            return Vec::new();
+        }
+        let states: BTreeMap<u64, MemberState> = members
+            .iter()
+            .filter(|(id, _)| *id != self.id)
+            .map(|(id, _)| {
+                let state = m
+                    .swim
+                    .member(*id)
+                    .map_or(MemberState::Dead, |p| member_state(p.state));
+                (*id, state)
+            })
+            .collect();
+        let obs = Observed {
+            now_ms: self.local_ms(real_ms),
+            raft: Self::raft_view(m),
+            members: &states,
+            cells: None,
+            load_milli: 0,
+            free_mib: 0,
+        };
+        m.ctl.answering(&obs)
     }
 
     /// The cell of `(service, slot)` this node's control node knows by name.

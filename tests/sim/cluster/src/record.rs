@@ -54,6 +54,14 @@ pub struct Counts {
     pub autoscales: u64,
     /// Maintenance changes committed (cordon, drain, uncordon).
     pub maintains: u64,
+    /// Service addresses seen answered, counted once per (address, owner epoch): a second
+    /// one for an address is a takeover.
+    pub owner_epochs: u64,
+    /// Of those, an address answered at a new epoch after it had been at another: moves.
+    pub owner_takeovers: u64,
+    /// Steps in which two nodes answered for one address (at different epochs: the old
+    /// owner had not yet applied the move).
+    pub owner_overlaps: u64,
 }
 
 /// FNV-1a, to compare entries cheaply.

@@ -97,6 +97,9 @@ fn faults_and_features_are_really_exercised() {
         c.rollbacks += k.rollbacks;
         c.autoscales += k.autoscales;
         c.maintains += k.maintains;
+        c.owner_epochs += k.owner_epochs;
+        c.owner_overlaps += k.owner_overlaps;
+        c.owner_takeovers += k.owner_takeovers;
         lost += r.net.lost;
         dup += r.net.duplicated;
         cut += r.net.partitioned;
@@ -130,10 +133,18 @@ fn faults_and_features_are_really_exercised() {
         ("automatic rollbacks", c.rollbacks),
         ("autoscale decisions", c.autoscales),
         ("maintenance changes", c.maintains),
+        ("answered service addresses", c.owner_epochs),
+        ("address takeovers", c.owner_takeovers),
     ] {
         assert!(n > 0, "no {what} in 300 seeds");
     }
     assert!(c.leader_terms > 300, "elections happen beyond the first");
+    let minority_max = reports
+        .iter()
+        .map(|r| r.minority_answer_ms_max)
+        .max()
+        .unwrap_or(0);
+    println!("longest a node answered for an address while in a minority: {minority_max} ms");
 }
 
 /// Runs seeds with a broken fencing rule until one fails; the failure must be two cells of a
@@ -172,6 +183,11 @@ fn a_holder_that_ignores_its_lease_is_caught() {
 #[test]
 fn a_replacement_promoted_before_it_runs_is_caught() {
     mutation_is_caught_as(Mutation::PromoteUnready, "make-before-break");
+}
+
+#[test]
+fn a_stale_owner_answering_without_quorum_is_caught() {
+    mutation_is_caught_as(Mutation::AnswerWithoutQuorum, "in a minority");
 }
 
 #[test]

@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rand_core::{RngCore, SeedableRng};
+use consensus::testing::{Network, Routed};
+use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::adapter::{Applied, Output, RaftImpl};
@@ -113,15 +114,12 @@ pub struct Sim<R: RaftImpl> {
     cfg: SimConfig,
     verbose: bool,
     nodes: Vec<Node<R>>,
-    net: BTreeMap<(u64, u64), R::Msg>,
-    seq: u64,
+    /// The shared test network (`consensus::testing`): cuts, loss, duplication, delay.
+    net: Network<Routes<R>>,
     now: u64,
-    rng: Xoshiro256PlusPlus,
     tear_rng: Xoshiro256PlusPlus,
     schedule: Schedule,
     next_event: usize,
-    cut: BTreeSet<(u64, u64)>,
-    faults: NetFaults,
     leaders: BTreeMap<u64, u64>,
     chain: Vec<ChainEntry>,
     committed_values: BTreeSet<u64>,
@@ -132,6 +130,21 @@ pub struct Sim<R: RaftImpl> {
 }
 
 type Check = Result<(), String>;
+
+/// An implementation's message on the shared network (routed through the adapter).
+struct Routes<R: RaftImpl>(R::Msg);
+
+impl<R: RaftImpl> Clone for Routes<R> {
+    fn clone(&self) -> Self {
+        Routes(self.0.clone())
+    }
+}
+
+impl<R: RaftImpl> Routed for Routes<R> {
+    fn route(&self) -> (u64, u64) {
+        R::route(&self.0)
+    }
+}
 
 impl<R: RaftImpl> Sim<R> {
     /// A cluster for `seed`; the same seed gives the same run, bit for bit.
@@ -159,15 +172,11 @@ impl<R: RaftImpl> Sim<R> {
             seed,
             verbose,
             nodes,
-            net: BTreeMap::new(),
-            seq: 0,
+            net: Network::new(seed ^ 0x00C0_FFEE, cfg.net_override.unwrap_or(schedule.net)),
             now: 0,
-            rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x00C0_FFEE),
             tear_rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7EA2),
-            faults: cfg.net_override.unwrap_or(schedule.net),
             schedule,
             next_event: 0,
-            cut: BTreeSet::new(),
             leaders: BTreeMap::new(),
             chain: Vec::new(),
             committed_values: BTreeSet::new(),
@@ -248,12 +257,8 @@ impl<R: RaftImpl> Sim<R> {
 
     fn heal_all(&mut self) -> Check {
         self.log(format_args!("---- liveness phase: heal everything ----"));
-        self.cut.clear();
-        self.faults = NetFaults {
-            loss_pct: 0,
-            dup_pct: 0,
-            max_delay_ticks: 1,
-        };
+        self.net.heal();
+        self.net.set_faults(NetFaults::NONE);
         for i in 0..self.nodes.len() {
             if !self.nodes[i].up {
                 self.restart(i)?;
@@ -325,8 +330,8 @@ impl<R: RaftImpl> Sim<R> {
             self.next_event += 1;
             self.log(format_args!("event {event:?}"));
             match event {
-                Event::Partition { cut, .. } => self.cut = cut,
-                Event::Heal => self.cut.clear(),
+                Event::Partition { cut, .. } => self.net.set_cut(cut),
+                Event::Heal => self.net.heal(),
                 Event::Crash { node } => self.crash((node - 1) as usize),
                 Event::DiskFault { node, ops } => {
                     let i = (node - 1) as usize;
@@ -350,16 +355,8 @@ impl<R: RaftImpl> Sim<R> {
         }
         // Give the node something to persist first, so the crash can tear a real batch:
         // the next message in flight to it (often an append), or a proposal if it leads.
-        let to = (i + 1) as u64;
-        let keys: Vec<(u64, u64)> = self
-            .net
-            .iter()
-            .filter(|(_, m)| R::route(m).1 == to)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
-            let msg = self.net.remove(&key).expect("in flight");
-            self.nodes[i].raft.step(msg);
+        for msg in self.net.take_to((i + 1) as u64) {
+            self.nodes[i].raft.step(msg.0);
         }
         if self.nodes[i].raft.status().leader {
             for _ in 0..3 {
@@ -421,33 +418,15 @@ impl<R: RaftImpl> Sim<R> {
                 ));
             }
         }
-        let route = R::route(&msg);
-        if self.cut.contains(&route) || self.rng.next_u32() % 100 < self.faults.loss_pct {
-            return Ok(());
-        }
-        let copies = if self.rng.next_u32() % 100 < self.faults.dup_pct {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let delay = 1 + self.rng.next_u64() % self.faults.max_delay_ticks;
-            self.seq += 1;
-            self.net.insert((self.now + delay, self.seq), msg.clone());
-        }
+        self.net.send(Routes(msg), self.now);
         Ok(())
     }
 
     fn deliver_due(&mut self) -> Check {
-        while let Some(entry) = self.net.first_entry() {
-            if entry.key().0 > self.now {
-                break;
-            }
-            let msg = entry.remove();
-            let (from, to) = R::route(&msg);
-            let i = (to - 1) as usize;
-            // A partition also eats messages already in flight when it starts.
-            if !self.nodes[i].up || self.cut.contains(&(from, to)) {
+        // The network drops what a partition cut while in flight; a down node loses the rest.
+        while let Some(Routes(msg)) = self.net.pop_due(self.now) {
+            let i = (R::route(&msg).1 - 1) as usize;
+            if !self.nodes[i].up {
                 continue;
             }
             if self.verbose && std::env::var_os("SIM_TRACE_MESSAGES").is_some() {

@@ -5,7 +5,8 @@
 //! in-memory device that tears unflushed writes; `oracle::RaftRs`: raft-rs `RawNode` +
 //! `MemStorage`); [`schedule::Schedule`], the seeded fault timeline shared by both;
 //! [`cluster::Sim`], the packet simulator (loss, duplication, reordering, partitions, crashes)
-//! that checks the Raft safety invariants after every tick; [`bench`], the liveness figures.
+//! over the shared test network `consensus::testing::Network`, which checks the Raft safety
+//! invariants after every tick; [`bench`], the liveness figures.
 //!
 //! Every run is a pure function of its seed: `cargo run --release -p sim-raft -- seed N`
 //! replays one verbosely. Neighbours: `consensus` (under test), `docs/raft.md`.

@@ -27,14 +27,8 @@ pub enum Event {
     DiskFault { node: u64, ops: u32 },
 }
 
-/// Network fault rates of the safety phase.
-#[derive(Clone, Copy, Debug)]
-pub struct NetFaults {
-    pub loss_pct: u32,
-    pub dup_pct: u32,
-    /// Messages take 1..=max_delay_ticks ticks (reordering comes from the spread).
-    pub max_delay_ticks: u64,
-}
+/// Network fault rates of the safety phase (the shared test network's).
+pub use consensus::testing::NetFaults;
 
 /// The timeline of one seed: events keyed by tick.
 #[derive(Clone, Debug)]
@@ -65,11 +59,7 @@ impl Schedule {
                 max_delay_ticks: 1 + below(&mut rng, 4),
             }
         } else {
-            NetFaults {
-                loss_pct: 0,
-                dup_pct: 0,
-                max_delay_ticks: 1,
-            }
+            NetFaults::NONE
         };
         let mut events = Vec::new();
         let mut value = seed << 20;

@@ -1,15 +1,15 @@
 //! Worst-case wire sizes: every message our core emits must stay under 1200 bytes once
 //! postcard-encoded, so it fits the kernel's 1400-byte envelope with room for its header.
 
-use std::collections::VecDeque;
-
+use consensus::testing::Network;
 use consensus::{Config, Message, ProposeError, RawNode, Role};
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 struct Pair {
     nodes: [RawNode; 2],
-    queue: VecDeque<Message>,
+    /// The shared test network, perfect FIFO links.
+    queue: Network<Message>,
     max_bytes: usize,
     max_batch: usize,
 }
@@ -29,13 +29,13 @@ impl Pair {
                             self.max_batch = self.max_batch.max(entries.len());
                         }
                         if deliver && m.to <= 2 {
-                            self.queue.push_back(m.clone());
+                            self.queue.send(m.clone(), 0);
                         }
                     }
                     node.advance(rd);
                 }
             }
-            let Some(m) = self.queue.pop_front() else {
+            let Some(m) = self.queue.pop_next() else {
                 return;
             };
             self.nodes[(m.to - 1) as usize].step(m);
@@ -53,7 +53,7 @@ fn catch_up_batches_of_any_entry_mix_fit_the_envelope() {
             RawNode::new(Config::new(1, &voters, 1)).unwrap(),
             RawNode::new(Config::new(2, &voters, 2)).unwrap(),
         ],
-        queue: VecDeque::new(),
+        queue: Network::reliable(),
         max_bytes: 0,
         max_batch: 0,
     };

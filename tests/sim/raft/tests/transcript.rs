@@ -1,95 +1,49 @@
 //! Golden transcripts (etcd-raft style): a scripted scenario prints every role, term, commit
 //! and snapshot change, and the output must match `testdata/<name>.txt` byte for byte.
-//! Any behaviour change shows up as a readable diff. Regenerate with `UPDATE_GOLDEN=1`.
+//! Any behaviour change shows up as a readable diff. Regenerate with `UPDATE_GOLDEN=1`
+//! (`tests/sim/golden.rs`, shared with the SWIM transcripts). The cluster is the shared test
+//! network's synchronous harness (`consensus::testing::Cluster`), as in the unit tests.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+#[path = "../../golden.rs"]
+mod golden;
+
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use consensus::{Config, Message, MessageBody, RawNode};
+use consensus::testing::{Cluster, Observer};
+use consensus::{Message, MessageBody, RawNode, Ready};
 
-struct Script {
-    nodes: BTreeMap<u64, RawNode>,
-    cut: BTreeSet<u64>,
-    queue: VecDeque<Message>,
+/// Writes a line for every change of a node's role, term, leader or commit, every snapshot
+/// installed and every snapshot chunk delivered.
+#[derive(Default)]
+struct Recorder {
     seen: BTreeMap<u64, String>,
     out: String,
     tick: u64,
 }
 
-impl Script {
-    fn new(n: u64, seed: u64) -> Script {
-        let voters: Vec<u64> = (1..=n).collect();
-        let nodes = voters
-            .iter()
-            .map(|&id| (id, RawNode::new(Config::new(id, &voters, seed)).unwrap()))
-            .collect();
-        Script {
-            nodes,
-            cut: BTreeSet::new(),
-            queue: VecDeque::new(),
-            seen: BTreeMap::new(),
-            out: String::new(),
-            tick: 0,
-        }
-    }
-
+impl Recorder {
     fn note(&mut self, line: &str) {
         writeln!(self.out, "t={:<4} {line}", self.tick).unwrap();
     }
+}
 
-    /// Delivers every message (dropping those touching an isolated node) until quiet.
-    fn stabilize(&mut self) {
-        loop {
-            let ids: Vec<u64> = self.nodes.keys().copied().collect();
-            for id in ids {
-                let node = self.nodes.get_mut(&id).unwrap();
-                while node.has_ready() {
-                    let rd = node.ready();
-                    for m in rd.messages.iter() {
-                        if !self.cut.contains(&m.from) && !self.cut.contains(&m.to) {
-                            self.queue.push_back(m.clone());
-                        }
-                    }
-                    if let Some(s) = &rd.snapshot {
-                        writeln!(
-                            self.out,
-                            "t={:<4} node {id} installs snapshot at {}",
-                            self.tick, s.meta.index
-                        )
-                        .unwrap();
-                    }
-                    node.advance(rd);
-                }
-            }
-            self.record();
-            let Some(m) = self.queue.pop_front() else {
-                return;
-            };
-            if matches!(m.body, MessageBody::Snapshot { .. }) {
-                self.note(&format!("snapshot chunk {} -> {}", m.from, m.to));
-            }
-            self.nodes.get_mut(&m.to).unwrap().step(m);
+impl Observer for Recorder {
+    fn ready(&mut self, id: u64, rd: &Ready) {
+        if let Some(s) = &rd.snapshot {
+            self.note(&format!("node {id} installs snapshot at {}", s.meta.index));
         }
     }
 
-    fn record(&mut self) {
-        let states: Vec<(u64, String)> = self
-            .nodes
-            .iter()
-            .map(|(&id, n)| {
-                (
-                    id,
-                    format!(
-                        "{:?} term={} leader={:?} commit={}",
-                        n.role(),
-                        n.term(),
-                        n.leader(),
-                        n.commit_index()
-                    ),
-                )
-            })
-            .collect();
-        for (id, state) in states {
+    fn settled(&mut self, nodes: &BTreeMap<u64, RawNode>) {
+        for (&id, n) in nodes {
+            let state = format!(
+                "{:?} term={} leader={:?} commit={}",
+                n.role(),
+                n.term(),
+                n.leader(),
+                n.commit_index()
+            );
             if self.seen.get(&id) != Some(&state) {
                 self.note(&format!("node {id}: {state}"));
                 self.seen.insert(id, state);
@@ -97,37 +51,56 @@ impl Script {
         }
     }
 
+    fn deliver(&mut self, m: &Message) {
+        if matches!(m.body, MessageBody::Snapshot { .. }) {
+            self.note(&format!("snapshot chunk {} -> {}", m.from, m.to));
+        }
+    }
+}
+
+/// A scripted run: the shared synchronous cluster of `consensus::testing` under a recorder.
+struct Script {
+    cluster: Cluster,
+    rec: Recorder,
+}
+
+impl Script {
+    fn new(n: u64, seed: u64) -> Script {
+        Script {
+            cluster: Cluster::new(n, seed),
+            rec: Recorder::default(),
+        }
+    }
+
+    fn note(&mut self, line: &str) {
+        self.rec.note(line);
+    }
+
+    fn node(&mut self, id: u64) -> &mut RawNode {
+        self.cluster.node(id)
+    }
+
+    /// Delivers every message (dropping those touching an isolated node) until quiet.
+    fn stabilize(&mut self) {
+        self.cluster.stabilize_with(|_| true, &mut self.rec);
+    }
+
     fn ticks(&mut self, count: u64) {
         for _ in 0..count {
-            self.tick += 1;
-            for node in self.nodes.values_mut() {
-                node.tick();
-            }
-            self.stabilize();
+            self.rec.tick += 1;
+            self.cluster.tick_with(1, &mut self.rec);
         }
     }
 
     fn leader(&self) -> u64 {
-        *self
-            .nodes
-            .iter()
-            .find(|(_, n)| n.role() == consensus::Role::Leader)
-            .expect("a leader")
-            .0
+        *self.cluster.leaders().first().expect("a leader")
     }
 
     fn check(self, name: &str) {
-        let path = format!("{}/testdata/{name}.txt", env!("CARGO_MANIFEST_DIR"));
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, &self.out).unwrap();
-            return;
-        }
-        let golden = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{path}: {e} (UPDATE_GOLDEN=1 writes it)"));
-        assert!(
-            golden == self.out,
-            "transcript {name} changed (UPDATE_GOLDEN=1 to accept):\n{}",
-            self.out
+        golden::check(
+            env!("CARGO_MANIFEST_DIR"),
+            &format!("{name}.txt"),
+            &self.rec.out,
         );
     }
 }
@@ -139,28 +112,24 @@ fn transcript_failover_and_snapshot_catch_up() {
     s.ticks(40);
     let old = s.leader();
     for i in 0..3u8 {
-        let index = s.nodes.get_mut(&old).unwrap().propose(vec![i]).unwrap();
+        let index = s.node(old).propose(vec![i]).unwrap();
         s.note(&format!("propose on {old} -> index {index}"));
     }
     s.stabilize();
     s.note(&format!("isolate leader {old}"));
-    s.cut.insert(old);
+    s.cluster.isolate(old);
     s.ticks(60);
     let new = s.leader();
     for i in 0..30u8 {
-        s.nodes.get_mut(&new).unwrap().propose(vec![i; 10]).unwrap();
+        s.node(new).propose(vec![i; 10]).unwrap();
     }
     s.stabilize();
     s.ticks(5);
-    let applied = s.nodes[&new].applied_index();
-    s.nodes
-        .get_mut(&new)
-        .unwrap()
-        .compact(applied, vec![7; 2500])
-        .unwrap();
+    let applied = s.cluster.nodes[&new].applied_index();
+    s.node(new).compact(applied, vec![7; 2500]).unwrap();
     s.note(&format!("node {new} compacts through {applied}"));
     s.note(&format!("heal {old}"));
-    s.cut.clear();
+    s.cluster.heal();
     s.ticks(30);
     s.check("failover_and_snapshot_catch_up");
 }

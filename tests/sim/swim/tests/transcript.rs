@@ -1,9 +1,12 @@
 //! Golden transcripts (etcd-raft style): a scripted run's event log, compared line by line
 //! with `testdata/<name>.txt`. After an intended behaviour change, regenerate with
-//! `UPDATE_GOLDEN=1 cargo test -p sim-swim --release --test transcript` and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test -p sim-swim --release --test transcript` and review the diff
+//! (the check is `tests/sim/golden.rs`, shared with the Raft transcripts).
+
+#[path = "../../golden.rs"]
+mod golden;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use sim_swim::{Sim, SimConfig};
 
@@ -19,23 +22,7 @@ fn transcript(sim: &Sim, script: &[String]) -> String {
 }
 
 fn check_golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(format!("{name}.txt"));
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    for (i, (a, e)) in actual.lines().zip(expected.lines()).enumerate() {
-        assert_eq!(a, e, "{name}.txt line {} differs", i + 1);
-    }
-    assert_eq!(
-        actual.lines().count(),
-        expected.lines().count(),
-        "{name}.txt length differs"
-    );
+    golden::check(env!("CARGO_MANIFEST_DIR"), &format!("{name}.txt"), actual);
 }
 
 #[test]
