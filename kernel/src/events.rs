@@ -8,6 +8,16 @@
 //! queue is bounded: overflow is counted, shown by `events`, and visible to the consumer as
 //! a gap in sequence numbers. Periodic `tick` events drive protocol timers and are the one
 //! kind not written to COM2 (ten a second would drown the log); they are still counted.
+//!
+//! COM2 lines are written by their own task once it runs ([`start_writer`]): [`push`] only
+//! formats the line into a bounded queue (`arch::serial::queue_event_line`), in order, so a
+//! producer never waits for the emulated UART (~1 µs per byte under TCG: starting a cell
+//! paid ~100 µs for its `cell_start` line). The writer (normal priority, so a busy cell never
+//! starves it) waits [`WRITER_DELAY_MS`] after being woken, so whatever woke it finishes first
+//! (a cell starting gets to ring 3 before the previous cell's exit lines are written), then
+//! drains the queue in 128-byte chunks; lines
+//! that did not fit are counted and reported by a `log_dropped lines=N` line once there is
+//! room. Panic, exit and poweroff write what is queued before they go.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -16,7 +26,7 @@ use kcore::short_str::ShortStr;
 use spin::Mutex;
 
 use crate::arch::cpu::without_interrupts;
-use crate::arch::serial::{self, Line};
+use crate::arch::serial;
 use crate::sched::wait::WaitQueue;
 use crate::{node, time};
 
@@ -323,21 +333,54 @@ pub struct Event {
 
 static RING: Mutex<Option<EventRing<Event>>> = Mutex::new(None);
 static CONSUMERS: WaitQueue = WaitQueue::new();
+/// The COM2 writer task waits here for queued lines.
+static WRITER: WaitQueue = WaitQueue::new();
+
+/// Starts the task that writes queued COM2 lines; from then on [`push`] and [`log_only`]
+/// queue instead of writing. Call once, after the boot-time logging.
+pub fn start_writer() -> Result<crate::sched::TaskId, crate::sched::SpawnError> {
+    // Normal priority: above cells (a busy cell must not hold the event log back), below
+    // the shell and the control plane's own tasks.
+    let id = crate::sched::spawn("eventlog", kcore::run_queue::Priority::NORMAL, writer_loop)?;
+    serial::defer_event_log();
+    Ok(id)
+}
+
+/// How long the writer lets queued lines wait before writing them: what woke it (a cell
+/// starting, say) finishes first instead of waiting behind the UART, and lines go out in
+/// batches. Short enough that the harness and operators see events promptly.
+const WRITER_DELAY_MS: u64 = 2;
+
+fn writer_loop() {
+    let mut dropped_reported = 0;
+    loop {
+        WRITER.wait_until(|| serial::event_log_counters().0 > 0);
+        crate::sched::sleep_ms(WRITER_DELAY_MS);
+        // Interrupts come back between chunks, so the writer never masks them for long.
+        while serial::drain_event_log(128) > 0 {}
+        let (_, dropped, _) = serial::event_log_counters();
+        if dropped > dropped_reported {
+            log_only(
+                "log_dropped",
+                format_args!("lines={}", dropped - dropped_reported),
+            );
+            dropped_reported = dropped;
+        }
+    }
+}
 
 /// Queues an event, logs it to COM2 and wakes the consumer. Safe from any context; after
 /// the first call it never allocates (the rings are preallocated, events are inline).
 pub fn push(kind: EventKind) {
     let t_us = time::now_us();
     if kind.logged() {
-        serial::write_fmt(
-            Line::EventLog,
-            format_args!(
-                "t_us={t_us} node={} kind={} {}\n",
-                node::name(),
-                kind.name(),
-                kind
-            ),
-        );
+        serial::queue_event_line(format_args!(
+            "t_us={t_us} node={} kind={} {}\n",
+            node::name(),
+            kind.name(),
+            kind
+        ));
+        WRITER.wake_all();
     }
     without_interrupts(|| {
         RING.lock()
@@ -350,14 +393,12 @@ pub fn push(kind: EventKind) {
 /// Writes one COM2 line in the event format without queueing an event: for records too
 /// large for the queue's inline events, such as the previous boot's panic (`last_panic`).
 pub fn log_only(kind: &str, fields: fmt::Arguments) {
-    serial::write_fmt(
-        Line::EventLog,
-        format_args!(
-            "t_us={} node={} kind={kind} {fields}\n",
-            time::now_us(),
-            node::name()
-        ),
-    );
+    serial::queue_event_line(format_args!(
+        "t_us={} node={} kind={kind} {fields}\n",
+        time::now_us(),
+        node::name()
+    ));
+    WRITER.wake_all();
 }
 
 /// Takes the next event, blocking until one arrives.

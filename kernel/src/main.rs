@@ -132,10 +132,12 @@ fn start_tasks() {
         cluster::control::init();
     }
     let spawned = sched::spawn("shell", Priority::HIGH, || shell::run())
-        .and_then(|_| sched::spawn("reactor", Priority::NORMAL, reactor::run));
+        .and_then(|_| sched::spawn("reactor", Priority::NORMAL, reactor::run))
+        .and_then(|_| events::start_writer());
     if let Err(err) = spawned {
         panic!("cannot start the core tasks: {err:?}");
     }
+    sched::fill_stack_pool();
 }
 
 #[cfg(feature = "ktest")]
@@ -144,10 +146,12 @@ fn start_tasks() {
     // The network first: probing must finish before other tasks run and measure things.
     netstack::start();
     let spawned = sched::spawn("ktest", Priority::NORMAL, || ktest::run())
-        .and_then(|_| sched::spawn("reactor", Priority::NORMAL, reactor::run));
+        .and_then(|_| sched::spawn("reactor", Priority::NORMAL, reactor::run))
+        .and_then(|_| events::start_writer());
     if let Err(err) = spawned {
         panic!("cannot start the test runner: {err:?}");
     }
+    sched::fill_stack_pool();
 }
 
 /// The timer interrupt: advance the clock and let the scheduler account the tick.

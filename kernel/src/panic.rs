@@ -2,7 +2,8 @@
 //! harnesses recognise (99, see `arch::qemu::ExitCode::Panic`).
 //!
 //! Order, each step safe to run whatever state the kernel is in: interrupts off; the report
-//! on COM1 (lock-free writer); a last `kind=panic` line on COM2 (lock-free too); the crash
+//! on COM1 (lock-free writer); the COM2 event lines still queued, then a last `kind=panic`
+//! line on COM2 (lock-free too); the crash
 //! record to disk (`crash::persist`: polled, allocation-free, skipped if the panic struck
 //! inside a disk request); exit. A panic during any of this exits at once.
 
@@ -32,6 +33,8 @@ fn panic(info: &PanicInfo) -> ! {
     let _ = writeln!(w, ": {}", info.message());
     backtrace::print_from(&mut w, rbp);
     let record = crash::record_panic(info, rbp);
+    // Events queued for COM2 happened before the panic: out first, in order.
+    serial::flush_event_log();
     let mut events = serial::emergency_writer_to(Line::EventLog);
     let _ = writeln!(
         events,

@@ -4,10 +4,11 @@
 //! committed, decodes it ([`Command::decode`]) and hands it to
 //! [`crate::desired::DesiredState::apply`] on every node, in log order.
 //!
-//! Encoding: one format-version byte ([`COMMAND_FORMAT_V2`]) followed by the postcard encoding
+//! Encoding: one format-version byte ([`COMMAND_FORMAT_V3`]) followed by the postcard encoding
 //! of the enum. The version byte lets a later image refuse, rather than misread, entries written
-//! by a newer format. Entries of the first format ([`COMMAND_FORMAT_V1`]: no `fenced` flag, no
-//! move reasons) still decode, so a disk written by an older image replays. Decoding garbage
+//! by a newer format. Entries of the older formats still decode, so a disk written by an older
+//! image replays: [`COMMAND_FORMAT_V1`] (no `fenced` flag, no move reasons) and
+//! [`COMMAND_FORMAT_V2`] (specs without `memory_mib`: they get the default). Decoding garbage
 //! (from a corrupt disk or a buggy peer) is a typed [`DecodeError`], never a panic; the size is
 //! bounded by [`COMMAND_BYTES_MAX`].
 //!
@@ -26,8 +27,10 @@ use serde::{Deserialize, Serialize};
 
 /// The first format: decoded for old logs, never written.
 pub const COMMAND_FORMAT_V1: u8 = 1;
-/// The first byte of every command this image encodes.
+/// The second format (`ServiceSpec` without `memory_mib`): decoded for old logs, never written.
 pub const COMMAND_FORMAT_V2: u8 = 2;
+/// The first byte of every command this image encodes.
+pub const COMMAND_FORMAT_V3: u8 = 3;
 /// Largest encoded command, in bytes. A maximal valid `ApplyService` (32-byte names, 8 args of
 /// 64 bytes) is about 600 bytes, so this leaves room without letting a peer make us allocate
 /// without bound.
@@ -197,22 +200,29 @@ impl Command {
     /// Encodes the command for a Raft proposal.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut bytes = Vec::with_capacity(64);
-        bytes.push(COMMAND_FORMAT_V2);
+        bytes.push(COMMAND_FORMAT_V3);
         let bytes = postcard::to_extend(self, bytes).map_err(|_| EncodeError::Serialize)?;
         if bytes.len() > COMMAND_BYTES_MAX {
             return Err(EncodeError::TooLarge { len: bytes.len() });
         }
-        debug_assert_eq!(bytes[0], COMMAND_FORMAT_V2);
+        debug_assert_eq!(bytes[0], COMMAND_FORMAT_V3);
         Ok(bytes)
     }
 
-    /// Decodes a committed entry (either format).
+    /// Decodes a committed entry (any format).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
         if bytes.len() > COMMAND_BYTES_MAX {
             return Err(DecodeError::TooLarge { len: bytes.len() });
         }
         let (command, rest) = match version {
+            COMMAND_FORMAT_V3 => postcard::take_from_bytes::<Command>(body),
+            // Format 2 differs only in `ApplyService` (variant 0, the first body byte): every
+            // other variant's bytes are the same in both formats.
+            COMMAND_FORMAT_V2 if body.first() == Some(&0) => {
+                postcard::take_from_bytes::<v2::Command>(body)
+                    .map(|(old, rest)| (Command::from(old), rest))
+            }
             COMMAND_FORMAT_V2 => postcard::take_from_bytes::<Command>(body),
             COMMAND_FORMAT_V1 => postcard::take_from_bytes::<v1::Command>(body)
                 .map(|(old, rest)| (Command::from(old), rest)),
@@ -319,6 +329,7 @@ mod v1 {
                 restart: old.restart,
                 placement: old.placement,
                 fenced: false,
+                memory_mib: crate::service::MEMORY_MIB_DEFAULT,
             }
         }
     }
@@ -352,6 +363,57 @@ mod v1 {
                     reason: Reason::ScaleDown,
                 },
                 Command::SetDraining { node, draining } => Self::SetDraining { node, draining },
+            }
+        }
+    }
+}
+
+/// The second format, kept so old logs replay: specs had no `memory_mib` (decoded entries
+/// get [`crate::service::MEMORY_MIB_DEFAULT`], what their cells had). Only `ApplyService`
+/// differs from the current format, so only it is spelled out here (variant 0 of both).
+mod v2 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct ServiceSpec {
+        name: String,
+        payload: String,
+        args: Vec<String>,
+        replicas: u16,
+        min_replicas: u16,
+        max_replicas: u16,
+        restart: RestartPolicy,
+        placement: Spread,
+        fenced: bool,
+    }
+
+    impl From<ServiceSpec> for super::ServiceSpec {
+        fn from(old: ServiceSpec) -> Self {
+            Self {
+                name: old.name,
+                payload: old.payload,
+                args: old.args,
+                replicas: old.replicas,
+                min_replicas: old.min_replicas,
+                max_replicas: old.max_replicas,
+                restart: old.restart,
+                placement: old.placement,
+                fenced: old.fenced,
+                memory_mib: crate::service::MEMORY_MIB_DEFAULT,
+            }
+        }
+    }
+
+    /// Format 2's `ApplyService`, the one variant whose bytes changed.
+    #[derive(Deserialize)]
+    pub enum Command {
+        ApplyService(ServiceSpec),
+    }
+
+    impl From<Command> for super::Command {
+        fn from(old: Command) -> Self {
+            match old {
+                Command::ApplyService(spec) => Self::ApplyService(spec.into()),
             }
         }
     }
@@ -445,7 +507,7 @@ mod tests {
     fn every_kind_round_trips() {
         for command in samples() {
             let bytes = command.encode().unwrap();
-            assert_eq!(bytes[0], COMMAND_FORMAT_V2);
+            assert_eq!(bytes[0], COMMAND_FORMAT_V3);
             assert_eq!(
                 Command::decode(&bytes),
                 Ok(command.clone()),
@@ -472,7 +534,7 @@ mod tests {
             command.encode(),
             Err(EncodeError::TooLarge { .. })
         ));
-        let mut bytes = vec![COMMAND_FORMAT_V2];
+        let mut bytes = vec![COMMAND_FORMAT_V3];
         bytes.extend(postcard::to_allocvec(&command).unwrap());
         assert!(matches!(
             Command::decode(&bytes),
@@ -487,7 +549,11 @@ mod tests {
             Command::decode(&[9, 0]),
             Err(DecodeError::UnknownFormat { version: 9 })
         );
-        for version in [COMMAND_FORMAT_V1, COMMAND_FORMAT_V2] {
+        assert_eq!(
+            Command::decode(&[4, 1]),
+            Err(DecodeError::UnknownFormat { version: 4 })
+        );
+        for version in [COMMAND_FORMAT_V1, COMMAND_FORMAT_V2, COMMAND_FORMAT_V3] {
             assert_eq!(Command::decode(&[version]), Err(DecodeError::Malformed));
             assert_eq!(
                 Command::decode(&[version, 200]),
@@ -535,6 +601,49 @@ mod tests {
             Command::decode(&trailing),
             Err(DecodeError::TrailingBytes { count: 1 })
         );
+    }
+
+    /// Bytes the previous image wrote (format 2, no memory limit) still decode: the spec gets
+    /// the default limit, every other kind decodes as before.
+    #[test]
+    fn second_format_entries_still_decode() {
+        // ApplyService{web, hello, ["a"], 2, 0, 64, OnFailure, Hard, fenced} in format 2.
+        let apply = [
+            2, 0, 3, b'w', b'e', b'b', 5, b'h', b'e', b'l', b'l', b'o', 1, 1, b'a', 2, 0, 64, 1, 1,
+            1,
+        ];
+        let mut spec = ServiceSpec::new("web", "hello", 2);
+        spec.args = vec![String::from("a")];
+        spec.placement = Spread::Hard;
+        spec.fenced = true;
+        assert_eq!(spec.memory_mib, crate::service::MEMORY_MIB_DEFAULT);
+        assert_eq!(Command::decode(&apply), Ok(Command::ApplyService(spec)));
+        // The same spec in format 3 carries its limit (varint 16) after `fenced`.
+        let mut v3 = apply.to_vec();
+        v3[0] = COMMAND_FORMAT_V3;
+        v3.push(16);
+        assert_eq!(Command::decode(&v3), Command::decode(&apply));
+        // A format-2 spec with a trailing byte is not silently a format-3 spec.
+        let mut trailing = apply.to_vec();
+        trailing.push(16);
+        assert_eq!(
+            Command::decode(&trailing),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
+        // Every other kind: the format-3 bytes relabelled 2 decode to the same command.
+        for command in samples().into_iter().skip(1) {
+            let mut bytes = command.encode().unwrap();
+            bytes[0] = COMMAND_FORMAT_V2;
+            assert_eq!(Command::decode(&bytes), Ok(command));
+        }
+    }
+
+    #[test]
+    fn memory_limit_round_trips() {
+        let mut spec = ServiceSpec::new("web", "memhog", 1);
+        spec.memory_mib = crate::service::MEMORY_MIB_MAX;
+        let command = Command::ApplyService(spec);
+        assert_eq!(Command::decode(&command.encode().unwrap()), Ok(command));
     }
 
     /// Random bytes and random single-byte corruptions of valid encodings never panic.

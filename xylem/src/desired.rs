@@ -55,9 +55,11 @@ pub const EPOCH_MAX: Epoch = 1 << 62;
 /// The second snapshot format (no operate state: every service at generation 1); still
 /// restored.
 pub const SNAPSHOT_FORMAT_V2: u8 = 2;
-/// The first byte of every snapshot this image takes: format 2's body followed by the
-/// operate state ([`crate::operate::Ops`]).
+/// The third snapshot format (format 2's body followed by the operate state, specs without
+/// `memory_mib`); still restored, the specs get the default limit.
 pub const SNAPSHOT_FORMAT_V3: u8 = 3;
+/// The first byte of every snapshot this image takes: format 3 with each spec's `memory_mib`.
+pub const SNAPSHOT_FORMAT_V4: u8 = 4;
 
 /// A fenced slot that was unbound: who held it, and when it stopped being theirs. The slot
 /// may be bound again only once the leader knows that holder's cell is gone (`crate::lease`).
@@ -1049,7 +1051,7 @@ impl DesiredState {
 
     /// Serialises the replicated state for log compaction.
     pub fn snapshot(&self) -> Vec<u8> {
-        let bytes = alloc::vec![SNAPSHOT_FORMAT_V3];
+        let bytes = alloc::vec![SNAPSHOT_FORMAT_V4];
         // Serialising plain data into a Vec only fails on allocation failure, which aborts anyway.
         let bytes = postcard::to_extend(&self.state, bytes).expect("serialise snapshot");
         let bytes = postcard::to_extend(&self.ops, bytes).expect("serialise snapshot");
@@ -1061,15 +1063,17 @@ impl DesiredState {
     pub fn restore(bytes: &[u8], catalog: PayloadCatalog) -> Result<Self, SnapshotError> {
         let (&version, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         let (state, rest) = match version {
+            SNAPSHOT_FORMAT_V4 => postcard::take_from_bytes::<Replicated>(body),
             SNAPSHOT_FORMAT_V2 | SNAPSHOT_FORMAT_V3 => {
-                postcard::take_from_bytes::<Replicated>(body)
+                postcard::take_from_bytes::<v3::Replicated>(body)
+                    .map(|(old, rest)| (Replicated::from(old), rest))
             }
             SNAPSHOT_FORMAT_V1 => postcard::take_from_bytes::<v1::Replicated>(body)
                 .map(|(old, rest)| (Replicated::from(old), rest)),
             _ => return Err(SnapshotError::UnknownFormat { version }),
         }
         .map_err(|_| SnapshotError::Malformed)?;
-        let (ops, rest) = if version == SNAPSHOT_FORMAT_V3 {
+        let (ops, rest) = if version >= SNAPSHOT_FORMAT_V3 {
             postcard::take_from_bytes::<Ops>(rest).map_err(|_| SnapshotError::Malformed)?
         } else {
             (
@@ -1222,6 +1226,7 @@ mod v1 {
                         restart: e.spec.restart,
                         placement: e.spec.placement,
                         fenced: false,
+                        memory_mib: crate::service::MEMORY_MIB_DEFAULT,
                     };
                     (
                         name,
@@ -1245,6 +1250,83 @@ mod v1 {
     }
 }
 
+/// Snapshot formats 2 and 3, kept so old snapshots restore: specs had no `memory_mib` (they
+/// get [`crate::service::MEMORY_MIB_DEFAULT`], what their cells had).
+mod v3 {
+    use super::*;
+    use crate::service::Spread;
+    use cell::spec::RestartPolicy;
+
+    #[derive(Deserialize)]
+    struct Spec {
+        name: String,
+        payload: String,
+        args: Vec<String>,
+        replicas: u16,
+        min_replicas: u16,
+        max_replicas: u16,
+        restart: RestartPolicy,
+        placement: Spread,
+        fenced: bool,
+    }
+
+    #[derive(Deserialize)]
+    struct Entry {
+        spec: Spec,
+        slots: BTreeMap<Slot, Assignment>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Replicated {
+        applied_index: u64,
+        epoch_high: Epoch,
+        services: BTreeMap<String, Entry>,
+        draining: BTreeSet<NodeId>,
+        addresses: Addresses,
+        vacated: BTreeMap<(String, Slot), Vacated>,
+        vacated_overflow: u64,
+    }
+
+    impl From<Replicated> for super::Replicated {
+        fn from(old: Replicated) -> Self {
+            let services = old
+                .services
+                .into_iter()
+                .map(|(name, e)| {
+                    let spec = ServiceSpec {
+                        name: e.spec.name,
+                        payload: e.spec.payload,
+                        args: e.spec.args,
+                        replicas: e.spec.replicas,
+                        min_replicas: e.spec.min_replicas,
+                        max_replicas: e.spec.max_replicas,
+                        restart: e.spec.restart,
+                        placement: e.spec.placement,
+                        fenced: e.spec.fenced,
+                        memory_mib: crate::service::MEMORY_MIB_DEFAULT,
+                    };
+                    (
+                        name,
+                        ServiceEntry {
+                            spec,
+                            slots: e.slots,
+                        },
+                    )
+                })
+                .collect();
+            Self {
+                applied_index: old.applied_index,
+                epoch_high: old.epoch_high,
+                services,
+                draining: old.draining,
+                addresses: old.addresses,
+                vacated: old.vacated,
+                vacated_overflow: old.vacated_overflow,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1253,6 +1335,16 @@ mod tests {
 
     fn catalog() -> PayloadCatalog {
         PayloadCatalog::new(&["echo", "counter"])
+    }
+
+    /// A current-format snapshot of a hand-made replicated state (every service at its first
+    /// generation), for restore tests.
+    fn snapshot_of(state: &Replicated) -> Vec<u8> {
+        let ops = Ops::first_generation(state.services.iter().map(|(n, e)| (n, &e.slots)));
+        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V4];
+        bytes.extend(postcard::to_allocvec(state).unwrap());
+        bytes.extend(postcard::to_allocvec(&ops).unwrap());
+        bytes
     }
 
     fn web(replicas: u16) -> Command {
@@ -1373,8 +1465,7 @@ mod tests {
         let mut top = ds.state.clone();
         top.epoch_high = EPOCH_MAX - 1;
         top.services.get_mut("web").unwrap().slots.clear();
-        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
-        bytes.extend(postcard::to_allocvec(&top).unwrap());
+        let bytes = snapshot_of(&top);
         let mut near = DesiredState::restore(&bytes, catalog()).unwrap();
         let index = near.applied_index() + 1;
         assert_eq!(
@@ -1387,8 +1478,7 @@ mod tests {
         // A snapshot that claims an implausible epoch_high is refused on restore.
         let mut evil = ds.state.clone();
         evil.epoch_high = u64::MAX;
-        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
-        bytes.extend(postcard::to_allocvec(&evil).unwrap());
+        let bytes = snapshot_of(&evil);
         assert_eq!(
             DesiredState::restore(&bytes, catalog()),
             Err(SnapshotError::Invariant("epoch_high implausible"))
@@ -1403,8 +1493,7 @@ mod tests {
         let (ds, _) = run(&[web(2)]);
         let mut top = ds.state.clone();
         top.epoch_high = EPOCH_MAX - 2;
-        let mut bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
-        bytes.extend(postcard::to_allocvec(&top).unwrap());
+        let bytes = snapshot_of(&top);
         let mut ds = DesiredState::restore(&bytes, catalog()).unwrap();
         let views = [1, 2].map(|id| NodeView {
             free_mib: 1024,
@@ -1653,8 +1742,7 @@ mod tests {
         // Hand-crafted snapshot with an assignment above epoch_high.
         let mut evil = ds.state.clone();
         evil.epoch_high = 1;
-        let mut evil_bytes = alloc::vec![SNAPSHOT_FORMAT_V2];
-        evil_bytes.extend(postcard::to_allocvec(&evil).unwrap());
+        let evil_bytes = snapshot_of(&evil);
         let err = SnapshotError::Invariant("assignment epoch above epoch_high");
         assert_eq!(DesiredState::restore(&evil_bytes, catalog()), Err(err));
     }
@@ -1821,5 +1909,80 @@ mod tests {
             Some(Assignment { node: 1, epoch: 1 })
         );
         assert!(!ds.service("web").unwrap().fenced);
+    }
+
+    /// A format-3 snapshot (the previous image's: specs without `memory_mib`) restores with
+    /// the default limit; the same state in format 4 keeps the limit it was given.
+    #[test]
+    fn third_format_snapshots_still_restore() {
+        // applied 2, epoch_high 1, web (echo, 2 replicas, fenced) with web/0 -> node 1 @ 1,
+        // no draining, no addresses, no tombstones.
+        let mut body = alloc::vec![2, 1, 1, 3, b'w', b'e', b'b'];
+        body.extend_from_slice(&[
+            3, b'w', b'e', b'b', 4, b'e', b'c', b'h', b'o', 0, 2, 0, 64, 1, 0, 1,
+        ]);
+        body.extend_from_slice(&[1, 0, 1, 1]);
+        let (draining, addresses, vacated, overflow) = (
+            postcard::to_allocvec(&BTreeSet::<NodeId>::new()).unwrap(),
+            postcard::to_allocvec(&Addresses::default()).unwrap(),
+            postcard::to_allocvec(&BTreeMap::<(String, Slot), Vacated>::new()).unwrap(),
+            postcard::to_allocvec(&0u64).unwrap(),
+        );
+        for part in [draining, addresses, vacated, overflow] {
+            body.extend(part);
+        }
+        let mut v2 = alloc::vec![SNAPSHOT_FORMAT_V2];
+        v2.extend_from_slice(&body);
+        let old = DesiredState::restore(&v2, catalog()).unwrap();
+        let web = old.service("web").unwrap();
+        assert!(web.fenced);
+        assert_eq!(web.memory_mib, crate::service::MEMORY_MIB_DEFAULT);
+        assert_eq!(
+            old.assignment("web", 0),
+            Some(Assignment { node: 1, epoch: 1 })
+        );
+        // Format 3: the same body and the operate state.
+        let mut v3 = alloc::vec![SNAPSHOT_FORMAT_V3];
+        v3.extend_from_slice(&body);
+        v3.extend(postcard::to_allocvec(&old.ops).unwrap());
+        assert_eq!(DesiredState::restore(&v3, catalog()), Ok(old.clone()));
+        // What this image writes is format 4 and keeps a changed limit.
+        let mut ds = old.clone();
+        ds.state.services.get_mut("web").unwrap().spec.memory_mib = 3;
+        let bytes = ds.snapshot();
+        assert_eq!(bytes[0], SNAPSHOT_FORMAT_V4);
+        let back = DesiredState::restore(&bytes, catalog()).unwrap();
+        assert_eq!(back.service("web").unwrap().memory_mib, 3);
+        // Format-3 bytes labelled 4 are refused, not misread.
+        let mut mislabelled = v3.clone();
+        mislabelled[0] = SNAPSHOT_FORMAT_V4;
+        assert!(DesiredState::restore(&mislabelled, catalog()).is_err());
+    }
+
+    /// A memory limit out of range is refused on apply (nothing changes), and a new limit on
+    /// an existing service is an update, not a new version (no rollout).
+    #[test]
+    fn memory_limit_is_validated_and_not_a_rollout() {
+        let (mut ds, _) = run(&[web(1)]);
+        let before = ds.clone();
+        let mut spec = ServiceSpec::new("web", "echo", 1);
+        spec.memory_mib = 0;
+        let index = ds.applied_index() + 1;
+        assert_eq!(
+            ds.apply(index, &Command::ApplyService(spec.clone())),
+            Err(ApplyError::InvalidSpec(SpecError::MemoryOutOfRange {
+                mib: 0,
+                max: crate::service::MEMORY_MIB_MAX
+            }))
+        );
+        assert_eq!(ds.service("web"), before.service("web"));
+        spec.memory_mib = 64;
+        let index = ds.applied_index() + 1;
+        assert_eq!(
+            ds.apply(index, &Command::ApplyService(spec)),
+            Ok(Applied::ServiceUpdated)
+        );
+        assert_eq!(ds.service("web").unwrap().memory_mib, 64);
+        assert_eq!(ds.ops("web"), before.ops("web"));
     }
 }

@@ -13,7 +13,7 @@
 //!            "maintenance":"active","load_milli":420,"free_mib":12,"cells":1,
 //!            "last_panic":null}],
 //!  "services":[{"name":"web","desired":2,"running":2,"pending":0,"fenced":false,
-//!                "health":"healthy"}],
+//!                "memory_mib":16,"health":"healthy"}],
 //!  "cells":[{"name":"web/0@3","id":3,"service":"web","slot":0,"epoch":3,"node":"worker-1",
 //!            "state":"running","restarts":0,"uptime_s":75}]}
 //! {"format":"xylem-events/1","node":"worker-1","events":[{"t_us":812345,"text":"…"}]}
@@ -87,6 +87,7 @@ struct Service<'a> {
     running: u16,
     pending: u16,
     fenced: bool,
+    memory_mib: u32,
     health: &'static str,
 }
 
@@ -172,6 +173,7 @@ fn service_view(s: &ServiceRow, quorum: bool) -> Service<'_> {
         running: s.running,
         pending: s.pending,
         fenced: s.fenced,
+        memory_mib: s.memory_mib,
         health: health_name(ServiceHealth::classify(
             quorum, s.desired, s.running, s.pending,
         )),

@@ -172,6 +172,8 @@ pub struct SpawnCell {
     pub payload: String,
     pub args: Vec<String>,
     pub restart: RestartPolicy,
+    /// Its memory limit in MiB (the spec's `memory_mib`, already validated).
+    pub memory_mib: u32,
 }
 
 /// What happened, for the event log and `xylem events`.
@@ -766,9 +768,10 @@ impl ControlNode {
                     payload,
                     args,
                     restart,
+                    memory_mib,
                 } => {
                     let name = CellName::new(&service, slot, epoch);
-                    self.spawn(name, (payload, args, restart), obs);
+                    self.spawn(name, (payload, args, restart, memory_mib), obs);
                 }
             }
         }
@@ -851,10 +854,10 @@ impl ControlNode {
     fn spawn(
         &mut self,
         name: CellName,
-        spec: (String, Vec<String>, RestartPolicy),
+        spec: (String, Vec<String>, RestartPolicy, u32),
         obs: &Observed,
     ) {
-        let (payload, args, restart) = spec;
+        let (payload, args, restart, memory_mib) = spec;
         let (now_ms, applied) = (obs.now_ms, obs.raft.applied);
         // A witness never runs cells, whatever an assignment says (placement never binds one).
         if self.role == NodeRole::Witness
@@ -876,6 +879,7 @@ impl ControlNode {
             payload,
             args,
             restart,
+            memory_mib,
         }));
     }
 

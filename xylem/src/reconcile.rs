@@ -78,6 +78,8 @@ pub enum Action {
         payload: String,
         args: Vec<String>,
         restart: RestartPolicy,
+        /// The cell's memory limit (the spec's `memory_mib`).
+        memory_mib: u32,
     },
     /// Stop (or reap, if it already exited) a local cell.
     Stop { cell_id: CellId, why: StopReason },
@@ -162,6 +164,7 @@ pub fn reconcile(
             payload: String::from(payload),
             args: args.to_vec(),
             restart: spec.restart,
+            memory_mib: spec.memory_mib,
         });
     }
     debug_assert!(stops.len() <= cells.len());

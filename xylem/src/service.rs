@@ -26,6 +26,10 @@ pub const REPLICAS_CAP: u16 = 64;
 pub const ARGS_COUNT_MAX: usize = 8;
 /// Longest single argument, in bytes.
 pub const ARG_LEN_MAX: usize = 64;
+/// Memory limit of each cell when the operator names none (`xylem apply … --memory-mib N`).
+pub const MEMORY_MIB_DEFAULT: u32 = cell::abi::DEFAULT_MEMORY_LIMIT_MIB;
+/// Highest per-cell memory limit a spec may ask for (the kernel's own cap).
+pub const MEMORY_MIB_MAX: u32 = cell::abi::MAX_MEMORY_LIMIT_MIB;
 
 /// How placement spreads a service's replicas over nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +83,9 @@ pub struct ServiceSpec {
     /// its cells hold leases (see `crate::lease`) and a slot moves only once the previous
     /// holder surely stopped. Immutable after creation.
     pub fenced: bool,
+    /// What each cell may hold (its pages and socket buffers), in MiB, `1..=`[`MEMORY_MIB_MAX`].
+    /// Like `restart`, a change applies to cells started from then on (not a rolling update).
+    pub memory_mib: u32,
 }
 
 /// Why a [`ServiceSpec`] (or a new replica count) is rejected. It travels in a forwarded
@@ -105,6 +112,8 @@ pub enum SpecError {
     TooManyArgs { count: usize },
     /// Argument `index` is longer than [`ARG_LEN_MAX`].
     ArgTooLong { index: usize, len: usize },
+    /// `memory_mib` is zero or above [`MEMORY_MIB_MAX`].
+    MemoryOutOfRange { mib: u32, max: u32 },
 }
 
 /// The payload programs built into the image. Every node runs the same image, so every node
@@ -173,7 +182,8 @@ pub fn validate_replicas(replicas: u16, min: u16, max: u16) -> Result<(), SpecEr
 
 impl ServiceSpec {
     /// A spec with the defaults the shell uses: no args, bounds `[0, REPLICAS_CAP]`,
-    /// restart on failure, soft spread, not fenced. The result is not validated yet.
+    /// restart on failure, soft spread, not fenced, [`MEMORY_MIB_DEFAULT`] per cell. The result
+    /// is not validated yet.
     pub fn new(name: &str, payload: &str, replicas: u16) -> Self {
         Self {
             name: String::from(name),
@@ -185,6 +195,7 @@ impl ServiceSpec {
             restart: RestartPolicy::OnFailure,
             placement: Spread::Soft,
             fenced: false,
+            memory_mib: MEMORY_MIB_DEFAULT,
         }
     }
 
@@ -208,8 +219,20 @@ impl ServiceSpec {
                 });
             }
         }
+        validate_memory_mib(self.memory_mib)?;
         Ok(())
     }
+}
+
+/// Checks a per-cell memory limit: `1..=`[`MEMORY_MIB_MAX`] MiB.
+pub fn validate_memory_mib(mib: u32) -> Result<(), SpecError> {
+    if mib == 0 || mib > MEMORY_MIB_MAX {
+        return Err(SpecError::MemoryOutOfRange {
+            mib,
+            max: MEMORY_MIB_MAX,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -325,6 +348,24 @@ mod tests {
         assert_eq!(spec.validate(&catalog()), Err(err));
         spec.args = vec!["y".repeat(ARG_LEN_MAX)];
         assert_eq!(spec.validate(&catalog()), Ok(()));
+    }
+
+    #[test]
+    fn memory_limit_is_bounded() {
+        let mut spec = ServiceSpec::new("web", "echo", 1);
+        assert_eq!(spec.memory_mib, 16);
+        for ok in [1, 2, MEMORY_MIB_MAX] {
+            spec.memory_mib = ok;
+            assert_eq!(spec.validate(&catalog()), Ok(()));
+        }
+        for bad in [0, MEMORY_MIB_MAX + 1, u32::MAX] {
+            spec.memory_mib = bad;
+            let err = SpecError::MemoryOutOfRange {
+                mib: bad,
+                max: MEMORY_MIB_MAX,
+            };
+            assert_eq!(spec.validate(&catalog()), Err(err));
+        }
     }
 
     #[test]

@@ -190,6 +190,8 @@ pub struct ServiceRow {
     pub pending: u16,
     /// Whether the service is fenced (`xylem apply … --fence`).
     pub fenced: bool,
+    /// Each cell's memory limit (`xylem apply … --memory-mib N`).
+    pub memory_mib: u32,
 }
 
 /// One row of the cell table.
@@ -252,6 +254,7 @@ pub fn service_rows(
             running,
             pending,
             fenced: spec.fenced,
+            memory_mib: spec.memory_mib,
         });
     }
     rows
@@ -347,17 +350,18 @@ fn render_nodes(out: &mut String, nodes: &[NodeRow]) {
 fn render_services(out: &mut String, services: &[ServiceRow], quorum: bool) {
     let _ = writeln!(
         out,
-        "\n{:<28} {:>7} {:>7} {:<6} STATE",
-        "SERVICE", "DESIRED", "RUNNING", "FENCE"
+        "\n{:<28} {:>7} {:>7} {:>7} {:<6} STATE",
+        "SERVICE", "DESIRED", "RUNNING", "MEM_MIB", "FENCE"
     );
     for s in services.iter().take(ROWS_MAX) {
         let health = ServiceHealth::classify(quorum, s.desired, s.running, s.pending);
         let _ = writeln!(
             out,
-            "{:<28} {:>7} {:>7} {:<6} {}",
+            "{:<28} {:>7} {:>7} {:>7} {:<6} {}",
             fit(&s.name, 28),
             s.desired,
             s.running,
+            s.memory_mib,
             if s.fenced { "yes" } else { "no" },
             health.as_str()
         );

@@ -155,6 +155,9 @@ impl fmt::Display for SpecError {
             Self::ArgTooLong { index, len } => {
                 write!(f, "argument {index} is {len} bytes, too long")
             }
+            Self::MemoryOutOfRange { mib, max } => {
+                write!(f, "memory limit {mib} MiB is outside 1..={max} MiB")
+            }
         }
     }
 }

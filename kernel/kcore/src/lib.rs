@@ -18,6 +18,7 @@ pub mod fd_table;
 pub mod frame_filter;
 pub mod heap_plan;
 pub mod line_editor;
+pub mod line_ring;
 pub mod load;
 pub mod map_regions;
 pub mod node_config;

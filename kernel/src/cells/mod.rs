@@ -354,15 +354,17 @@ fn cell_main(id: u64) {
     if !attached {
         return;
     }
-    // SAFETY: the record now owns the space, and the table drops it only once this task is
-    // gone (`CellRecord::detach` runs on the task's exit or after `sched::kill`).
-    unsafe { sched::set_address_space(cr3) };
+    // The event first, while the kernel's TLB entries are still warm: after the CR3 load
+    // TCG refills every page it touches (measured: a few µs of `enter_user`).
     events::push(EventKind::CellStart {
         cell: id,
         task: sched::current_id(),
         payload: name,
         name: label,
     });
+    // SAFETY: the record now owns the space, and the table drops it only once this task is
+    // gone (`CellRecord::detach` runs on the task's exit or after `sched::kill`).
+    unsafe { sched::set_address_space(cr3) };
     LAST_USER_ENTRY_TSC.store(cpu::rdtsc(), Ordering::Relaxed);
     // SAFETY: the cell's space is loaded (above), it maps `entry` and `stack_top` (checked by
     // the loader), and the scheduler set this task's kernel stack in the TSS when it switched

@@ -276,7 +276,11 @@ fn execute(output: Output) {
                 payload: spawn.payload,
                 args: spawn.args,
             };
-            let result = cells::run(spec, spawn.restart, cells::Limits::default(), Some(label));
+            // The spec was validated on apply; a limit this kernel refuses (an image with a
+            // lower cap than the leader's) fails the spawn with its reason, never a panic.
+            let result = cells::Limits::with_memory_mib(spawn.memory_mib)
+                .map_err(|e| cells::CellError::BadSpec(format!("{e}")))
+                .and_then(|limits| cells::run(spec, spawn.restart, limits, Some(label)));
             let cell = match result {
                 Ok(cell) => {
                     action("spawn", cell, &spawn.name, "-");

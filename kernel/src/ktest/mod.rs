@@ -35,6 +35,10 @@ const TESTS: &[Test] = &[
         run: frames_alloc_free,
     },
     Test {
+        name: "frames-prezeroed",
+        run: frames_prezeroed,
+    },
+    Test {
         name: "clock-monotonic",
         run: clock_monotonic,
     },
@@ -57,6 +61,10 @@ const TESTS: &[Test] = &[
     Test {
         name: "sched-spawn-exit-no-leak",
         run: sched_tests::spawn_exit_no_leak,
+    },
+    Test {
+        name: "sched-stack-pool",
+        run: sched_tests::stack_pool,
     },
     Test {
         name: "cells-fault-returns-frames",
@@ -191,6 +199,40 @@ fn frames_alloc_free() -> TestResult {
     drop(taken);
     check(frames::free_frames() == before, || {
         alloc::format!("free {before} -> {}", frames::free_frames())
+    })
+}
+
+/// Idle time zeroes freed frames ahead of use, and every frame handed out is all zero
+/// whether it came pre-zeroed (only its link word cleared) or was zeroed on the spot.
+fn frames_prezeroed() -> TestResult {
+    const N: usize = 64;
+    let mut dirty = Vec::new();
+    for _ in 0..N {
+        let mut frame = frames::OwnedFrame::alloc().ok_or_else(|| String::from("out of frames"))?;
+        frame.fill(0xa5);
+        dirty.push(frame);
+    }
+    let before = frames::free_frames();
+    drop(dirty);
+    check(frames::free_frames() == before + N as u64, || {
+        String::from("freeing did not count")
+    })?;
+    // Idle runs while this task sleeps.
+    crate::sched::sleep_ms(50);
+    let ready = frames::prezeroed();
+    check(ready >= frames::prezeroed_target().min(N as u64), || {
+        alloc::format!("{ready} frames pre-zeroed after 50 ms of idle")
+    })?;
+    let mut taken = Vec::new();
+    for _ in 0..2 * N {
+        taken.push(frames::OwnedFrame::alloc().ok_or_else(|| String::from("out of frames"))?);
+    }
+    let dirty = taken.iter().filter(|f| !f.is_zero()).count();
+    check(dirty == 0, || {
+        alloc::format!("{dirty} of {} frames handed out not zero", 2 * N)
+    })?;
+    check(frames::prezeroed() < ready, || {
+        String::from("allocation did not use the pre-zeroed frames")
     })
 }
 

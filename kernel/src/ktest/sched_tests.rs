@@ -136,6 +136,64 @@ pub fn spawn_exit_no_leak() -> TestResult {
     })
 }
 
+/// Kernel stacks are recycled: more tasks than the pool holds at once draw from it and then
+/// from the heap; once they are gone the pool is full again and the heap is back exactly
+/// where it was (the extra stacks were freed, not kept).
+pub fn stack_pool() -> TestResult {
+    check(sched::pooled_stacks() == sched::STACK_POOL_MAX, || {
+        format!(
+            "pool holds {} stacks at rest, expected {}",
+            sched::pooled_stacks(),
+            sched::STACK_POOL_MAX
+        )
+    })?;
+    let heap_before = super::settled_heap_used();
+    let mut ids = Vec::new();
+    for _ in 0..sched::STACK_POOL_MAX + 3 {
+        ids.push(spawn("pooled", Priority::CELL, || loop {
+            sched::sleep_ms(1000);
+        })?);
+    }
+    sched::sleep_ms(5);
+    check(sched::pooled_stacks() == 0, || {
+        format!("{} stacks left in the pool", sched::pooled_stacks())
+    })?;
+    // Half end by kill, half by exit: both paths recycle.
+    for (i, id) in ids.iter().enumerate() {
+        if i % 2 == 0 {
+            sched::kill(*id).map_err(|e| format!("{e:?}"))?;
+        }
+    }
+    let exiting: Vec<_> = (0..3)
+        .map(|_| {
+            spawn("pooled-exit", Priority::HIGH, || {
+                sched::exit(ExitReason::Exited(0))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    for id in ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, id)| *id)
+    {
+        sched::kill(id).map_err(|e| format!("{e:?}"))?;
+    }
+    while exiting.iter().any(|id| sched::exists(*id)) {
+        sched::yield_now();
+    }
+    sched::yield_now();
+    check(sched::pooled_stacks() == sched::STACK_POOL_MAX, || {
+        format!("pool holds {} stacks after", sched::pooled_stacks())
+    })?;
+    // The test's own lists were allocated after the first measurement.
+    drop((ids, exiting));
+    let heap_after = super::settled_heap_used();
+    check(heap_after == heap_before, || {
+        format!("heap {heap_before} -> {heap_after} bytes")
+    })
+}
+
 /// `METRIC context_switch_ns` and `METRIC task_spawn_us`, medians over 2000 samples.
 pub fn bench() -> TestResult {
     const SAMPLES: usize = 2000;

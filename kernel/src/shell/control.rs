@@ -6,7 +6,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use xylem::command::Command;
 use xylem::operate::{validate_target, AutoscalePolicy, Maintenance, OperateError};
-use xylem::service::{ServiceSpec, SpecError};
+use xylem::service::{ServiceSpec, SpecError, MEMORY_MIB_DEFAULT};
 use xylem::status;
 use xylem::write::{Invalid, WriteError};
 
@@ -24,7 +24,7 @@ pub const COMMANDS: &[ShellCommand] = &[
     },
     ShellCommand {
         name: "xylem",
-        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--fence] [--port P] [--min N --max M --target-load PCT|off] | expose <svc> <port> | scale <svc> <N> | delete <svc> | cordon|uncordon|drain <node> | rollout status|undo <svc> | events [N] [--json] | stats",
+        usage: "xylem status [--json] | apply <svc> --payload <p> [--args a b ...] [--replicas N] [--restart R] [--memory-mib N] [--fence] [--port P] [--min N --max M --target-load PCT|off] | expose <svc> <port> | scale <svc> <N> | delete <svc> | cordon|uncordon|drain <node> | rollout status|undo <svc> | events [N] [--json] | stats",
         help: "the control plane: services, replicas, failover, addresses, drains, rolling updates, autoscaling; writes answer once committed",
         run: xylem,
     },
@@ -411,6 +411,7 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
         (None, 1u16, RestartPolicy::OnFailure, Vec::new());
     let mut port = None;
     let mut fenced = false;
+    let mut memory_mib = MEMORY_MIB_DEFAULT;
     let (mut min, mut max, mut target, mut replicas_given) = (None, None, None, false);
     let mut i = 0;
     while i < rest.len() {
@@ -448,6 +449,12 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
                     })?;
                     Some(pct)
                 });
+            }
+            "--memory-mib" => {
+                let v = value(i)?;
+                memory_mib = v
+                    .parse()
+                    .map_err(|_| failed(format!("'{v}' is not a memory size in MiB")))?;
             }
             "--restart" => {
                 let v = value(i)?;
@@ -487,6 +494,7 @@ fn apply(args: &[&str]) -> Result<(), CommandError> {
     spec.args = call_args;
     spec.restart = restart;
     spec.fenced = fenced;
+    spec.memory_mib = memory_mib;
     spec.min_replicas = min.unwrap_or(spec.min_replicas);
     spec.max_replicas = max.unwrap_or(spec.max_replicas);
     // Every check that can be made here is made before anything is proposed, so a bad

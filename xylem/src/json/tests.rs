@@ -66,6 +66,7 @@ fn input() -> StatusInput {
             running: 1,
             pending: 0,
             fenced: false,
+            memory_mib: 16,
         }],
         cells: vec![CellRow {
             name: CellName::new("web", 0, 7),
@@ -150,8 +151,17 @@ fn status_is_one_line_with_the_documented_fields() {
     assert_eq!(v["nodes"][2]["role"], "witness");
     assert_eq!(
         keys(&v["services"][0]),
-        ["desired", "fenced", "health", "name", "pending", "running"]
+        [
+            "desired",
+            "fenced",
+            "health",
+            "memory_mib",
+            "name",
+            "pending",
+            "running"
+        ]
     );
+    assert_eq!(v["services"][0]["memory_mib"], 16);
     assert_eq!(v["services"][0]["health"], "reconciling");
     assert_eq!(
         keys(&v["cells"][0]),

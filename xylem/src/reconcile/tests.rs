@@ -20,6 +20,7 @@ fn state(commands: &[Command]) -> DesiredState {
 fn web(replicas: u16) -> Command {
     let mut spec = ServiceSpec::new("web", "echo", replicas);
     spec.args = vec!["--port".to_string(), "80".to_string()];
+    spec.memory_mib = 24;
     Command::ApplyService(spec)
 }
 
@@ -79,6 +80,7 @@ fn spawns_what_is_assigned_to_me_only() {
         payload: "echo".to_string(),
         args: vec!["--port".to_string(), "80".to_string()],
         restart: RestartPolicy::OnFailure,
+        memory_mib: 24,
     };
     assert_eq!(plan.actions, vec![spawn]);
 }

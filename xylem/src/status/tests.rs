@@ -50,6 +50,7 @@ fn typical(quorum: bool) -> StatusInput {
                 running: 2,
                 pending: 0,
                 fenced: false,
+                memory_mib: 16,
             },
             ServiceRow {
                 name: "lock".to_string(),
@@ -57,6 +58,7 @@ fn typical(quorum: bool) -> StatusInput {
                 running: 1,
                 pending: 0,
                 fenced: true,
+                memory_mib: 4,
             },
         ],
         cells: vec![
@@ -96,9 +98,9 @@ w1           worker   alive    leader      0.42      912     1 active
 w2           worker   alive    follower    0.42      912     1 draining
 witness      witness  alive    follower    0.42      912     0 active
 
-SERVICE                      DESIRED RUNNING FENCE  STATE
-web                                2       2 no     Healthy
-lock                               1       1 yes    Healthy
+SERVICE                      DESIRED RUNNING MEM_MIB FENCE  STATE
+web                                2       2      16 no     Healthy
+lock                               1       1       4 yes    Healthy
 
 CELL                               NODE         STATE      RST  UPTIME LOCAL
 web/0@3                            w1           running      0   1m15s     3
@@ -163,6 +165,7 @@ fn worst_case_fits_80_columns() {
         running: u16::MAX,
         pending: 1,
         fenced: true,
+        memory_mib: u32::MAX,
     }];
     input.cells = vec![CellRow {
         name: CellName::new(&"x".repeat(32), 63, u64::MAX),
@@ -320,6 +323,7 @@ fn service_rows_count_only_current_epoch_cells_on_assigned_nodes() {
             running: 1,
             pending: 1,
             fenced: false,
+            memory_mib: 16,
         }]
     );
 }

@@ -26,6 +26,8 @@ pub enum ExitCode {
 /// Exits QEMU through isa-debug-exit. Without the device (real hardware, or QEMU started
 /// without it), halts forever.
 pub fn exit(code: ExitCode) -> ! {
+    // Queued event lines are part of the result (the harness reads them).
+    super::serial::flush_event_log();
     // SAFETY: port 0xf4 is isa-debug-exit when present and unused otherwise; writing to an
     // unclaimed port has no effect.
     unsafe { outb(DEBUG_EXIT_PORT, code as u8) };
@@ -35,6 +37,7 @@ pub fn exit(code: ExitCode) -> ! {
 /// ACPI soft-off (S5): writes SLP_TYP=0 (QEMU's \_S5 value on both i440fx and q35) with
 /// SLP_EN to the PM1a control port. Returns only if the machine did not power off.
 pub fn acpi_poweroff(pm1a_control_port: u16) {
+    super::serial::flush_event_log();
     const SLP_EN: u16 = 1 << 13;
     // SAFETY: the port comes from the FADT's PM1a control block; writing SLP_EN there is
     // the ACPI-defined way to enter the sleep state, here S5.

@@ -4,10 +4,28 @@
 //! never deadlock against the code it interrupted. Panic and fault paths use
 //! [`emergency_writer`], which bypasses the lock: output may interleave, but it always gets
 //! out.
+//!
+//! COM2 lines can be deferred ([`queue_event_line`]): once the event-log writer task runs
+//! (`events::start_writer`), a line is formatted into a bounded ring ([`EVENT_LOG_RING_BYTES`],
+//! `kcore::line_ring`) and written to the port later by that task ([`drain_event_log`]), so
+//! whoever logs an event (a cell starting, an interrupt handler) does not wait for an
+//! emulated UART, one port write per byte. Lines keep their order (one FIFO, one writer); a
+//! line that does not fit is dropped whole and counted. Leaving the machine (panic, exit,
+//! poweroff) writes what is still queued first ([`flush_event_log`]).
 
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+use kcore::line_ring::LineRing;
 use spin::Mutex;
 use uart_16550::SerialPort;
+
+/// COM2 bytes that may wait for the writer: about a hundred event lines.
+pub const EVENT_LOG_RING_BYTES: usize = 16 * 1024;
+
+/// COM2 lines queued for the writer task.
+static COM2_PENDING: Mutex<LineRing<EVENT_LOG_RING_BYTES>> = Mutex::new(LineRing::new());
+/// Whether COM2 lines are queued (a writer task runs) rather than written at once (boot).
+static DEFERRED: AtomicBool = AtomicBool::new(false);
 
 const COM1_BASE: u16 = 0x3f8;
 const COM2_BASE: u16 = 0x2f8;
@@ -55,6 +73,76 @@ pub fn write_fmt(line: Line, args: fmt::Arguments) {
     super::cpu::without_interrupts(|| {
         if let Some(port) = port(line).lock().as_mut() {
             let _ = fmt::Write::write_fmt(&mut CrLf(port), args);
+        }
+    });
+}
+
+/// Writes one COM2 event line: queued for the writer task once it runs, written now before
+/// (boot). Returns false when the queue was full and the line was dropped (counted).
+pub fn queue_event_line(args: fmt::Arguments) -> bool {
+    super::cpu::without_interrupts(|| {
+        if DEFERRED.load(Ordering::Acquire) {
+            COM2_PENDING.lock().push_fmt(args)
+        } else {
+            if let Some(port) = COM2.lock().as_mut() {
+                let _ = fmt::Write::write_fmt(&mut CrLf(port), args);
+            }
+            true
+        }
+    })
+}
+
+/// From now on COM2 event lines are queued; a task must call [`drain_event_log`].
+pub fn defer_event_log() {
+    DEFERRED.store(true, Ordering::Release);
+}
+
+/// Writes up to `max_bytes` (at most 128) of the queued COM2 bytes to the port, oldest first,
+/// with interrupts masked (a chunk is never interleaved with another writer's); returns how
+/// many. Only the event-log writer calls it, so chunks go out in order.
+pub fn drain_event_log(max_bytes: usize) -> usize {
+    let mut chunk = [0u8; 128];
+    let limit = max_bytes.min(chunk.len());
+    super::cpu::without_interrupts(|| {
+        let n = COM2_PENDING.lock().pop_chunk(&mut chunk[..limit]);
+        if let Some(port) = COM2.lock().as_mut() {
+            for &b in &chunk[..n] {
+                port.send_raw(b);
+            }
+        }
+        n
+    })
+}
+
+/// (bytes queued for COM2, lines dropped because the queue was full, lines queued in all).
+pub fn event_log_counters() -> (usize, u64, u64) {
+    super::cpu::without_interrupts(|| {
+        let ring = COM2_PENDING.lock();
+        (ring.len(), ring.dropped_lines(), ring.pushed_lines())
+    })
+}
+
+/// Writes everything still queued for COM2, now, without waiting for the writer: for the
+/// way out (panic, exit, poweroff). Lock-free on the port; skipped if the panic struck while
+/// the queue itself was locked (its state may be half-changed).
+pub fn flush_event_log() {
+    super::cpu::without_interrupts(|| {
+        let Some(mut ring) = COM2_PENDING.try_lock() else {
+            return;
+        };
+        // SAFETY: COM2 is the PC's standard second UART, initialised at boot; a second handle
+        // only risks interleaving with a writer interrupted mid-chunk, and chunks are written
+        // with interrupts masked, so on this one CPU none is.
+        let mut port = unsafe { SerialPort::new(COM2_BASE) };
+        let mut chunk = [0u8; 128];
+        loop {
+            let n = ring.pop_chunk(&mut chunk);
+            if n == 0 {
+                break;
+            }
+            for &b in &chunk[..n] {
+                port.send_raw(b);
+            }
         }
     });
 }

@@ -391,6 +391,18 @@ pub fn bad_commands(env: &Env) -> Result<(), HarnessError> {
             "xylem apply api --payload hello --restart sometimes",
             "restart policy 'sometimes'",
         ),
+        (
+            "xylem apply api --payload hello --memory-mib 0",
+            "memory limit 0 MiB is outside 1..=4096 MiB",
+        ),
+        (
+            "xylem apply api --payload hello --memory-mib 5000",
+            "memory limit 5000 MiB is outside",
+        ),
+        (
+            "xylem apply api --payload hello --memory-mib lots",
+            "'lots' is not a memory size in MiB",
+        ),
         ("xylem scale nosuch 2", "rejected, nothing committed"),
         ("xylem scale web many", "'many' is not a replica count"),
         ("xylem delete nosuch", "rejected, nothing committed"),
@@ -424,6 +436,55 @@ pub fn bad_commands(env: &Env) -> Result<(), HarnessError> {
         status.lines().filter(|l| l.starts_with("web ")).count() == 1 && !status.contains("api"),
         "services changed:\n{status}"
     );
+    memory_limit(&mut cluster)
+}
+
+/// A service applied with `--memory-mib 4` runs its cells under that limit: `memhog` maps
+/// until `ENOMEM` somewhere below 4 MiB (image, stack and page tables count too), and the
+/// node that runs it keeps answering. `xylem status` shows the limit.
+fn memory_limit(cluster: &mut Cluster) -> Result<(), HarnessError> {
+    let out = cluster.node(1).command(
+        "xylem apply hog --payload memhog --args 256 600000 --memory-mib 4",
+        CMD,
+    )?;
+    ensure!(committed(&out), "apply --memory-mib printed {out:?}");
+    let node = wait_count(cluster, 1, "hog", 1)?.remove(0);
+    let status = cluster.node(1).command("xylem status", CMD)?;
+    ensure!(
+        status.lines().any(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.first() == Some(&"hog") && words.get(3) == Some(&"4")
+        }),
+        "no MEM_MIB 4 for hog:\n{status}"
+    );
+    let name = cell_table(&status)
+        .into_iter()
+        .find(|(name, _, _)| name.starts_with("hog/"))
+        .map(|(name, _, _)| name)
+        .ok_or_else(|| HarnessError::Check(format!("no hog cell:\n{status}")))?;
+    let id: u64 = if node == "worker-1" { 1 } else { 2 };
+    let deadline = Instant::now() + CONVERGE;
+    let logs = loop {
+        let logs = cluster
+            .node(id)
+            .command(&format!("cell logs {name} 20"), CMD)?;
+        if logs.contains("memhog: holding") || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let mapped_kib: u64 = logs
+        .split("mapped ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| HarnessError::Check(format!("no mapped figure from {name}: {logs}")))?;
+    ensure!(
+        logs.contains("then ENOMEM") && (2048..4096).contains(&mapped_kib),
+        "a 4 MiB service cell mapped {mapped_kib} KiB: {logs}"
+    );
+    let up = cluster.node(id).command("uptime", CMD)?;
+    ensure!(up.starts_with("up "), "{node} unresponsive: {up:?}");
     Ok(())
 }
 
