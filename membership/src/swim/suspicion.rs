@@ -102,8 +102,14 @@ impl Suspicion {
 
     /// Current timeout length.
     pub fn timeout_ms(&self) -> u64 {
+        // Nobody else can confirm (at most two members are active: us and the suspect).
+        // memberlist then takes the minimum; we take the maximum, because our minimum is a
+        // LAN-fast 80 ms and a two-node view is exactly the state after a failover: one
+        // slow ack of the last peer must not read as a second death (in a three-member
+        // cluster the survivors keep quorum only while both are up, so nothing could be
+        // moved for that death anyway; a two-member cluster has no quorum without both).
         if self.k == 0 {
-            return self.min_ms;
+            return self.max_ms;
         }
         let c = self.confirmations() as u64;
         let shrink =
@@ -156,5 +162,13 @@ mod tests {
         assert!(s.confirm(9) && s.confirm(10));
         assert_eq!(s.timeout_ms(), 200);
         assert!(!s.confirm(11), "bounded at k");
+    }
+
+    #[test]
+    fn nobody_to_confirm_means_the_longest_timeout() {
+        let mut s = Suspicion::new(1, 0, 80, 240, 0, 7);
+        assert_eq!(s.timeout_ms(), 240);
+        assert!(!s.confirm(8), "k = 0 takes no confirmation");
+        assert_eq!(s.deadline_ms(), 240);
     }
 }
