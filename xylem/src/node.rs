@@ -531,6 +531,15 @@ impl ControlNode {
     /// A committed Raft entry, in log order: `Some(bytes)` for a control entry, `None` for
     /// any other (a leader's no-op, another tag), so writes can tell theirs was overwritten.
     pub fn on_committed(&mut self, index: u64, bytes: Option<&[u8]>, obs: &Observed) {
+        // The entry handed in is applied by the time this node acts on it, whatever the
+        // driver's applied counter says yet (the kernel advances it after this call):
+        // otherwise `has_quorum` reads "behind", the reconcile below withholds the spawn
+        // the entry asked for, and the cell starts one reconcile period (100 ms) later.
+        let raft = RaftView {
+            applied: obs.raft.applied.max(index),
+            ..obs.raft
+        };
+        let obs = &Observed { raft, ..*obs };
         self.observe(obs);
         if index <= self.applied_through {
             return;
