@@ -40,28 +40,21 @@ pub struct FrontDoorRig {
     pub gateway: Gateway,
 }
 
-/// A three-node cluster with the gateway's port, `web` applied by `apply` (a `--port 80`
-/// apply: two commits) running on `on`, and a gateway attached; the caller waits for the
-/// owner and the name it needs.
-pub fn start_with(
-    env: &Env,
-    name: &str,
-    seed: u64,
-    apply: &str,
-    on: &[&str],
-) -> Result<FrontDoorRig, HarnessError> {
+pub fn start(env: &Env, name: &str, seed: u64) -> Result<FrontDoorRig, HarnessError> {
     let mut cluster = Cluster::start_with_ports(env, name, 3, seed, &[GATEWAY_ID])?;
     wait_all_alive(&mut cluster, &[1, 2, 3])?;
     wait_leader(&mut cluster, &[1, 2, 3])?;
-    let out = cluster.node(1).command(apply, CMD)?;
+    let out = cluster
+        .node(1)
+        .command("xylem apply web --payload http --replicas 2 --port 80", CMD)?;
     ensure!(
         out.lines()
             .filter(|l| l.starts_with("committed at index"))
             .count()
             == 2,
-        "{apply} printed {out:?}"
+        "apply --port printed {out:?}"
     );
-    wait_running(&mut cluster, 1, "web", on)?;
+    wait_running(&mut cluster, 1, "web", &["worker-1", "worker-2"])?;
     let net = check(
         "gateway port",
         HostNet::start(cluster.fabric.dir(), GATEWAY_ID),
@@ -73,21 +66,11 @@ pub fn start_with(
     };
     let listen = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
     let gateway = check("gateway", Gateway::start(net.clone(), listen, target))?;
-    Ok(FrontDoorRig {
+    let mut rig = FrontDoorRig {
         cluster,
         net,
         gateway,
-    })
-}
-
-pub fn start(env: &Env, name: &str, seed: u64) -> Result<FrontDoorRig, HarnessError> {
-    let mut rig = start_with(
-        env,
-        name,
-        seed,
-        "xylem apply web --payload http --replicas 2 --port 80",
-        &["worker-1", "worker-2"],
-    )?;
+    };
     rig.wait_owner(&[1, 2, 3], |o| o.is_some())?;
     let deadline = Instant::now() + CONVERGE;
     while rig.gateway.address().is_none() {

@@ -15,15 +15,17 @@
 //! retries are counted and reported, a second failure is a failed request.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
-use crate::hostnet;
-use crate::scenarios::control::{cell_table, committed};
-use crate::scenarios::frontdoor::{self, FrontDoorRig, WEB_VIP};
+use crate::hostnet::gateway::{Gateway, Target};
+use crate::hostnet::{self, HostNet};
+use crate::scenarios::control::{cell_table, committed, wait_leader, wait_running};
+use crate::scenarios::frontdoor::{FrontDoorRig, GATEWAY_ID, WEB_VIP};
+use crate::scenarios::membership::wait_all_alive;
 use crate::{ensure, Env, HarnessError};
 
 const CMD: Duration = Duration::from_secs(10);
@@ -325,7 +327,34 @@ fn start(
     apply: &str,
     on: &[&str],
 ) -> Result<FrontDoorRig, HarnessError> {
-    let mut rig = frontdoor::start_with(env, name, seed, apply, on)?;
+    let mut cluster = Cluster::start_with_ports(env, name, 3, seed, &[GATEWAY_ID])?;
+    wait_all_alive(&mut cluster, &[1, 2, 3])?;
+    wait_leader(&mut cluster, &[1, 2, 3])?;
+    let out = cluster.node(1).command(apply, CMD)?;
+    ensure!(
+        out.lines()
+            .filter(|l| l.starts_with("committed at index"))
+            .count()
+            == 2,
+        "{apply} printed {out:?}"
+    );
+    wait_running(&mut cluster, 1, "web", on)?;
+    let net = check(
+        "gateway port",
+        HostNet::start(cluster.fabric.dir(), GATEWAY_ID),
+    )?;
+    let target = Target {
+        service: "web".into(),
+        port: 80,
+        dns_servers: (1..=3).map(hostnet::fabric_ip).collect(),
+    };
+    let listen = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+    let gateway = check("gateway", Gateway::start(net.clone(), listen, target))?;
+    let mut rig = FrontDoorRig {
+        cluster,
+        net,
+        gateway,
+    };
     rig.wait_owner(&[1, 2, 3], |o| o == Some(3))?;
     let deadline = Instant::now() + OPERATE_MAX;
     while rig.gateway.address() != Some(WEB_VIP) {
